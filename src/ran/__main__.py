@@ -1,0 +1,5 @@
+import sys
+
+from ran.cli import main
+
+sys.exit(main())

@@ -1,0 +1,53 @@
+"""The ``ran`` command line: one module per subcommand, registered by name.
+
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``. A user-facing error
+(:class:`ran.errors.RanError`) becomes one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from ran.errors import RanError
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("ran.cli.check", "wrap a model and check non-destruction, state, and cached generation"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ran", description="Reservoir Attention Network")
+    parser.add_argument("--version", action="version", version=f"ran {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module_name).add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except RanError as error:
+        print(f"ran {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ran {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _version() -> str:
+    from ran import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Arguments and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from ran.injection import INJECTION_MODES
+from ran.loading import DEFAULT_MODEL
+from ran.reservoir import ReservoirConfig
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"alias, Hugging Face id, local directory or .gguf file (default: {DEFAULT_MODEL})")
+    parser.add_argument("--mode", default="kv", choices=list(INJECTION_MODES), help="injection mode (default: kv)")
+    parser.add_argument("--layer", type=int, default=None, help="layer to read and write at (default: the middle)")
+    parser.add_argument("--slots", type=int, default=8, help="reservoir slots / prefix tokens (default: 8)")
+
+
+def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None) -> None:
+    d = defaults or ReservoirConfig()
+    group = parser.add_argument_group("reservoir")
+    group.add_argument("--units", type=int, default=d.units, help=f"reservoir size K (default: {d.units})")
+    group.add_argument("--spectral-radius", type=float, default=d.spectral_radius,
+                       help=f"spectral radius of W_r (default: {d.spectral_radius})")
+    group.add_argument("--leak-rate", type=float, default=d.leak_rate, help=f"leak rate in (0, 1] (default: {d.leak_rate})")
+    group.add_argument("--input-scaling", type=float, default=d.input_scaling,
+                       help=f"scale of W_in (default: {d.input_scaling})")
+    group.add_argument("--connectivity", type=float, default=d.connectivity,
+                       help=f"fraction of nonzero W_r entries (default: {d.connectivity})")
+    group.add_argument("--reservoir-seed", type=int, default=d.seed, help=f"seed of the reservoir (default: {d.seed})")
+
+
+def reservoir_config_from(args: argparse.Namespace) -> ReservoirConfig:
+    return ReservoirConfig(units=args.units, spectral_radius=args.spectral_radius, leak_rate=args.leak_rate,
+                           input_scaling=args.input_scaling, connectivity=args.connectivity, seed=args.reservoir_seed)

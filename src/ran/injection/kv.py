@@ -1,0 +1,138 @@
+"""``kv`` (the default): reservoir key/value slots appended inside layer L's attention.
+
+At layer L, ``n_slots`` keys ``W_k r`` and values ``W_v r`` per key/value head (no rotary position:
+content-addressed, position-free memory) are appended to the token keys and values, and every query
+attends jointly over tokens and slots. The wiring goes through transformers' registered attention
+functions: the model's attention implementation is switched to ``ran_sdpa`` / ``ran_eager``, which
+call the stock ``sdpa`` / ``eager`` function unchanged in every layer except the one carrying slots.
+The slots are appended after the cache update, so they never enter the key/value cache and are
+re-appended at every decode step.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
+
+from ran.architectures import SUPPORTED_ATTENTION, ModelGeometry, attention_module
+from ran.errors import ConfigError
+from ran.injection.additive import _match_batch
+from ran.injection.base import Injector
+
+SLOTS_ATTRIBUTE = "ran_slots"  # set on the one attention module that carries slots
+IMPLEMENTATION_PREFIX = "ran_"
+
+
+class SlotSource:
+    """This pass's slot keys and values, (B, n_kv_heads, n_slots, head_dim) each, or None when off."""
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+
+def _stock_attention(base: str, module: nn.Module) -> Callable:
+    if base == "sdpa":
+        return sdpa_attention_forward
+    # Each modeling file defines its own eager function (GPT-2's differs from Llama's).
+    return sys.modules[type(module).__module__].eager_attention_forward
+
+
+def _slot_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor,
+               n_slots: int) -> torch.Tensor:
+    """The token mask with n_slots always-visible columns appended on the right.
+
+    When transformers hands no mask (SDPA's causal shortcut), build the causal mask here: with slots
+    appended, ``is_causal`` would align the triangle to the wrong columns.
+    """
+    q_len, kv_len = query.shape[2], key.shape[2]
+    if attention_mask is None:
+        rows = torch.arange(q_len, device=query.device)[:, None] + (kv_len - q_len)
+        attention_mask = (torch.arange(kv_len, device=query.device)[None, :] <= rows)[None, None]  # (1,1,q,kv)
+    batch = attention_mask.shape[0]
+    if attention_mask.dtype == torch.bool:
+        visible = torch.ones(batch, 1, q_len, n_slots, dtype=torch.bool, device=query.device)
+    else:
+        visible = torch.zeros(batch, 1, q_len, n_slots, dtype=attention_mask.dtype, device=query.device)
+    heads = attention_mask.shape[1]
+    return torch.cat([attention_mask, visible.expand(batch, heads, q_len, n_slots)], dim=-1)
+
+
+def _make_attention(base: str) -> Callable:
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        stock = _stock_attention(base, module)
+        slots: SlotSource | None = getattr(module, SLOTS_ATTRIBUTE, None)
+        if slots is None or slots.keys is None:
+            return stock(module, query, key, value, attention_mask, **kwargs)
+        batch = query.shape[0]
+        slot_keys = _match_batch(slots.keys, batch).to(key.dtype)  # (B, kv_heads, S, hd)
+        slot_values = _match_batch(slots.values, batch).to(value.dtype)
+        n_slots = slot_keys.shape[2]
+        mask = _slot_mask(attention_mask, query, key, n_slots)
+        key = torch.cat([key, slot_keys], dim=2)  # (B, kv_heads, T_kv + S, hd)
+        value = torch.cat([value, slot_values], dim=2)
+        return stock(module, query, key, value, mask, **kwargs)
+
+    return attention
+
+
+def register_attention_functions() -> None:
+    """Register ``ran_sdpa`` and ``ran_eager`` (idempotent) with transformers' attention and mask interfaces."""
+    for base in SUPPORTED_ATTENTION:
+        name = IMPLEMENTATION_PREFIX + base
+        AttentionInterface.register(name, _make_attention(base))
+        AttentionMaskInterface.register(name, sdpa_mask if base == "sdpa" else eager_mask)
+
+
+class KVInjector(Injector):
+    mode = "kv"
+
+    def __init__(self, geometry: ModelGeometry, units: int, layer: int, n_slots: int):
+        super().__init__(geometry, units, layer, n_slots)
+        width = n_slots * geometry.n_kv_heads * geometry.head_dim
+        self.key_readout = nn.Linear(units, width, bias=False)
+        self.value_readout = nn.Linear(units, width, bias=False)
+        nn.init.normal_(self.key_readout.weight, std=units**-0.5)
+        nn.init.zeros_(self.value_readout.weight)  # untrained slots carry no content, only dilute
+        self.slots = SlotSource()
+        self._installed_on: tuple[PreTrainedModel, ...] = ()  # a tuple, so the model is no submodule
+        self._original_implementation: str | None = None
+
+    def install(self, model: PreTrainedModel) -> None:
+        implementation = model.config._attn_implementation
+        if implementation not in SUPPORTED_ATTENTION:
+            raise ConfigError(
+                f"kv mode needs a dense attention mask: attention implementation '{implementation}' is not "
+                f"supported, load the model with attn_implementation one of {', '.join(SUPPORTED_ATTENTION)}"
+            )
+        register_attention_functions()
+        self._installed_on = (model,)
+        self._original_implementation = implementation
+        model.set_attn_implementation(IMPLEMENTATION_PREFIX + implementation)
+        if model.config._attn_implementation != IMPLEMENTATION_PREFIX + implementation:
+            raise ConfigError(f"{type(model).__name__} does not accept a registered attention function")
+        setattr(attention_module(model, self.layer), SLOTS_ATTRIBUTE, self.slots)
+
+    def uninstall(self) -> None:
+        if not self._installed_on:
+            return
+        (model,) = self._installed_on
+        delattr(attention_module(model, self.layer), SLOTS_ATTRIBUTE)
+        model.set_attn_implementation(self._original_implementation)
+        self._installed_on = ()
+
+    def begin_pass(self, state: torch.Tensor) -> None:
+        g = self.geometry
+        shape = (state.shape[0], self.n_slots, g.n_kv_heads, g.head_dim)
+        self.slots.keys = self.key_readout(state).view(shape).transpose(1, 2)  # (B, kv_heads, S, hd)
+        self.slots.values = self.value_readout(state).view(shape).transpose(1, 2)
+
+    def end_pass(self) -> None:
+        self.slots.keys = None
+        self.slots.values = None

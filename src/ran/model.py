@@ -1,0 +1,482 @@
+"""The wrapped model: a frozen causal LM, a fixed reservoir beside layer L, and a trained readout.
+
+Every call of the wrapped model is one *pass* (one tick): the write-back is computed from the state
+carried into the pass, the reservoir reads layer L's output at each example's last real token (or the
+mean over real tokens), and the pass returns the next state. ``generate()`` is one pass too: the
+prefill is the tick and decode steps reuse the slots written from the state before the pass.
+
+State is explicit: ``forward(..., state=s)`` uses ``s`` and returns the next state in its output; without
+``state=`` the model uses (and then replaces) the state it carries, one row per example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel
+
+from ran import __version__
+from ran.architectures import architecture_of, decoder_layers, geometry_of
+from ran.errors import ArtifactError, ConfigError
+from ran.injection import injector_class
+from ran.reservoir import Reservoir, ReservoirConfig
+
+ARTIFACT_FORMAT = "ran-artifact"
+ARTIFACT_VERSION = 1
+CONFIG_FILE = "ran_config.json"
+READOUT_FILE = "readout.safetensors"
+ADAPTER_FILE = "adapter_model.safetensors"
+STATE_FORMAT = "ran-state"
+SUMMARIES = ("last", "mean")
+LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
+
+
+@dataclass(frozen=True)
+class RanConfig:
+    """How the reservoir is attached to the model. Saved with every artifact and result."""
+
+    mode: str = "kv"  # kv | prefix | additive
+    layer: int | None = None  # the layer read and written at; None = the middle layer
+    n_slots: int = 8  # slot keys/values (kv) or pseudo-tokens (prefix); unused by additive
+    summary: str = "last"  # what the reservoir reads: the last real token ("last") or the "mean" over them
+    reservoir: ReservoirConfig = field(default_factory=ReservoirConfig)
+    lora_rank: int = 0  # 0 = readout only; > 0 adds LoRA on attention at and above the layer
+    lora_alpha: float = 16.0
+    readout_seed: int = 0  # initialisation of the readout and LoRA (the reservoir has its own seed)
+
+    def __post_init__(self) -> None:
+        injector_class(self.mode)  # raises on an unknown mode
+        if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
+            raise ConfigError(f"layer must be an integer >= 0 or None (the middle), got {self.layer!r}")
+        if not isinstance(self.n_slots, int) or self.n_slots < 1:
+            raise ConfigError(f"n_slots must be an integer >= 1, got {self.n_slots!r}")
+        if self.summary not in SUMMARIES:
+            raise ConfigError(f"unknown summary '{self.summary}': choose one of {', '.join(SUMMARIES)}")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise ConfigError(f"lora_rank must be an integer >= 0, got {self.lora_rank!r}")
+        if not self.lora_alpha > 0 or not math.isfinite(self.lora_alpha):
+            raise ConfigError(f"lora_alpha must be > 0, got {self.lora_alpha!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RanConfig:
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys {sorted(unknown)}: valid are {sorted(known)}")
+        reservoir = data.pop("reservoir", {})
+        known_reservoir = {f.name for f in fields(ReservoirConfig)}
+        if set(reservoir) - known_reservoir:
+            raise ConfigError(
+                f"unknown reservoir keys {sorted(set(reservoir) - known_reservoir)}: valid are {sorted(known_reservoir)}"
+            )
+        return cls(reservoir=ReservoirConfig(**reservoir), **data)
+
+
+@dataclass
+class RanOutput:
+    logits: torch.Tensor  # (B, T, vocab): the input's positions only (prefix positions removed)
+    state: torch.Tensor  # (B, K): the state after this pass
+    cache: Any = None
+
+
+@dataclass
+class _ReadPoint:
+    """Where the reservoir reads this pass, and what it read (filled by the layer hook once per pass)."""
+
+    batch: int
+    last_index: torch.Tensor  # (B,) position of the last real token in the (possibly prefixed) sequence
+    token_mask: torch.Tensor | None  # (B, T) real-token mask for the mean summary
+    summary: torch.Tensor | None = None  # (B, d) the reservoir's input x(t)
+
+
+class ReservoirModel(nn.Module):
+    """A causal LM with a reservoir attached at one layer. Create with :func:`wrap` or :meth:`from_pretrained`."""
+
+    def __init__(self, base: PreTrainedModel, config: RanConfig):
+        super().__init__()
+        architecture_of(base)
+        geometry = geometry_of(base)
+        layer = geometry.n_layers // 2 if config.layer is None else config.layer
+        if not 0 <= layer < geometry.n_layers:
+            raise ConfigError(
+                f"layer {layer} out of range: {geometry.model_type} has {geometry.n_layers} layers (0..{geometry.n_layers - 1})"
+            )
+        if getattr(base, "is_gradient_checkpointing", False):
+            raise ConfigError("gradient checkpointing re-runs layers and would tick the reservoir twice; disable it")
+        self.config = replace(config, layer=layer)
+        self.geometry = geometry
+        self.base = base
+        base.requires_grad_(False)
+        self.reservoir = Reservoir(config.reservoir, geometry.hidden_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.readout_seed)
+            self.injector = injector_class(config.mode)(geometry, config.reservoir.units, layer, config.n_slots)
+            if config.lora_rank:
+                self._add_lora()
+        self.injector.to(next(base.parameters()).device)
+        self.injector.install(base)
+        self._read_hook = decoder_layers(base)[layer].register_forward_hook(self._capture)
+        self._read: _ReadPoint | None = None
+        self.state: torch.Tensor | None = None
+        self.injection_enabled = True
+
+    # ----- passes --------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                state: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, **kwargs) -> RanOutput:
+        """One pass. Extra keyword arguments go to the base model (e.g. ``use_cache``, ``logits_to_keep``)."""
+        tokens = input_ids if input_ids is not None else inputs_embeds
+        batch, length = tokens.shape[0], tokens.shape[1]
+        state = self._state_for(batch, state)
+        with self._pass(state, attention_mask, batch, length) as read:
+            inputs = self._model_inputs(input_ids, inputs_embeds, attention_mask, position_ids)
+            output = self.base(**inputs, **kwargs)
+        next_state = self._tick(state, read)
+        logits = output.logits[:, self._n_prefix():] if self._n_prefix() else output.logits
+        return RanOutput(logits=logits, state=next_state, cache=getattr(output, "cache", None))
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 state: torch.Tensor | None = None, **kwargs):
+        """``generate()`` of the base model as one pass; returns what it returns (prompt + new tokens)."""
+        batch, length = input_ids.shape
+        state = self._state_for(batch, state)
+        n_prefix = self._n_prefix()
+        with self._pass(state, attention_mask, batch, length) as read:
+            if n_prefix:
+                inputs = self._model_inputs(input_ids, None, attention_mask, None)
+                inputs.pop("position_ids")
+                output = self.base.generate(**inputs, **kwargs)  # new tokens only (inputs_embeds given)
+                sequences = output if isinstance(output, torch.Tensor) else output.sequences
+                repeats = sequences.shape[0] // batch
+                sequences = torch.cat([input_ids.repeat_interleave(repeats, dim=0), sequences], dim=1)
+                if isinstance(output, torch.Tensor):
+                    output = sequences
+                else:
+                    output.sequences = sequences
+            else:
+                output = self.base.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        self._tick(state, read)
+        return output
+
+    def _n_prefix(self) -> int:
+        return self.injector.n_prefix_positions if self.injection_enabled else 0
+
+    @contextmanager
+    def _pass(self, state: torch.Tensor, attention_mask: torch.Tensor | None, batch: int,
+              length: int) -> Iterator[_ReadPoint]:
+        n_prefix = self._n_prefix()
+        device = state.device
+        if attention_mask is None:
+            last_index = torch.full((batch,), length - 1, device=device)
+            token_mask = None
+        else:
+            positions = torch.arange(length, device=attention_mask.device)
+            last_index = (positions * attention_mask.bool()).amax(dim=1)
+            token_mask = attention_mask.bool()
+        if n_prefix and token_mask is not None:
+            token_mask = torch.cat([token_mask.new_zeros(batch, n_prefix), token_mask], dim=1)
+        elif n_prefix:
+            token_mask = torch.cat([torch.zeros(batch, n_prefix, dtype=torch.bool, device=device),
+                                    torch.ones(batch, length, dtype=torch.bool, device=device)], dim=1)
+        read = _ReadPoint(batch=batch, last_index=last_index + n_prefix, token_mask=token_mask)
+        self._read = read
+        if self.injection_enabled:
+            self.injector.begin_pass(state)
+        try:
+            yield read
+        finally:
+            self.injector.end_pass()
+            self._read = None
+
+    def _capture(self, module, args, output) -> None:
+        read = self._read
+        if read is None or read.summary is not None:  # outside a pass, or a decode step: tick once per pass
+            return
+        hidden = output[0] if isinstance(output, tuple) else output  # (B', T, d)
+        hidden = hidden[:: hidden.shape[0] // read.batch]  # generate() may have expanded each example
+        if self.config.summary == "last":
+            read.summary = hidden[torch.arange(read.batch, device=hidden.device), read.last_index.to(hidden.device)]
+        else:
+            mask = read.token_mask
+            if mask is None:
+                read.summary = hidden.mean(dim=1)
+            else:
+                weights = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
+                read.summary = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+    def _tick(self, state: torch.Tensor, read: _ReadPoint) -> torch.Tensor:
+        if read.summary is None:
+            raise RuntimeError(f"layer {self.config.layer} did not run during the pass; nothing to read")
+        next_state = self.reservoir.step(state, read.summary)
+        self.state = next_state
+        return next_state
+
+    def _model_inputs(self, input_ids, inputs_embeds, attention_mask, position_ids) -> dict[str, Any]:
+        if not self._n_prefix():
+            inputs = {"input_ids": input_ids, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+            if position_ids is not None:
+                inputs["position_ids"] = position_ids
+            return inputs
+        if inputs_embeds is None:
+            inputs_embeds = self.base.get_input_embeddings()(input_ids)
+        prefix = self.injector.prefix_embeddings().to(inputs_embeds.dtype)  # (B, S, d)
+        batch, n_prefix = prefix.shape[:2]
+        inputs_embeds = torch.cat([prefix, inputs_embeds], dim=1)  # (B, S + T, d)
+        if attention_mask is not None:
+            attention_mask = torch.cat([attention_mask.new_ones(batch, n_prefix), attention_mask], dim=1)
+            if position_ids is None:  # count positions over real tokens, as generate() does
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        elif position_ids is not None:
+            position_ids = torch.cat([torch.arange(n_prefix, device=position_ids.device).expand(batch, -1),
+                                      position_ids + n_prefix], dim=1)
+        return {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask, "position_ids": position_ids}
+
+    # ----- state -----------------------------------------------------------------------------------
+    def _state_for(self, batch: int, state: torch.Tensor | None) -> torch.Tensor:
+        units = self.reservoir.units
+        if state is None:
+            state = self.state
+            if state is None:
+                return self.reservoir.initial_state(batch)
+            if state.shape[0] != batch:
+                raise ConfigError(
+                    f"the carried state has {state.shape[0]} rows but this batch has {batch} examples: "
+                    "call reset_state() or pass state="
+                )
+        if state.shape != (batch, units):
+            raise ConfigError(f"state must have shape ({batch}, {units}), got {tuple(state.shape)}")
+        return state
+
+    def get_state(self) -> torch.Tensor | None:
+        """A copy of the carried state (B, K), or None before the first pass / after a reset."""
+        return None if self.state is None else self.state.detach().clone()
+
+    def set_state(self, state: torch.Tensor | None) -> None:
+        if state is not None:
+            if state.ndim != 2 or state.shape[1] != self.reservoir.units:
+                raise ConfigError(f"state must have shape (batch, {self.reservoir.units}), got {tuple(state.shape)}")
+            state = state.to(device=self.reservoir.w_in.device, dtype=torch.float32)
+        self.state = state
+
+    def reset_state(self, batch_size: int | None = None) -> None:
+        """Wipe the state: to None (zeros of any batch at the next pass), or to zeros of ``batch_size`` rows."""
+        self.state = None if batch_size is None else self.reservoir.initial_state(batch_size)
+
+    def detach_state(self) -> None:
+        """Cut the autograd graph behind the carried state (between training windows)."""
+        if self.state is not None:
+            self.state = self.state.detach()
+
+    def save_state(self, path: str | os.PathLike) -> None:
+        """Write the carried state to a safetensors file, atomically."""
+        if self.state is None:
+            raise ConfigError("there is no state to save: run a pass first")
+        metadata = {"format": STATE_FORMAT, "reservoir_fingerprint": self.reservoir.fingerprint}
+        _atomic_write(Path(path), lambda tmp: save_file({"state": self.state.detach().cpu().contiguous()}, tmp,
+                                                         metadata=metadata))
+
+    def load_state(self, path: str | os.PathLike) -> torch.Tensor:
+        """Read a state file written by :meth:`save_state` for this reservoir; it becomes the carried state."""
+        tensors, metadata = _read_safetensors(Path(path), "state file")
+        if metadata.get("format") != STATE_FORMAT or "state" not in tensors:
+            raise ArtifactError(f"{path} is not a ran state file")
+        if metadata.get("reservoir_fingerprint") != self.reservoir.fingerprint:
+            raise ArtifactError(f"state file {path} was written by a different reservoir (fingerprint mismatch)")
+        self.set_state(tensors["state"])
+        return self.state
+
+    # ----- switches and parameters ---------------------------------------------------------------
+    @contextmanager
+    def injection_disabled(self) -> Iterator[None]:
+        """Within the block the model computes exactly the base model's logits (the reservoir still ticks)."""
+        previous, self.injection_enabled = self.injection_enabled, False
+        try:
+            yield
+        finally:
+            self.injection_enabled = previous
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def _lora_target_modules(self) -> list[str]:
+        spec = architecture_of(self.base)
+        names = []
+        for index in range(self.config.layer, self.geometry.n_layers):
+            attention = getattr(decoder_layers(self.base)[index], spec.attention)
+            prefix = f"{spec.layers}.{index}.{spec.attention}"
+            names += [f"{prefix}.{name}" for name in LORA_PROJECTIONS if hasattr(attention, name)]
+        return names
+
+    def _add_lora(self) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(r=self.config.lora_rank, lora_alpha=self.config.lora_alpha, lora_dropout=0.0,
+                          target_modules=self._lora_target_modules())
+        inject_adapter_in_model(lora, self.base)
+        for name, parameter in self.base.named_parameters():
+            parameter.requires_grad_("lora_" in name)
+
+    def _lora_state(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().cpu().contiguous() for name, p in self.base.named_parameters() if "lora_" in name}
+
+    # ----- artifacts ---------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ran_config.json, readout.safetensors and (with LoRA) adapter_model.safetensors."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        readout = {name: t.detach().cpu().contiguous() for name, t in self.injector.state_dict().items()}
+        _atomic_write(directory / READOUT_FILE, lambda tmp: save_file(readout, tmp))
+        if self.config.lora_rank:
+            lora = self._lora_state()
+            _atomic_write(directory / ADAPTER_FILE, lambda tmp: save_file(lora, tmp))
+        description = {
+            "format": ARTIFACT_FORMAT,
+            "version": ARTIFACT_VERSION,
+            "ran_version": __version__,
+            "config": self.config.to_dict(),
+            "reservoir_fingerprint": self.reservoir.fingerprint,
+            "base_model": base_model_identity(self.base),
+        }
+        text = json.dumps(description, indent=2) + "\n"
+        _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, base: PreTrainedModel, directory: str | os.PathLike) -> ReservoirModel:
+        """Rebuild a saved wrapped model on ``base``: regenerate the reservoir, check it, load the readout."""
+        description = read_artifact_description(directory)
+        directory = Path(directory)
+        expected = description["base_model"]
+        actual = base_model_identity(base)
+        differences = [key for key in ("model_type", "n_layers", "hidden_size", "vocab_size", "embedding_sha256")
+                       if expected.get(key) != actual.get(key)]
+        if differences:
+            raise ArtifactError(
+                f"artifact {directory} was trained on a different base model "
+                f"({expected.get('name_or_path')}, {expected.get('model_type')}); this one "
+                f"({actual['name_or_path']}, {actual['model_type']}) differs in {', '.join(differences)}"
+            )
+        try:
+            config = RanConfig.from_dict(description["config"])
+        except (ConfigError, TypeError) as error:
+            raise ArtifactError(f"artifact {directory} has an invalid config: {error}") from None
+        model = cls(base, config)
+        if model.reservoir.fingerprint != description.get("reservoir_fingerprint"):
+            model.unwrap()
+            raise ArtifactError(
+                f"artifact {directory}: its reservoir config regenerates a different reservoir than the one it "
+                "was trained with (fingerprint mismatch): the config was edited or the file is corrupt"
+            )
+        readout, _ = _read_safetensors(directory / READOUT_FILE, "readout file")
+        try:
+            model.injector.load_state_dict(readout)
+            if config.lora_rank:
+                lora, _ = _read_safetensors(directory / ADAPTER_FILE, "LoRA adapter file")
+                missing = set(model._lora_state()) ^ set(lora)
+                if missing:
+                    raise ArtifactError(f"LoRA adapter file in {directory} does not match the model")
+                model.base.load_state_dict(lora, strict=False)
+        except RuntimeError as error:
+            model.unwrap()
+            raise ArtifactError(f"readout in {directory} does not match its config: {str(error).splitlines()[0]}") from None
+        return model
+
+    def unwrap(self) -> PreTrainedModel:
+        """Remove every hook and attention override; the base model is as before (LoRA layers stay)."""
+        self.injector.uninstall()
+        self._read_hook.remove()
+        return self.base
+
+
+def wrap(base: PreTrainedModel, config: RanConfig | None = None, **overrides) -> ReservoirModel:
+    """Attach a reservoir to a loaded causal LM: ``wrap(model, mode="kv", layer=15)``."""
+    config = config or RanConfig()
+    if overrides:
+        config = replace(config, **overrides)
+    return ReservoirModel(base, config)
+
+
+def base_model_identity(base: PreTrainedModel) -> dict[str, Any]:
+    """What ties an artifact to its base model: sizes plus a hash of the input embedding matrix."""
+    geometry = geometry_of(base)
+    embedding = base.get_input_embeddings().weight.detach().to(torch.float32).cpu().contiguous()
+    return {
+        "name_or_path": str(getattr(base.config, "_name_or_path", "") or ""),
+        "model_type": geometry.model_type,
+        "n_layers": geometry.n_layers,
+        "hidden_size": geometry.hidden_size,
+        "vocab_size": int(embedding.shape[0]),
+        "embedding_sha256": hashlib.sha256(embedding.numpy().tobytes()).hexdigest(),
+    }
+
+
+def read_artifact_description(directory: str | os.PathLike) -> dict[str, Any]:
+    """Parse and check an artifact's ran_config.json."""
+    path = Path(directory) / CONFIG_FILE
+    if not Path(directory).is_dir():
+        raise ArtifactError(f"artifact directory not found: {directory}")
+    if not path.is_file():
+        raise ArtifactError(f"{directory} is not a ran artifact: it has no {CONFIG_FILE}")
+    try:
+        description = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{path} is corrupt: {error}") from None
+    if not isinstance(description, dict) or description.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{path} is not a ran artifact description")
+    if description.get("version") != ARTIFACT_VERSION:
+        raise ArtifactError(f"{path} has format version {description.get('version')}; this ran reads {ARTIFACT_VERSION}")
+    for key in ("config", "base_model", "reservoir_fingerprint"):
+        if key not in description:
+            raise ArtifactError(f"{path} is missing '{key}'")
+    return description
+
+
+def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise ArtifactError(f"{what} not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ArtifactError(f"{what} {path} is corrupt or not a safetensors file ({error})") from None
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via a temporary file in the same directory, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

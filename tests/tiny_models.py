@@ -1,0 +1,28 @@
+"""Tiny random-weight causal LMs of each supported architecture, built from a config in code."""
+
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+
+VOCAB = 128
+
+
+def tiny_config(architecture: str, attn_implementation: str = "sdpa"):
+    common = {"vocab_size": VOCAB, "attn_implementation": attn_implementation}
+    if architecture == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=4, n_head=4, n_positions=128, **common)
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=128)  # grouped-query attention
+    if architecture == "llama":
+        return LlamaConfig(**sizes, **common)
+    if architecture == "qwen2":
+        return Qwen2Config(**sizes, **common)
+    raise ValueError(architecture)
+
+
+def tiny_model(architecture: str, seed: int = 0, attn_implementation: str = "sdpa"):
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(architecture, attn_implementation))
+    model.eval()
+    model.requires_grad_(False)
+    model.generation_config.pad_token_id = 0
+    return model
