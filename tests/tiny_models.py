@@ -7,7 +7,7 @@ VOCAB = 128
 
 
 def tiny_config(architecture: str, attn_implementation: str = "sdpa"):
-    common = {"vocab_size": VOCAB, "attn_implementation": attn_implementation}
+    common = {"vocab_size": VOCAB, "attn_implementation": attn_implementation, "bos_token_id": 1, "eos_token_id": 2}
     if architecture == "gpt2":
         return GPT2Config(n_embd=32, n_layer=4, n_head=4, n_positions=128, **common)
     sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,

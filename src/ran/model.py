@@ -118,7 +118,10 @@ class ReservoirModel(nn.Module):
             raise ConfigError(
                 f"layer {layer} out of range: {geometry.model_type} has {geometry.n_layers} layers (0..{geometry.n_layers - 1})"
             )
-        if getattr(base, "is_gradient_checkpointing", False):
+        checkpointing = getattr(base, "is_activation_checkpointing", None)
+        if checkpointing is None:
+            checkpointing = getattr(base, "is_gradient_checkpointing", False)
+        if checkpointing:
             raise ConfigError("gradient checkpointing re-runs layers and would tick the reservoir twice; disable it")
         self.config = replace(config, layer=layer)
         self.geometry = geometry

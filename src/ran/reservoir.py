@@ -7,6 +7,7 @@ One step per forward pass ("tick"), batched with one state row per example:
 ``W_r`` (units x units) is sparse with a fraction ``connectivity`` of nonzero N(0, 1) entries per row,
 rescaled so its spectral radius is ``spectral_radius``; ``W_in`` (units x input_dim) is dense
 U(-1, 1) times ``input_scaling``; ``b`` is U(-1, 1) times ``bias_scaling`` (zero by default).
+``activation="identity"`` replaces tanh by the identity: a linear reservoir, for analysis only.
 Everything is regenerated from ``seed`` with NumPy's PCG64, which gives the same numbers on every
 machine, and summarised by a SHA-256 ``fingerprint`` that saved artifacts check on load.
 """
@@ -29,6 +30,7 @@ from ran.errors import ConfigError
 DENSE_MAX_UNITS = 4096
 # Below this size the spectral radius is computed exactly (dense eigenvalues, well under a second).
 EXACT_RADIUS_MAX_UNITS = 512
+ACTIVATIONS = ("tanh", "identity")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class ReservoirConfig:
     connectivity: float = 0.1
     bias_scaling: float = 0.0
     seed: int = 0
+    activation: str = "tanh"  # tanh | identity (a linear reservoir, for analysis)
 
     def __post_init__(self) -> None:
         if not isinstance(self.units, int) or self.units < 1:
@@ -58,6 +61,8 @@ class ReservoirConfig:
             raise ConfigError(f"bias_scaling must be >= 0, got {self.bias_scaling!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,10 +171,11 @@ class Reservoir(nn.Module):
         else:
             recurrent_drive = state @ self.w_r.T  # (B, K)
         pre_activation = recurrent_drive + inputs @ self.w_in.T + self.bias  # (B, K)
+        activated = torch.tanh(pre_activation) if self.config.activation == "tanh" else pre_activation
         leak = self.config.leak_rate
         if leak == 1.0:
-            return torch.tanh(pre_activation)
-        return (1.0 - leak) * state + leak * torch.tanh(pre_activation)
+            return activated
+        return (1.0 - leak) * state + leak * activated
 
     def run(self, inputs: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """Drive the reservoir with a sequence. inputs: (T, B, input_dim) -> states (T, B, K)."""
