@@ -97,6 +97,26 @@ class RanOutput:
 
 
 @dataclass
+class OpenPass:
+    """A pass the caller drives step by step: see :meth:`ReservoirModel.open_pass`."""
+
+    inputs: dict[str, Any]  # keyword arguments of the prefill call of ``model.base`` (prefix embeddings added)
+    n_prefix: int  # positions prepended to the input (prefix mode): drop them from the prefill's logits
+    state: torch.Tensor  # (B, K) the state carried into the pass
+    _reservoir: Reservoir
+    _read: _ReadPoint
+    _next_state: torch.Tensor | None = None
+
+    def next_state(self) -> torch.Tensor:
+        """(B, K) the state after this pass; available as soon as the prefill has run layer L."""
+        if self._next_state is None:
+            if self._read.summary is None:
+                raise RuntimeError("the prefill has not run the reservoir's layer yet; nothing to read")
+            self._next_state = self._reservoir.step(self.state, self._read.summary)
+        return self._next_state
+
+
+@dataclass
 class _ReadPoint:
     """Where the reservoir reads this pass, and what it read (filled by the layer hook once per pass)."""
 
@@ -152,7 +172,7 @@ class ReservoirModel(nn.Module):
             inputs = self._model_inputs(input_ids, inputs_embeds, attention_mask, position_ids)
             output = self.base(**inputs, **kwargs)
         next_state = self._tick(state, read)
-        logits = output.logits[:, self._n_prefix():] if self._n_prefix() else output.logits
+        logits = output.logits[:, -length:]  # drop prefix positions (a no-op with logits_to_keep)
         return RanOutput(logits=logits, state=next_state, cache=getattr(output, "cache", None))
 
     @torch.no_grad()
@@ -178,6 +198,25 @@ class ReservoirModel(nn.Module):
                 output = self.base.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         self._tick(state, read)
         return output
+
+    @contextmanager
+    def open_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                  state: torch.Tensor | None = None) -> Iterator[OpenPass]:
+        """One pass whose base-model calls the caller makes (e.g. a token loop that streams with the cache).
+
+        Inside the block call ``model.base(**p.inputs, use_cache=True)`` once (the prefill: layer L is
+        read there), then any decode steps with the returned cache; the write-back from ``p.state``
+        stays on throughout. On normal exit the reservoir ticks once and ``p.next_state()`` becomes the
+        carried state; if the block raises, nothing ticks.
+        """
+        batch, length = input_ids.shape
+        state = self._state_for(batch, state)
+        with self._pass(state, attention_mask, batch, length) as read:
+            handle = OpenPass(inputs=self._model_inputs(input_ids, None, attention_mask, None),
+                              n_prefix=self._n_prefix(), state=state, _reservoir=self.reservoir, _read=read)
+            yield handle
+            next_state = handle.next_state()
+        self.state = next_state
 
     def _n_prefix(self) -> int:
         return self.injector.n_prefix_positions if self.injection_enabled else 0
@@ -245,11 +284,11 @@ class ReservoirModel(nn.Module):
         inputs_embeds = torch.cat([prefix, inputs_embeds], dim=1)  # (B, S + T, d)
         if attention_mask is not None:
             attention_mask = torch.cat([attention_mask.new_ones(batch, n_prefix), attention_mask], dim=1)
-            if position_ids is None:  # count positions over real tokens, as generate() does
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        elif position_ids is not None:
+        if position_ids is not None:  # the prefix takes positions 0..S-1 and shifts the tokens after it
             position_ids = torch.cat([torch.arange(n_prefix, device=position_ids.device).expand(batch, -1),
                                       position_ids + n_prefix], dim=1)
+        elif attention_mask is not None:  # count positions over real tokens, as generate() does
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         return {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask, "position_ids": position_ids}
 
     # ----- state -----------------------------------------------------------------------------------

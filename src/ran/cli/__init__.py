@@ -16,6 +16,12 @@ from ran.errors import RanError
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("ran.cli.check", "wrap a model and check non-destruction, state, and cached generation"),
+    "sweep": ("ran.cli.sweep", "reservoir regime over spectral radius x input scaling: echo-state boundary, band"),
+    "memory": ("ran.cli.memory", "delay-memory capacity of the state vs the stateless readout"),
+    "gate": ("ran.cli.gate", "'unresolved thread' silence gate on the state vs on the current input"),
+    "monitor": ("ran.cli.monitor", "clock probe, its drift degradation, and STOP interruptibility"),
+    "crosspass": ("ran.cli.crosspass", "train and measure cross-pass recall, carried state vs wiped control"),
+    "eval": ("ran.cli.eval", "reload a saved crosspass artifact and measure its recall again"),
 }
 
 
