@@ -7,7 +7,9 @@ VOCAB = 128
 
 
 def tiny_config(architecture: str, attn_implementation: str = "sdpa"):
-    common = {"vocab_size": VOCAB, "attn_implementation": attn_implementation, "bos_token_id": 1, "eos_token_id": 2}
+    # initializer_range 0.2 (not 0.02) gives logits large enough for a toy task to be learnable.
+    common = {"vocab_size": VOCAB, "attn_implementation": attn_implementation, "bos_token_id": 1,
+              "eos_token_id": 2, "initializer_range": 0.2}
     if architecture == "gpt2":
         return GPT2Config(n_embd=32, n_layer=4, n_head=4, n_positions=128, **common)
     sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
@@ -26,3 +28,15 @@ def tiny_model(architecture: str, seed: int = 0, attn_implementation: str = "sdp
     model.requires_grad_(False)
     model.generation_config.pad_token_id = 0
     return model
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer over the tiny models' vocabulary: "w3" .. "w127" are single tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, **{f"w{i}": i for i in range(3, VOCAB)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>", padding_side="left")

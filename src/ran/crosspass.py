@@ -51,7 +51,7 @@ def _among_keys(model: ReservoirModel, tokenizer, task: RecallTask, key_ids: lis
 
     _, last_logits = run_passes(model, collate(task.episodes(), tokenizer), carry=carry)
     choice = last_logits[-1][:, key_ids].argmax(-1)  # (B,) index into the keys
-    return (choice == torch.arange(len(key_ids))).float().mean().item()
+    return int((choice == torch.arange(len(key_ids))).sum()) / len(key_ids)
 
 
 def evaluate(model: ReservoirModel, tokenizer, task: RecallTask) -> dict[str, Any]:

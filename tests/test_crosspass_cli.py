@@ -1,0 +1,96 @@
+"""``ran crosspass`` and ``ran eval`` end to end on a tiny local model directory."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tiny_models import tiny_model, tiny_tokenizer
+
+
+def ran(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "ran", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def task_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("task") / "task.json"
+    path.write_text(json.dumps({"keys": ["w10", "w11", "w12", "w13"], "store_template": "w3 w4 {key} w5",
+                                "recall_template": "w6 w7"}))
+    return path
+
+
+def test_crosspass_writes_results_and_eval_reproduces(tiny_dir, task_file, tmp_path):
+    out, saved = tmp_path / "results", tmp_path / "artifacts"
+    result = ran("crosspass", "--model", str(tiny_dir), "--task", str(task_file), "--units", "128",
+                 "--input-scaling", "1.0", "--slots", "4", "--steps", "120", "--lr", "0.03", "--seeds", "0", "1",
+                 "--out", str(out), "--save", str(saved), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "crosspass.json").read_text())
+    assert results["schema"] == "ran.crosspass/1" and (out / "crosspass.png").stat().st_size > 0
+    assert [run["seed"] for run in results["runs"]] == [0, 1]
+    for run in results["runs"]:
+        assert set(run["recall"]) == {"carried", "wiped", "untrained"}
+        assert len(run["predictions"]) == 4 and len(run["loss_curve"]) == 120
+        assert run["recall"]["carried"] == 1.0 and run["recall"]["wiped"] <= 0.25
+    summary = results["summary"][0]["recall"]
+    assert summary["carried"]["values"] == [r["recall"]["carried"] for r in results["runs"]]
+    artifact = saved / "kv-keys4-scaling1-seed1"
+    evaluated = ran("eval", str(artifact))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "reproduced the saved recall" in evaluated.stdout
+
+
+def test_eval_refuses_an_artifact_for_another_model(tiny_dir, task_file, tmp_path):
+    saved = tmp_path / "artifacts"
+    assert ran("crosspass", "--model", str(tiny_dir), "--task", str(task_file), "--units", "32", "--steps", "2",
+               "--seeds", "0", "--out", str(tmp_path), "--save", str(saved), "--no-progress").returncode == 0
+    other = tmp_path / "other-model"
+    tiny_model("llama", seed=5).save_pretrained(other)
+    tiny_tokenizer().save_pretrained(other)
+    artifact = next(saved.iterdir())
+    before = {p.name: p.read_bytes() for p in artifact.iterdir()}
+    result = ran("eval", str(artifact), "--model", str(other))
+    assert result.returncode == 2 and "different base model" in result.stderr and "Traceback" not in result.stderr
+    assert before == {p.name: p.read_bytes() for p in artifact.iterdir()}  # nothing overwritten
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--key-list", "w10,w11 w12"], "is not a single token"),
+    (["--key-list", ","], "key list is empty"),
+    (["--steps", "0"], "steps must be >= 1"),
+])
+def test_crosspass_bad_input(tiny_dir, tmp_path, args, message):
+    result = ran("crosspass", "--model", str(tiny_dir), "--units", "32", "--out", str(tmp_path), "--no-progress", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_of_a_missing_artifact(tmp_path):
+    result = ran("eval", str(tmp_path / "nothing"))
+    assert result.returncode == 2 and "not found" in result.stderr
+
+
+@pytest.mark.smollm
+def test_recall_on_the_embedded_model(smollm2):
+    """One seed of the headline result, in the default run (the README reports three)."""
+    from ran.crosspass import run_one, specs_for
+    from ran.model import RanConfig
+    from ran.recall import RecallTask
+    from ran.reservoir import ReservoirConfig
+    from ran.training import TrainConfig
+
+    base, tokenizer = smollm2
+    (spec,) = specs_for("smollm2-135m", RanConfig(reservoir=ReservoirConfig(units=512, input_scaling=0.5)),
+                        RecallTask(), TrainConfig(), [0])
+    record = run_one(spec, base, tokenizer, progress=False)
+    assert record["recall"]["carried"] >= 0.95
+    assert record["recall"]["wiped"] <= 0.34
