@@ -62,7 +62,7 @@ class ReservoirConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"unknown activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
