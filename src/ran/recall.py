@@ -10,7 +10,7 @@ Templates and keys are configurable (``RecallTask.from_file`` reads a JSON file 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
