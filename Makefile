@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: setup  ## the main job: cross-pass recall on the embedded SmolLM2-135M
-	$(BIN)/ran check
+	$(BIN)/ran crosspass
 
 test: setup  ## the default test run (CPU, ~minutes)
 	$(BIN)/pytest -q -m "not slow"

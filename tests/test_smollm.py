@@ -31,3 +31,12 @@ def test_non_destruction_on_smollm2(smollm2, mode):
         finally:
             model.unwrap()
     assert (off - bare).abs().max().item() <= 1e-5
+
+
+@pytest.mark.slow
+def test_loads_from_the_gguf_file_directly():
+    from ran.loading import load_model, smollm2_gguf_path
+
+    model, tokenizer = load_model(str(smollm2_gguf_path()))
+    assert model.config.model_type == "llama" and tokenizer.pad_token is not None
+    assert model.hf_quantizer is None

@@ -108,3 +108,20 @@ def test_bad_train_config_is_refused():
         TrainConfig(steps=0)
     with pytest.raises(ConfigError, match="learning_rate"):
         TrainConfig(learning_rate=0)
+
+
+def test_curriculum_shows_the_key_in_the_recall_pass():
+    plain, scaffolded = TOY.episodes(), TOY.episodes(show_key_in_recall=[True] + [False] * 5)
+    assert scaffolded[0].passes[1].text == "w3 w4 w10 w5 w6 w7" and scaffolded[1] == plain[1]
+    assert scaffolded[0].passes[1].target == plain[0].passes[1].target == " w10"
+
+
+def test_lora_parameters_train_with_the_readout():
+    tokenizer = tiny_tokenizer()
+    model = wrap(tiny_model("gpt2"), RanConfig(n_slots=4, lora_rank=2, reservoir=ReservoirConfig(units=64)))
+    lora = {n: p.detach().clone() for n, p in model.base.named_parameters() if "lora_B" in n}
+    assert lora and all(n.startswith("transformer.h.2.") or n.startswith("transformer.h.3.") for n in lora)
+    episodes = TOY.episodes()
+    train(model, tokenizer, lambda step, generator: episodes, TrainConfig(steps=3, learning_rate=1e-2), progress=False)
+    changed = [n for n, p in model.base.named_parameters() if n in lora and not torch.equal(p, lora[n])]
+    assert changed

@@ -33,6 +33,9 @@ def plot_crosspass(results: dict[str, Any], path: str | Path, metric: str = "rec
         else:
             xs = [i + (offset - 1) * width for i in range(len(rows))]
             axis.bar(xs, means, width, yerr=stds, capsize=3, label=condition, color=COLOURS[condition])
+            for x, mean in zip(xs, means, strict=True):
+                axis.annotate(f"{mean:.2f}", (x, mean), textcoords="offset points", xytext=(0, 4), ha="center",
+                              fontsize=7)
             for x, row in zip(xs, rows, strict=True):
                 axis.scatter([x] * len(row[metric][condition]["values"]), row[metric][condition]["values"],
                              s=10, color="black", zorder=3)
