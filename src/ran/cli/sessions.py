@@ -1,0 +1,180 @@
+"""What ``ran chat`` and ``ran run`` share: opening a session by name, turns as tokens, the commands.
+
+Commands (typed in ``ran chat``, or one per line in a ``ran run`` script; other lines are user input):
+``/tick [N]`` N idle ticks (default 1), ``/state`` show the state, ``/reset [all|state|context]``,
+``/save``, ``/help``, ``/quit``. Script lines starting with ``#`` are comments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ran.cli.common import add_model_arguments, add_reservoir_arguments
+from ran.errors import ConfigError
+from ran.loading import DEFAULT_MODEL, load_model
+from ran.model import RanConfig, ReservoirModel, wrap
+from ran.reservoir import ReservoirConfig
+from ran.runtime import POLICIES, ContextPolicy, Session, SessionConfig, SessionStore, load_gate
+from ran.runtime.gate import DEFAULT_MAX_ENTROPY
+
+RESERVOIR_FLAGS = {"units": "units", "spectral_radius": "spectral_radius", "leak_rate": "leak_rate",
+                   "input_scaling": "input_scaling", "connectivity": "connectivity", "reservoir_seed": "seed"}
+SESSION_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "sample_seed": 0, "policy": "streaming",
+                    "sinks": 4, "window": 252, "heavy": 0, "max_entropy": DEFAULT_MAX_ENTROPY,
+                    "idle_text": "\n"}
+HELP = "commands: /tick [N]  /state  /reset [all|state|context]  /save  /help  /quit  (other lines: input)"
+
+
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--session", required=True, help="session name (a directory under the sessions root)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the stored session (it must exist); without it, the name must be new")
+    parser.add_argument("--sessions-dir", default=None,
+                        help="where sessions live (default: $RAN_SESSIONS, else ./sessions)")
+    parser.add_argument("--artifact", default=None, help="trained artifact directory (ran_config.json, ...)")
+    add_model_arguments(parser)
+    add_reservoir_arguments(parser)
+    group = parser.add_argument_group("session (stored with a new session; given on --resume they override)")
+    group.add_argument("--max-new-tokens", type=int, help="longest reply (default: 64)")
+    group.add_argument("--temperature", type=float, help="0 = greedy (default: 0)")
+    group.add_argument("--sample-seed", type=int, help="seed of sampling, mixed with the tick (default: 0)")
+    group.add_argument("--policy", choices=POLICIES, help="context eviction policy (default: streaming)")
+    group.add_argument("--sinks", type=int, help="attention-sink tokens always kept (default: 4)")
+    group.add_argument("--window", type=int, help="recent tokens kept (default: 252)")
+    group.add_argument("--heavy", type=int, help="h2o: important tokens kept in between (default: 0)")
+    group.add_argument("--max-entropy", type=float,
+                       help=f"fallback gate: speak when next-token entropy <= this many nats "
+                            f"(default: {DEFAULT_MAX_ENTROPY})")
+    group.add_argument("--idle-text", help="text read at every idle tick (default: a newline)")
+    # None marks "not given": a resumed session keeps what it was made with unless told otherwise.
+    parser.set_defaults(model=None, mode=None, slots=None, **{flag: None for flag in RESERVOIR_FLAGS})
+
+
+@dataclass
+class Opened:
+    session: Session
+    tokenizer: Any
+    resumed: bool
+    chat_format: bool  # ChatML turns (<|im_start|>user ... <|im_start|>assistant)
+
+
+def open_session(args: argparse.Namespace) -> Opened:
+    """Create (or with --resume, reopen) the named session on its model; every refusal is one line."""
+    store = SessionStore(args.session, args.sessions_dir)
+    stored: dict[str, Any] = {}
+    stored_config: dict[str, Any] | None = None
+    if args.resume:
+        snapshot = store.load()  # the "no session" and corrupt-file errors come from here
+        stored, stored_config = snapshot.settings, snapshot.identity.get("ran_config")
+    elif store.exists():
+        raise ConfigError(f"session '{args.session}' already exists in {store.root}/: pass --resume to "
+                          "continue it, or choose another name")
+    given = {key: getattr(args, key) for key in SESSION_DEFAULTS}
+    settings = {key: (given[key] if given[key] is not None else stored.get("cli", {}).get(key, default))
+                for key, default in SESSION_DEFAULTS.items()}
+    model_name = args.model or stored.get("model") or DEFAULT_MODEL
+    artifact = args.artifact or stored.get("artifact")
+    policy = ContextPolicy(kind=settings["policy"], sinks=settings["sinks"], window=settings["window"],
+                           heavy=settings["heavy"])
+    attention = "eager" if policy.needs_attention else "sdpa"
+    base, tokenizer = load_model(model_name, attn_implementation=attention)
+    model = _build_model(args, base, artifact, stored_config)
+    chat_format = "<|im_start|>" in tokenizer.get_vocab() and "<|im_end|>" in tokenizer.get_vocab()
+    idle_tokens = tokenizer.encode(settings["idle_text"], add_special_tokens=False)
+    if not idle_tokens:
+        raise ConfigError(f"--idle-text {settings['idle_text']!r} encodes to no tokens")
+    stop_tokens = {tokenizer.eos_token_id} - {None}
+    if chat_format:
+        stop_tokens.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    config = SessionConfig(idle_tokens=tuple(idle_tokens), stop_tokens=tuple(sorted(stop_tokens)),
+                           max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
+                           sample_seed=settings["sample_seed"], policy=policy)
+    gate = load_gate(artifact, model.reservoir, settings["max_entropy"])
+    cli_settings = {"model": model_name, "artifact": artifact and os.path.abspath(artifact), "cli": settings}
+    if args.resume:
+        session = Session.open(args.session, model, gate=gate, root=args.sessions_dir, config=config)
+        session.settings.update(cli_settings)
+    else:
+        session = Session.create(args.session, model, config, gate=gate, root=args.sessions_dir,
+                                 settings=cli_settings)
+    return Opened(session, tokenizer, args.resume, chat_format)
+
+
+def _build_model(args: argparse.Namespace, base, artifact: str | None,
+                 stored_config: dict[str, Any] | None) -> ReservoirModel:
+    """The artifact's model, else a fresh wrap: the stored session's config with any flags given applied."""
+    if artifact:
+        return ReservoirModel.from_pretrained(base, artifact)
+    config = RanConfig.from_dict(stored_config) if stored_config else RanConfig()
+    reservoir = {field: getattr(args, flag) for flag, field in RESERVOIR_FLAGS.items()
+                 if getattr(args, flag) is not None}
+    changes: dict[str, Any] = {"reservoir": ReservoirConfig(**{**config.reservoir.to_dict(), **reservoir})}
+    for flag, field in (("mode", "mode"), ("layer", "layer"), ("slots", "n_slots")):
+        if getattr(args, flag) is not None:
+            changes[field] = getattr(args, flag)
+    return wrap(base, RanConfig(**{**vars_of(config), **changes}))
+
+
+def vars_of(config: RanConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def user_turn(opened: Opened, text: str) -> list[int]:
+    if opened.chat_format:
+        text = f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+    else:
+        text = f"\nUser: {text}\nAssistant:"
+    return opened.tokenizer.encode(text, add_special_tokens=False)
+
+
+class Streamer:
+    """Prints tokens as they come; decodes the whole reply each time so characters come out whole."""
+
+    def __init__(self, tokenizer, write: Callable[[str], Any]):
+        self.tokenizer, self.write = tokenizer, write
+        self.tokens: list[int] = []
+        self.shown = ""
+
+    def __call__(self, token: int) -> None:
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):
+            self.write(text[len(self.shown):])
+            self.shown = text
+
+
+def state_line(session: Session) -> str:
+    stats = session.state_stats()
+    gate = session.last["gate"] if session.last else None
+    gate_text = "gate n/a (no pass yet)"
+    if gate:
+        verdict = "speak" if gate["emit"] else "silent"
+        if gate.get("stop_token"):
+            verdict += ", top token ends the turn"
+        symbol = "p" if gate["kind"] == "state" else "entropy"
+        limit = ">=" if gate["kind"] == "state" else "<="
+        gate_text = (f"gate {symbol}={gate['value']:.3f} "
+                     f"({verdict}; speaks at {limit} {gate['threshold']:.2f})")
+    return (f"tick {stats['tick']} | state norm {stats['norm']:.4f} | saturation {stats['saturation']:.3f} | "
+            f"{gate_text} | context {stats['context_length']} tokens | state sha256 {stats['digest']}")
+
+
+def parse_command(line: str) -> tuple[str, list[str]]:
+    """('input', [text]) for user input, else (command, arguments); raises ConfigError on a bad command."""
+    stripped = line.strip()
+    if not stripped.startswith("/"):
+        return "input", [line.rstrip("\n")]
+    name, *arguments = stripped[1:].split()
+    if name == "tick":
+        if len(arguments) > 1 or (arguments and not (arguments[0].isdigit() and int(arguments[0]) >= 1)):
+            raise ConfigError(f"/tick takes one count >= 1, got {' '.join(arguments)!r}")
+    elif name == "reset":
+        if len(arguments) > 1 or (arguments and arguments[0] not in ("all", "state", "context")):
+            raise ConfigError(f"/reset takes all, state or context, got {' '.join(arguments)!r}")
+    elif name not in ("state", "save", "help", "quit", "exit"):
+        raise ConfigError(f"unknown command /{name}: {HELP}")
+    return name, arguments
