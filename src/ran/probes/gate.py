@@ -135,6 +135,6 @@ def plot(results: dict, path) -> None:
         f"seeds {results['seeds']}",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=80)
     plt.close(fig)

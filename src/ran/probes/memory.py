@@ -224,6 +224,6 @@ def plot(results: dict, path) -> None:
         f"seeds {results['seeds']} (band: min-max)",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=80)
     plt.close(fig)

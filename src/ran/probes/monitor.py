@@ -234,6 +234,6 @@ def plot(results: dict, path) -> None:
         f"scaling {r['input_scaling']}, T={config['steps']}, seeds {results['seeds']} (error bars: std)",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=80)
     plt.close(fig)

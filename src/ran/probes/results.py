@@ -57,6 +57,7 @@ def write_json(data: dict[str, Any], path: Path) -> Path:
     with os.fdopen(handle, "w") as stream:
         json.dump(data, stream, indent=1, default=_jsonable)
         stream.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates the file private; results are for everyone to read
     os.replace(tmp, path)
     return path
 

@@ -407,6 +407,6 @@ def plot(results: dict, path) -> None:
         f"(mean over seeds; error bars: std)",
         fontsize=12,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=80)
     plt.close(fig)
