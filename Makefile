@@ -28,5 +28,8 @@ test-all: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
+bench: setup  ## benchmarks/results/*.json and SUMMARY.md (about 20 minutes)
+	$(BIN)/python benchmarks/run.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

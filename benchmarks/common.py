@@ -1,0 +1,147 @@
+"""What every benchmark shares: interleaved timing, medians with min/max, machine and version records.
+
+Timings on a shared machine are noisy, so a candidate is never compared with a baseline measured at
+another time: :func:`interleave` runs them in alternating order within each round, and a ratio is the
+ratio of the medians, with the min and max of the per-round ratios as its spread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "ran.benchmark/1"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    """Median, min and max (and the raw values) of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
+            "values": [round(v, 6) for v in values]}
+
+
+def interleave(candidates: dict[str, Callable[[], Any]], repeats: int,
+               warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each candidate over ``repeats`` rounds; the order rotates every round.
+
+    ``warmup`` untimed rounds run first (allocator, caches, lazy initialisation).
+    """
+    names = list(candidates)
+    for _ in range(warmup):
+        for name in names:
+            candidates[name]()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            candidates[name]()
+            seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
+def ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
+    """Ratio of the medians, with min/max of the per-round ratios (the rounds are paired)."""
+    per_round = [a / b for a, b in zip(numerator, denominator, strict=True)]
+    return {"median": statistics.median(numerator) / statistics.median(denominator),
+            "min": min(per_round), "max": max(per_round)}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"cores": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform(),
+            "device": "CPU only", "torch_threads": torch.get_num_threads(), "load_average": load_average(),
+            "nice": os.nice(0)}
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import scipy
+    import torch
+    import transformers
+
+    import ran
+
+    found = {"ran": ran.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+             "numpy": numpy.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
+    try:
+        import reservoirpy
+
+        found["reservoirpy"] = reservoirpy.__version__
+    except ImportError:
+        pass
+    return found
+
+
+def git_commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    try:
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        return {"commit": git("rev-parse", "HEAD"), "dirty": dirty}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def row(benchmark: str, case: str, ran_value: str, baseline: str, ratio_of: dict[str, float] | None,
+        ratio_label: str, target: str = "", met: bool | None = None) -> dict[str, Any]:
+    """One line of the summary table."""
+    return {"benchmark": benchmark, "case": case, "ran": ran_value, "baseline": baseline, "ratio": ratio_of,
+            "ratio_label": ratio_label, "target": target, "met": met}
+
+
+def write_result(name: str, config: dict[str, Any], results: Any, summary: list[dict[str, Any]],
+                 started: float, load_before: list[float], out: Path, notes: list[str] | None = None) -> Path:
+    """Write ``<out>/<name>.json`` with the machine, versions, commit, config, results and summary rows."""
+    document = {
+        "schema": SCHEMA,
+        "benchmark": name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {**machine(), "load_average_before": load_before, "load_average_after": load_average()},
+        "versions": versions(),
+        "git": git_commit(),
+        "config": config,
+        "results": results,
+        "summary": summary,
+        "notes": notes or [],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    return path
+
+
+def fmt_ratio(value: dict[str, float] | None) -> str:
+    if not value:
+        return "n/a"
+    return f"{value['median']:.3g}x [{value['min']:.3g}, {value['max']:.3g}]"
