@@ -254,7 +254,7 @@ def test_sigkill_while_writing_never_tears_the_session(tmp_path):
             ticks_seen.append(session.tick)
     print(f"\n{rounds} SIGKILLs: final tick {ticks_seen[-1]}, {mid_write} landed while a state file was "
           "being written (temporary file left behind); every reopen loaded the last completed pass")
-    assert ticks_seen[-1] > rounds  # every round made progress
+    assert ticks_seen[-1] >= rounds  # every round completed at least the one pass it waited for
 
 
 # ----- bounded idling ------------------------------------------------------------------------------

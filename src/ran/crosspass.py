@@ -10,20 +10,17 @@ whole vocabulary; ``among_keys`` restricts the choice to the keys (chance = 1 / 
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 
-from ran import __version__
 from ran.loading import load_model
 from ran.model import RanConfig, ReservoirModel, wrap
+from ran.provenance import environment
 from ran.recall import RecallTask
 from ran.training import TrainConfig, predict, train
 
@@ -119,9 +116,9 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
 def save_artifact(model: ReservoirModel, spec: RunSpec, record: dict[str, Any], directory: Path) -> None:
     """The wrapped model plus what ``ran eval`` needs to reproduce the recall figures."""
     model.save_pretrained(directory)
-    experiment = {"schema": "ran.crosspass-artifact/1", "model": spec.model, "task": spec.task.to_dict(),
-                  "train": spec.train.to_dict(), "recall": record["recall"], "among_keys": record["among_keys"]}
-    (directory / "crosspass.json").write_text(json.dumps(experiment, indent=2) + "\n")
+    saved = {"schema": "ran.crosspass-artifact/1", "model": spec.model, "task": spec.task.to_dict(),
+             "train": spec.train.to_dict(), "recall": record["recall"], "among_keys": record["among_keys"]}
+    (directory / "crosspass.json").write_text(json.dumps(saved, indent=2) + "\n")
 
 
 def summarise(runs: list[dict[str, Any]], group_by: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -146,28 +143,6 @@ def summarise(runs: list[dict[str, Any]], group_by: tuple[str, ...]) -> list[dic
     return rows
 
 
-def environment() -> dict[str, Any]:
-    import os
-
-    return {
-        "versions": {"ran": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "processor": _cpu_model(), "cores": os.cpu_count(),
-                    "device": "cpu", "torch_threads": torch.get_num_threads()},
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def experiment(kind: str, specs: list[RunSpec], group_by: tuple[str, ...], progress: bool = True,
                save_dir: Path | None = None) -> dict[str, Any]:
     """Run every spec (sharing one loaded model where possible) and collect the results document."""
@@ -177,7 +152,8 @@ def experiment(kind: str, specs: list[RunSpec], group_by: tuple[str, ...], progr
     for spec in specs:
         target = None
         if save_dir is not None:
-            target = save_dir / f"{spec.ran.mode}-keys{len(spec.task.keys)}-scaling{spec.ran.reservoir.input_scaling:g}-seed{spec.train.seed}"
+            scaling = spec.ran.reservoir.input_scaling
+            target = save_dir / f"{spec.ran.mode}-keys{len(spec.task.keys)}-scaling{scaling:g}-seed{spec.train.seed}"
         runs.append(run_one(spec, base, tokenizer, progress=progress, save_to=target))
     first = specs[0]
     return {

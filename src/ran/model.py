@@ -84,7 +84,8 @@ class RanConfig:
         known_reservoir = {f.name for f in fields(ReservoirConfig)}
         if set(reservoir) - known_reservoir:
             raise ConfigError(
-                f"unknown reservoir keys {sorted(set(reservoir) - known_reservoir)}: valid are {sorted(known_reservoir)}"
+                f"unknown reservoir keys {sorted(set(reservoir) - known_reservoir)}: "
+                f"valid are {sorted(known_reservoir)}"
             )
         return cls(reservoir=ReservoirConfig(**reservoir), **data)
 
@@ -136,7 +137,8 @@ class ReservoirModel(nn.Module):
         layer = geometry.n_layers // 2 if config.layer is None else config.layer
         if not 0 <= layer < geometry.n_layers:
             raise ConfigError(
-                f"layer {layer} out of range: {geometry.model_type} has {geometry.n_layers} layers (0..{geometry.n_layers - 1})"
+                f"layer {layer} out of range: {geometry.model_type} has {geometry.n_layers} layers "
+                f"(0..{geometry.n_layers - 1})"
             )
         checkpointing = getattr(base, "is_activation_checkpointing", None)
         if checkpointing is None:
@@ -438,7 +440,8 @@ class ReservoirModel(nn.Module):
                 model.base.load_state_dict(lora, strict=False)
         except RuntimeError as error:
             model.unwrap()
-            raise ArtifactError(f"readout in {directory} does not match its config: {str(error).splitlines()[0]}") from None
+            first_line = str(error).splitlines()[0]
+            raise ArtifactError(f"readout in {directory} does not match its config: {first_line}") from None
         return model
 
     def unwrap(self) -> PreTrainedModel:
@@ -484,7 +487,8 @@ def read_artifact_description(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(description, dict) or description.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{path} is not a ran artifact description")
     if description.get("version") != ARTIFACT_VERSION:
-        raise ArtifactError(f"{path} has format version {description.get('version')}; this ran reads {ARTIFACT_VERSION}")
+        raise ArtifactError(
+            f"{path} has format version {description.get('version')}; this ran reads {ARTIFACT_VERSION}")
     for key in ("config", "base_model", "reservoir_fingerprint"):
         if key not in description:
             raise ArtifactError(f"{path} is missing '{key}'")

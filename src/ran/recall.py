@@ -38,7 +38,8 @@ class RecallTask:
         if not self.keys:
             raise ConfigError("the key list is empty: give at least one key")
         if len(set(self.keys)) != len(self.keys):
-            raise ConfigError(f"the key list has duplicates: {sorted(k for k in set(self.keys) if self.keys.count(k) > 1)}")
+            repeated = sorted(k for k in set(self.keys) if self.keys.count(k) > 1)
+            raise ConfigError(f"the key list has duplicates: {repeated}")
         if "{key}" not in self.store_template:
             raise ConfigError(f"store template {self.store_template!r} does not contain {{key}}")
         if "{key}" in self.recall_template:

@@ -67,7 +67,8 @@ def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
-def run_passes(model: ReservoirModel, batches: list[PassBatch], carry: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def run_passes(model: ReservoirModel, batches: list[PassBatch],
+               carry: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run one batch of episodes pass by pass. Returns (mean target loss, last-position logits of each pass).
 
     ``carry=False`` is the wiped-state control: every pass starts from the zero state.

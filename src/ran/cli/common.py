@@ -23,7 +23,8 @@ def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: Reservoir
     group.add_argument("--units", type=int, default=d.units, help=f"reservoir size K (default: {d.units})")
     group.add_argument("--spectral-radius", type=float, default=d.spectral_radius,
                        help=f"spectral radius of W_r (default: {d.spectral_radius})")
-    group.add_argument("--leak-rate", type=float, default=d.leak_rate, help=f"leak rate in (0, 1] (default: {d.leak_rate})")
+    group.add_argument("--leak-rate", type=float, default=d.leak_rate,
+                       help=f"leak rate in (0, 1] (default: {d.leak_rate})")
     group.add_argument("--input-scaling", type=float, default=d.input_scaling,
                        help=f"scale of W_in (default: {d.input_scaling})")
     group.add_argument("--connectivity", type=float, default=d.connectivity,

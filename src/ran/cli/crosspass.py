@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--key-list", help="comma-separated keys (each must be one token), instead of --keys")
     task.add_argument("--task", help="JSON file with keys, store_template, recall_template (overrides the above)")
     training = parser.add_argument_group("training")
-    training.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"optimizer steps (default: {DEFAULTS.steps})")
+    training.add_argument("--steps", type=int, default=DEFAULTS.steps,
+                          help=f"optimizer steps (default: {DEFAULTS.steps})")
     training.add_argument("--lr", type=float, default=DEFAULTS.learning_rate,
                           help=f"AdamW learning rate (default: {DEFAULTS.learning_rate})")
     training.add_argument("--batch-size", type=int, default=0, help="episodes per step (default: 0 = all keys)")
@@ -112,5 +113,6 @@ def print_table(results: dict) -> None:
         print(f"{run[varied]!s:>13}  {run['seed']:>4}  {cells[0]:>13}  {cells[1]:>13}  {cells[2]:>13}  "
               f"{run['train_seconds']:>7.1f}")
     for row in results["summary"]:
-        cells = [f"{row['recall'][c]['mean']:.2f}±{row['recall'][c]['std']:.2f}" for c in ("carried", "wiped", "untrained")]
+        cells = [f"{row['recall'][c]['mean']:.2f}±{row['recall'][c]['std']:.2f}"
+                 for c in ("carried", "wiped", "untrained")]
         print(f"{row[varied]!s:>13}  {'mean':>4}  {cells[0]:>13}  {cells[1]:>13}  {cells[2]:>13}")

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ran.cli.sessions import add_session_arguments, open_session, parse_command, state_line, user_turn
 from ran.errors import ConfigError
+from ran.provenance import environment
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         "reservoir_fingerprint": session.model.reservoir.fingerprint,
         "session_config": session.config.to_dict(),
         "gate": session.gate.kind,
-        "environment": _environment(),
+        "environment": environment(),
         "start": session.state_stats(),
         "events": [],
     }
@@ -104,17 +102,6 @@ def _log(transcript: dict[str, Any], number: int, record, tokenizer, text: str |
     event["input_text"] = text
     event["reply"] = tokenizer.decode(record.tokens, skip_special_tokens=True)
     transcript["events"].append(event)
-
-
-def _environment() -> dict[str, Any]:
-    import torch
-    import transformers
-
-    from ran import __version__
-
-    return {"ran": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": sys.version.split()[0], "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def plot_transcript(transcript: dict[str, Any], path: Path) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -14,29 +13,7 @@ from typing import Any
 
 import numpy as np
 
-
-def environment() -> dict[str, Any]:
-    """Versions and machine, stored with every result."""
-    import scipy
-    import torch
-    import transformers
-
-    from ran import __version__
-
-    return {
-        "ran": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "system": f"{platform.system()} {platform.release()}",
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+from ran.provenance import environment  # noqa: F401  (re-exported for the probe commands)
 
 
 def spread(values: list[float]) -> dict[str, float]:
