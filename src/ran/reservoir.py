@@ -9,7 +9,8 @@ rescaled so its spectral radius is ``spectral_radius``; ``W_in`` (units x input_
 U(-1, 1) times ``input_scaling``; ``b`` is U(-1, 1) times ``bias_scaling`` (zero by default).
 ``activation="identity"`` replaces tanh by the identity: a linear reservoir, for analysis only.
 Everything is regenerated from ``seed`` with NumPy's PCG64, which gives the same numbers on every
-machine, and summarised by a SHA-256 ``fingerprint`` that saved artifacts check on load.
+machine, and summarised by a SHA-256 ``fingerprint`` (of the config and the drawn numbers, before the
+radius scaling) that saved artifacts check on load.
 """
 
 from __future__ import annotations
@@ -127,23 +128,23 @@ def _row_split_operator(matrix: sp.csr_matrix, parts: int, pool: ThreadPoolExecu
     return sla.LinearOperator(matrix.shape, matvec=matvec, dtype=matrix.dtype)
 
 
-def build_recurrent_matrix(units: int, connectivity: float, spectral_radius_target: float,
-                           rng: np.random.Generator) -> sp.csr_matrix:
-    """Sparse W_r with round(connectivity * units) random N(0, 1) entries per row, scaled to the target radius."""
+def draw_recurrent_matrix(units: int, connectivity: float, rng: np.random.Generator) -> sp.csr_matrix:
+    """Sparse W_r before scaling: round(connectivity * units) random N(0, 1) entries per row."""
     per_row = max(1, round(connectivity * units))
     columns = rng.integers(0, units, size=units * per_row, dtype=np.int32)
     values = rng.standard_normal(units * per_row, dtype=np.float32)
     row_starts = np.arange(0, units * per_row + 1, per_row, dtype=np.int64)
     matrix = sp.csr_matrix((values, columns, row_starts), shape=(units, units))
     matrix.sum_duplicates()  # repeated draws of a column add up; sorted indices also speed up matmuls
-    radius = spectral_radius(matrix)
-    if radius == 0.0:  # only possible for a 1-unit reservoir whose single entry is 0
-        return matrix
-    # Six significant digits keep the scale (and so the fingerprint) identical across machines
-    # whose eigensolvers differ in the last bits.
-    radius = float(f"{radius:.6g}")
-    matrix.data *= np.float32(spectral_radius_target / radius)
     return matrix
+
+
+def scale_to_spectral_radius(matrix: sp.csr_matrix, target: float) -> float:
+    """Rescale ``matrix`` in place so its spectral radius is ``target``; returns the radius it had."""
+    radius = spectral_radius(matrix)
+    if radius > 0.0:  # 0 only for a 1-unit reservoir whose single entry is 0
+        matrix.data *= np.float32(target / radius)
+    return radius
 
 
 class Reservoir(nn.Module):
@@ -159,13 +160,16 @@ class Reservoir(nn.Module):
         self.config = config
         self.input_dim = input_dim
         recurrent_rng, input_rng, bias_rng = _rngs(config.seed)
-        recurrent = build_recurrent_matrix(config.units, config.connectivity, config.spectral_radius, recurrent_rng)
+        recurrent = draw_recurrent_matrix(config.units, config.connectivity, recurrent_rng)
         w_in = input_rng.uniform(-1.0, 1.0, size=(config.units, input_dim)).astype(np.float32)
         w_in *= np.float32(config.input_scaling)
         bias = bias_rng.uniform(-1.0, 1.0, size=config.units).astype(np.float32)
         bias *= np.float32(config.bias_scaling)
 
+        # The fingerprint covers the config and every drawn number. The radius scaling is a function of
+        # those, but an eigensolver's last bits vary between machines, so it is applied after hashing.
         self.fingerprint = _fingerprint(config, input_dim, recurrent, w_in, bias)
+        self.unscaled_radius = scale_to_spectral_radius(recurrent, config.spectral_radius)
         self._recurrent_scipy = recurrent
         if config.units <= DENSE_MAX_UNITS:
             w_r = torch.from_numpy(recurrent.toarray())
