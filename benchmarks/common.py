@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import time
@@ -17,6 +16,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from ran import provenance
+from ran.provenance import load_average  # noqa: F401  (the benchmarks import it from here)
 
 SCHEMA = "ran.benchmark/1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,41 +58,12 @@ def ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
             "min": min(per_round), "max": max(per_round)}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> list[float]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return []
-
-
 def machine() -> dict[str, Any]:
-    import torch
-
-    return {"cores": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform(),
-            "device": "CPU only", "torch_threads": torch.get_num_threads(), "load_average": load_average(),
-            "nice": os.nice(0)}
+    return {**provenance.machine(), "nice": os.nice(0)}
 
 
 def versions() -> dict[str, str]:
-    import numpy
-    import scipy
-    import torch
-    import transformers
-
-    import ran
-
-    found = {"ran": ran.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-             "numpy": numpy.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
+    found = provenance.versions()
     try:
         import reservoirpy
 
