@@ -34,7 +34,7 @@ def test_matrices_match_known_values_on_any_machine():
     assert np.array_equal(reservoir.w_in.numpy(), expected)
 
 
-@pytest.mark.parametrize("units", [200, 1024, 2048])
+@pytest.mark.parametrize("units", [200, 512, 1024, 2048])
 def test_spectral_radius_within_one_percent(units):
     reservoir = Reservoir(ReservoirConfig(units=units, spectral_radius=0.9), input_dim=8)
     exact = np.abs(np.linalg.eigvals(reservoir.recurrent_matrix().toarray().astype(np.float64))).max()

@@ -33,7 +33,7 @@ from ran.errors import ConfigError
 # Below this size W_r is stored dense: a dense matmul beats a sparse one and the memory is small.
 DENSE_MAX_UNITS = 4096
 # Below this size the spectral radius is computed exactly (dense eigenvalues, well under a second).
-EXACT_RADIUS_MAX_UNITS = 512
+EXACT_RADIUS_MAX_UNITS = 256
 # Above this many nonzeros ARPACK's matrix-vector products are split by rows across threads.
 THREADED_MATVEC_MIN_NONZEROS = 2_000_000
 ACTIVATIONS = ("tanh", "identity")
