@@ -6,7 +6,7 @@ import argparse
 
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
-from ran.reservoir import ReservoirConfig
+from ran.reservoir import ACTIVATIONS, ReservoirConfig
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slots", type=int, default=8, help="reservoir slots / prefix tokens (default: 8)")
 
 
-def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None) -> None:
+def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None,
+                            with_seed: bool = True) -> None:
+    """The reservoir's settings as flags; ``with_seed=False`` where the seed comes from a seed list."""
     d = defaults or ReservoirConfig()
     group = parser.add_argument_group("reservoir")
     group.add_argument("--units", type=int, default=d.units, help=f"reservoir size K (default: {d.units})")
@@ -29,9 +31,14 @@ def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: Reservoir
                        help=f"scale of W_in (default: {d.input_scaling})")
     group.add_argument("--connectivity", type=float, default=d.connectivity,
                        help=f"fraction of nonzero W_r entries (default: {d.connectivity})")
-    group.add_argument("--reservoir-seed", type=int, default=d.seed, help=f"seed of the reservoir (default: {d.seed})")
+    group.add_argument("--activation", default=d.activation, choices=list(ACTIVATIONS),
+                       help=f"unit nonlinearity (default: {d.activation})")
+    if with_seed:
+        group.add_argument("--reservoir-seed", type=int, default=d.seed,
+                           help=f"seed of the reservoir (default: {d.seed})")
 
 
 def reservoir_config_from(args: argparse.Namespace) -> ReservoirConfig:
     return ReservoirConfig(units=args.units, spectral_radius=args.spectral_radius, leak_rate=args.leak_rate,
-                           input_scaling=args.input_scaling, connectivity=args.connectivity, seed=args.reservoir_seed)
+                           input_scaling=args.input_scaling, connectivity=args.connectivity,
+                           activation=args.activation, seed=getattr(args, "reservoir_seed", 0))

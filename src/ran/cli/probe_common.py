@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ran.cli.common import add_reservoir_arguments as add_shared_reservoir_arguments
+from ran.cli.common import reservoir_config_from
 from ran.errors import ConfigError
 from ran.loading import DEFAULT_MODEL
 from ran.probes.results import Timer, environment, peak_rss_mb, read_json, write_json
 from ran.probes.sources import SOURCES, ActivationBank, capture_bank
-from ran.reservoir import ACTIVATIONS, ReservoirConfig
+from ran.reservoir import ReservoirConfig
 
 DEFAULT_SEEDS = [0, 1, 2]
 
@@ -48,47 +50,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_out: str = "re
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser) -> None:
     """One reservoir configuration; its seed comes from --seeds."""
-    d = ReservoirConfig()
-    group = parser.add_argument_group("reservoir")
-    group.add_argument("--units", type=int, default=d.units, help=f"reservoir size K (default: {d.units})")
-    group.add_argument(
-        "--spectral-radius",
-        type=float,
-        default=d.spectral_radius,
-        help=f"spectral radius of W_r (default: {d.spectral_radius})",
-    )
-    group.add_argument(
-        "--leak-rate", type=float, default=d.leak_rate, help=f"leak rate in (0, 1] (default: {d.leak_rate})"
-    )
-    group.add_argument(
-        "--input-scaling",
-        type=float,
-        default=d.input_scaling,
-        help=f"scale of W_in (default: {d.input_scaling})",
-    )
-    group.add_argument(
-        "--connectivity",
-        type=float,
-        default=d.connectivity,
-        help=f"fraction of nonzero W_r entries (default: {d.connectivity})",
-    )
-    group.add_argument(
-        "--activation",
-        default=d.activation,
-        choices=list(ACTIVATIONS),
-        help=f"unit nonlinearity (default: {d.activation})",
-    )
+    add_shared_reservoir_arguments(parser, with_seed=False)
 
 
 def reservoir_config(args: argparse.Namespace) -> ReservoirConfig:
-    return ReservoirConfig(
-        units=args.units,
-        spectral_radius=args.spectral_radius,
-        leak_rate=args.leak_rate,
-        input_scaling=args.input_scaling,
-        connectivity=args.connectivity,
-        activation=args.activation,
-    )
+    """The reservoir of the flags (seed 0; each run replaces it with its own seed)."""
+    return reservoir_config_from(args)
 
 
 def sources_of(args: argparse.Namespace) -> list[str]:

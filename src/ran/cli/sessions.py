@@ -22,7 +22,8 @@ from ran.runtime import POLICIES, ContextPolicy, Session, SessionConfig, Session
 from ran.runtime.gate import DEFAULT_MAX_ENTROPY
 
 RESERVOIR_FLAGS = {"units": "units", "spectral_radius": "spectral_radius", "leak_rate": "leak_rate",
-                   "input_scaling": "input_scaling", "connectivity": "connectivity", "reservoir_seed": "seed"}
+                   "input_scaling": "input_scaling", "connectivity": "connectivity", "activation": "activation",
+                   "reservoir_seed": "seed"}
 SESSION_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "sample_seed": 0, "policy": "streaming",
                     "sinks": 4, "window": 252, "heavy": 0, "max_entropy": DEFAULT_MAX_ENTROPY,
                     "idle_text": "\n"}
