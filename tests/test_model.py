@@ -263,3 +263,17 @@ def test_unsupported_architecture_and_attention_are_refused():
     flex.config._attn_implementation = "flash_attention_2"
     with pytest.raises(ConfigError, match="flash_attention_2"):
         wrap(flex, RanConfig(reservoir=SMALL))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_read_only_pass_gives_the_same_next_state_without_logits(mode):
+    model = wrap(tiny_model("qwen2"), RanConfig(mode=mode, reservoir=SMALL))
+    _randomise_readout(model)
+    ids, start = _ids(), torch.rand(2, 64) - 0.5
+    full = model(ids, state=start)
+    quick = model(ids, state=start, read_only=True)
+    assert quick.logits is None
+    torch.testing.assert_close(quick.state, full.state, atol=0, rtol=0)
+    torch.testing.assert_close(model.get_state(), full.state, atol=0, rtol=0)
+    # The next pass runs normally: the read hook is re-armed.
+    assert model(ids).logits.shape == full.logits.shape

@@ -90,9 +90,13 @@ class RanConfig:
         return cls(reservoir=ReservoirConfig(**reservoir), **data)
 
 
+class _ReadComplete(Exception):
+    """Raised by the read hook to end a ``read_only`` pass as soon as the reservoir has its input."""
+
+
 @dataclass
 class RanOutput:
-    logits: torch.Tensor  # (B, T, vocab): the input's positions only (prefix positions removed)
+    logits: torch.Tensor | None  # (B, T, vocab): the input's positions only; None for a read_only pass
     state: torch.Tensor  # (B, K): the state after this pass
     cache: Any = None
 
@@ -125,6 +129,7 @@ class _ReadPoint:
     last_index: torch.Tensor  # (B,) position of the last real token in the (possibly prefixed) sequence
     token_mask: torch.Tensor | None  # (B, T) real-token mask for the mean summary
     summary: torch.Tensor | None = None  # (B, d) the reservoir's input x(t)
+    stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
 
 
 class ReservoirModel(nn.Module):
@@ -165,15 +170,25 @@ class ReservoirModel(nn.Module):
     # ----- passes --------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 state: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, **kwargs) -> RanOutput:
-        """One pass. Extra keyword arguments go to the base model (e.g. ``use_cache``, ``logits_to_keep``)."""
+                position_ids: torch.Tensor | None = None, read_only: bool = False, **kwargs) -> RanOutput:
+        """One pass. Extra keyword arguments go to the base model (e.g. ``use_cache``, ``logits_to_keep``).
+
+        ``read_only=True`` stops the pass once the reservoir has read layer L: the next state is the
+        same, no logits are computed (training uses it for passes without a target).
+        """
         tokens = input_ids if input_ids is not None else inputs_embeds
         batch, length = tokens.shape[0], tokens.shape[1]
         state = self._state_for(batch, state)
         with self._pass(state, attention_mask, batch, length) as read:
+            read.stop_after_read = read_only
             inputs = self._model_inputs(input_ids, inputs_embeds, attention_mask, position_ids)
-            output = self.base(**inputs, **kwargs)
+            try:
+                output = self.base(**inputs, **kwargs)
+            except _ReadComplete:
+                output = None
         next_state = self._tick(state, read)
+        if output is None:
+            return RanOutput(logits=None, state=next_state)
         logits = output.logits[:, -length:]  # drop prefix positions (a no-op with logits_to_keep)
         return RanOutput(logits=logits, state=next_state, cache=getattr(output, "cache", None))
 
@@ -265,6 +280,8 @@ class ReservoirModel(nn.Module):
             else:
                 weights = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
                 read.summary = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        if read.stop_after_read:
+            raise _ReadComplete
 
     def _tick(self, state: torch.Tensor, read: _ReadPoint) -> torch.Tensor:
         if read.summary is None:

@@ -68,8 +68,9 @@ def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def run_passes(model: ReservoirModel, batches: list[PassBatch],
-               carry: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run one batch of episodes pass by pass. Returns (mean target loss, last-position logits of each pass).
+               carry: bool = True) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """Run one batch of episodes pass by pass. Returns (mean target loss, last-position logits of each
+    pass with a target; None for the others).
 
     ``carry=False`` is the wiped-state control: every pass starts from the zero state.
     """
@@ -81,13 +82,16 @@ def run_passes(model: ReservoirModel, batches: list[PassBatch],
         if not carry:
             state = model.reservoir.initial_state(batch, device)
         mask = step.attention_mask.to(device)
+        # A pass without a target only has to reach layer L, where the reservoir reads it.
         output = model(step.input_ids.to(device), attention_mask=mask, position_ids=position_ids_for(mask),
-                       state=state, logits_to_keep=1)
+                       state=state, logits_to_keep=1, read_only=not step.has_targets)
         state = output.state
+        if not step.has_targets:
+            last_logits.append(None)
+            continue
         logits = output.logits[:, -1]  # (B, vocab): left padding puts every last token at -1
         last_logits.append(logits)
-        if step.has_targets:
-            losses.append(F.cross_entropy(logits.float(), step.targets.to(device), ignore_index=NO_TARGET))
+        losses.append(F.cross_entropy(logits.float(), step.targets.to(device), ignore_index=NO_TARGET))
     loss = torch.stack(losses).mean() if losses else torch.zeros((), device=device)
     return loss, last_logits
 
