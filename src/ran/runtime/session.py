@@ -27,13 +27,13 @@ from typing import Any
 
 import torch
 
+from ran.dynamics import saturation_fraction
 from ran.errors import ArtifactError, ConfigError
 from ran.model import ReservoirModel, base_model_identity
 from ran.runtime.context import ContextPolicy, attention_received
 from ran.runtime.gate import EntropyGate, Gate, GateDecision
 from ran.runtime.persistence import SessionSnapshot, SessionStore, check_identity
 
-SATURATION_LEVEL = 0.95  # a unit counts as saturated when |r_i| > this (as in ran.dynamics)
 RESETS = ("all", "state", "context")
 
 
@@ -306,7 +306,7 @@ class Session:
         return {
             "tick": self.tick,
             "norm": float(state.norm()),
-            "saturation": float((state.abs() > SATURATION_LEVEL).float().mean()),
+            "saturation": saturation_fraction(state.numpy()),
             "digest": hashlib.sha256(state.contiguous().numpy().tobytes()).hexdigest()[:12],
             "context_length": len(self.context),
         }
