@@ -132,6 +132,23 @@ class _ReadPoint:
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
 
 
+def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) position of each example's last real token, whichever side the padding is on."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.bool()).amax(dim=1)
+
+
+def summarise(hidden: torch.Tensor, summary: str, last_index: torch.Tensor,
+              token_mask: torch.Tensor | None) -> torch.Tensor:
+    """The reservoir's input x from a layer's output (B, T, d): the last real token, or the mean over real tokens."""
+    if summary == "last":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index.to(hidden.device)]
+    if token_mask is None:
+        return hidden.mean(dim=1)
+    weights = token_mask.to(hidden.device, hidden.dtype)[..., None]  # (B, T, 1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
 class ReservoirModel(nn.Module):
     """A causal LM with a reservoir attached at one layer. Create with :func:`wrap` or :meth:`from_pretrained`."""
 
@@ -247,8 +264,7 @@ class ReservoirModel(nn.Module):
             last_index = torch.full((batch,), length - 1, device=device)
             token_mask = None
         else:
-            positions = torch.arange(length, device=attention_mask.device)
-            last_index = (positions * attention_mask.bool()).amax(dim=1)
+            last_index = last_real_index(attention_mask)
             token_mask = attention_mask.bool()
         if n_prefix and token_mask is not None:
             token_mask = torch.cat([token_mask.new_zeros(batch, n_prefix), token_mask], dim=1)
@@ -271,15 +287,7 @@ class ReservoirModel(nn.Module):
             return
         hidden = output[0] if isinstance(output, tuple) else output  # (B', T, d)
         hidden = hidden[:: hidden.shape[0] // read.batch]  # generate() may have expanded each example
-        if self.config.summary == "last":
-            read.summary = hidden[torch.arange(read.batch, device=hidden.device), read.last_index.to(hidden.device)]
-        else:
-            mask = read.token_mask
-            if mask is None:
-                read.summary = hidden.mean(dim=1)
-            else:
-                weights = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
-                read.summary = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        read.summary = summarise(hidden, self.config.summary, read.last_index, read.token_mask)
         if read.stop_after_read:
             raise _ReadComplete
 

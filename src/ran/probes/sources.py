@@ -85,7 +85,7 @@ def capture_activations(
     layer and summary default to its own and the base model is run (the injection does not take part).
     A bare model defaults to the middle layer and the last real token.
     """
-    from ran.model import ReservoirModel
+    from ran.model import ReservoirModel, last_real_index, summarise
 
     if isinstance(model, ReservoirModel):
         base: PreTrainedModel = model.base
@@ -118,13 +118,7 @@ def capture_activations(
                 captured.clear()
                 base(input_ids=batch["input_ids"].to(device), attention_mask=mask)
                 hidden = captured[0].to(torch.float32)  # (B, T, d)
-                if summary == "last":
-                    positions = torch.arange(mask.shape[1], device=device)
-                    last = (positions * mask.bool()).amax(dim=1)  # (B,) last real token, any padding side
-                    pieces.append(hidden[torch.arange(hidden.shape[0], device=device), last])
-                else:
-                    weights = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
-                    pieces.append((hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0))
+                pieces.append(summarise(hidden, summary, last_real_index(mask), mask.bool()))
     finally:
         handle.remove()
     return torch.cat(pieces).cpu()
