@@ -24,7 +24,8 @@ def tiny_dir(tmp_path_factory):
 def task_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("task") / "task.json"
     path.write_text(json.dumps({"keys": ["w10", "w11", "w12", "w13"], "store_template": "w3 w4 {key} w5",
-                                "recall_template": "w6 w7"}))
+                                "recall_template": "w6 w7", "train_distractors": ["w20 w21", "w22"],
+                                "eval_distractors": ["w30 w31"]}))
     return path
 
 
@@ -32,15 +33,18 @@ def test_crosspass_writes_results_and_eval_reproduces(tiny_dir, task_file, tmp_p
     out, saved = tmp_path / "results", tmp_path / "artifacts"
     result = ran("crosspass", "--model", str(tiny_dir), "--task", str(task_file), "--units", "128",
                  "--input-scaling", "1.0", "--slots", "4", "--steps", "120", "--lr", "0.03", "--seeds", "0", "1",
-                 "--out", str(out), "--save", str(saved), "--no-progress")
+                 "--eval-delays", "0", "1", "3", "--out", str(out), "--save", str(saved), "--no-progress")
     assert result.returncode == 0, result.stderr
     results = json.loads((out / "crosspass.json").read_text())
-    assert results["schema"] == "ran.crosspass/1" and (out / "crosspass.png").stat().st_size > 0
+    assert results["schema"] == "ran.crosspass/2" and (out / "crosspass.png").stat().st_size > 0
+    assert (out / "crosspass-retention.png").stat().st_size > 0
     assert [run["seed"] for run in results["runs"]] == [0, 1]
     for run in results["runs"]:
         assert set(run["recall"]) == {"carried", "wiped", "untrained"}
-        assert len(run["predictions"]) == 4 and len(run["loss_curve"]) == 120
+        assert len(run["predictions"]) == 4 * 3 and len(run["loss_curve"]) == 120
         assert run["recall"]["carried"] == 1.0 and run["recall"]["wiped"] <= 0.25
+        assert [(p["filler"], p["delay"]) for p in run["retention"]] == [("distractor", d) for d in (0, 1, 3)]
+        assert all(p["recall"]["wiped"] <= 0.25 for p in run["retention"])
     summary = results["summary"][0]["recall"]
     assert summary["carried"]["values"] == [r["recall"]["carried"] for r in results["runs"]]
     artifact = saved / "kv-keys4-scaling1-seed1"
@@ -66,7 +70,12 @@ def test_eval_refuses_an_artifact_for_another_model(tiny_dir, task_file, tmp_pat
 @pytest.mark.parametrize("args, message", [
     (["--key-list", "w10,w11 w12"], "is not a single token"),
     (["--key-list", ","], "key list is empty"),
-    (["--steps", "0"], "steps must be >= 1"),
+    (["--steps", "0"], "steps must be an integer >= 1"),
+    (["--train-delays", "8-2"], "is reversed"),
+    (["--train-delays", ""], "is not N or LOW-HIGH"),
+    (["--train-delays", "0-100000"], "above the cap"),
+    (["--eval-delays", "-1"], "must be >= 0"),
+    (["--key-list", "train,w11"], "contains the key 'train'"),
 ])
 def test_crosspass_bad_input(tiny_dir, tmp_path, args, message):
     result = ran("crosspass", "--model", str(tiny_dir), "--units", "32", "--out", str(tmp_path), "--no-progress", *args)
@@ -82,15 +91,48 @@ def test_eval_of_a_missing_artifact(tmp_path):
 @pytest.mark.smollm
 def test_recall_on_the_embedded_model(smollm2):
     """One seed of the headline result, in the default run (the README reports three)."""
-    from ran.crosspass import run_one, specs_for
+    from ran.crosspass import specs_for
     from ran.model import RanConfig
-    from ran.recall import RecallTask
     from ran.reservoir import ReservoirConfig
+    from ran.runner import run_one
+    from ran.tasks import RecallTask
     from ran.training import TrainConfig
 
     base, tokenizer = smollm2
     (spec,) = specs_for("smollm2-135m", RanConfig(reservoir=ReservoirConfig(units=512, input_scaling=0.5)),
                         RecallTask(), TrainConfig(), [0])
     record = run_one(spec, base, tokenizer, progress=False)
-    assert record["recall"]["carried"] >= 0.95
-    assert record["recall"]["wiped"] <= 0.34
+    assert record["scores"]["carried"]["value"] >= 0.95
+    assert record["scores"]["wiped"]["value"] <= 0.34
+
+
+def test_eval_reads_artifacts_saved_before_retention(tiny_dir, task_file, tmp_path):
+    """An artifact of ran.crosspass/1 (crosspass.json, one hop, no pass format) is still scored by ran eval."""
+    saved = tmp_path / "artifacts"
+    assert ran("crosspass", "--model", str(tiny_dir), "--task", str(task_file), "--units", "32", "--steps", "2",
+               "--seeds", "0", "--eval-delays", "0", "--out", str(tmp_path), "--save", str(saved),
+               "--no-progress").returncode == 0
+    artifact = next(saved.iterdir())
+    run = json.loads((artifact / "run.json").read_text())
+    legacy = {"schema": "ran.crosspass-artifact/1", "model": run["model"],
+              "task": {"keys": run["task"]["keys"], "store_template": "w3 w4 {key} w5",
+                       "recall_template": "w6 w7", "key_prefix": " "},
+              "train": run["train"], "recall": {c: run["scores"][c]["value"] for c in ("carried", "wiped")}}
+    (artifact / "run.json").unlink()
+    (artifact / "crosspass.json").write_text(json.dumps(legacy))
+    description = json.loads((artifact / "ran_config.json").read_text())
+    del description["pass_format"]
+    (artifact / "ran_config.json").write_text(json.dumps(description))
+    result = ran("eval", str(artifact))
+    assert result.returncode == 0, result.stderr
+    assert "reproduced the saved recall" in result.stdout
+
+
+def test_eval_scores_an_artifact_on_keys_it_never_trained_on(tiny_dir, task_file, tmp_path):
+    saved = tmp_path / "artifacts"
+    assert ran("crosspass", "--model", str(tiny_dir), "--task", str(task_file), "--units", "32", "--steps", "2",
+               "--seeds", "0", "--eval-delays", "0", "--out", str(tmp_path), "--save", str(saved),
+               "--no-progress").returncode == 0
+    result = ran("eval", str(next(saved.iterdir())), "--key-list", "w40,w41,w42", "--eval-delays", "0", "2")
+    assert result.returncode == 0, result.stderr
+    assert "distractor      2" in result.stdout

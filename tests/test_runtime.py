@@ -464,3 +464,38 @@ def test_ran_chat_streams_ticks_and_resumes(tmp_path, capsys, monkeypatch):
     code, out, err = _ran(capsys, "chat", "--session", "c", "--resume", *common)
     assert code == 0, err
     assert "resumed at tick 3" in out and out.count(before[0]) == 2  # banner + /state: same state, same hash
+
+
+# ----- one definition of a pass: the session reads what training renders ---------------------------
+@pytest.mark.parametrize("kind", ["text", "chat"])
+def test_a_session_reads_exactly_the_passes_training_renders(kind):
+    from tiny_models import tiny_chat_tokenizer, tiny_tokenizer
+
+    from ran.episodes import Episode, Pass, render
+    from ran.passes import PassFormat, Renderer
+    from ran.training import run_episodes
+
+    tokenizer = tiny_chat_tokenizer() if kind == "chat" else tiny_tokenizer()
+    renderer = Renderer(PassFormat(kind, idle_text="w9"), tokenizer)
+    model = _model()
+    prefills = []
+    handle = model.base.register_forward_pre_hook(
+        lambda module, args, kwargs: prefills.append(kwargs["input_ids"][0].tolist())
+        if kwargs.get("cache") is None else None, with_kwargs=True)
+    session = Session(model, SessionConfig.for_renderer(renderer, max_new_tokens=2), gate=NEVER)
+    stored = session.prompt(renderer.turn("w10 w11"))  # replies 2 tokens; the idle ticks stay silent
+    session.idle()
+    session.idle()
+    session.reset("context")
+    session.prompt(renderer.turn("w20"))
+    handle.remove()
+    reply = tokenizer.decode(stored.tokens)
+    episode = Episode((Pass("w10 w11", reply), Pass.tick(), Pass.tick(), Pass("w20")))
+    rendered = render(episode, renderer)
+    assert prefills == [list(p.prompt) for p in rendered]  # the same tokens, read at the same last position
+    if kind == "chat":
+        closing = (*renderer.reply_end, 9)  # the reply was closed with <|im_end|>, then the idle text
+        assert renderer.reply_end and rendered[1].prompt[-len(closing):] == closing
+    with torch.no_grad():
+        trained_view = run_episodes(model, [rendered])
+    torch.testing.assert_close(session.state, trained_view.final_state, atol=1e-5, rtol=0)

@@ -40,3 +40,17 @@ def tiny_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
                                    eos_token="<eos>", padding_side="left")
+
+
+def tiny_chat_tokenizer():
+    """The tiny vocabulary with ChatML's tokens: <|im_start|> and <|im_end|> are 3 and 4, user and assistant 5, 6."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<|im_start|>": 3, "<|im_end|>": 4, "user": 5, "assistant": 6,
+             **{f"w{i}": i for i in range(7, VOCAB)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>", padding_side="left")

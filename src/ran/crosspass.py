@@ -1,128 +1,75 @@
-"""The cross-pass recall experiment: train, then measure recall with the carried state and with it wiped.
+"""The cross-pass recall experiment on top of the runner: recall and retention, carried vs wiped vs untrained.
 
-One *run* is (injection mode, task, reservoir seed, training seed): it wraps the model, measures the
-untrained baseline, trains the readout through the carried state, and evaluates the same trained
-parameters twice: with the state carried between passes, and with it reset before every pass (the
-wiped-state control). Recall is the fraction of keys whose token is the greedy next token over the
-whole vocabulary; ``among_keys`` restricts the choice to the keys (chance = 1 / number of keys).
+One run trains the readout on the recall task (one hop, or mixed delays) and evaluates the same
+trained parameters with the state carried and with it wiped, at every evaluation delay. Recall is the
+fraction of keys whose answer is the greedy continuation over the whole vocabulary; ``among_keys``
+restricts the choice to the keys (chance = 1 / number of keys). The run's ``recall`` is the one-hop
+figure (delay 0) when it was evaluated, else the mean over delays; ``retention`` has every delay.
+
+Results schema ``ran.crosspass/2``; files of ``ran.crosspass/1`` (one hop only) stay readable.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ran.loading import load_model
-from ran.model import RanConfig, ReservoirModel, wrap
+from ran.model import RanConfig
+from ran.passes import PassFormat
 from ran.provenance import environment
-from ran.recall import RecallTask
-from ran.training import TrainConfig, predict, train
+from ran.runner import CONDITIONS, RunSpec, run_all
+from ran.tasks import RecallTask
+from ran.training import TrainConfig
 
-SCHEMA = "ran.crosspass/1"
-CONDITIONS = ("carried", "wiped", "untrained")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    model: str
-    ran: RanConfig
-    task: RecallTask
-    train: TrainConfig
+SCHEMA = "ran.crosspass/2"
+READABLE_SCHEMAS = ("ran.crosspass/1", SCHEMA)
+METRICS = ("recall", "among_keys")
 
 
-def _recall(predicted: list[list[int]], key_ids: list[int]) -> float:
-    return sum(p[0] == k for p, k in zip(predicted, key_ids, strict=True)) / len(key_ids)
-
-
-@torch.no_grad()
-def _among_keys(model: ReservoirModel, tokenizer, task: RecallTask, key_ids: list[int], carry: bool) -> float:
-    """Recall when the answer must be one of the keys (the original study's 1/n chance level)."""
-    from ran.episodes import collate
-    from ran.training import run_passes
-
-    _, last_logits = run_passes(model, collate(task.episodes(), tokenizer), carry=carry)
-    choice = last_logits[-1][:, key_ids].argmax(-1)  # (B,) index into the keys
-    return int((choice == torch.arange(len(key_ids))).sum()) / len(key_ids)
-
-
-def evaluate(model: ReservoirModel, tokenizer, task: RecallTask) -> dict[str, Any]:
-    """Carried and wiped recall of a (trained) model, with per-key predictions."""
-    key_ids = task.key_token_ids(tokenizer)
-    episodes = task.episodes()
-    carried = predict(model, tokenizer, episodes, carry=True)
-    wiped = predict(model, tokenizer, episodes, carry=False)
-    return {
-        "recall": {"carried": _recall(carried, key_ids), "wiped": _recall(wiped, key_ids)},
-        "among_keys": {"carried": _among_keys(model, tokenizer, task, key_ids, True),
-                       "wiped": _among_keys(model, tokenizer, task, key_ids, False)},
-        "predictions": [{"key": key, "carried": tokenizer.decode(c[0]), "wiped": tokenizer.decode(w[0])}
-                        for key, c, w in zip(task.keys, carried, wiped, strict=True)],
+def crosspass_record(run: dict[str, Any], task: RecallTask) -> dict[str, Any]:
+    """A runner record in the crosspass layout: per-condition recall at one hop and per delay."""
+    scores = run.pop("scores")
+    ran, reservoir, train = run["ran_config"], run["ran_config"]["reservoir"], run["train_config"]
+    record = {
+        **{k: run[k] for k in ("mode", "seed", "reservoir_seed", "readout_seed", "input_scaling")},
+        **{k: reservoir[k] for k in ("units", "leak_rate", "spectral_radius", "connectivity")},
+        **{k: ran[k] for k in ("n_slots", "summary", "lora_rank", "layer")},
+        **{k: train[k] for k in ("steps", "learning_rate")},
+        "n_keys": len(task.keys),
+        "chance_among_keys": 1.0 / len(task.keys),
+        "train_delays": list(task.train_delays),
+        "recall": {c: scores[c]["value"] for c in CONDITIONS},
+        "among_keys": {c: scores[c]["among_keys"] for c in CONDITIONS},
+        "retention": [
+            {"filler": row["filler"], "delay": row["delay"],
+             "recall": {c: _row(scores[c], row)["recall"] for c in CONDITIONS},
+             "among_keys": {c: _row(scores[c], row)["among_keys"] for c in CONDITIONS}}
+            for row in scores["carried"]["groups"]
+        ],
+        "predictions": [
+            {"key": carried["key"], "filler": carried["filler"], "delay": carried["delay"],
+             "carried": carried["predicted"], "wiped": wiped["predicted"]}
+            for carried, wiped in zip(scores["carried"]["predictions"], scores["wiped"]["predictions"], strict=True)
+        ],
     }
+    record.update({k: v for k, v in run.items() if k not in record and k != "task"})
+    return record
 
 
-def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
-            save_to: Path | None = None) -> dict[str, Any]:
-    """Train and evaluate one run; returns its JSON record. Loads the model unless ``base`` is given."""
-    if base is None or spec.ran.lora_rank:  # LoRA changes the backbone: every run gets a fresh one
-        base, tokenizer = load_model(spec.model)
-    key_ids = spec.task.key_token_ids(tokenizer)
-    model = wrap(base, spec.ran)
-    try:
-        untrained = _recall(predict(model, tokenizer, spec.task.episodes(), carry=True), key_ids)
-        untrained_among = _among_keys(model, tokenizer, spec.task, key_ids, True)
-        task = spec.task
-        n_keys = len(task.keys)
-
-        def episodes_for_step(step: int, generator: torch.Generator):
-            curriculum = spec.train.curriculum_steps
-            if not curriculum or step >= curriculum:
-                return task.episodes()
-            show_probability = 1.0 - step / curriculum
-            shows = (torch.rand(n_keys, generator=generator) < show_probability).tolist()
-            return task.episodes(show_key_in_recall=shows)
-
-        label = f"{spec.ran.mode} seed {spec.train.seed} ({n_keys} keys)"
-        trained = train(model, tokenizer, episodes_for_step, spec.train, progress=progress, description=label)
-        record = evaluate(model, tokenizer, task)
-        record["recall"]["untrained"] = untrained
-        record["among_keys"]["untrained"] = untrained_among
-        record.update({
-            "mode": spec.ran.mode,
-            "n_keys": n_keys,
-            "seed": spec.train.seed,
-            "reservoir_seed": spec.ran.reservoir.seed,
-            "readout_seed": spec.ran.readout_seed,
-            "input_scaling": spec.ran.reservoir.input_scaling,
-            "chance_among_keys": 1.0 / n_keys,
-            "loss_curve": [round(loss, 6) for loss in trained.losses],
-            "train_seconds": round(trained.seconds, 3),
-            "episodes_per_second": round(trained.episodes_per_second, 3),
-            "ran_config": model.config.to_dict(),
-            "reservoir_fingerprint": model.reservoir.fingerprint,
-        })
-        if save_to is not None:
-            save_artifact(model, spec, record, save_to)
-        return record
-    finally:
-        model.unwrap()
+def _row(score: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
+    return next(r for r in score["groups"] if r["filler"] == like["filler"] and r["delay"] == like["delay"])
 
 
-def save_artifact(model: ReservoirModel, spec: RunSpec, record: dict[str, Any], directory: Path) -> None:
-    """The wrapped model plus what ``ran eval`` needs to reproduce the recall figures."""
-    model.save_pretrained(directory)
-    saved = {"schema": "ran.crosspass-artifact/1", "model": spec.model, "task": spec.task.to_dict(),
-             "train": spec.train.to_dict(), "recall": record["recall"], "among_keys": record["among_keys"]}
-    (directory / "crosspass.json").write_text(json.dumps(saved, indent=2) + "\n")
+def _stats(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "values": values}
 
 
 def summarise(runs: list[dict[str, Any]], group_by: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Mean, standard deviation, min and max over seeds for every condition, per group."""
+    """Mean, standard deviation, min and max over seeds for every condition, per group (and per delay)."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault(tuple(run[k] for k in group_by), []).append(run)
@@ -130,38 +77,46 @@ def summarise(runs: list[dict[str, Any]], group_by: tuple[str, ...]) -> list[dic
     for key, members in groups.items():
         row: dict[str, Any] = dict(zip(group_by, key, strict=True))
         row["seeds"] = [m["seed"] for m in members]
-        for metric in ("recall", "among_keys"):
-            row[metric] = {}
-            for condition in CONDITIONS:
-                values = [m[metric][condition] for m in members]
-                row[metric][condition] = {
-                    "mean": statistics.fmean(values),
-                    "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-                    "min": min(values), "max": max(values), "values": values,
-                }
+        for metric in METRICS:
+            row[metric] = {c: _stats([m[metric][c] for m in members]) for c in CONDITIONS}
+        if "retention" in members[0]:
+            row["retention"] = []
+            for point in members[0]["retention"]:
+                where = (point["filler"], point["delay"])
+                same = [next(p for p in m["retention"] if (p["filler"], p["delay"]) == where) for m in members]
+                row["retention"].append({"filler": point["filler"], "delay": point["delay"],
+                                         **{metric: {c: _stats([p[metric][c] for p in same]) for c in CONDITIONS}
+                                            for metric in METRICS}})
         rows.append(row)
     return rows
 
 
+def artifact_name(spec: RunSpec) -> str:
+    scaling = spec.ran.reservoir.input_scaling
+    return f"{spec.ran.mode}-keys{len(spec.task.keys)}-scaling{scaling:g}-seed{spec.train.seed}"
+
+
+def group_label(row: dict[str, Any], varied: list[str]) -> str:
+    """How a summary row is named in tables and plots: the values of the varied settings."""
+    if len(varied) == 1:
+        return str(row[varied[0]])
+    return " ".join(f"{name}={row[name]}" for name in varied)
+
+
 def experiment(kind: str, specs: list[RunSpec], group_by: tuple[str, ...], progress: bool = True,
                save_dir: Path | None = None) -> dict[str, Any]:
-    """Run every spec (sharing one loaded model where possible) and collect the results document."""
+    """Run every spec and collect the results document."""
     started = time.perf_counter()
-    base, tokenizer = load_model(specs[0].model)
-    runs = []
-    for spec in specs:
-        target = None
-        if save_dir is not None:
-            scaling = spec.ran.reservoir.input_scaling
-            target = save_dir / f"{spec.ran.mode}-keys{len(spec.task.keys)}-scaling{scaling:g}-seed{spec.train.seed}"
-        runs.append(run_one(spec, base, tokenizer, progress=progress, save_to=target))
+    records, _ = run_all(specs, progress=progress, save_dir=save_dir, name_of=artifact_name)
+    runs = [crosspass_record(record, spec.task) for record, spec in zip(records, specs, strict=True)]
     first = specs[0]
     return {
         "schema": SCHEMA,
         "kind": kind,
         **environment(),
         "model": first.model,
-        "config": {"ran": first.ran.to_dict(), "task": first.task.to_dict(), "train": first.train.to_dict()},
+        "config": {"ran": first.ran.to_dict(), "task": first.task.to_dict(), "train": first.train.to_dict(),
+                   "format": first.format.to_dict()},
         "varied": list(group_by),
         "runs": runs,
         "summary": summarise(runs, group_by),
@@ -170,11 +125,12 @@ def experiment(kind: str, specs: list[RunSpec], group_by: tuple[str, ...], progr
 
 
 def specs_for(model: str, ran: RanConfig, task: RecallTask, train_config: TrainConfig, seeds: list[int],
-              reservoir_seed: int | None = None) -> list[RunSpec]:
+              reservoir_seed: int | None = None, pass_format: PassFormat | None = None, device: str = "auto",
+              dtype: str = "auto") -> list[RunSpec]:
     """One spec per seed: the reservoir seed follows the seed unless fixed; the readout seed always does."""
     specs = []
     for seed in seeds:
         reservoir = replace(ran.reservoir, seed=seed if reservoir_seed is None else reservoir_seed)
         specs.append(RunSpec(model, replace(ran, reservoir=reservoir, readout_seed=seed), task,
-                             replace(train_config, seed=seed)))
+                             replace(train_config, seed=seed), pass_format or PassFormat(), device, dtype))
     return specs

@@ -1,74 +1,137 @@
-"""Episodes: scripted passes with the context wiped between them, and targets on some passes.
+"""Episodes: scripted passes, with targets on some, batched however many passes each one has.
 
-An episode is a list of passes; each pass is a text the model reads from an empty context, with an
-optional target: the token the model must predict right after the text, or ``SILENT`` (it must
-predict the end-of-turn token, i.e. say nothing). Many episodes with the same number of passes run as
-one batch, one reservoir state row per episode: :func:`collate` turns them into per-pass tensors.
+An episode is a list of :class:`Pass` es. Each pass reads its input from the context the previous pass
+left (or from an empty context when ``wipe`` is set, the default for an input pass: the original
+study's "context wiped between passes"); an idle tick continues the context, as in a live session.
+A pass may carry a target: the text the model must say right after it (one token or several,
+teacher-forced in training, decoded greedily in evaluation), or :data:`SILENT`.
+
+Episodes in one batch may have different numbers of passes. They are aligned at their last pass; at
+each step only the episodes that have a pass there run, split into the ones with a target (full
+model, logits at the target positions) and the ones without (stopped once layer L has been read). So
+a batch of mixed delays costs exactly the passes its episodes have, with no loop over delays.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from ran.errors import ConfigError
+from ran.passes import SILENT, Renderer
 
-SILENT = "<silent>"  # target meaning "stay silent": predict the tokenizer's end-of-sequence token
 NO_TARGET = -100
+
+__all__ = ["NO_TARGET", "SILENT", "Episode", "Pass", "PassGroup", "RenderedPass", "render", "schedule"]
 
 
 @dataclass(frozen=True)
 class Pass:
-    text: str
-    target: str | None = None  # a single-token string (e.g. " apple"), SILENT, or None
+    text: str = ""  # the input (ignored by an idle tick)
+    target: str | None = None  # what the model must say next (e.g. " apple"), SILENT, or None
+    idle: bool = False  # an idle tick: reads the format's idle text
+    wipe: bool = True  # the context is wiped before this pass (an idle tick keeps it unless told)
+
+    @classmethod
+    def tick(cls, target: str | None = None, wipe: bool = False) -> Pass:
+        """An idle tick, which continues the context like an idle tick in a session."""
+        return cls(text="", target=target, idle=True, wipe=wipe)
 
 
 @dataclass(frozen=True)
 class Episode:
     passes: tuple[Pass, ...]
     label: str = ""  # e.g. the key this episode stores, for reports
+    group: str = ""  # how results are grouped, e.g. "delay=4"
+    info: dict = field(default_factory=dict, compare=False, hash=False)  # task-specific, e.g. {"delay": 4}
+
+    def __post_init__(self) -> None:
+        if not self.passes:
+            raise ConfigError("an episode needs at least one pass")
+
+
+@dataclass(frozen=True)
+class RenderedPass:
+    prompt: tuple[int, ...]  # context + this pass's turn: the reservoir reads at the last of these
+    target: tuple[int, ...]  # token ids the model must produce next; () = no target
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """What the model reads: the prompt, then the target but its last token (teacher forcing)."""
+        return self.prompt + self.target[:-1]
+
+
+def render(episode: Episode, renderer: Renderer) -> list[RenderedPass]:
+    """Token ids of every pass: the context carried or wiped, turns and replies as the format says."""
+    context: list[int] = []
+    rendered = []
+    for step in episode.passes:
+        if step.wipe:
+            context = []
+        turn = renderer.idle_tokens if step.idle else renderer.turn(step.text)
+        prompt = context + turn
+        target = renderer.target(step.target) if step.target is not None else []
+        rendered.append(RenderedPass(tuple(prompt), tuple(target)))
+        reply = [] if step.target in (None, SILENT) else target
+        context = prompt + renderer.close_reply(reply)
+    return rendered
 
 
 @dataclass
-class PassBatch:
-    """One pass of a batch of episodes: left-padded tokens and the target id per episode."""
+class PassGroup:
+    """The passes that run together at one step: rows of the batch, left-padded, with their targets."""
 
-    input_ids: torch.Tensor  # (B, T)
-    attention_mask: torch.Tensor  # (B, T)
-    targets: torch.Tensor  # (B,) token id, or NO_TARGET
+    rows: torch.Tensor  # (b,) indices of the episodes in the batch
+    passes: list[RenderedPass]
+    input_ids: torch.Tensor  # (b, T)
+    attention_mask: torch.Tensor  # (b, T)
+    position_ids: torch.Tensor  # (b, T) counted over real tokens
+    read_index: torch.Tensor  # (b,) the end of each prompt
+    labels: torch.Tensor | None  # (b, M): target ids at the last M positions, NO_TARGET elsewhere; None = no targets
 
     @property
     def has_targets(self) -> bool:
-        return bool((self.targets != NO_TARGET).any())
+        return self.labels is not None
 
 
-def single_token_id(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
-    """The id of ``text`` if it is exactly one token, else a clear error."""
-    if text == SILENT:
-        if tokenizer.eos_token_id is None:
-            raise ConfigError("the tokenizer has no end-of-sequence token to stand for silence")
-        return int(tokenizer.eos_token_id)
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ConfigError(f"target {text!r} is not a single token for this tokenizer ({len(ids)} tokens: {ids})")
-    return int(ids[0])
+def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGroup:
+    width = max(len(p.tokens) for p in passes)
+    input_ids = torch.full((len(passes), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(passes), width), dtype=torch.long)
+    read_index = torch.empty(len(passes), dtype=torch.long)
+    for row, step in enumerate(passes):
+        tokens = step.tokens
+        input_ids[row, width - len(tokens):] = torch.tensor(tokens)
+        attention_mask[row, width - len(tokens):] = 1
+        read_index[row] = width - len(tokens) + len(step.prompt) - 1
+    labels = None
+    longest = max(len(p.target) for p in passes)
+    if longest:
+        labels = torch.full((len(passes), longest), NO_TARGET, dtype=torch.long)
+        for row, step in enumerate(passes):
+            if step.target:
+                labels[row, longest - len(step.target):] = torch.tensor(step.target)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+    return PassGroup(torch.tensor(rows), passes, input_ids, attention_mask, position_ids, read_index, labels)
 
 
-def collate(episodes: list[Episode], tokenizer: PreTrainedTokenizerBase) -> list[PassBatch]:
-    """Tokenise a batch of episodes pass by pass (left padding, so every pass ends at position -1)."""
+def schedule(episodes: list[list[RenderedPass]], pad_id: int) -> list[list[PassGroup]]:
+    """Per step, the groups of passes that run: episodes aligned at their last pass, each step split
+    into passes with targets and passes without (which only need to reach layer L)."""
     if not episodes:
         raise ConfigError("no episodes to run")
-    n_passes = len(episodes[0].passes)
-    if any(len(e.passes) != n_passes for e in episodes):
-        raise ConfigError("all episodes in a batch must have the same number of passes")
-    batches = []
-    for index in range(n_passes):
-        passes = [e.passes[index] for e in episodes]
-        encoded = tokenizer([p.text for p in passes], return_tensors="pt", padding=True, padding_side="left",
-                            add_special_tokens=False)
-        targets = torch.tensor([NO_TARGET if p.target is None else single_token_id(tokenizer, p.target)
-                                for p in passes])
-        batches.append(PassBatch(encoded["input_ids"], encoded["attention_mask"], targets))
-    return batches
+    steps = max(len(e) for e in episodes)
+    plan = []
+    for step in range(steps):
+        with_target: tuple[list[int], list[RenderedPass]] = ([], [])
+        without: tuple[list[int], list[RenderedPass]] = ([], [])
+        for row, passes in enumerate(episodes):
+            index = step - (steps - len(passes))
+            if index < 0:
+                continue
+            bucket = with_target if passes[index].target else without
+            bucket[0].append(row)
+            bucket[1].append(passes[index])
+        plan.append([_group(rows, passes, pad_id) for rows, passes in (without, with_target) if rows])
+    return plan

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ran.devices import resolve
 from ran.errors import ModelLoadError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -47,9 +48,20 @@ def smollm2_gguf_path() -> Path:
 
 
 def load_model(
-    name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"
+    name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "auto", attn_implementation: str = "sdpa",
+    device: str | torch.device | None = "auto",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load (model, tokenizer) in eval mode from an alias, a local directory, a .gguf file or a hub id."""
+    """Load (model, tokenizer) in eval mode from an alias, a local directory, a .gguf file or a hub id.
+
+    ``device`` and ``dtype`` are checked by :func:`ran.devices.resolve` (``auto``: CUDA in bfloat16 when
+    present, else the CPU in float32).
+    """
+    placement = resolve(device, dtype)
+    model, tokenizer = _load(name, placement.dtype, attn_implementation)
+    return model.to(placement.device), tokenizer
+
+
+def _load(name: str, dtype: torch.dtype, attn_implementation: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if name in ALIASES:
         directory = _cached_smollm2()
         return _load_pretrained(str(directory), dtype, attn_implementation)

@@ -32,6 +32,8 @@ from ran import __version__
 from ran.architectures import architecture_of, decoder_layers, geometry_of
 from ran.errors import ArtifactError, ConfigError
 from ran.injection import injector_class
+from ran.passes import PassFormat
+from ran.recurrence import RECURRENCES, make_recurrence
 from ran.reservoir import Reservoir, ReservoirConfig
 
 ARTIFACT_FORMAT = "ran-artifact"
@@ -39,6 +41,7 @@ ARTIFACT_VERSION = 1
 CONFIG_FILE = "ran_config.json"
 READOUT_FILE = "readout.safetensors"
 ADAPTER_FILE = "adapter_model.safetensors"
+RECURRENCE_FILE = "recurrence.safetensors"  # a trained recurrence's weights (gru); none for the fixed reservoir
 STATE_FORMAT = "ran-state"
 SUMMARIES = ("last", "mean")
 LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
@@ -56,6 +59,7 @@ class RanConfig:
     lora_rank: int = 0  # 0 = readout only; > 0 adds LoRA on attention at and above the layer
     lora_alpha: float = 16.0
     readout_seed: int = 0  # initialisation of the readout and LoRA (the reservoir has its own seed)
+    recurrence: str = "reservoir"  # reservoir (fixed, random) | gru (a trained GRU cell of the same size: a baseline)
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -69,6 +73,8 @@ class RanConfig:
             raise ConfigError(f"lora_rank must be an integer >= 0, got {self.lora_rank!r}")
         if not self.lora_alpha > 0 or not math.isfinite(self.lora_alpha):
             raise ConfigError(f"lora_alpha must be > 0, got {self.lora_alpha!r}")
+        if self.recurrence not in RECURRENCES:
+            raise ConfigError(f"unknown recurrence '{self.recurrence}': choose one of {', '.join(RECURRENCES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +98,21 @@ class RanConfig:
 
 class _ReadComplete(Exception):
     """Raised by the read hook to end a ``read_only`` pass as soon as the reservoir has its input."""
+
+
+class _LayerInputReached(Exception):
+    """Raised at layer L's input by :meth:`ReservoirModel.layer_input`: the layers above are not needed."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
+
+
+class _PassThrough(nn.Module):
+    """Stands in for a decoder layer below L while a pass starts from a precomputed layer-L input."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states
 
 
 @dataclass
@@ -171,13 +192,14 @@ class ReservoirModel(nn.Module):
         self.geometry = geometry
         self.base = base
         base.requires_grad_(False)
-        self.reservoir = Reservoir(config.reservoir, geometry.hidden_size)
+        device = next(base.parameters()).device
+        self.reservoir = make_recurrence(config, geometry.hidden_size).to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.readout_seed)
             self.injector = injector_class(config.mode)(geometry, config.reservoir.units, layer, config.n_slots)
             if config.lora_rank:
                 self._add_lora()
-        self.injector.to(next(base.parameters()).device)
+        self.injector.to(device)
         self.injector.install(base)
         self._read_hook = decoder_layers(base)[layer].register_forward_hook(self._capture)
         self._read: _ReadPoint | None = None
@@ -187,20 +209,27 @@ class ReservoirModel(nn.Module):
     # ----- passes --------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 state: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, read_only: bool = False, **kwargs) -> RanOutput:
+                position_ids: torch.Tensor | None = None, read_only: bool = False,
+                read_index: torch.Tensor | None = None, layer_input: torch.Tensor | None = None,
+                **kwargs) -> RanOutput:
         """One pass. Extra keyword arguments go to the base model (e.g. ``use_cache``, ``logits_to_keep``).
 
         ``read_only=True`` stops the pass once the reservoir has read layer L: the next state is the
         same, no logits are computed (training uses it for passes without a target).
+        ``read_index`` (B,) is where the reservoir reads (default: each example's last real token); a
+        teacher-forced pass reads at the end of its prompt, before the target tokens.
+        ``layer_input`` (B, T, d) is layer L's input for these tokens, from :meth:`layer_input`: the
+        layers below L are skipped (they do not depend on the state in kv and additive mode).
         """
         tokens = input_ids if input_ids is not None else inputs_embeds
         batch, length = tokens.shape[0], tokens.shape[1]
         state = self._state_for(batch, state)
-        with self._pass(state, attention_mask, batch, length) as read:
+        with self._pass(state, attention_mask, batch, length, read_index) as read:
             read.stop_after_read = read_only
             inputs = self._model_inputs(input_ids, inputs_embeds, attention_mask, position_ids)
             try:
-                output = self.base(**inputs, **kwargs)
+                with self._starting_at_layer(layer_input):
+                    output = self.base(**inputs, **kwargs)
             except _ReadComplete:
                 output = None
         next_state = self._tick(state, read)
@@ -255,9 +284,63 @@ class ReservoirModel(nn.Module):
     def _n_prefix(self) -> int:
         return self.injector.n_prefix_positions if self.injection_enabled else 0
 
+    @property
+    def can_start_at_layer(self) -> bool:
+        """Whether layer L's input is independent of the state (kv and additive write at or after L)."""
+        return self._n_prefix() == 0
+
+    @torch.no_grad()
+    def layer_input(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, d) the input of layer L for these tokens; only the layers below L run."""
+        if not self.can_start_at_layer:
+            raise ConfigError(f"{self.config.mode} mode writes below layer {self.config.layer}: "
+                              "its layer input depends on the state")
+
+        def stop(module, args, kwargs):
+            raise _LayerInputReached(args[0] if args else kwargs["hidden_states"])
+
+        handle = decoder_layers(self.base)[self.config.layer].register_forward_pre_hook(stop, with_kwargs=True)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if position_ids is not None:
+            inputs["position_ids"] = position_ids
+        try:
+            self.base(**inputs)
+        except _LayerInputReached as reached:
+            return reached.hidden
+        finally:
+            handle.remove()
+        raise RuntimeError(f"layer {self.config.layer} did not run")
+
+    @contextmanager
+    def _starting_at_layer(self, hidden: torch.Tensor | None) -> Iterator[None]:
+        """Within the block the base model skips the layers below L and feeds ``hidden`` to layer L."""
+        if hidden is None:
+            yield
+            return
+        if not self.can_start_at_layer:
+            raise ConfigError(f"{self.config.mode} mode cannot start a pass at layer {self.config.layer}")
+        layers = decoder_layers(self.base)
+        below = [layers[index] for index in range(self.config.layer)]
+
+        def substitute(module, args, kwargs):
+            if args:
+                return (hidden, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": hidden}
+
+        for index in range(self.config.layer):
+            layers[index] = _PassThrough()
+        handle = layers[self.config.layer].register_forward_pre_hook(substitute, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+            for index, layer in enumerate(below):
+                layers[index] = layer
+
     @contextmanager
     def _pass(self, state: torch.Tensor, attention_mask: torch.Tensor | None, batch: int,
-              length: int) -> Iterator[_ReadPoint]:
+              length: int, read_index: torch.Tensor | None = None) -> Iterator[_ReadPoint]:
         n_prefix = self._n_prefix()
         device = state.device
         if attention_mask is None:
@@ -266,6 +349,12 @@ class ReservoirModel(nn.Module):
         else:
             last_index = last_real_index(attention_mask)
             token_mask = attention_mask.bool()
+        if read_index is not None:  # the mean summary covers the prompt only, not teacher-forced targets
+            last_index = read_index.to(device)
+            if token_mask is None:
+                token_mask = torch.ones(batch, length, dtype=torch.bool, device=device)
+            positions = torch.arange(length, device=token_mask.device)
+            token_mask = token_mask & (positions[None, :] <= last_index[:, None].to(token_mask.device))
         if n_prefix and token_mask is not None:
             token_mask = torch.cat([token_mask.new_zeros(batch, n_prefix), token_mask], dim=1)
         elif n_prefix:
@@ -407,8 +496,12 @@ class ReservoirModel(nn.Module):
         return {name: p.detach().cpu().contiguous() for name, p in self.base.named_parameters() if "lora_" in name}
 
     # ----- artifacts ---------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ran_config.json, readout.safetensors and (with LoRA) adapter_model.safetensors."""
+    def save_pretrained(self, directory: str | os.PathLike, pass_format: PassFormat | None = None) -> Path:
+        """Write ran_config.json, readout.safetensors and (with LoRA) adapter_model.safetensors.
+
+        ``pass_format`` is how the readout was trained to read passes; every surface that loads the
+        artifact renders passes that way (artifacts without one were trained on the text format).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         readout = {name: t.detach().cpu().contiguous() for name, t in self.injector.state_dict().items()}
@@ -416,6 +509,9 @@ class ReservoirModel(nn.Module):
         if self.config.lora_rank:
             lora = self._lora_state()
             _atomic_write(directory / ADAPTER_FILE, lambda tmp: save_file(lora, tmp))
+        recurrence = {name: t.detach().cpu().contiguous() for name, t in self.reservoir.state_dict().items()}
+        if recurrence:  # trained recurrent weights; the fixed reservoir is regenerated from its seed instead
+            _atomic_write(directory / RECURRENCE_FILE, lambda tmp: save_file(recurrence, tmp))
         description = {
             "format": ARTIFACT_FORMAT,
             "version": ARTIFACT_VERSION,
@@ -423,6 +519,7 @@ class ReservoirModel(nn.Module):
             "config": self.config.to_dict(),
             "reservoir_fingerprint": self.reservoir.fingerprint,
             "base_model": base_model_identity(self.base),
+            "pass_format": (pass_format or PassFormat()).to_dict(),
         }
         text = json.dumps(description, indent=2) + "\n"
         _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
@@ -457,6 +554,9 @@ class ReservoirModel(nn.Module):
         readout, _ = _read_safetensors(directory / READOUT_FILE, "readout file")
         try:
             model.injector.load_state_dict(readout)
+            if model.reservoir.state_dict():
+                recurrence, _ = _read_safetensors(directory / RECURRENCE_FILE, "recurrence file")
+                model.reservoir.load_state_dict(recurrence)
             if config.lora_rank:
                 lora, _ = _read_safetensors(directory / ADAPTER_FILE, "LoRA adapter file")
                 missing = set(model._lora_state()) ^ set(lora)
@@ -518,6 +618,15 @@ def read_artifact_description(directory: str | os.PathLike) -> dict[str, Any]:
         if key not in description:
             raise ArtifactError(f"{path} is missing '{key}'")
     return description
+
+
+def artifact_pass_format(directory: str | os.PathLike) -> PassFormat:
+    """How the artifact's readout was trained to read passes (text for artifacts that predate formats)."""
+    description = read_artifact_description(directory)
+    try:
+        return PassFormat.from_dict(description.get("pass_format"))
+    except ConfigError as error:
+        raise ArtifactError(f"artifact {directory} has an invalid pass format: {error}") from None
 
 
 def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -16,8 +16,8 @@ COLOURS = {"carried": "#1f77b4", "wiped": "#d62728", "untrained": "#7f7f7f"}
 def plot_crosspass(results: dict[str, Any], path: str | Path, metric: str = "recall") -> Path:
     """Recall with the carried state vs the wiped control (and untrained), mean +- std over seeds with each seed."""
     rows = results["summary"]
-    varied = results["varied"][0] if results["varied"] else None
-    labels = [str(row[varied]) if varied else results["config"]["ran"]["mode"] for row in rows]
+    varied = results["varied"][0] if len(results["varied"]) == 1 else None
+    labels = [_label(row, results["varied"]) for row in rows]
     numeric = varied in ("n_keys", "input_scaling")
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     width = 0.26
@@ -46,13 +46,67 @@ def plot_crosspass(results: dict[str, Any], path: str | Path, metric: str = "rec
         if metric == "among_keys" and varied == "n_keys":
             axis.plot([float(r[varied]) for r in rows], [1 / float(r[varied]) for r in rows], "k:", label="chance")
     else:
-        axis.set_xticks(range(len(rows)), labels)
-        axis.set_xlabel(varied or "")
+        axis.set_xticks(range(len(rows)), labels, rotation=30 if len(results["varied"]) > 1 else 0,
+                        fontsize=7 if len(results["varied"]) > 1 else None, ha="right" if len(results["varied"]) > 1
+                        else "center")
+        axis.set_xlabel(varied or ", ".join(results["varied"]))
     seeds = sorted({s for row in rows for s in row["seeds"]})
     axis.set_ylim(-0.05, 1.05)
     axis.set_ylabel("recall" if metric == "recall" else "recall among keys")
     axis.set_title(f"cross-pass recall on {results['model']} ({results['kind']}, seeds {seeds})", fontsize=9)
     axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _label(row: dict[str, Any], varied: list[str]) -> str:
+    if not varied:
+        return ""
+    if len(varied) == 1:
+        return str(row[varied[0]])
+    return " ".join(f"{name}={row[name]}" for name in varied)
+
+
+def plot_retention(results: dict[str, Any], path: str | Path, metric: str = "recall") -> Path:
+    """Recall against the number of intervening passes: mean over seeds (each seed a dot), the wiped control
+    dashed, the training range shaded; one panel per filler (distractor sentences, idle ticks)."""
+    rows = results["summary"]
+    fillers = list(dict.fromkeys(p["filler"] for row in rows for p in row.get("retention", [])))
+    figure, axes = plt.subplots(1, len(fillers), figsize=(6.4 * len(fillers), 4.4), squeeze=False)
+    low, high = results["config"]["task"].get("train_delays", [0, 0])
+    single = len(rows) == 1
+    palette = plt.get_cmap("tab10")
+    for axis, filler in zip(axes[0], fillers, strict=True):
+        for index, row in enumerate(rows):
+            points = sorted((p for p in row["retention"] if p["filler"] == filler or p["delay"] == 0),
+                            key=lambda p: p["delay"])
+            delays = [p["delay"] for p in points]
+            name = _label(row, results["varied"]) if not single else ""
+            for condition, style in (("carried", "-"), ("wiped", "--"), ("untrained", ":")):
+                if condition == "untrained" and not single:
+                    continue
+                colour = COLOURS[condition] if single else palette(index % 10)
+                means = [p[metric][condition]["mean"] for p in points]
+                label = condition if single else (f"{name}" if condition == "carried" else None)
+                axis.plot(delays, means, style, marker="o" if condition == "carried" else None, markersize=3,
+                          color=colour, label=label, linewidth=1.4 if condition == "carried" else 0.8)
+                if condition == "carried" or single:
+                    for delay, point in zip(delays, points, strict=True):
+                        values = point[metric][condition]["values"]
+                        axis.scatter([delay] * len(values), values, s=8, alpha=0.35, color=colour)
+        axis.axvspan(low - 0.3, high + 0.3, color="#2ca02c", alpha=0.08, label=f"training delays {low}-{high}")
+        axis.set_xscale("symlog", linthresh=1)
+        ticks = sorted({p["delay"] for row in rows for p in row["retention"]})
+        axis.set_xticks(ticks, [str(t) for t in ticks])
+        axis.set_xlabel(f"intervening passes ({filler}){'' if single else '; dashed: wiped control'}")
+        axis.set_ylim(-0.05, 1.05)
+        axis.set_ylabel("recall" if metric == "recall" else "recall among keys")
+        axis.legend(fontsize=6 if not single else 8, loc="upper right")
+    seeds = sorted({s for row in rows for s in row["seeds"]})
+    figure.suptitle(f"retention on {results['model']} ({results['kind']}, seeds {seeds})", fontsize=9)
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=110)

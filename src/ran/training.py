@@ -2,26 +2,33 @@
 
 Only the readout (and LoRA, if the wrapped model has it) is trained; the reservoir and the backbone
 stay frozen. A step runs whole episodes: the state starts at zero, each pass's next state feeds the
-next pass, and the loss (cross-entropy at the last position of every pass with a target) flows back
-through the state into earlier passes. The wiped-state control runs the same parameters with the
-state reset to zero before every pass.
+episode's next pass, and the loss (cross-entropy over every target token, averaged per episode, then
+over episodes) flows back through the state into earlier passes. The wiped-state control runs the
+same parameters with the state reset to zero before every pass.
+
+In kv and additive mode nothing below layer L depends on the state, so layer L's input for a pass is
+a function of its tokens alone: :class:`LayerInputCache` computes it once per distinct pass and every
+later pass starts at layer L (a pass without a target then runs a single layer).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
 
-from ran.episodes import NO_TARGET, Episode, PassBatch, collate
+from ran.episodes import NO_TARGET, Episode, PassGroup, RenderedPass, render, schedule
 from ran.errors import ConfigError
 from ran.model import ReservoirModel
+from ran.passes import Renderer
+
+CONDITIONS = ("carried", "wiped")
 
 
 @dataclass(frozen=True)
@@ -31,14 +38,14 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 5
     grad_clip: float = 1.0
-    batch_size: int = 0  # episodes per optimizer step; 0 = every episode of the task at once
+    batch_size: int = 0  # episodes per optimizer step; 0 = every episode of the step at once
     curriculum_steps: int = 0  # show the key in the recall pass, annealed out over these steps (0 = off)
-    seed: int = 0  # trainable initialisation is RanConfig.readout_seed; this seeds data order and curriculum
+    seed: int = 0  # trainable initialisation is RanConfig.readout_seed; this seeds data order and sampling
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        if not self.learning_rate > 0:
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.batch_size < 0:
             raise ConfigError(f"batch_size must be >= 0 (0 = all episodes), got {self.batch_size}")
@@ -56,44 +63,131 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     episodes: int = 0
+    passes: int = 0
 
     @property
     def episodes_per_second(self) -> float:
         return self.episodes / self.seconds if self.seconds else float("nan")
 
 
-def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens, so a left-padded example sees the positions it would alone."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+class LayerInputCache:
+    """Layer L's input per distinct token sequence, computed once (kv and additive mode only).
+
+    Bounded by ``max_bytes``; the least recently used sequences are dropped first.
+    """
+
+    def __init__(self, model: ReservoirModel, max_bytes: int = 1 << 30):
+        self.model = model
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._entries: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+
+    def batch(self, group: PassGroup) -> torch.Tensor:
+        """(b, T, d) layer-L input of a group, left-padded with zeros like its tokens."""
+        sequences = [p.tokens for p in group.passes]
+        missing = list(dict.fromkeys(s for s in sequences if s not in self._entries))
+        self.misses += len(missing)
+        self.hits += len(sequences) - len(missing)
+        if missing:
+            self._compute(missing)
+        width = group.input_ids.shape[1]
+        first = self._entries[sequences[0]]
+        hidden = first.new_zeros(len(sequences), width, first.shape[-1])
+        for row, sequence in enumerate(sequences):
+            entry = self._entries[sequence]
+            self._entries.move_to_end(sequence)
+            hidden[row, width - entry.shape[0]:] = entry
+        return hidden
+
+    def _compute(self, sequences: list[tuple[int, ...]], chunk: int = 64) -> None:
+        device = self.model.reservoir.w_in.device
+        for start in range(0, len(sequences), chunk):
+            part = sequences[start:start + chunk]
+            width = max(len(s) for s in part)
+            ids = torch.zeros(len(part), width, dtype=torch.long)
+            mask = torch.zeros(len(part), width, dtype=torch.long)
+            for row, sequence in enumerate(part):
+                ids[row, width - len(sequence):] = torch.tensor(sequence)
+                mask[row, width - len(sequence):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp_min(0)
+            hidden = self.model.layer_input(ids.to(device), mask.to(device), positions.to(device))
+            for row, sequence in enumerate(part):
+                entry = hidden[row, width - len(sequence):].clone()
+                self._entries[sequence] = entry
+                self.bytes += entry.numel() * entry.element_size()
+        while self.bytes > self.max_bytes and len(self._entries) > 1:
+            _, dropped = self._entries.popitem(last=False)
+            self.bytes -= dropped.numel() * dropped.element_size()
 
 
-def run_passes(model: ReservoirModel, batches: list[PassBatch],
-               carry: bool = True) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
-    """Run one batch of episodes pass by pass. Returns (mean target loss, last-position logits of each
-    pass with a target; None for the others).
+@dataclass
+class Prediction:
+    """The model's answer at one target pass."""
+
+    tokens: list[int]  # greedy, as many tokens as the target has
+    candidate_scores: torch.Tensor | None = None  # (n,) logits of the candidates at the last target token
+
+
+@dataclass
+class EpisodeOutputs:
+    """What a batch of episodes produced: the training loss and, per episode, per target pass, the
+    logits at the target positions (greedy predictions come from these)."""
+
+    loss: torch.Tensor  # mean over episodes of each episode's mean target-token cross-entropy
+    target_logits: list[list[torch.Tensor]]  # [episode][target pass] (m, vocab)
+    target_states: list[list[torch.Tensor]]  # [episode][target pass] (K,) the state carried into the pass
+    passes: int  # passes run (episode-passes, not model calls)
+    final_state: torch.Tensor  # (B, K) each episode's state after its last pass
+
+
+def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carry: bool = True,
+                 cache: LayerInputCache | None = None, keep_logits: bool = False) -> EpisodeOutputs:
+    """Run a batch of rendered episodes pass by pass through the carried state (see ran.episodes).
 
     ``carry=False`` is the wiped-state control: every pass starts from the zero state.
     """
-    batch = batches[0].input_ids.shape[0]
     device = model.reservoir.w_in.device
-    state = model.reservoir.initial_state(batch, device)
-    losses, last_logits = [], []
-    for step in batches:
-        if not carry:
-            state = model.reservoir.initial_state(batch, device)
-        mask = step.attention_mask.to(device)
-        # A pass without a target only has to reach layer L, where the reservoir reads it.
-        output = model(step.input_ids.to(device), attention_mask=mask, position_ids=position_ids_for(mask),
-                       state=state, logits_to_keep=1, read_only=not step.has_targets)
-        state = output.state
-        if not step.has_targets:
-            last_logits.append(None)
-            continue
-        logits = output.logits[:, -1]  # (B, vocab): left padding puts every last token at -1
-        last_logits.append(logits)
-        losses.append(F.cross_entropy(logits.float(), step.targets.to(device), ignore_index=NO_TARGET))
-    loss = torch.stack(losses).mean() if losses else torch.zeros((), device=device)
-    return loss, last_logits
+    pad_id = 0
+    state = model.reservoir.initial_state(len(episodes), device)  # (B, K)
+    token_loss = [torch.zeros((), device=device) for _ in episodes]
+    token_count = [0] * len(episodes)
+    target_logits: list[list[torch.Tensor]] = [[] for _ in episodes]
+    target_states: list[list[torch.Tensor]] = [[] for _ in episodes]
+    passes = 0
+    use_cache = cache is not None and model.can_start_at_layer
+    for groups in schedule(episodes, pad_id):
+        next_state = state
+        for group in groups:
+            rows = group.rows.to(device)
+            start = state.index_select(0, rows) if carry else model.reservoir.initial_state(len(rows), device)
+            mask = group.attention_mask.to(device)
+            kwargs = {}
+            if use_cache:
+                kwargs["layer_input"] = cache.batch(group)
+            if group.has_targets:
+                kwargs["logits_to_keep"] = group.labels.shape[1]
+            output = model(group.input_ids.to(device), attention_mask=mask, position_ids=group.position_ids.to(device),
+                           state=start, read_index=group.read_index.to(device), read_only=not group.has_targets,
+                           **kwargs)
+            next_state = next_state.index_copy(0, rows, output.state)
+            passes += len(rows)
+            if not group.has_targets:
+                continue
+            labels = group.labels.to(device)  # (b, M)
+            logits = output.logits[:, -labels.shape[1]:].float()  # (b, M, vocab)
+            losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=NO_TARGET, reduction="none")
+            for row, episode in enumerate(group.rows.tolist()):
+                length = len(group.passes[row].target)
+                token_loss[episode] = token_loss[episode] + losses[row].sum()
+                token_count[episode] += length
+                if keep_logits:
+                    target_logits[episode].append(logits[row, -length:].detach())
+                    target_states[episode].append(start[row].detach())
+        state = next_state
+    per_episode = [loss / count for loss, count in zip(token_loss, token_count, strict=True) if count]
+    loss = torch.stack(per_episode).mean() if per_episode else torch.zeros((), device=device)
+    return EpisodeOutputs(loss, target_logits, target_states, passes, state)
 
 
 def cosine_schedule(step: int, total: int, warmup: int) -> float:
@@ -106,12 +200,14 @@ def cosine_schedule(step: int, total: int, warmup: int) -> float:
 EpisodeSource = Callable[[int, torch.Generator], list[Episode]]
 
 
-def train(model: ReservoirModel, tokenizer: PreTrainedTokenizerBase, episodes_for_step: EpisodeSource,
-          config: TrainConfig, progress: bool = True, description: str = "training") -> TrainResult:
+def train(model: ReservoirModel, renderer: Renderer, episodes_for_step: EpisodeSource, config: TrainConfig,
+          progress: bool = True, description: str = "training", cache: LayerInputCache | None = None,
+          start_at_layer: bool = True) -> TrainResult:
     """AdamW with warmup + cosine decay and gradient clipping; fully seeded.
 
-    ``episodes_for_step(step, generator)`` returns the episodes of a step (all of the task, or a
-    curriculum variant); ``config.batch_size`` splits them into optimizer steps of that many episodes.
+    ``episodes_for_step(step, generator)`` returns the episodes of a step; ``config.batch_size`` splits
+    them into optimizer steps of that many episodes. Passes start at layer L from ``cache`` (a new one
+    if not given) where the mode allows; ``start_at_layer=False`` runs every layer of every pass.
     """
     parameters = model.trainable_parameters()
     if not parameters:
@@ -120,6 +216,10 @@ def train(model: ReservoirModel, tokenizer: PreTrainedTokenizerBase, episodes_fo
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine_schedule(step, config.steps, config.warmup_steps))
     generator = torch.Generator().manual_seed(config.seed)
+    if not start_at_layer or not model.can_start_at_layer:
+        cache = None
+    elif cache is None:
+        cache = LayerInputCache(model)
     result = TrainResult()
     model.train(False)  # no dropout: the frozen backbone stays in eval mode
     started = time.perf_counter()
@@ -129,14 +229,15 @@ def train(model: ReservoirModel, tokenizer: PreTrainedTokenizerBase, episodes_fo
         order = torch.randperm(len(episodes), generator=generator).tolist()
         size = config.batch_size or len(episodes)
         for start in range(0, len(order), size):
-            chunk = [episodes[i] for i in order[start:start + size]]
-            loss, _ = run_passes(model, collate(chunk, tokenizer))
+            chunk = [render(episodes[i], renderer) for i in order[start:start + size]]
+            outputs = run_episodes(model, chunk, cache=cache)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            outputs.loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
             optimizer.step()
-            result.losses.append(loss.item())
+            result.losses.append(outputs.loss.item())
             result.episodes += len(chunk)
+            result.passes += outputs.passes
         scheduler.step()
         bar.set_postfix(loss=f"{result.losses[-1]:.3f}")
     result.seconds = time.perf_counter() - started
@@ -144,15 +245,40 @@ def train(model: ReservoirModel, tokenizer: PreTrainedTokenizerBase, episodes_fo
 
 
 @torch.no_grad()
-def predict(model: ReservoirModel, tokenizer: PreTrainedTokenizerBase, episodes: list[Episode],
-            carry: bool, batch_size: int = 64) -> list[list[int]]:
-    """Greedy next-token prediction at every pass with a target: one list of token ids per episode."""
-    predictions: list[list[int]] = []
+def predict(model: ReservoirModel, renderer: Renderer, episodes: list[Episode], carry: bool,
+            candidates: list[int] | None = None, batch_size: int = 64,
+            cache: LayerInputCache | None = None) -> list[list[Prediction]]:
+    """Greedy predictions at every pass with a target: ``[episode][target pass]``.
+
+    A one-token target is the arg-max at the end of the prompt; a longer one is decoded greedily, each
+    token fed back with the same state (the pass's read is at the prompt's end, so it does not move).
+    The context after a pass is the scripted target, as in training. ``candidates`` (token ids) are
+    also scored at the last target token, teacher-forced (e.g. recall restricted to the keys).
+    """
+    if cache is None and model.can_start_at_layer:
+        cache = LayerInputCache(model)
+    chosen = None if candidates is None else torch.tensor(candidates, device=model.reservoir.w_in.device)
+    predictions: list[list[Prediction]] = []
     for start in range(0, len(episodes), batch_size):
-        chunk = episodes[start:start + batch_size]
-        batches = collate(chunk, tokenizer)
-        _, last_logits = run_passes(model, batches, carry=carry)
-        per_pass = [logits.argmax(-1) for step, logits in zip(batches, last_logits, strict=True) if step.has_targets]
-        for row in range(len(chunk)):
-            predictions.append([int(p[row]) for p in per_pass])
+        chunk = [render(e, renderer) for e in episodes[start:start + batch_size]]
+        outputs = run_episodes(model, chunk, carry=carry, cache=cache, keep_logits=True)
+        for rendered, logits, states in zip(chunk, outputs.target_logits, outputs.target_states, strict=True):
+            with_target = [p for p in rendered if p.target]
+            predicted = []
+            for step_logits, state, step in zip(logits, states, with_target, strict=True):
+                tokens = [int(step_logits[0].argmax())]
+                while len(tokens) < len(step.target):
+                    tokens.append(_next_token(model, step, tokens, state))
+                scores = None if chosen is None else step_logits[-1, chosen].cpu()
+                predicted.append(Prediction(tokens, scores))
+            predictions.append(predicted)
     return predictions
+
+
+def _next_token(model: ReservoirModel, step: RenderedPass, tokens: list[int], state: torch.Tensor) -> int:
+    """The greedy token after ``prompt + tokens``, with the slots written from ``state`` (K,)."""
+    device = state.device
+    ids = torch.tensor([list(step.prompt) + tokens], device=device)  # (1, T)
+    read_index = torch.tensor([len(step.prompt) - 1], device=device)
+    output = model(ids, state=state[None], read_index=read_index, logits_to_keep=1)
+    return int(output.logits[0, -1].argmax())

@@ -31,10 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, reservoir=reservoir_config_from(args))
     started = time.perf_counter()
-    base, tokenizer = load_model(args.model)
-    print(f"loaded {args.model} ({base.config.model_type}, {base.config.num_hidden_layers} layers) "
-          f"in {time.perf_counter() - started:.1f}s")
-    inputs = tokenizer(args.prompt, return_tensors="pt")
+    base, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    print(f"loaded {args.model} ({base.config.model_type}, {base.config.num_hidden_layers} layers) on "
+          f"{base.device} in {base.dtype} in {time.perf_counter() - started:.1f}s")
+    inputs = tokenizer(args.prompt, return_tensors="pt").to(base.device)
     with torch.no_grad():
         bare_logits = base(**inputs).logits
         model = wrap(base, config)

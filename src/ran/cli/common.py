@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from ran.devices import DTYPE_CHOICES
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
+from ran.model import SUMMARIES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
+
+DEFAULT_OUT = "runs"  # results of a run go here (ignored by git); README's committed results live in results/
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +19,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", default="kv", choices=list(INJECTION_MODES), help="injection mode (default: kv)")
     parser.add_argument("--layer", type=int, default=None, help="layer to read and write at (default: the middle)")
     parser.add_argument("--slots", type=int, default=8, help="reservoir slots / prefix tokens (default: 8)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--dtype", default="auto", choices=list(DTYPE_CHOICES),
+                        help="model weights and activations: auto = bfloat16 on CUDA, float32 on the CPU; the "
+                             "reservoir state is always float32 (default: auto)")
+    parser.add_argument("--summary", default="last", choices=list(SUMMARIES),
+                        help="what the reservoir reads from the layer: the last prompt token or the mean over "
+                             "the prompt's tokens (default: last)")
 
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None,

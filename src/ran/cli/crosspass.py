@@ -1,36 +1,65 @@
-"""``ran crosspass``: the headline result. Train the stateful model on cross-pass recall and report recall
-with the carried state beside the wiped-state control (same trained parameters) and the untrained
-baseline, per seed. ``--compare-modes``, ``--capacity`` and ``--scalings`` run the other experiments.
+"""``ran crosspass``: the headline result. Train the stateful model on cross-pass recall (one hop, or mixed
+delays) and report recall with the carried state beside the wiped-state control (same trained
+parameters) and the untrained baseline, per seed and per evaluation delay. ``--compare-modes``,
+``--capacity`` and ``--scalings`` run the other experiments.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
 
-from ran.cli.common import add_model_arguments, add_reservoir_arguments, reservoir_config_from
-from ran.crosspass import experiment, specs_for
+from ran.cli.common import DEFAULT_OUT, add_model_arguments, add_reservoir_arguments, reservoir_config_from
+from ran.crosspass import experiment, group_label, specs_for
+from ran.devices import resolve
 from ran.errors import ConfigError
 from ran.injection import INJECTION_MODES
 from ran.model import RanConfig
-from ran.plots import plot_crosspass
-from ran.recall import RecallTask
+from ran.passes import FORMATS, PassFormat
+from ran.plots import plot_crosspass, plot_retention
 from ran.reservoir import ReservoirConfig
+from ran.tasks import RecallTask
+from ran.tasks.recall import FILLERS, parse_delays
 from ran.training import TrainConfig
 
 DEFAULT_SEEDS = [0, 1, 2]
 DEFAULTS = TrainConfig()
+DEFAULT_EVAL_DELAYS = [0, 1, 2, 4, 8, 16, 32]
+# --grid fields: where each lives (reservoir, RAN or training config) and its type
+GRID_FIELDS = {"units": ("reservoir", int), "leak_rate": ("reservoir", float), "input_scaling": ("reservoir", float),
+               "spectral_radius": ("reservoir", float), "connectivity": ("reservoir", float),
+               "n_slots": ("ran", int), "summary": ("ran", str), "lora_rank": ("ran", int), "mode": ("ran", str),
+               "steps": ("train", int), "learning_rate": ("train", float)}
+CHAT_TEMPLATES = {"store_template": "The secret word is {key}.", "recall_template": "What was the secret word?",
+                  "answer_template": "The secret word is {key}"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_reservoir_arguments(parser, ReservoirConfig(units=512, input_scaling=0.5))
+    parser.add_argument("--format", default="text", choices=FORMATS,
+                        help="how a pass is rendered: the text verbatim, or a ChatML turn (default: text)")
+    parser.add_argument("--idle-text", default=PassFormat().idle_text,
+                        help="what an idle tick reads (default: a newline)")
     task = parser.add_argument_group("task")
     task.add_argument("--keys", type=int, default=6, help="number of keys from the built-in pool (default: 6)")
     task.add_argument("--key-list", help="comma-separated keys (each must be one token), instead of --keys")
-    task.add_argument("--task", help="JSON file with keys, store_template, recall_template (overrides the above)")
+    task.add_argument("--task", help="JSON file with keys, store_template, recall_template, ... (overrides the above)")
+    task.add_argument("--train-delays", default="0", metavar="LOW-HIGH",
+                      help="intervening passes between store and recall in training, drawn per episode from this "
+                           "inclusive range, e.g. 0-8 (default: 0, one hop)")
+    task.add_argument("--eval-delays", type=int, nargs="+", default=DEFAULT_EVAL_DELAYS, metavar="D",
+                      help="intervening passes evaluated (default: 0 1 2 4 8 16 32)")
+    task.add_argument("--filler", default="distractor", choices=FILLERS,
+                      help="intervening passes in training: distractor sentences (context wiped), idle ticks "
+                           "(context kept, as in a session) or a mix (default: distractor)")
+    task.add_argument("--eval-fillers", nargs="+", default=["distractor"], choices=FILLERS,
+                      help="intervening passes in evaluation, one retention curve each (default: distractor); "
+                           "evaluation distractors are sentences training never reads")
+    task.add_argument("--repeats", type=int, default=1, help="episodes per key per training step (default: 1)")
     training = parser.add_argument_group("training")
     training.add_argument("--steps", type=int, default=DEFAULTS.steps,
                           help=f"optimizer steps (default: {DEFAULTS.steps})")
@@ -48,71 +77,136 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--compare-modes", action="store_true", help="additive vs prefix vs kv, each with its control")
     which.add_argument("--capacity", type=int, nargs="+", metavar="N", help="sweep the number of keys, e.g. 6 12 24 48")
     which.add_argument("--scalings", type=float, nargs="+", metavar="S", help="sweep the input scaling")
-    parser.add_argument("--out", default="results", help="directory for the results JSON and plot (default: results)")
-    parser.add_argument("--save", help="also save each trained artifact under this directory (for ran eval)")
+    which.add_argument("--grid", nargs="+", metavar="FIELD=V1,V2",
+                       help="every combination of these settings, 3 seeds each unless --seeds says otherwise, e.g. "
+                            "--grid leak_rate=0.1,0.3 input_scaling=0.02,0.2 units=2048; fields: "
+                            + ", ".join(GRID_FIELDS))
+    parser.add_argument("--name", help="results file name (default: from the experiment)")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"directory for the results JSON and plots (default: {DEFAULT_OUT}, not tracked by git)")
+    parser.add_argument("--save", help="also save each trained artifact under this directory (for ran eval, ran chat)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _task(args: argparse.Namespace) -> RecallTask:
+def task_from(args: argparse.Namespace) -> RecallTask:
+    """The recall task the flags describe (a --task file's own fields win over the flags)."""
+    settings = {"train_delays": parse_delays(args.train_delays), "eval_delays": tuple(sorted(set(args.eval_delays))),
+                "filler": args.filler, "eval_fillers": tuple(dict.fromkeys(args.eval_fillers)),
+                "repeats": args.repeats}
+    if args.format == "chat":
+        settings.update(CHAT_TEMPLATES)
     if args.task:
-        return RecallTask.from_file(args.task)
+        loaded = RecallTask.from_file(args.task)
+        given = set(json.loads(Path(args.task).read_text()))
+        return replace(loaded, **{k: v for k, v in settings.items() if k not in given})
     if args.key_list is not None:
-        return RecallTask(keys=tuple(k.strip() for k in args.key_list.split(",") if k.strip()))
-    return RecallTask.with_n_keys(args.keys)
+        return RecallTask(keys=tuple(k.strip() for k in args.key_list.split(",") if k.strip()), **settings)
+    return RecallTask.with_n_keys(args.keys, **settings)
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """``["leak_rate=0.1,0.3", "units=2048"]`` -> {"leak_rate": [0.1, 0.3], "units": [2048]}, checked."""
+    grid: dict[str, list] = {}
+    for item in items:
+        field, _, text = item.partition("=")
+        if field not in GRID_FIELDS:
+            raise ConfigError(f"unknown grid field '{field}': choose from {', '.join(GRID_FIELDS)}")
+        if field in grid:
+            raise ConfigError(f"grid field '{field}' is given twice")
+        kind = GRID_FIELDS[field][1]
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"grid values {text!r} of '{field}' are not all {kind.__name__}") from None
+        if not values:
+            raise ConfigError(f"grid field '{field}' has no values: give FIELD=V1,V2,...")
+        grid[field] = list(dict.fromkeys(values))
+    return grid
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.seeds:
         raise ConfigError("give at least one seed")
-    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, reservoir=reservoir_config_from(args),
-                    lora_rank=args.lora_rank)
+    resolve(args.device, args.dtype)  # a bad device or dtype fails now, before anything loads
+    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
+                    reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size,
                         curriculum_steps=args.curriculum_steps)
-    task = _task(args)
+    task = task_from(args)
+    pass_format = PassFormat(args.format, idle_text=args.idle_text)
     reservoir_seed = args.reservoir_seed if args.fixed_reservoir_seed else None
 
     def specs(ran_config: RanConfig, task_config: RecallTask):
-        return specs_for(args.model, ran_config, task_config, train, args.seeds, reservoir_seed)
+        return specs_for(args.model, ran_config, task_config, train, args.seeds, reservoir_seed, pass_format,
+                         args.device, args.dtype)
 
     if args.compare_modes:
         kind, group_by, name = "compare-modes", ("mode",), "crosspass-modes"
         all_specs = [s for mode in INJECTION_MODES for s in specs(replace(ran, mode=mode), task)]
     elif args.capacity:
         kind, group_by, name = "capacity", ("n_keys",), f"capacity-{ran.mode}"
-        all_specs = [s for n in args.capacity for s in specs(ran, RecallTask.with_n_keys(
-            n, store_template=task.store_template, recall_template=task.recall_template))]
+        all_specs = [s for n in args.capacity for s in specs(ran, replace(task, keys=RecallTask.with_n_keys(n).keys))]
     elif args.scalings:
         kind, group_by, name = "input-scaling", ("input_scaling",), f"scaling-{ran.mode}"
         all_specs = [s for scale in args.scalings
                      for s in specs(replace(ran, reservoir=replace(ran.reservoir, input_scaling=scale)), task)]
+    elif args.grid:
+        grid = parse_grid(args.grid)
+        kind, group_by, name = "grid", tuple(grid), "grid-" + "-".join(grid)
+        all_specs = []
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values, strict=True))
+            parts = {where: {f: v for f, v in point.items() if GRID_FIELDS[f][0] == where}
+                     for where in ("reservoir", "ran", "train")}
+            ran_point = replace(ran, reservoir=replace(ran.reservoir, **parts["reservoir"]), **parts["ran"])
+            train_point = replace(train, **parts["train"])
+            all_specs += specs_for(args.model, ran_point, task, train_point, args.seeds, reservoir_seed, pass_format,
+                                   args.device, args.dtype)
     else:
         kind, group_by, name = "recall", ("mode",), "crosspass"
         all_specs = specs(ran, task)
 
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before training: an unwritable --out fails now, not after it
+    name = args.name or name
     save_dir = Path(args.save) if args.save else None
     results = experiment(kind, all_specs, group_by, progress=not args.no_progress, save_dir=save_dir)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{name}.json"
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     plot_path = plot_crosspass(results, out / f"{name}.png", metric="among_keys" if kind == "capacity" else "recall")
+    written = [json_path, plot_path]
+    if len(task.eval_delays) > 1:
+        written.append(plot_retention(results, out / f"{name}-retention.png"))
     print_table(results)
-    print(f"wrote {json_path} and {plot_path} ({results['seconds']:.0f}s)")
+    print(f"wrote {', '.join(str(p) for p in written)} ({results['seconds']:.0f}s)")
     return 0
 
 
 def print_table(results: dict) -> None:
-    varied = results["varied"][0]
-    print(f"\ncross-pass recall on {results['model']}: greedy token over the whole vocabulary "
+    varied = results["varied"]
+    name = varied[0] if len(varied) == 1 else "setting"
+    width = max([13] + [len(group_label(r, varied)) for r in results["summary"]])
+    print(f"\ncross-pass recall on {results['model']}: greedy answer over the whole vocabulary "
           "(among-keys recall in brackets, chance 1/keys)")
-    header = f"{varied:>13}  {'seed':>4}  {'carried':>13}  {'wiped':>13}  {'untrained':>13}  {'train s':>7}"
+    header = f"{name:>{width}}  {'seed':>4}  {'carried':>13}  {'wiped':>13}  {'untrained':>13}  {'train s':>7}"
     print(header)
     print("-" * len(header))
     for run in results["runs"]:
         cells = [f"{run['recall'][c]:.2f} [{run['among_keys'][c]:.2f}]" for c in ("carried", "wiped", "untrained")]
-        print(f"{run[varied]!s:>13}  {run['seed']:>4}  {cells[0]:>13}  {cells[1]:>13}  {cells[2]:>13}  "
-              f"{run['train_seconds']:>7.1f}")
+        print(f"{group_label(run, varied):>{width}}  {run['seed']:>4}  {cells[0]:>13}  {cells[1]:>13}  "
+              f"{cells[2]:>13}  {run['train_seconds']:>7.1f}")
     for row in results["summary"]:
         cells = [f"{row['recall'][c]['mean']:.2f}±{row['recall'][c]['std']:.2f}"
                  for c in ("carried", "wiped", "untrained")]
-        print(f"{row[varied]!s:>13}  {'mean':>4}  {cells[0]:>13}  {cells[1]:>13}  {cells[2]:>13}")
+        print(f"{group_label(row, varied):>{width}}  {'mean':>4}  {cells[0]:>13}  {cells[1]:>13}  {cells[2]:>13}")
+    for row in results["summary"]:
+        points = row.get("retention", [])
+        if len(points) < 2:
+            continue
+        print(f"\nretention ({group_label(row, varied)}), recall after D intervening passes, mean [min] over seeds "
+              f"{row['seeds']}; training delays {results['config']['task']['train_delays']}")
+        print(f"{'filler':>10}  {'D':>3}  {'carried':>11}  {'wiped':>11}  {'untrained':>11}")
+        for point in points:
+            cells = [f"{point['recall'][c]['mean']:.2f} [{point['recall'][c]['min']:.2f}]"
+                     for c in ("carried", "wiped", "untrained")]
+            print(f"{point['filler']:>10}  {point['delay']:>3}  {cells[0]:>11}  {cells[1]:>11}  {cells[2]:>11}")

@@ -1,42 +1,109 @@
-"""``ran eval DIR``: reload an artifact saved by ``ran crosspass --save`` and measure its recall again."""
+"""``ran eval DIR``: reload an artifact saved with ``--save`` and score it again, carried vs wiped.
+
+Without options it re-runs the artifact's own evaluation and checks that it reproduces the saved
+figures. ``--task FILE`` or ``--key-list`` score it on another recall task instead (e.g. keys it never
+trained on), with the artifact's pass format.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from ran.crosspass import evaluate
-from ran.errors import ArtifactError
+from ran.errors import ArtifactError, ConfigError
 from ran.loading import load_model
-from ran.model import ReservoirModel, read_artifact_description
-from ran.recall import RecallTask
+from ran.model import ReservoirModel, artifact_pass_format, read_artifact_description
+from ran.passes import Renderer
+from ran.runner import ARTIFACT_RUN_FILE, evaluate
+from ran.tasks import RecallTask, Task, task_class
+
+LEGACY_RUN_FILE = "crosspass.json"  # artifacts of ran.crosspass/1: one-hop recall only
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", help="artifact directory written by ran crosspass --save")
     parser.add_argument("--model", help="base model (default: the one the artifact was trained on)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default: auto)")
+    other = parser.add_mutually_exclusive_group()
+    other.add_argument("--task", help="score on this recall task file instead of the artifact's own task")
+    other.add_argument("--key-list", help="score on these comma-separated keys (the artifact's templates)")
+    parser.add_argument("--eval-delays", type=int, nargs="+", metavar="D",
+                        help="intervening passes to evaluate (default: the artifact's own)")
+
+
+def saved_run(directory: Path) -> tuple[dict[str, Any], Task, dict[str, dict[str, Any]]]:
+    """(saved run description, its task, its saved scores per condition) from either artifact layout."""
+    path = directory / ARTIFACT_RUN_FILE
+    legacy = directory / LEGACY_RUN_FILE
+    if not path.is_file() and not legacy.is_file():
+        raise ArtifactError(f"{directory} has no {ARTIFACT_RUN_FILE}: it was not saved by ran crosspass --save")
+    source = path if path.is_file() else legacy
+    try:
+        saved = json.loads(source.read_text())
+        if source == path:
+            settings = dict(saved["task"])
+            task = task_class(settings.pop("name")).from_dict(settings)
+            scores = saved["scores"]
+        else:
+            task = RecallTask.from_dict(saved["task"])
+            scores = {c: {"value": saved["recall"][c], "groups": []} for c in ("carried", "wiped")}
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ArtifactError(f"{source} is corrupt: {error}") from None
+    except ConfigError as error:
+        raise ArtifactError(f"{source} holds an invalid task: {error}") from None
+    return saved, task, scores
 
 
 def run(args: argparse.Namespace) -> int:
     directory = Path(args.artifact)
     read_artifact_description(directory)  # clear errors for a missing or corrupt artifact first
-    experiment_path = directory / "crosspass.json"
-    if not experiment_path.is_file():
-        raise ArtifactError(f"{directory} has no crosspass.json: it was not saved by ran crosspass --save")
-    try:
-        saved = json.loads(experiment_path.read_text())
-        task = RecallTask.from_dict(saved["task"])
-    except (json.JSONDecodeError, KeyError) as error:
-        raise ArtifactError(f"{experiment_path} is corrupt: {error}") from None
-    base, tokenizer = load_model(args.model or saved["model"])
+    saved, task, saved_scores = saved_run(directory)
+    own_task = args.task is None and args.key_list is None and args.eval_delays is None
+    if args.task:
+        task = RecallTask.from_file(args.task)
+    elif args.key_list is not None:
+        if not isinstance(task, RecallTask):
+            raise ConfigError(f"--key-list needs a recall artifact; this one was trained on '{task.name}'")
+        task = replace(task, keys=tuple(k.strip() for k in args.key_list.split(",") if k.strip()))
+    if args.eval_delays is not None:
+        task = replace(task, eval_delays=tuple(sorted(set(args.eval_delays))))
+    base, tokenizer = load_model(args.model or saved["model"], device=args.device, dtype=args.dtype)
     model = ReservoirModel.from_pretrained(base, directory)
-    measured = evaluate(model, tokenizer, task)
+    renderer = Renderer(artifact_pass_format(directory), tokenizer)
+    task.check(renderer)
+    measured = {c: evaluate(model, renderer, task, carry=c == "carried") for c in ("carried", "wiped")}
+    if not own_task:
+        _print_groups(measured)
+        return 0
     print(f"{'':>10}  {'saved':>6}  {'now':>6}")
     same = True
     for condition in ("carried", "wiped"):
-        before, now = saved["recall"][condition], measured["recall"][condition]
+        before, now = saved_scores[condition]["value"], measured[condition]["value"]
         same &= before == now
+        same &= all(_group_value(saved_scores[condition], row) == row["recall"]
+                    for row in measured[condition]["groups"] if saved_scores[condition]["groups"])
         print(f"{condition:>10}  {before:>6.2f}  {now:>6.2f}")
+    _print_groups(measured)
     print("reproduced the saved recall" if same else "recall differs from the saved figures")
     return 0 if same else 1
+
+
+def _group_value(score: dict[str, Any], like: dict[str, Any]) -> float | None:
+    for row in score["groups"]:
+        if row["filler"] == like["filler"] and row["delay"] == like["delay"]:
+            return row["recall"]
+    return None
+
+
+def _print_groups(measured: dict[str, dict[str, Any]]) -> None:
+    rows = measured["carried"]["groups"]
+    if len(rows) < 2 and rows and rows[0]["delay"] == 0:
+        return
+    print(f"{'filler':>10}  {'delay':>5}  {'carried':>7}  {'wiped':>7}")
+    for row in rows:
+        wiped = _group_value(measured["wiped"], row)
+        print(f"{row['filler']:>10}  {row['delay']:>5}  {row['recall']:>7.2f}  {wiped:>7.2f}")

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ran.cli.common import DEFAULT_OUT, reservoir_config_from
 from ran.cli.common import add_reservoir_arguments as add_shared_reservoir_arguments
-from ran.cli.common import reservoir_config_from
 from ran.errors import ConfigError
 from ran.loading import DEFAULT_MODEL
 from ran.probes.results import Timer, environment, peak_rss_mb, read_json, write_json
@@ -23,7 +23,7 @@ from ran.reservoir import ReservoirConfig
 DEFAULT_SEEDS = [0, 1, 2]
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, default_out: str = "results") -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, default_out: str = DEFAULT_OUT) -> None:
     parser.add_argument(
         "--source",
         default="both",
@@ -44,7 +44,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_out: str = "re
         help="seeds of the reservoir and the data, one run each (default: 0 1 2)",
     )
     parser.add_argument(
-        "--out", default=default_out, help=f"directory for the JSON and PNG (default: {default_out})"
+        "--out", default=default_out, help=f"directory for the JSON and PNG (default: {default_out}, untracked)"
     )
 
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ran.cli.common import DEFAULT_OUT
 from ran.cli.sessions import add_session_arguments, open_session, parse_command, state_line, user_turn
 from ran.errors import ConfigError
 from ran.provenance import environment
@@ -22,8 +23,8 @@ from ran.provenance import environment
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_session_arguments(parser)
     parser.add_argument("--script", required=True, help="file of inputs and commands, one per line")
-    parser.add_argument("--out", default="results",
-                        help="directory of the transcript JSON and PNG (default: results)")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"directory of the transcript JSON and PNG (default: {DEFAULT_OUT}, not tracked by git)")
     parser.add_argument("--quiet", action="store_true", help="do not echo the passes")
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ran.cli.common import add_model_arguments, add_reservoir_arguments
 from ran.errors import ConfigError
 from ran.loading import DEFAULT_MODEL, load_model
-from ran.model import RanConfig, ReservoirModel, wrap
+from ran.model import RanConfig, ReservoirModel, artifact_pass_format, wrap
+from ran.passes import FORMATS, PassFormat, Renderer, default_format
 from ran.reservoir import ReservoirConfig
 from ran.runtime import POLICIES, ContextPolicy, Session, SessionConfig, SessionStore, load_gate
 from ran.runtime.gate import DEFAULT_MAX_ENTROPY
@@ -25,8 +26,7 @@ RESERVOIR_FLAGS = {"units": "units", "spectral_radius": "spectral_radius", "leak
                    "input_scaling": "input_scaling", "connectivity": "connectivity", "activation": "activation",
                    "reservoir_seed": "seed"}
 SESSION_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "sample_seed": 0, "policy": "streaming",
-                    "sinks": 4, "window": 252, "heavy": 0, "max_entropy": DEFAULT_MAX_ENTROPY,
-                    "idle_text": "\n"}
+                    "sinks": 4, "window": 252, "heavy": 0, "max_entropy": DEFAULT_MAX_ENTROPY}
 HELP = "commands: /tick [N]  /state  /reset [all|state|context]  /save  /help  /quit  (other lines: input)"
 
 
@@ -50,9 +50,11 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-entropy", type=float,
                        help=f"fallback gate: speak when next-token entropy <= this many nats "
                             f"(default: {DEFAULT_MAX_ENTROPY})")
-    group.add_argument("--idle-text", help="text read at every idle tick (default: a newline)")
+    group.add_argument("--format", choices=FORMATS,
+                       help="pass format (default: the artifact's; without one, chat for ChatML tokenizers)")
+    group.add_argument("--idle-text", help="text read at every idle tick (default: the format's, a newline)")
     # None marks "not given": a resumed session keeps what it was made with unless told otherwise.
-    parser.set_defaults(model=None, mode=None, slots=None, **{flag: None for flag in RESERVOIR_FLAGS})
+    parser.set_defaults(model=None, mode=None, slots=None, summary=None, **{flag: None for flag in RESERVOIR_FLAGS})
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Opened:
     session: Session
     tokenizer: Any
     resumed: bool
-    chat_format: bool  # ChatML turns (<|im_start|>user ... <|im_start|>assistant)
+    renderer: Renderer  # the pass format, bound to the tokenizer: how inputs become tokens
 
 
 def open_session(args: argparse.Namespace) -> Opened:
@@ -82,27 +84,38 @@ def open_session(args: argparse.Namespace) -> Opened:
     policy = ContextPolicy(kind=settings["policy"], sinks=settings["sinks"], window=settings["window"],
                            heavy=settings["heavy"])
     attention = "eager" if policy.needs_attention else "sdpa"
-    base, tokenizer = load_model(model_name, attn_implementation=attention)
+    base, tokenizer = load_model(model_name, attn_implementation=attention, device=args.device, dtype=args.dtype)
     model = _build_model(args, base, artifact, stored_config)
-    chat_format = "<|im_start|>" in tokenizer.get_vocab() and "<|im_end|>" in tokenizer.get_vocab()
-    idle_tokens = tokenizer.encode(settings["idle_text"], add_special_tokens=False)
-    if not idle_tokens:
-        raise ConfigError(f"--idle-text {settings['idle_text']!r} encodes to no tokens")
-    stop_tokens = {tokenizer.eos_token_id} - {None}
-    if chat_format:
-        stop_tokens.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
-    config = SessionConfig(idle_tokens=tuple(idle_tokens), stop_tokens=tuple(sorted(stop_tokens)),
-                           max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
-                           sample_seed=settings["sample_seed"], policy=policy)
+    renderer = Renderer(_pass_format(args, tokenizer, artifact, stored), tokenizer)
+    config = SessionConfig.for_renderer(renderer, max_new_tokens=settings["max_new_tokens"],
+                                        temperature=settings["temperature"], sample_seed=settings["sample_seed"],
+                                        policy=policy)
     gate = load_gate(artifact, model.reservoir, settings["max_entropy"])
-    cli_settings = {"model": model_name, "artifact": artifact and os.path.abspath(artifact), "cli": settings}
+    cli_settings = {"model": model_name, "artifact": artifact and os.path.abspath(artifact), "cli": settings,
+                    "pass_format": renderer.format.to_dict()}
     if args.resume:
         session = Session.open(args.session, model, gate=gate, root=args.sessions_dir, config=config)
         session.settings.update(cli_settings)
     else:
         session = Session.create(args.session, model, config, gate=gate, root=args.sessions_dir,
                                  settings=cli_settings)
-    return Opened(session, tokenizer, args.resume, chat_format)
+    return Opened(session, tokenizer, args.resume, renderer)
+
+
+def _pass_format(args: argparse.Namespace, tokenizer, artifact: str | None, stored: dict[str, Any]) -> PassFormat:
+    """The artifact's pass format (what its readout was trained on), else the stored session's, else the
+    tokenizer's default (chat for ChatML tokenizers); --format and --idle-text may not contradict an artifact."""
+    if artifact:
+        trained = artifact_pass_format(artifact)
+        for flag, value, wanted in (("--format", args.format, trained.kind),
+                                    ("--idle-text", args.idle_text, trained.idle_text)):
+            if value is not None and value != wanted:
+                raise ConfigError(f"{flag} {value!r} contradicts the artifact, which was trained with {wanted!r}: "
+                                  f"leave {flag} out")
+        return trained
+    chosen = PassFormat.from_dict(stored["pass_format"]) if "pass_format" in stored else default_format(tokenizer)
+    changes = {key: value for key, value in (("kind", args.format), ("idle_text", args.idle_text)) if value is not None}
+    return replace(chosen, **changes)
 
 
 def _build_model(args: argparse.Namespace, base, artifact: str | None,
@@ -114,7 +127,7 @@ def _build_model(args: argparse.Namespace, base, artifact: str | None,
     reservoir = {field: getattr(args, flag) for flag, field in RESERVOIR_FLAGS.items()
                  if getattr(args, flag) is not None}
     changes: dict[str, Any] = {"reservoir": ReservoirConfig(**{**config.reservoir.to_dict(), **reservoir})}
-    for flag, field in (("mode", "mode"), ("layer", "layer"), ("slots", "n_slots")):
+    for flag, field in (("mode", "mode"), ("layer", "layer"), ("slots", "n_slots"), ("summary", "summary")):
         if getattr(args, flag) is not None:
             changes[field] = getattr(args, flag)
     return wrap(base, RanConfig(**{**vars_of(config), **changes}))
@@ -125,11 +138,8 @@ def vars_of(config: RanConfig) -> dict[str, Any]:
 
 
 def user_turn(opened: Opened, text: str) -> list[int]:
-    if opened.chat_format:
-        text = f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
-    else:
-        text = f"\nUser: {text}\nAssistant:"
-    return opened.tokenizer.encode(text, add_special_tokens=False)
+    """The tokens of one input pass, rendered exactly as training renders it."""
+    return opened.renderer.turn(text)
 
 
 class Streamer:

@@ -3,7 +3,7 @@
 Between calls a :class:`Session` owns the context buffer (token ids), the reservoir state (1, K), the
 tick counter and the context (key/value cache) policy. Every pass is one tick of the reservoir:
 
-- a *prompted* pass appends the user's tokens to the context,
+- a *prompted* pass appends the user's turn (rendered by ``ran.passes``) to the context,
 - an *idle* tick appends ``idle_tokens`` (a blank observation) instead,
 
 then the kept context is prefilled once with the write-back from the carried state, the gate decides
@@ -30,6 +30,7 @@ import torch
 from ran.dynamics import saturation_fraction
 from ran.errors import ArtifactError, ConfigError
 from ran.model import ReservoirModel, base_model_identity
+from ran.passes import Renderer
 from ran.runtime.context import ContextPolicy, attention_received
 from ran.runtime.gate import EntropyGate, Gate, GateDecision
 from ran.runtime.persistence import SessionSnapshot, SessionStore, check_identity
@@ -40,7 +41,8 @@ RESETS = ("all", "state", "context")
 @dataclass(frozen=True)
 class SessionConfig:
     idle_tokens: tuple[int, ...]  # appended at every idle tick: the blank observation
-    stop_tokens: tuple[int, ...] = ()  # end a reply (kept in the context, not streamed)
+    stop_tokens: tuple[int, ...] = ()  # end a reply (not streamed)
+    reply_end: tuple[int, ...] = ()  # closes every reply in the context (chat: <|im_end|> and a newline)
     max_new_tokens: int = 64
     temperature: float = 0.0  # 0 = greedy
     sample_seed: int = 0  # sampling is seeded by (sample_seed, tick): a resumed session samples the same
@@ -50,6 +52,7 @@ class SessionConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "idle_tokens", tuple(int(t) for t in self.idle_tokens))
         object.__setattr__(self, "stop_tokens", tuple(int(t) for t in self.stop_tokens))
+        object.__setattr__(self, "reply_end", tuple(int(t) for t in self.reply_end))
         if not self.idle_tokens:
             raise ConfigError("idle_tokens must hold at least one token id: an idle tick reads them")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
@@ -62,7 +65,15 @@ class SessionConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["idle_tokens"], data["stop_tokens"] = list(self.idle_tokens), list(self.stop_tokens)
+        data["reply_end"] = list(self.reply_end)
         return data
+
+    @classmethod
+    def for_renderer(cls, renderer: Renderer, **settings) -> SessionConfig:
+        """The token-level settings of a pass format (``ran.passes``): the runtime then renders idle ticks
+        and closes replies exactly as training does."""
+        return cls(idle_tokens=tuple(renderer.idle_tokens), stop_tokens=renderer.stop_tokens,
+                   reply_end=tuple(renderer.reply_end), **settings)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
@@ -257,7 +268,7 @@ class Session:
                     interrupted = True
         self.state = next_state.detach().to(torch.float32)
         self.tick += 1
-        tail = generated + ([token] if stopped else [])
+        tail = generated + list(config.reply_end)  # = Renderer.close_reply(generated)
         self.context += tail
         self.scores += [0.0] * len(tail)
         evicted += self._evict()

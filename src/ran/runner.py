@@ -1,0 +1,121 @@
+"""One runner for every experiment: wrap, train through the carried state, evaluate under each condition.
+
+A *run* is (model, RAN config, pass format, task, training config). It wraps the model, scores the
+untrained model, trains the readout (and LoRA) on the task's episodes, and scores the same trained
+parameters twice: with the state carried between passes, and with it reset before every pass (the
+wiped-state control). ``ran crosspass`` is a thin caller; so are the studies built on it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ran.loading import load_model
+from ran.model import RanConfig, ReservoirModel, wrap
+from ran.passes import PassFormat, Renderer
+from ran.tasks import Task
+from ran.training import LayerInputCache, TrainConfig, predict, train
+
+CONDITIONS = ("carried", "wiped", "untrained")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: str
+    ran: RanConfig
+    task: Task
+    train: TrainConfig
+    format: PassFormat = PassFormat()
+    device: str = "auto"  # see ran.devices
+    dtype: str = "auto"
+
+
+def evaluate(model: ReservoirModel, renderer: Renderer, task: Task, carry: bool,
+             cache: LayerInputCache | None = None) -> dict[str, Any]:
+    """The task's score of the model on its evaluation episodes, with the state carried or wiped."""
+    episodes = task.evaluation_episodes()
+    predictions = predict(model, renderer, episodes, carry=carry, candidates=task.candidates(renderer), cache=cache)
+    return task.score(episodes, predictions, renderer)
+
+
+def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
+            save_to: Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one run; returns its record. Loads the model unless ``base`` is given."""
+    if base is None or spec.ran.lora_rank:  # LoRA changes the backbone: every run gets a fresh one
+        base, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
+    renderer = Renderer(spec.format, tokenizer)
+    spec.task.check(renderer)
+    model = wrap(base, spec.ran)
+    try:
+        cache = LayerInputCache(model) if model.can_start_at_layer else None
+        scores = {"untrained": evaluate(model, renderer, spec.task, carry=True, cache=cache)}
+        curriculum = spec.train.curriculum_steps
+
+        def episodes_for_step(step: int, generator: torch.Generator):
+            scaffold = 1.0 - step / curriculum if curriculum and step < curriculum else 0.0
+            return spec.task.training_episodes(generator, scaffold=scaffold)
+
+        label = f"{spec.ran.mode} seed {spec.train.seed}"
+        trained = train(model, renderer, episodes_for_step, spec.train, progress=progress, description=label,
+                        cache=cache)
+        for condition, carry in (("carried", True), ("wiped", False)):
+            scores[condition] = evaluate(model, renderer, spec.task, carry=carry, cache=cache)
+        record = {
+            "task": spec.task.name,
+            "mode": spec.ran.mode,
+            "seed": spec.train.seed,
+            "reservoir_seed": spec.ran.reservoir.seed,
+            "readout_seed": spec.ran.readout_seed,
+            "input_scaling": spec.ran.reservoir.input_scaling,
+            "format": spec.format.to_dict(),
+            "device": str(base.device),
+            "dtype": str(base.dtype).removeprefix("torch."),
+            "scores": {condition: scores[condition] for condition in CONDITIONS},
+            "loss_curve": [round(loss, 6) for loss in trained.losses],
+            "train_seconds": round(trained.seconds, 3),
+            "episodes_per_second": round(trained.episodes_per_second, 3),
+            "passes_per_second": round(trained.passes / trained.seconds, 3) if trained.seconds else None,
+            "ran_config": model.config.to_dict(),
+            "train_config": spec.train.to_dict(),
+            "reservoir_fingerprint": model.reservoir.fingerprint,
+        }
+        if save_to is not None:
+            save_artifact(model, spec, record, save_to)
+        return record
+    finally:
+        model.unwrap()
+
+
+ARTIFACT_RUN_FILE = "run.json"
+ARTIFACT_RUN_SCHEMA = "ran.run-artifact/1"
+
+
+def save_artifact(model: ReservoirModel, spec: RunSpec, record: dict[str, Any], directory: Path) -> None:
+    """The wrapped model (with its pass format) plus what ``ran eval`` needs to score it again."""
+    model.save_pretrained(directory, pass_format=spec.format)
+    saved = {"schema": ARTIFACT_RUN_SCHEMA, "model": spec.model, "task": {"name": spec.task.name,
+             **spec.task.to_dict()}, "train": spec.train.to_dict(), "format": spec.format.to_dict(),
+             "scores": {c: _without_details(record["scores"][c]) for c in ("carried", "wiped")}}
+    (directory / ARTIFACT_RUN_FILE).write_text(json.dumps(saved, indent=1) + "\n")
+
+
+def _without_details(score: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in score.items() if key != "predictions"}
+
+
+def run_all(specs: list[RunSpec], progress: bool = True, save_dir: Path | None = None,
+            name_of=None) -> tuple[list[dict[str, Any]], float]:
+    """Run every spec, sharing one loaded model where possible; returns the records and the seconds taken."""
+    started = time.perf_counter()
+    base, tokenizer = load_model(specs[0].model, device=specs[0].device, dtype=specs[0].dtype)
+    records = []
+    for spec in specs:
+        target = None if save_dir is None else save_dir / name_of(spec)
+        records.append(run_one(spec, base, tokenizer, progress=progress, save_to=target))
+    return records, time.perf_counter() - started

@@ -1,0 +1,78 @@
+"""What a task is: a seeded episode generator plus its metric, registered by name.
+
+A task yields the episodes of each training step (drawn with the step's generator) and a fixed list of
+evaluation episodes; it scores greedy predictions on those. The runner (``ran.runner``) trains on a
+weighted mix of tasks and evaluates every task under each condition; nothing in it knows a task's
+content.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import asdict, fields
+from typing import Any, ClassVar
+
+import torch
+
+from ran.episodes import Episode
+from ran.errors import ConfigError
+from ran.passes import Renderer
+from ran.training import Prediction
+
+
+class Task(ABC):
+    """A registered task. Subclasses are frozen dataclasses (their fields are the task's settings)."""
+
+    name: ClassVar[str]
+    metric: ClassVar[str]  # the headline metric's name; higher is better
+
+    @abstractmethod
+    def check(self, renderer: Renderer) -> None:
+        """Refuse, with one clear line, settings this tokenizer and format cannot run."""
+
+    @abstractmethod
+    def training_episodes(self, generator: torch.Generator) -> list[Episode]:
+        """The episodes of one training step."""
+
+    @abstractmethod
+    def evaluation_episodes(self) -> list[Episode]:
+        """The fixed evaluation episodes (the same on every call)."""
+
+    def candidates(self, renderer: Renderer) -> list[int] | None:
+        """Token ids to rank at the last target token (e.g. the keys), or None."""
+        return None
+
+    @abstractmethod
+    def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
+              renderer: Renderer) -> dict[str, Any]:
+        """``{"value": headline metric, "groups": {group: value}, ...}`` from the predictions."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)  # type: ignore[call-overload]
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Task:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown {cls.name} task settings {sorted(unknown)}: valid are {sorted(known)}")
+        converted = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+        return cls(**converted)
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    TASKS[cls.name] = cls
+    return cls
+
+
+def task_class(name: str) -> type[Task]:
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, list(TASKS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown task '{name}'{hint}: choose from {', '.join(sorted(TASKS))}")
+    return TASKS[name]

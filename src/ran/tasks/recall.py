@@ -1,0 +1,243 @@
+"""Cross-pass recall, one hop or many: store a key, pass through ``delay`` intervening passes, recall it.
+
+    pass 1: "The secret word is apple."                 (no target)
+    passes 2..d+1: intervening passes                    (no target)
+    -- context wiped; only the reservoir state carries over --
+    pass d+2: "The secret word was"                     -> " apple"
+
+An intervening pass is a *distractor* (a sentence from a pool, read from a wiped context) or an *idle*
+tick (the format's idle text, continuing the context, exactly as a session's idle tick). Training
+draws a delay per episode from ``train_delays`` (inclusive), so every step mixes delays; evaluation
+runs every key at every delay in ``eval_delays`` for each filler in ``eval_fillers``, with distractors
+from a pool training never reads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ran.episodes import Episode, Pass
+from ran.errors import ConfigError
+from ran.passes import Renderer
+from ran.tasks.base import Prediction, Task, register
+from ran.tasks.texts import DEFAULT_KEY_POOL, EVAL_DISTRACTORS, TRAIN_DISTRACTORS, words_of
+
+FILLERS = ("distractor", "idle", "mixed")
+MAX_DELAY = 256  # intervening passes; longer episodes are refused (they cost one pass each)
+EVAL_SEED = 20_251_126  # fixed: evaluation episodes are the same in every run
+
+
+def parse_delays(text: str) -> tuple[int, int]:
+    """``"0-8"`` -> (0, 8); ``"4"`` -> (4, 4). Refuses empty, reversed or over-long ranges."""
+    parts = text.strip().split("-")
+    try:
+        bounds = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"delay range {text!r} is not N or LOW-HIGH with integers (e.g. 0-8)") from None
+    if len(bounds) == 1:
+        bounds = (bounds[0], bounds[0])
+    if len(bounds) != 2:
+        raise ConfigError(f"delay range {text!r} is not N or LOW-HIGH (e.g. 0-8)")
+    check_delay_range(bounds)
+    return bounds  # type: ignore[return-value]
+
+
+def check_delay_range(bounds: tuple[int, ...]) -> None:
+    if len(bounds) != 2:
+        raise ConfigError(f"a delay range has two bounds (low, high), got {bounds}")
+    low, high = bounds
+    if low < 0:
+        raise ConfigError(f"delays count intervening passes and must be >= 0, got {low}")
+    if low > high:
+        raise ConfigError(f"delay range {low}-{high} is reversed: give LOW-HIGH with LOW <= HIGH")
+    if high > MAX_DELAY:
+        raise ConfigError(f"delay {high} is above the cap of {MAX_DELAY} intervening passes")
+
+
+@register
+@dataclass(frozen=True)
+class RecallTask(Task):
+    name: ClassVar[str] = "recall"
+    metric: ClassVar[str] = "recall"
+
+    keys: tuple[str, ...] = DEFAULT_KEY_POOL[:6]
+    store_template: str = "The secret word is {key}."
+    recall_template: str = "The secret word was"
+    answer_template: str = " {key}"  # the target; must end with {key}, and the key must be its last token
+    train_delays: tuple[int, int] = (0, 0)  # intervening passes in training, drawn per episode (inclusive)
+    eval_delays: tuple[int, ...] = (0,)
+    filler: str = "distractor"  # what the intervening passes are in training: distractor | idle | mixed
+    eval_fillers: tuple[str, ...] = ("distractor",)
+    train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS
+    eval_distractors: tuple[str, ...] = EVAL_DISTRACTORS
+    repeats: int = 1  # episodes per key in a training step
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise ConfigError("the key list is empty: give at least one key")
+        if len(set(self.keys)) != len(self.keys):
+            repeated = sorted(k for k in set(self.keys) if self.keys.count(k) > 1)
+            raise ConfigError(f"the key list has duplicates: {repeated}")
+        if "{key}" not in self.store_template:
+            raise ConfigError(f"store template {self.store_template!r} does not contain {{key}}")
+        if "{key}" in self.recall_template:
+            raise ConfigError(f"recall template {self.recall_template!r} must not contain the key")
+        if not self.answer_template.endswith("{key}") or self.answer_template.count("{key}") != 1:
+            raise ConfigError(f"answer template {self.answer_template!r} must end with {{key}} (once)")
+        check_delay_range(tuple(self.train_delays))
+        if not self.eval_delays:
+            raise ConfigError("give at least one evaluation delay")
+        for delay in self.eval_delays:
+            check_delay_range((delay, delay))
+        for filler in (self.filler, *self.eval_fillers):
+            if filler not in FILLERS:
+                raise ConfigError(f"unknown filler '{filler}': choose one of {', '.join(FILLERS)}")
+        if not self.eval_fillers:
+            raise ConfigError("give at least one evaluation filler")
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ConfigError(f"repeats must be an integer >= 1, got {self.repeats!r}")
+        needs_distractors = self.filler != "idle" and max(self.train_delays) > 0
+        if needs_distractors and not self.train_distractors:
+            raise ConfigError("the training distractor pool is empty")
+        if any(f != "idle" for f in self.eval_fillers) and max(self.eval_delays) > 0 and not self.eval_distractors:
+            raise ConfigError("the evaluation distractor pool is empty")
+        keys = {k.lower() for k in self.keys}
+        for pool, texts in (("training", self.train_distractors), ("evaluation", self.eval_distractors)):
+            for text in texts:
+                clash = sorted(words_of(text) & keys)
+                if clash:
+                    raise ConfigError(f"{pool} distractor {text!r} contains the key {clash[0]!r}: a distractor "
+                                      "must not contain any key")
+
+    # ----- construction ----------------------------------------------------------------------------------
+    @classmethod
+    def with_n_keys(cls, n: int, **overrides) -> RecallTask:
+        if not 1 <= n <= len(DEFAULT_KEY_POOL):
+            raise ConfigError(f"number of keys must be in 1..{len(DEFAULT_KEY_POOL)} for the built-in pool, got {n}")
+        return cls(keys=tuple(DEFAULT_KEY_POOL[:n]), **overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecallTask:
+        data = dict(data)
+        if "key_prefix" in data:  # files written before answer_template existed
+            data["answer_template"] = data.pop("key_prefix") + "{key}"
+        return super().from_dict(data)  # type: ignore[return-value]
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RecallTask:
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"task file not found: {path}") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"task file {path} is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"task file {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+    # ----- tokens ----------------------------------------------------------------------------------------
+    def answer(self, key: str) -> str:
+        return self.answer_template.format(key=key)
+
+    def key_token_ids(self, renderer: Renderer) -> list[int]:
+        """Each key's token (the last token of its answer); refuses keys that are not one token there."""
+        # The answer's tokens before the key: its text up to {key}, without the space that joins the key.
+        prefix = renderer.encode(self.answer_template.split("{key}")[0].rstrip(" "))
+        ids = []
+        for key in self.keys:
+            tokens = renderer.encode(self.answer(key))
+            if len(tokens) != len(prefix) + 1 or tokens[:len(prefix)] != prefix:
+                piece = self.answer_template.split("{key}")[0][-1:] + key
+                raise ConfigError(f"key {key!r} is not a single token for this tokenizer ({piece!r} -> "
+                                  f"{len(tokens) - len(prefix)} tokens); choose keys that are one token")
+            ids.append(tokens[-1])
+        if len(set(ids)) != len(ids):
+            raise ConfigError("two keys map to the same token")
+        return ids
+
+    def check(self, renderer: Renderer) -> None:
+        self.key_token_ids(renderer)
+
+    def candidates(self, renderer: Renderer) -> list[int]:
+        return self.key_token_ids(renderer)
+
+    # ----- episodes --------------------------------------------------------------------------------------
+    def episode(self, key: str, fillers: list[Pass], scaffold: bool = False, filler: str = "") -> Episode:
+        store = self.store_template.format(key=key)
+        recall = f"{store} {self.recall_template}" if scaffold else self.recall_template
+        passes = (Pass(store), *fillers, Pass(recall, self.answer(key)))
+        delay = len(fillers)
+        return Episode(passes, label=key, group=f"{filler or self.filler}/{delay}",
+                       info={"key": key, "delay": delay, "filler": filler or self.filler})
+
+    def _fillers(self, kind: str, delay: int, pool: tuple[str, ...], generator: torch.Generator) -> list[Pass]:
+        passes = []
+        for _ in range(delay):
+            idle = kind == "idle" or (kind == "mixed" and bool(torch.rand((), generator=generator) < 0.5))
+            if idle:
+                passes.append(Pass.tick())
+            else:
+                passes.append(Pass(pool[int(torch.randint(len(pool), (), generator=generator))]))
+        return passes
+
+    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
+        """Every key ``repeats`` times, each with its own delay and fillers; ``scaffold`` is the probability
+        of showing the store sentence in the recall pass too (a curriculum)."""
+        low, high = self.train_delays
+        episodes = []
+        for _ in range(self.repeats):
+            for key in self.keys:
+                delay = int(torch.randint(low, high + 1, (), generator=generator))
+                fillers = self._fillers(self.filler, delay, self.train_distractors, generator)
+                shown = scaffold > 0 and bool(torch.rand((), generator=generator) < scaffold)
+                episodes.append(self.episode(key, fillers, scaffold=shown))
+        return episodes
+
+    def evaluation_episodes(self) -> list[Episode]:
+        generator = torch.Generator().manual_seed(EVAL_SEED)
+        episodes = []
+        for filler in self.eval_fillers:
+            for delay in self.eval_delays:
+                if delay == 0 and filler != self.eval_fillers[0]:
+                    continue  # delay 0 has no intervening pass: the same episodes for every filler
+                for key in self.keys:
+                    fillers = self._fillers(filler, delay, self.eval_distractors, generator)
+                    episodes.append(self.episode(key, fillers, filler=filler))
+        return episodes
+
+    # ----- metric ----------------------------------------------------------------------------------------
+    def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
+              renderer: Renderer) -> dict[str, Any]:
+        index_of = {key: i for i, key in enumerate(self.keys)}
+        groups: dict[tuple[str, int], dict[str, list[float]]] = {}
+        details = []
+        for episode, (prediction,) in zip(episodes, predictions, strict=True):
+            key = episode.info["key"]
+            target = renderer.target(self.answer(key))
+            correct = prediction.tokens == target
+            among = (prediction.candidate_scores is not None
+                     and int(prediction.candidate_scores.argmax()) == index_of[key])
+            group = groups.setdefault((episode.info["filler"], episode.info["delay"]), {"recall": [], "among": []})
+            group["recall"].append(float(correct))
+            group["among"].append(float(among))
+            details.append({"key": key, "filler": episode.info["filler"], "delay": episode.info["delay"],
+                            "predicted": renderer.tokenizer.decode(prediction.tokens)})
+        rows = [{"filler": filler, "delay": delay, "recall": _mean(values["recall"]),
+                 "among_keys": _mean(values["among"])} for (filler, delay), values in groups.items()]
+        one_hop = [r for r in rows if r["delay"] == 0]
+        headline = one_hop[0] if one_hop else None
+        return {
+            "value": headline["recall"] if headline else _mean([r["recall"] for r in rows]),
+            "among_keys": headline["among_keys"] if headline else _mean([r["among_keys"] for r in rows]),
+            "groups": rows,
+            "predictions": details,
+        }
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
