@@ -1,0 +1,171 @@
+"""A population: reservoir seeds x training seeds (x hyper-parameter lists x recurrences), one run per member.
+
+A *member* is one run's whole configuration as a plain JSON dict (model, task, RAN and training
+configs, pass format, recurrence, seeds). It is what a backend ships to a worker and what names the
+run's results: its key is a hash of the dict, so a rerun of the same population finds its finished
+runs whatever order or backend produced them.
+
+The two seeds are the population's two factors: the *reservoir seed* draws the fixed reservoir (or
+the trained cell's initial weights), the *training seed* draws the readout's initialisation and the
+order and content of the training episodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ran.errors import ConfigError
+from ran.model import RanConfig
+from ran.passes import PassFormat
+from ran.recurrence import RECURRENCES
+from ran.tasks import RecallTask, Task, task_class
+from ran.training import TrainConfig
+
+MEMBER_SCHEMA = "ran.population-member/1"
+# A grid larger than this runs only when asked twice (``--yes``): it is hours of CPU time.
+LARGE_POPULATION = 64
+# Hyper-parameters a population may vary, and the config each lives in.
+HYPER_FIELDS: dict[str, tuple[str, type]] = {
+    "units": ("reservoir", int), "spectral_radius": ("reservoir", float), "leak_rate": ("reservoir", float),
+    "input_scaling": ("reservoir", float), "connectivity": ("reservoir", float), "n_slots": ("ran", int),
+    "steps": ("train", int), "learning_rate": ("train", float),
+}
+
+
+@dataclass(frozen=True)
+class PopulationConfig:
+    """What a population runs. Every member shares everything but its seeds, grid point and recurrence."""
+
+    model: str
+    task: Task = field(default_factory=RecallTask)
+    ran: RanConfig = field(default_factory=RanConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    format: PassFormat = field(default_factory=PassFormat)
+    reservoir_seeds: tuple[int, ...] = tuple(range(8))
+    train_seeds: tuple[int, ...] = tuple(range(4))
+    hyper: dict[str, tuple] = field(default_factory=dict)  # field -> values, e.g. {"leak_rate": (0.1, 1.0)}
+    recurrences: tuple[str, ...] = ("reservoir",)  # reservoir | gru, measured side by side
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name, seeds in (("reservoir", self.reservoir_seeds), ("training", self.train_seeds)):
+            if not seeds:
+                raise ConfigError(f"the population is empty: give at least one {name} seed")
+            if any(not isinstance(s, int) or s < 0 for s in seeds):
+                raise ConfigError(f"{name} seeds must be integers >= 0, got {list(seeds)}")
+            if len(set(seeds)) != len(seeds):
+                raise ConfigError(f"{name} seeds repeat: {list(seeds)}")
+        if not self.recurrences:
+            raise ConfigError(f"the population is empty: give at least one recurrence ({', '.join(RECURRENCES)})")
+        for kind in self.recurrences:
+            if kind not in RECURRENCES:
+                raise ConfigError(f"unknown recurrence '{kind}': choose one of {', '.join(RECURRENCES)}")
+        for name, values in self.hyper.items():
+            if name not in HYPER_FIELDS:
+                raise ConfigError(f"unknown grid field '{name}': choose from {', '.join(HYPER_FIELDS)}")
+            if not values:
+                raise ConfigError(f"the population is empty: grid field '{name}' has no values")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"grid field '{name}' repeats a value: {list(values)}")
+
+    @property
+    def size(self) -> int:
+        points = 1
+        for values in self.hyper.values():
+            points *= len(values)
+        return len(self.recurrences) * points * len(self.reservoir_seeds) * len(self.train_seeds)
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination of the hyper-parameter lists ([{}] when none is varied)."""
+        names = list(self.hyper)
+        return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.hyper.values())]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "task": task_description(self.task), "ran": self.ran.to_dict(),
+                "train": self.train.to_dict(), "format": self.format.to_dict(),
+                "reservoir_seeds": list(self.reservoir_seeds), "train_seeds": list(self.train_seeds),
+                "hyper": {name: list(values) for name, values in self.hyper.items()},
+                "recurrences": list(self.recurrences), "device": self.device, "dtype": self.dtype}
+
+
+def task_description(task: Task) -> dict[str, Any]:
+    return {"name": task.name, "settings": task.to_dict()}
+
+
+def task_from_description(description: dict[str, Any]) -> Task:
+    return task_class(description["name"]).from_dict(description["settings"])
+
+
+def members(config: PopulationConfig) -> list[dict[str, Any]]:
+    """One member per run, in a fixed order: recurrence, grid point, reservoir seed, training seed.
+
+    Every member's configs are built (and so validated) here, before anything runs.
+    """
+    result = []
+    for recurrence, point in itertools.product(config.recurrences, config.points()):
+        parts = {where: {name: kind(point[name]) for name, (where_, kind) in HYPER_FIELDS.items()
+                         if name in point and where_ == where} for where in ("reservoir", "ran", "train")}
+        for reservoir_seed, train_seed in itertools.product(config.reservoir_seeds, config.train_seeds):
+            reservoir = replace(config.ran.reservoir, **parts["reservoir"], seed=reservoir_seed)
+            ran = replace(config.ran, reservoir=reservoir, readout_seed=train_seed, recurrence=recurrence,
+                          **parts["ran"])
+            train = replace(config.train, **parts["train"], seed=train_seed)
+            result.append({
+                "schema": MEMBER_SCHEMA, "model": config.model, "device": config.device, "dtype": config.dtype,
+                "task": task_description(config.task), "format": config.format.to_dict(),
+                "recurrence": recurrence, "point": point, "reservoir_seed": reservoir_seed,
+                "train_seed": train_seed, "ran": ran.to_dict(), "train": train.to_dict(),
+            })
+    return result
+
+
+def member_key(member: dict[str, Any]) -> str:
+    """16 hex digits of SHA-256 over the member's canonical JSON: the name of its results record."""
+    text = json.dumps(member, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_size(config: PopulationConfig, confirmed: bool, limit: int = LARGE_POPULATION) -> None:
+    """Refuse a population of more than ``limit`` runs unless the caller confirmed it."""
+    if config.size > limit and not confirmed:
+        raise ConfigError(f"the population has {config.size} runs (more than {limit}): add --yes to run them all")
+
+
+def parse_seeds(items: list[str], what: str) -> tuple[int, ...]:
+    """``["0-3", "7"]`` -> (0, 1, 2, 3, 7): single seeds or inclusive ranges."""
+    seeds: list[int] = []
+    for item in items:
+        low, dash, high = item.partition("-")
+        try:
+            bounds = (int(low), int(high)) if dash else (int(low), int(low))
+        except ValueError:
+            raise ConfigError(f"{what} seed {item!r} is not N or LOW-HIGH with integers (e.g. 0-7)") from None
+        if bounds[0] > bounds[1]:
+            raise ConfigError(f"{what} seed range {item!r} is reversed: give LOW-HIGH with LOW <= HIGH")
+        seeds += range(bounds[0], bounds[1] + 1)
+    return tuple(seeds)
+
+
+def parse_hyper(items: list[str]) -> dict[str, tuple]:
+    """``["leak_rate=0.1,0.3", "units=256"]`` -> {"leak_rate": (0.1, 0.3), "units": (256,)}, checked."""
+    hyper: dict[str, tuple] = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        if name not in HYPER_FIELDS:
+            raise ConfigError(f"unknown grid field '{name}': choose from {', '.join(HYPER_FIELDS)}")
+        if name in hyper:
+            raise ConfigError(f"grid field '{name}' is given twice")
+        kind = HYPER_FIELDS[name][1]
+        try:
+            values = tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(f"grid values {text!r} of '{name}' are not all {kind.__name__}") from None
+        if not values:
+            raise ConfigError(f"the population is empty: grid field '{name}' has no values (give {name}=V1,V2)")
+        hyper[name] = values
+    return hyper

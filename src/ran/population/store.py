@@ -1,0 +1,76 @@
+"""Finished runs on disk: one JSON file per run, named by the member's key, written atomically.
+
+Each record is written to a temporary file in the same directory, fsync'd, renamed over its final
+name, and the directory is fsync'd: a killed population leaves every finished record whole and at
+most some ``.tmp`` files (ignored, and removed at the next start). Rerunning reads which keys exist
+and runs only the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RECORD_SCHEMA = "ran.population-run/1"
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader (or a crash) sees the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
+
+
+class RecordStore:
+    """The results records of a population: ``<directory>/<key>.json``, one per finished run."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"{key}.json"
+
+    def keys(self) -> set[str]:
+        """Keys of every finished run on disk."""
+        if not self.directory.is_dir():
+            return set()
+        return {path.stem for path in self.directory.glob("*.json") if not path.name.startswith(".")}
+
+    def write(self, record: dict[str, Any]) -> Path:
+        path = self.path(record["key"])
+        write_atomically(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        return path
+
+    def read(self, key: str) -> dict[str, Any]:
+        return json.loads(self.path(key).read_text())
+
+    def read_all(self, keys: list[str]) -> list[dict[str, Any]]:
+        """The records of these keys that are finished, in the order given."""
+        present = self.keys()
+        return [self.read(key) for key in keys if key in present]
+
+    def remove_temporaries(self) -> int:
+        """Delete temporary files left by a killed population; returns how many there were."""
+        if not self.directory.is_dir():
+            return 0
+        stale = [p for p in self.directory.glob(f".*{TEMPORARY_SUFFIX}") if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
