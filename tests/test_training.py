@@ -109,12 +109,13 @@ def test_starting_at_layer_l_from_its_cached_input_equals_the_full_pass(mode):
         for parameter in model.trainable_parameters():
             parameter.normal_(0, 0.2)
     rendered = [render(e, renderer()) for e in MIXED]
-    full = run_episodes(model, rendered, keep_logits=True)
-    cached = run_episodes(model, rendered, cache=LayerInputCache(model), keep_logits=True)
+    full = run_episodes(model, rendered, keep=True)
+    cached = run_episodes(model, rendered, cache=LayerInputCache(model), keep=True)
     torch.testing.assert_close(full.loss, cached.loss, atol=1e-5, rtol=1e-5)
-    for a, b in zip(full.target_logits, cached.target_logits, strict=True):
+    torch.testing.assert_close(full.final_state, cached.final_state, atol=1e-5, rtol=1e-5)
+    for a, b in zip(full.scored, cached.scored, strict=True):
         for x, y in zip(a, b, strict=True):
-            torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(x.logits, y.logits, atol=1e-5, rtol=1e-5)
 
 
 def test_prefix_mode_cannot_start_at_layer_l():

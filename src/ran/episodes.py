@@ -32,11 +32,12 @@ class Pass:
     target: str | None = None  # what the model must say next (e.g. " apple"), SILENT, or None
     idle: bool = False  # an idle tick: reads the format's idle text
     wipe: bool = True  # the context is wiped before this pass (an idle tick keeps it unless told)
+    speak: bool | None = None  # the gate head's label after this pass: speak, stay silent, or no label
 
     @classmethod
-    def tick(cls, target: str | None = None, wipe: bool = False) -> Pass:
+    def tick(cls, target: str | None = None, wipe: bool = False, speak: bool | None = None) -> Pass:
         """An idle tick, which continues the context like an idle tick in a session."""
-        return cls(text="", target=target, idle=True, wipe=wipe)
+        return cls(text="", target=target, idle=True, wipe=wipe, speak=speak)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Episode:
 class RenderedPass:
     prompt: tuple[int, ...]  # context + this pass's turn: the reservoir reads at the last of these
     target: tuple[int, ...]  # token ids the model must produce next; () = no target
+    speak: bool | None = None  # the gate head's label after this pass
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -72,7 +74,7 @@ def render(episode: Episode, renderer: Renderer) -> list[RenderedPass]:
         turn = renderer.idle_tokens if step.idle else renderer.turn(step.text)
         prompt = context + turn
         target = renderer.target(step.target) if step.target is not None else []
-        rendered.append(RenderedPass(tuple(prompt), tuple(target)))
+        rendered.append(RenderedPass(tuple(prompt), tuple(target), step.speak))
         reply = [] if step.target in (None, SILENT) else target
         context = prompt + renderer.close_reply(reply)
     return rendered

@@ -59,7 +59,8 @@ class RanConfig:
     lora_rank: int = 0  # 0 = readout only; > 0 adds LoRA on attention at and above the layer
     lora_alpha: float = 16.0
     readout_seed: int = 0  # initialisation of the readout and LoRA (the reservoir has its own seed)
-    recurrence: str = "reservoir"  # reservoir (fixed, random) | gru (a trained GRU cell of the same size: a baseline)
+    recurrence: str = "reservoir"  # reservoir (fixed, random) | gru (a trained GRU cell: a baseline) | none
+    gate: bool = False  # a trained speak/silent head on the state after each pass (saved as gate.safetensors)
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -200,6 +201,11 @@ class ReservoirModel(nn.Module):
             if config.lora_rank:
                 self._add_lora()
         self.injector.to(device)
+        # p(speak) = sigmoid(w . r + b) on the state after a pass; starts undecided (p = 0.5).
+        self.gate_head = nn.Linear(config.reservoir.units, 1).to(device) if config.gate else None
+        if self.gate_head is not None:
+            nn.init.zeros_(self.gate_head.weight)
+            nn.init.zeros_(self.gate_head.bias)
         self.injector.install(base)
         self._read_hook = decoder_layers(base)[layer].register_forward_hook(self._capture)
         self._read: _ReadPoint | None = None
@@ -474,6 +480,19 @@ class ReservoirModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def speak_logit(self, state: torch.Tensor) -> torch.Tensor:
+        """(B,) the gate head's logit of speaking, from the state after a pass (needs ``RanConfig.gate``)."""
+        if self.gate_head is None:
+            raise ConfigError("this model has no gate head: wrap it with RanConfig(gate=True)")
+        return self.gate_head(state.to(self.gate_head.weight.dtype))[:, 0]
+
+    def state_gate(self, threshold: float = 0.5):
+        """The trained gate head as the runtime's :class:`ran.runtime.gate.StateGate`."""
+        from ran.runtime.gate import StateGate
+
+        return StateGate(self.gate_head.weight[0].detach().cpu(), float(self.gate_head.bias.detach()), threshold,
+                         self.reservoir.fingerprint)
+
     def _lora_target_modules(self) -> list[str]:
         spec = architecture_of(self.base)
         names = []
@@ -509,6 +528,8 @@ class ReservoirModel(nn.Module):
         if self.config.lora_rank:
             lora = self._lora_state()
             _atomic_write(directory / ADAPTER_FILE, lambda tmp: save_file(lora, tmp))
+        if self.gate_head is not None:
+            self.state_gate().save(directory)
         recurrence = {name: t.detach().cpu().contiguous() for name, t in self.reservoir.state_dict().items()}
         if recurrence:  # trained recurrent weights; the fixed reservoir is regenerated from its seed instead
             _atomic_write(directory / RECURRENCE_FILE, lambda tmp: save_file(recurrence, tmp))
@@ -557,6 +578,13 @@ class ReservoirModel(nn.Module):
             if model.reservoir.state_dict():
                 recurrence, _ = _read_safetensors(directory / RECURRENCE_FILE, "recurrence file")
                 model.reservoir.load_state_dict(recurrence)
+            if model.gate_head is not None:
+                from ran.runtime.gate import StateGate
+
+                gate = StateGate.load(directory, model.reservoir)
+                with torch.no_grad():
+                    model.gate_head.weight.copy_(gate.weight[None])
+                    model.gate_head.bias.fill_(gate.bias)
             if config.lora_rank:
                 lora, _ = _read_safetensors(directory / ADAPTER_FILE, "LoRA adapter file")
                 missing = set(model._lora_state()) ^ set(lora)

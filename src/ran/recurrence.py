@@ -29,7 +29,7 @@ from torch import nn
 from ran.errors import ConfigError
 from ran.reservoir import Reservoir, ReservoirConfig
 
-RECURRENCES = ("reservoir", "gru")
+RECURRENCES = ("reservoir", "gru", "none")
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,27 @@ class GRURecurrence(nn.Module):
                 f"fingerprint={self.fingerprint[:12]}")
 
 
+class StatelessRecurrence(Reservoir):
+    """The stateless ablation: every pass starts from a trained constant state instead of a carried one.
+
+    The write-back (slots, prefix or residual) then reads a learned constant, and the state after a pass
+    is the fixed reservoir's response to that pass alone (what the gate head reads). So the ablation has
+    the readout, gate and LoRA of the stateful model, plus K parameters, and no memory between passes:
+    the trainer and evaluator never carry its state (``carries_state`` is False).
+    """
+
+    kind = "none"
+    carries_state = False
+
+    def __init__(self, config: ReservoirConfig, input_dim: int):
+        super().__init__(config, input_dim)
+        self.start = nn.Parameter(torch.zeros(config.units))
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """The trained constant state, (batch, units)."""
+        return self.start.to(device or self.w_in.device).expand(batch_size, -1)
+
+
 def make_recurrence(config, input_dim: int, kind: str | None = None) -> nn.Module:
     """The recurrence a :class:`ran.model.RanConfig` asks for, reading ``input_dim``-sized layer summaries.
 
@@ -126,4 +147,6 @@ def make_recurrence(config, input_dim: int, kind: str | None = None) -> nn.Modul
         return Reservoir(config.reservoir, input_dim)
     if kind == "gru":
         return GRURecurrence(GRUConfig.like(config.reservoir), input_dim)
+    if kind == "none":
+        return StatelessRecurrence(config.reservoir, input_dim)
     raise ConfigError(f"unknown recurrence '{kind}': choose one of {', '.join(RECURRENCES)}")

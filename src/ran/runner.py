@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from ran.loading import load_model
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import PassFormat, Renderer
 from ran.tasks import Task
+from ran.tasks.mix import TaskMix
 from ran.training import LayerInputCache, TrainConfig, predict, train
 
 CONDITIONS = ("carried", "wiped", "untrained")
@@ -38,32 +39,53 @@ class RunSpec:
 
 def evaluate(model: ReservoirModel, renderer: Renderer, task: Task, carry: bool,
              cache: LayerInputCache | None = None) -> dict[str, Any]:
-    """The task's score of the model on its evaluation episodes, with the state carried or wiped."""
+    """The task's score of the model on its evaluation episodes, with the state carried or wiped.
+
+    A :class:`TaskMix` is scored task by task: ``{"value": mean of the values, "tasks": {name: score}}``.
+    """
+    if isinstance(task, TaskMix):
+        scores = {t.name: evaluate(model, renderer, t, carry, cache) for t in task.tasks}
+        return {"value": sum(s["value"] for s in scores.values()) / len(scores), "tasks": scores}
     episodes = task.evaluation_episodes()
     predictions = predict(model, renderer, episodes, carry=carry, candidates=task.candidates(renderer), cache=cache)
     return task.score(episodes, predictions, renderer)
 
 
+def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: bool = True,
+             ran: RanConfig | None = None) -> tuple[ReservoirModel, LayerInputCache | None, Any, dict[str, Any]]:
+    """Wrap ``base``, score it untrained, train it on the spec's task; returns (model, cache, result, scores)."""
+    model = wrap(base, ran or spec.ran)
+    cache = LayerInputCache(model) if model.can_start_at_layer else None
+    scores = {"untrained": evaluate(model, renderer, spec.task, carry=carry, cache=cache)}
+    curriculum = spec.train.curriculum_steps
+
+    def episodes_for_step(step: int, generator: torch.Generator):
+        scaffold = 1.0 - step / curriculum if curriculum and step < curriculum else 0.0
+        return spec.task.training_episodes(generator, scaffold=scaffold)
+
+    label = f"{model.config.mode} {model.config.recurrence} seed {spec.train.seed}"
+    try:
+        trained = train(model, renderer, episodes_for_step, spec.train, progress=progress, description=label,
+                        cache=cache, carry=carry)
+    except BaseException:
+        model.unwrap()
+        raise
+    return model, cache, trained, scores
+
+
 def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
-            save_to: Path | None = None) -> dict[str, Any]:
-    """Train and evaluate one run; returns its record. Loads the model unless ``base`` is given."""
+            save_to: Path | None = None, stateless: bool = False) -> dict[str, Any]:
+    """Train and evaluate one run; returns its record. Loads the model unless ``base`` is given.
+
+    ``stateless=True`` also trains the stateless ablation (the same model with every pass starting from
+    a trained constant state, ``RanConfig(recurrence="none")``) and scores it as ``stateless``.
+    """
     if base is None or spec.ran.lora_rank:  # LoRA changes the backbone: every run gets a fresh one
         base, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
     renderer = Renderer(spec.format, tokenizer)
     spec.task.check(renderer)
-    model = wrap(base, spec.ran)
+    model, cache, trained, scores = _trained(spec, base, renderer, progress)
     try:
-        cache = LayerInputCache(model) if model.can_start_at_layer else None
-        scores = {"untrained": evaluate(model, renderer, spec.task, carry=True, cache=cache)}
-        curriculum = spec.train.curriculum_steps
-
-        def episodes_for_step(step: int, generator: torch.Generator):
-            scaffold = 1.0 - step / curriculum if curriculum and step < curriculum else 0.0
-            return spec.task.training_episodes(generator, scaffold=scaffold)
-
-        label = f"{spec.ran.mode} seed {spec.train.seed}"
-        trained = train(model, renderer, episodes_for_step, spec.train, progress=progress, description=label,
-                        cache=cache)
         for condition, carry in (("carried", True), ("wiped", False)):
             scores[condition] = evaluate(model, renderer, spec.task, carry=carry, cache=cache)
         record = {
@@ -87,9 +109,20 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
         }
         if save_to is not None:
             save_artifact(model, spec, record, save_to)
-        return record
     finally:
         model.unwrap()
+    if stateless:
+        if spec.ran.lora_rank:
+            base, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
+        ablation, ablation_cache, ablation_trained, _ = _trained(
+            spec, base, renderer, progress, carry=False, ran=replace(spec.ran, recurrence="none"))
+        try:
+            record["scores"]["stateless"] = evaluate(ablation, renderer, spec.task, carry=False, cache=ablation_cache)
+            record["stateless_loss_curve"] = [round(loss, 6) for loss in ablation_trained.losses]
+            record["stateless_train_seconds"] = round(ablation_trained.seconds, 3)
+        finally:
+            ablation.unwrap()
+    return record
 
 
 ARTIFACT_RUN_FILE = "run.json"

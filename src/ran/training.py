@@ -29,6 +29,7 @@ from ran.model import ReservoirModel
 from ran.passes import Renderer
 
 CONDITIONS = ("carried", "wiped")
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class TrainConfig:
     batch_size: int = 0  # episodes per optimizer step; 0 = every episode of the step at once
     curriculum_steps: int = 0  # show the key in the recall pass, annealed out over these steps (0 = off)
     seed: int = 0  # trainable initialisation is RanConfig.readout_seed; this seeds data order and sampling
+    schedule: str = "cosine"  # learning rate after warmup: cosine (decayed to 0) | constant
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -53,6 +55,8 @@ class TrainConfig:
             raise ConfigError(f"grad_clip must be > 0, got {self.grad_clip}")
         if self.warmup_steps < 0 or self.curriculum_steps < 0:
             raise ConfigError("warmup_steps and curriculum_steps must be >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule '{self.schedule}': choose one of {', '.join(SCHEDULES)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,40 +127,51 @@ class LayerInputCache:
 
 @dataclass
 class Prediction:
-    """The model's answer at one target pass."""
+    """The model's answer at one scored pass (a pass with a target or a speak/silent label)."""
 
-    tokens: list[int]  # greedy, as many tokens as the target has
+    tokens: list[int]  # greedy, as many tokens as the target has ([] for a pass without a target)
     candidate_scores: torch.Tensor | None = None  # (n,) logits of the candidates at the last target token
+    speak: float | None = None  # p(speak) from the gate head after the pass, where the pass has a label
+
+
+@dataclass
+class ScoredPass:
+    """What evaluation keeps of one pass with a target or a speak/silent label."""
+
+    logits: torch.Tensor | None  # (m, vocab) at the target positions; None without a target
+    state: torch.Tensor  # (K,) the state carried into the pass
+    speak: float | None  # p(speak) after the pass (gate head, labelled passes only)
 
 
 @dataclass
 class EpisodeOutputs:
-    """What a batch of episodes produced: the training loss and, per episode, per target pass, the
-    logits at the target positions (greedy predictions come from these)."""
+    """What a batch of episodes produced: the training loss and what evaluation needs of every scored pass."""
 
-    loss: torch.Tensor  # mean over episodes of each episode's mean target-token cross-entropy
-    target_logits: list[list[torch.Tensor]]  # [episode][target pass] (m, vocab)
-    target_states: list[list[torch.Tensor]]  # [episode][target pass] (K,) the state carried into the pass
+    loss: torch.Tensor  # mean over episodes of (mean target-token cross-entropy + mean gate cross-entropy)
+    scored: list[list[ScoredPass]]  # [episode][scored pass], in the episode's order (with keep=True)
     passes: int  # passes run (episode-passes, not model calls)
     final_state: torch.Tensor  # (B, K) each episode's state after its last pass
 
 
 def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carry: bool = True,
-                 cache: LayerInputCache | None = None, keep_logits: bool = False) -> EpisodeOutputs:
+                 cache: LayerInputCache | None = None, keep: bool = False) -> EpisodeOutputs:
     """Run a batch of rendered episodes pass by pass through the carried state (see ran.episodes).
 
-    ``carry=False`` is the wiped-state control: every pass starts from the zero state.
+    ``carry=False`` is the wiped-state control: every pass starts from the initial state (zero for the
+    reservoir; the stateless ablation's recurrence never carries). With a gate head, passes labelled
+    speak/silent add a binary cross-entropy on p(speak) read from the state after the pass.
     """
     device = model.reservoir.w_in.device
-    pad_id = 0
+    carry = carry and getattr(model.reservoir, "carries_state", True)
     state = model.reservoir.initial_state(len(episodes), device)  # (B, K)
-    token_loss = [torch.zeros((), device=device) for _ in episodes]
-    token_count = [0] * len(episodes)
-    target_logits: list[list[torch.Tensor]] = [[] for _ in episodes]
-    target_states: list[list[torch.Tensor]] = [[] for _ in episodes]
+    zero = torch.zeros((), device=device)
+    token_loss, token_count = [zero] * len(episodes), [0] * len(episodes)
+    gate_loss, gate_count = [zero] * len(episodes), [0] * len(episodes)
+    scored: list[list[ScoredPass]] = [[] for _ in episodes]
     passes = 0
     use_cache = cache is not None and model.can_start_at_layer
-    for groups in schedule(episodes, pad_id):
+    gated = model.gate_head is not None
+    for groups in schedule(episodes, pad_id=0):
         next_state = state
         for group in groups:
             rows = group.rows.to(device)
@@ -172,27 +187,45 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                            **kwargs)
             next_state = next_state.index_copy(0, rows, output.state)
             passes += len(rows)
-            if not group.has_targets:
-                continue
-            labels = group.labels.to(device)  # (b, M)
-            logits = output.logits[:, -labels.shape[1]:].float()  # (b, M, vocab)
-            losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=NO_TARGET, reduction="none")
+            logits = losses = speak = None
+            if group.has_targets:
+                labels = group.labels.to(device)  # (b, M)
+                logits = output.logits[:, -labels.shape[1]:].float()  # (b, M, vocab)
+                losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=NO_TARGET, reduction="none")
+            labelled = [row for row, step in enumerate(group.passes) if step.speak is not None]
+            if gated and labelled:
+                speak_logits = model.speak_logit(output.state)  # (b,)
+                wanted = torch.tensor([float(bool(step.speak)) for step in group.passes], device=device)
+                speak_losses = F.binary_cross_entropy_with_logits(speak_logits, wanted, reduction="none")
+                speak = torch.sigmoid(speak_logits).detach()
             for row, episode in enumerate(group.rows.tolist()):
-                length = len(group.passes[row].target)
-                token_loss[episode] = token_loss[episode] + losses[row].sum()
-                token_count[episode] += length
-                if keep_logits:
-                    target_logits[episode].append(logits[row, -length:].detach())
-                    target_states[episode].append(start[row].detach())
+                step = group.passes[row]
+                if step.target:
+                    token_loss[episode] = token_loss[episode] + losses[row].sum()
+                    token_count[episode] += len(step.target)
+                if speak is not None and step.speak is not None:
+                    gate_loss[episode] = gate_loss[episode] + speak_losses[row]
+                    gate_count[episode] += 1
+                if keep and (step.target or step.speak is not None):
+                    scored[episode].append(ScoredPass(
+                        logits[row, -len(step.target):].detach() if step.target else None, start[row].detach(),
+                        float(speak[row]) if speak is not None and step.speak is not None else None))
         state = next_state
-    per_episode = [loss / count for loss, count in zip(token_loss, token_count, strict=True) if count]
-    loss = torch.stack(per_episode).mean() if per_episode else torch.zeros((), device=device)
-    return EpisodeOutputs(loss, target_logits, target_states, passes, state)
+    per_episode = []
+    for index in range(len(episodes)):
+        parts = [total / count for total, count in ((token_loss[index], token_count[index]),
+                                                    (gate_loss[index], gate_count[index])) if count]
+        if parts:
+            per_episode.append(sum(parts))
+    loss = torch.stack(per_episode).mean() if per_episode else zero
+    return EpisodeOutputs(loss, scored, passes, state)
 
 
-def cosine_schedule(step: int, total: int, warmup: int) -> float:
+def cosine_schedule(step: int, total: int, warmup: int, decay: bool = True) -> float:
     if step < warmup:
         return (step + 1) / warmup
+    if not decay:
+        return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -202,7 +235,7 @@ EpisodeSource = Callable[[int, torch.Generator], list[Episode]]
 
 def train(model: ReservoirModel, renderer: Renderer, episodes_for_step: EpisodeSource, config: TrainConfig,
           progress: bool = True, description: str = "training", cache: LayerInputCache | None = None,
-          start_at_layer: bool = True) -> TrainResult:
+          start_at_layer: bool = True, carry: bool = True) -> TrainResult:
     """AdamW with warmup + cosine decay and gradient clipping; fully seeded.
 
     ``episodes_for_step(step, generator)`` returns the episodes of a step; ``config.batch_size`` splits
@@ -214,7 +247,7 @@ def train(model: ReservoirModel, renderer: Renderer, episodes_for_step: EpisodeS
         raise ConfigError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: cosine_schedule(step, config.steps, config.warmup_steps))
+        optimizer, lambda step: cosine_schedule(step, config.steps, config.warmup_steps, config.schedule == "cosine"))
     generator = torch.Generator().manual_seed(config.seed)
     if not start_at_layer or not model.can_start_at_layer:
         cache = None
@@ -230,7 +263,7 @@ def train(model: ReservoirModel, renderer: Renderer, episodes_for_step: EpisodeS
         size = config.batch_size or len(episodes)
         for start in range(0, len(order), size):
             chunk = [render(episodes[i], renderer) for i in order[start:start + size]]
-            outputs = run_episodes(model, chunk, cache=cache)
+            outputs = run_episodes(model, chunk, carry=carry, cache=cache)
             optimizer.zero_grad(set_to_none=True)
             outputs.loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
@@ -248,7 +281,7 @@ def train(model: ReservoirModel, renderer: Renderer, episodes_for_step: EpisodeS
 def predict(model: ReservoirModel, renderer: Renderer, episodes: list[Episode], carry: bool,
             candidates: list[int] | None = None, batch_size: int = 64,
             cache: LayerInputCache | None = None) -> list[list[Prediction]]:
-    """Greedy predictions at every pass with a target: ``[episode][target pass]``.
+    """Greedy predictions at every scored pass (a target or a speak label): ``[episode][scored pass]``.
 
     A one-token target is the arg-max at the end of the prompt; a longer one is decoded greedily, each
     token fed back with the same state (the pass's read is at the prompt's end, so it does not move).
@@ -261,16 +294,18 @@ def predict(model: ReservoirModel, renderer: Renderer, episodes: list[Episode], 
     predictions: list[list[Prediction]] = []
     for start in range(0, len(episodes), batch_size):
         chunk = [render(e, renderer) for e in episodes[start:start + batch_size]]
-        outputs = run_episodes(model, chunk, carry=carry, cache=cache, keep_logits=True)
-        for rendered, logits, states in zip(chunk, outputs.target_logits, outputs.target_states, strict=True):
-            with_target = [p for p in rendered if p.target]
+        outputs = run_episodes(model, chunk, carry=carry, cache=cache, keep=True)
+        for rendered, scored in zip(chunk, outputs.scored, strict=True):
+            steps = [p for p in rendered if p.target or p.speak is not None]
             predicted = []
-            for step_logits, state, step in zip(logits, states, with_target, strict=True):
-                tokens = [int(step_logits[0].argmax())]
-                while len(tokens) < len(step.target):
-                    tokens.append(_next_token(model, step, tokens, state))
-                scores = None if chosen is None else step_logits[-1, chosen].cpu()
-                predicted.append(Prediction(tokens, scores))
+            for step, result in zip(steps, scored, strict=True):
+                tokens, scores = [], None
+                if result.logits is not None:
+                    tokens = [int(result.logits[0].argmax())]
+                    while len(tokens) < len(step.target):
+                        tokens.append(_next_token(model, step, tokens, result.state))
+                    scores = None if chosen is None else result.logits[-1, chosen].cpu()
+                predicted.append(Prediction(tokens, scores, result.speak))
             predictions.append(predicted)
     return predictions
 

@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="intervening passes evaluated (default: 0 1 2 4 8 16 32)")
     task.add_argument("--filler", default="distractor", choices=FILLERS,
                       help="intervening passes in training: distractor sentences (context wiped), idle ticks "
-                           "(context kept, as in a session) or a mix (default: distractor)")
+                           "(context kept, as in a session), blank ticks (idle text, context wiped) or a mix of "
+                           "distractors and idle ticks (default: distractor)")
     task.add_argument("--eval-fillers", nargs="+", default=["distractor"], choices=FILLERS,
                       help="intervening passes in evaluation, one retention curve each (default: distractor); "
                            "evaluation distractors are sentences training never reads")

@@ -5,8 +5,9 @@
     -- context wiped; only the reservoir state carries over --
     pass d+2: "The secret word was"                     -> " apple"
 
-An intervening pass is a *distractor* (a sentence from a pool, read from a wiped context) or an *idle*
-tick (the format's idle text, continuing the context, exactly as a session's idle tick). Training
+An intervening pass is a *distractor* (a sentence from a pool, read from a wiped context), an *idle*
+tick (the format's idle text, continuing the context, exactly as a session's idle tick) or a *blank*
+tick (the idle text read from a wiped context). Training
 draws a delay per episode from ``train_delays`` (inclusive), so every step mixes delays; evaluation
 runs every key at every delay in ``eval_delays`` for each filler in ``eval_fillers``, with distractors
 from a pool training never reads.
@@ -25,11 +26,11 @@ from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
 from ran.tasks.base import Prediction, Task, register
+from ran.tasks.common import EVAL_SEED
 from ran.tasks.texts import DEFAULT_KEY_POOL, EVAL_DISTRACTORS, TRAIN_DISTRACTORS, words_of
 
-FILLERS = ("distractor", "idle", "mixed")
+FILLERS = ("distractor", "idle", "blank", "mixed")
 MAX_DELAY = 256  # intervening passes; longer episodes are refused (they cost one pass each)
-EVAL_SEED = 20_251_126  # fixed: evaluation episodes are the same in every run
 
 
 def parse_delays(text: str) -> tuple[int, int]:
@@ -101,10 +102,11 @@ class RecallTask(Task):
             raise ConfigError("give at least one evaluation filler")
         if not isinstance(self.repeats, int) or self.repeats < 1:
             raise ConfigError(f"repeats must be an integer >= 1, got {self.repeats!r}")
-        needs_distractors = self.filler != "idle" and max(self.train_delays) > 0
+        needs_distractors = self.filler in ("distractor", "mixed") and max(self.train_delays) > 0
         if needs_distractors and not self.train_distractors:
             raise ConfigError("the training distractor pool is empty")
-        if any(f != "idle" for f in self.eval_fillers) and max(self.eval_delays) > 0 and not self.eval_distractors:
+        reads_distractors = any(f in ("distractor", "mixed") for f in self.eval_fillers)
+        if reads_distractors and max(self.eval_delays) > 0 and not self.eval_distractors:
             raise ConfigError("the evaluation distractor pool is empty")
         keys = {k.lower() for k in self.keys}
         for pool, texts in (("training", self.train_distractors), ("evaluation", self.eval_distractors)):
@@ -178,6 +180,9 @@ class RecallTask(Task):
     def _fillers(self, kind: str, delay: int, pool: tuple[str, ...], generator: torch.Generator) -> list[Pass]:
         passes = []
         for _ in range(delay):
+            if kind == "blank":  # an idle tick in a wiped context: it reads the idle text alone
+                passes.append(Pass.tick(wipe=True))
+                continue
             idle = kind == "idle" or (kind == "mixed" and bool(torch.rand((), generator=generator) < 0.5))
             if idle:
                 passes.append(Pass.tick())

@@ -1,0 +1,119 @@
+"""``ran battery``: train on a weighted mix of the eight stateful tasks and score each one carried / wiped /
+stateless (see ran.battery). The default run (3 seeds, the readout recipe) takes about 25 minutes on
+2 CPU cores; ``--seeds 0`` about a third of that.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ran.battery import RECIPES, experiment, specs_for
+from ran.cli.common import DEFAULT_OUT, add_model_arguments, add_reservoir_arguments, reservoir_config_from
+from ran.devices import resolve
+from ran.errors import ConfigError
+from ran.model import RanConfig
+from ran.passes import FORMATS, PassFormat
+from ran.plots import plot_battery
+from ran.reservoir import ReservoirConfig
+from ran.tasks import BATTERY, task_class
+from ran.tasks.mix import TaskMix
+from ran.training import TrainConfig
+
+# The retention study's reservoir (README, "Retention"): slow leak, saturating input.
+RESERVOIR = ReservoirConfig(units=2048, leak_rate=0.05, input_scaling=0.2)
+STEPS = 300
+
+
+def add_arguments(parser) -> None:
+    add_model_arguments(parser)
+    add_reservoir_arguments(parser, RESERVOIR)
+    parser.add_argument("--format", default="text", choices=FORMATS, help="pass format (default: text)")
+    parser.add_argument("--idle-text", default=PassFormat().idle_text, help="what an idle tick reads")
+    parser.add_argument("--tasks", nargs="+", default=list(BATTERY), metavar="TASK",
+                        help=f"tasks to train and score (default: all eight: {' '.join(BATTERY)})")
+    parser.add_argument("--set", nargs="+", default=[], metavar="TASK.FIELD=VALUE", dest="settings",
+                        help="change a task's setting, e.g. deferred.eval_delays=[2,4,8,16] timed.turns=2-6 "
+                             "(a JSON value, or LOW-HIGH for a range)")
+    parser.add_argument("--weights", nargs="+", type=float, metavar="W",
+                        help="one weight per task: its share of each step's episodes (default: equal)")
+    parser.add_argument("--episodes-per-step", type=int, default=32, help="training episodes per step (default: 32)")
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"optimizer steps (default: {STEPS})")
+    parser.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default: 0.01)")
+    parser.add_argument("--recipe", nargs="+", default=["readout"], choices=list(RECIPES),
+                        help="readout: readout + gate head, decayed rate (the retention recipe); lora: LoRA rank 8, "
+                             "constant rate (the plain recipe); give both to compare (default: readout)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--name", default="battery", help="results file name (default: battery)")
+    parser.add_argument("--save", help="save each trained artifact (with its gate head) under this directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parse_settings(items: list[str], tasks: list[str]) -> dict[str, dict]:
+    """``["timed.turns=2-6", "deferred.eval_delays=[2,4]"]`` -> {"timed": {"turns": [2, 6]}, ...}."""
+    settings: dict[str, dict] = {}
+    for item in items:
+        target, _, text = item.partition("=")
+        name, _, field = target.partition(".")
+        if not field or not text:
+            raise ConfigError(f"--set {item!r} is not TASK.FIELD=VALUE")
+        if name not in tasks:
+            task_class(name)  # "unknown task" with a suggestion, else:
+            raise ConfigError(f"--set {item!r}: task '{name}' is not among --tasks")
+        if re.fullmatch(r"\d+-\d+", text):
+            value = [int(part) for part in text.split("-")]
+        else:
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text  # a plain string
+        settings.setdefault(name, {})[field] = value
+    return settings
+
+
+def run(args) -> int:
+    resolve(args.device, args.dtype)
+    if not args.seeds:
+        raise ConfigError("give at least one seed")
+    if len(set(args.tasks)) != len(args.tasks):
+        raise ConfigError("a task is given twice in --tasks")
+    settings = parse_settings(args.settings, args.tasks)
+    tasks = tuple(task_class(name).from_dict(settings.get(name, {})) for name in args.tasks)
+    weights = tuple(args.weights) if args.weights is not None else (1.0,) * len(tasks)
+    mix = TaskMix(tasks=tasks, weights=weights, episodes_per_step=args.episodes_per_step)
+    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
+                    reservoir=reservoir_config_from(args))
+    train = TrainConfig(steps=args.steps, learning_rate=args.lr)
+    pass_format = PassFormat(args.format, idle_text=args.idle_text)
+    specs = {name: specs_for(args.model, ran, mix, train, args.seeds, RECIPES[name], pass_format, args.device,
+                             args.dtype) for name in dict.fromkeys(args.recipe)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = experiment(specs, progress=not args.no_progress, save_dir=Path(args.save) if args.save else None)
+    path = out / f"{args.name}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    figure = plot_battery(results, out / f"{args.name}.png")
+    print_table(results)
+    print(f"wrote {path} and {figure} ({results['seconds']:.0f}s)")
+    return 0
+
+
+def print_table(results: dict) -> None:
+    print(f"\nstateful battery on {results['model']}: mean ± std over seeds; reservoir-driven = carried beats "
+          "stateless beyond the spread")
+    header = f"{'recipe':>8}  {'task':>10}  {'metric':>14}  {'carried':>11}  {'wiped':>11}  {'stateless':>11}  driven"
+    print(header)
+    print("-" * len(header))
+    for row in results["summary"]:
+        cells = [f"{row[c]['mean']:.2f}±{row[c]['std']:.2f}" if c in row else "-"
+                 for c in ("carried", "wiped", "stateless")]
+        driven = {True: "yes", False: "no"}.get(row.get("reservoir_driven"), "-")
+        print(f"{row['recipe']:>8}  {row['task']:>10}  {row['metric']:>14}  {cells[0]:>11}  {cells[1]:>11}  "
+              f"{cells[2]:>11}  {driven}")
+    for run in results["runs"]:
+        gate = run["gate"]["carried"]
+        print(f"gate ({run['recipe']}, seed {run['seed']}, carried): precision {gate['precision']:.2f}, "
+              f"recall {gate['recall']:.2f} over {gate['true_speak'] + gate['missed']} due and "
+              f"{gate['false_speak'] + gate['true_silent']} silent passes")

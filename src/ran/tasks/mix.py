@@ -1,0 +1,69 @@
+"""A weighted mix of tasks, trained together in every step and scored one by one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ran.episodes import Episode
+from ran.errors import ConfigError
+from ran.passes import Renderer
+from ran.tasks.base import Prediction, Task
+
+
+@dataclass(frozen=True)
+class TaskMix(Task):
+    """``episodes_per_step`` training episodes per step, split across the tasks in proportion to ``weights``
+    (at least one each); the episodes of all tasks run in one batch (ran.episodes aligns them)."""
+
+    name: ClassVar[str] = "mix"
+    metric: ClassVar[str] = "mean of the tasks' metrics"
+
+    tasks: tuple[Task, ...] = ()
+    weights: tuple[float, ...] = ()
+    episodes_per_step: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ConfigError("the task mix is empty: give at least one task")
+        if len(self.weights) != len(self.tasks):
+            raise ConfigError(f"{len(self.weights)} weights for {len(self.tasks)} tasks: give one weight per task")
+        for task, weight in zip(self.tasks, self.weights, strict=True):
+            if not weight >= 0:
+                raise ConfigError(f"the weight of task '{task.name}' must be >= 0, got {weight}")
+        if sum(self.weights) <= 0:
+            raise ConfigError("at least one task weight must be > 0")
+        if len({t.name for t in self.tasks}) != len(self.tasks):
+            raise ConfigError("a task appears twice in the mix")
+        if self.episodes_per_step < 1:
+            raise ConfigError(f"episodes_per_step must be >= 1, got {self.episodes_per_step}")
+
+    def counts(self) -> list[int]:
+        total = sum(self.weights)
+        return [0 if w == 0 else max(1, round(self.episodes_per_step * w / total)) for w in self.weights]
+
+    def check(self, renderer: Renderer) -> None:
+        for task in self.tasks:
+            task.check(renderer)
+
+    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
+        episodes = []
+        for task, count in zip(self.tasks, self.counts(), strict=True):
+            drawn: list[Episode] = []
+            while len(drawn) < count:
+                drawn += task.training_episodes(generator, scaffold=scaffold)
+            episodes += drawn[:count]
+        return episodes
+
+    def evaluation_episodes(self) -> list[Episode]:
+        raise ConfigError("a task mix is evaluated task by task (ran.runner.evaluate)")
+
+    def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
+              renderer: Renderer) -> dict[str, Any]:
+        raise ConfigError("a task mix is scored task by task (ran.runner.evaluate)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tasks": [{"name": t.name, **t.to_dict()} for t in self.tasks], "weights": list(self.weights),
+                "episodes_per_step": self.episodes_per_step}

@@ -1,0 +1,89 @@
+"""Sequence: several items on separate passes, then all of them in order (a multi-token answer).
+
+    "Item: tiger." / "Item: stone." / "Item: apple." / "The items were" -> " tiger, stone, apple"
+
+Metrics: exact match of the whole answer, and the normalised edit distance between the predicted
+and the true item lists (0 = identical, 1 = nothing in common).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ran.episodes import Episode, Pass
+from ran.errors import ConfigError
+from ran.passes import Renderer
+from ran.tasks.base import Prediction, Task, register
+from ran.tasks.common import EVAL_SEED, check_range, check_targets, draw, exact, mean
+from ran.tasks.texts import DEFAULT_KEY_POOL
+
+
+def edit_distance(a: list[str], b: list[str]) -> int:
+    """Levenshtein distance between two sequences of items."""
+    previous = list(range(len(b) + 1))
+    for i, item in enumerate(a, 1):
+        current = [i]
+        for j, other in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (item != other)))
+        previous = current
+    return previous[-1]
+
+
+@register
+@dataclass(frozen=True)
+class SequenceTask(Task):
+    name: ClassVar[str] = "sequence"
+    metric: ClassVar[str] = "exact sequence"
+
+    words: tuple[str, ...] = DEFAULT_KEY_POOL[:12]
+    length: tuple[int, int] = (2, 3)  # items per episode (inclusive)
+    item_template: str = "Item: {word}."
+    ask_template: str = "The items were"
+    separator: str = ","
+    per_step: int = 8
+    eval_count: int = 24
+
+    def __post_init__(self) -> None:
+        check_range("length", self.length, 1, 16)
+        if len(self.words) < self.length[1]:
+            raise ConfigError(f"sequence needs at least {self.length[1]} words, got {len(self.words)}")
+        if "{word}" not in self.item_template:
+            raise ConfigError(f"sequence item_template {self.item_template!r} must contain {{word}}")
+        if self.per_step < 1 or self.eval_count < 1:
+            raise ConfigError("per_step and eval_count must be >= 1")
+
+    def answer(self, items: list[str]) -> str:
+        return f"{self.separator} ".join(f" {w}" if i == 0 else w for i, w in enumerate(items))
+
+    def check(self, renderer: Renderer) -> None:
+        check_targets(renderer, self.name, [self.answer(list(self.words[:self.length[1]]))])
+
+    def episode(self, generator: torch.Generator) -> Episode:
+        count = draw(generator, *self.length)
+        order = torch.randperm(len(self.words), generator=generator)[:count].tolist()
+        items = [self.words[i] for i in order]
+        passes = [Pass(self.item_template.format(word=w)) for w in items]
+        passes.append(Pass(self.ask_template, self.answer(items)))
+        return Episode(tuple(passes), label=" ".join(items), group=f"length={count}", info={"items": items})
+
+    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
+        return [self.episode(generator) for _ in range(self.per_step)]
+
+    def evaluation_episodes(self) -> list[Episode]:
+        generator = torch.Generator().manual_seed(EVAL_SEED)
+        return [self.episode(generator) for _ in range(self.eval_count)]
+
+    def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
+              renderer: Renderer) -> dict[str, Any]:
+        exact_values, distances, details = [], [], []
+        for episode, prediction in zip(episodes, predictions, strict=True):
+            items = episode.info["items"]
+            exact_values.append(exact(prediction[-1], renderer, self.answer(items)))
+            text = renderer.tokenizer.decode(prediction[-1].tokens)
+            predicted = [w.strip() for w in text.split(self.separator) if w.strip()]
+            distances.append(edit_distance(predicted, items) / max(len(items), len(predicted), 1))
+            details.append({"items": items, "predicted": text})
+        return {"value": mean(exact_values), "edit_distance": mean(distances), "predictions": details}

@@ -1,0 +1,190 @@
+"""The stateful battery on tiny random models: each task's known answer, the gate head, the CLI's refusals."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from tiny_models import tiny_model, tiny_tokenizer
+
+from ran.errors import ConfigError
+from ran.model import RanConfig, ReservoirModel, wrap
+from ran.passes import PassFormat, Renderer
+from ran.reservoir import ReservoirConfig
+from ran.runner import RunSpec, run_one
+from ran.tasks import (
+    BATTERY,
+    TASKS,
+    AccumulateTask,
+    DeferredTask,
+    InitiativeTask,
+    InterruptTask,
+    RecallTask,
+    SequenceTask,
+    SilenceTask,
+    TimedTask,
+    task_class,
+)
+from ran.tasks.mix import TaskMix
+from ran.tasks.sequence import edit_distance
+from ran.training import Prediction, TrainConfig
+
+FORMAT = PassFormat(idle_text="w9")
+DISTRACTORS = ("w60 w61", "w62 w63 w64", "w65")
+
+
+def words(low, high):
+    return tuple(f"w{i}" for i in range(low, high))
+
+
+# The eight tasks in the tiny vocabulary ("w3".."w127" are single tokens).
+TOY = {
+    "recall": RecallTask(keys=words(10, 16), store_template="w3 w4 {key} w5", recall_template="w6 w7",
+                         train_distractors=DISTRACTORS, eval_distractors=("w66 w67",)),
+    "accumulate": AccumulateTask(values=(3, 4), addends=(2, 2), add_template="w20 w{value}", ask_template="w21",
+                                 answer_template=" w{total}"),
+    "sequence": SequenceTask(words=words(40, 46), length=(2, 2), item_template="w22 {word}", ask_template="w23",
+                             separator=" w24"),
+    "deferred": DeferredTask(keys=words(10, 16), store_template="w25 {key}", recall_template="w26",
+                             train_delays=(1, 3), eval_delays=(1, 3)),
+    "timed": TimedTask(words=words(30, 34), turns=(2, 3), instruction="w27 w{turns} {word}"),
+    "interrupt": InterruptTask(words=words(30, 34), begin_template="w28 {word}", question_template="w29 w{a} w{b}",
+                               resume_template="w35"),
+    "initiative": InitiativeTask(words=words(30, 34), turns=(2, 2), instruction="w36 {word}"),
+    "silence": SilenceTask(train_distractors=DISTRACTORS, eval_distractors=("w66 w67",)),
+}
+
+
+def _run(names, steps=150, seed=0):
+    mix = TaskMix(tasks=tuple(TOY[n] for n in names), weights=(1.0,) * len(names), episodes_per_step=16)
+    ran = RanConfig(n_slots=4, gate=True, readout_seed=seed,
+                    reservoir=ReservoirConfig(units=128, input_scaling=1.0, leak_rate=0.5, seed=seed))
+    spec = RunSpec("tiny", ran, mix, TrainConfig(steps=steps, learning_rate=3e-2, seed=seed), FORMAT)
+    record = run_one(spec, tiny_model("llama"), tiny_tokenizer(), progress=False, stateless=True)
+    return {n: {c: record["scores"][c]["tasks"][n] for c in ("carried", "wiped", "stateless")} for n in names}
+
+
+def test_the_battery_registers_eight_tasks():
+    assert set(BATTERY) <= set(TASKS) and len(BATTERY) == 8
+    with pytest.raises(ConfigError, match="did you mean 'timed'"):
+        task_class("timd")
+
+
+def test_accumulate_needs_the_state_and_the_toy_model_learns_it():
+    scores = _run(["accumulate"])["accumulate"]
+    # Totals 6, 7, 8 from two addends in {3, 4}: a stateless model can at best always say 7 (p = 0.5).
+    assert scores["carried"]["value"] >= 0.9
+    assert scores["stateless"]["value"] <= 0.6 and scores["wiped"]["value"] <= 0.6
+
+
+def test_timed_speaks_on_the_due_tick_only_with_the_state():
+    scores = _run(["timed", "silence"])
+    timed = scores["timed"]
+    assert timed["carried"]["value"] >= 0.75 and timed["carried"]["early"] <= 0.25
+    assert timed["stateless"]["value"] <= 0.25  # the due tick is not in a wiped context
+    assert scores["silence"]["carried"]["value"] >= 0.9
+
+
+def test_a_mixed_battery_trains_in_one_batch_and_scores_every_task():
+    scores = _run(list(TOY), steps=60)
+    assert set(scores) == set(TOY)
+    for name, by_condition in scores.items():
+        for condition in ("carried", "wiped", "stateless"):
+            assert 0.0 <= by_condition[condition]["value"] <= 1.0, (name, condition)
+
+
+def test_perfect_predictions_score_one():
+    renderer = Renderer(FORMAT, tiny_tokenizer())
+    for name, task in TOY.items():
+        episodes = task.evaluation_episodes()
+        predictions = []
+        for episode in episodes:
+            scored = [p for p in episode.passes if p.target is not None or p.speak is not None]
+            predictions.append([Prediction(renderer.target(p.target) if p.target else [],
+                                           torch.tensor([9.0] + [0.0] * 5) if name in ("recall", "deferred") else None,
+                                           None if p.speak is None else float(p.speak)) for p in scored])
+        if name in ("recall", "deferred"):  # among-keys scores: put the true key first
+            for episode, predicted in zip(episodes, predictions, strict=True):
+                index = task.keys.index(episode.info["key"])
+                predicted[-1].candidate_scores = torch.nn.functional.one_hot(torch.tensor(index), len(task.keys))
+        score = task.score(episodes, predictions, renderer)
+        assert score["value"] == 1.0, name
+
+
+def test_edit_distance():
+    assert edit_distance(["a", "b", "c"], ["a", "b", "c"]) == 0
+    assert edit_distance(["a", "c"], ["a", "b", "c"]) == 1
+    assert edit_distance([], ["a", "b"]) == 2
+
+
+def test_the_gate_head_is_saved_where_the_runtime_loads_it(tmp_path):
+    from ran.runtime import StateGate, load_gate
+
+    model = wrap(tiny_model("llama"), RanConfig(n_slots=4, gate=True, reservoir=ReservoirConfig(units=32)))
+    with torch.no_grad():
+        model.gate_head.weight.normal_()
+        model.gate_head.bias.fill_(0.3)
+    model.save_pretrained(tmp_path)
+    gate = load_gate(tmp_path, model.reservoir)
+    assert isinstance(gate, StateGate)
+    state = torch.randn(1, 32)
+    expected = float(torch.sigmoid(model.speak_logit(state))[0])
+    assert gate.decide(state, None).value == pytest.approx(expected, abs=1e-6)
+    model.unwrap()
+    again = ReservoirModel.from_pretrained(model.base, tmp_path)
+    assert torch.equal(again.gate_head.weight, model.gate_head.weight)
+
+
+@pytest.mark.parametrize("task, settings, message", [
+    (AccumulateTask, dict(addends=(3, 1)), "LOW <= HIGH"),
+    (TimedTask, dict(turns=(0, 40)), "outside"),
+    (DeferredTask, dict(train_delays=(0, 10_000)), "above the cap"),
+    (SequenceTask, dict(words=("a",), length=(2, 2)), "at least 2 words"),
+])
+def test_bad_task_settings_are_refused(task, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        task(**settings)
+
+
+def test_mix_refuses_negative_weights():
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        TaskMix(tasks=(TOY["recall"],), weights=(-1.0,))
+
+
+def ran(*args):
+    return subprocess.run([sys.executable, "-m", "ran", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "recall", "timd"], "unknown task 'timd' (did you mean 'timed'?)"),
+    (["--tasks", "recall", "timed", "--weights", "1", "-1"], "must be >= 0"),
+    (["--tasks", "recall", "--weights", "1", "2"], "2 weights for 1 tasks"),
+    (["--tasks", "deferred", "--set", "deferred.eval_delays=[2,100000]"], "above the cap"),
+    (["--tasks", "recall", "--set", 'recall.keys=["w10 w11"]'], "is not a single token"),
+])
+def test_battery_cli_refuses_bad_input_in_one_line(args, message, tmp_path):
+    directory = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    result = ran("battery", "--model", str(directory), "--units", "32", "--steps", "1", "--seeds", "0",
+                 "--idle-text", "w9", "--out", str(tmp_path / "out"), "--no-progress", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "battery.json").exists()
+
+
+def test_battery_cli_writes_its_table(tmp_path):
+    directory = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    task_settings = ["--set", "timed.words=[\"w30\",\"w31\"]", "timed.instruction=w27 w{turns} {word}"]
+    result = ran("battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0",
+                 "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(tmp_path / "out"),
+                 "--no-progress", *task_settings)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "out" / "battery.json").read_text())
+    assert results["schema"] == "ran.battery/1"
+    assert [row["task"] for row in results["summary"]] == ["timed", "silence"]
+    assert {"carried", "wiped", "stateless"} <= set(results["summary"][0])
+    assert (tmp_path / "out" / "battery.png").stat().st_size > 0
