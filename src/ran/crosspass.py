@@ -44,23 +44,33 @@ def crosspass_record(run: dict[str, Any], task: RecallTask) -> dict[str, Any]:
         "recall": {c: scores[c]["value"] for c in CONDITIONS},
         "among_keys": {c: scores[c]["among_keys"] for c in CONDITIONS},
         "retention": [
-            {"filler": row["filler"], "delay": row["delay"],
+            {"split": row["split"], "filler": row["filler"], "delay": row["delay"],
              "recall": {c: _row(scores[c], row)["recall"] for c in CONDITIONS},
              "among_keys": {c: _row(scores[c], row)["among_keys"] for c in CONDITIONS}}
             for row in scores["carried"]["groups"]
         ],
         "predictions": [
-            {"key": carried["key"], "filler": carried["filler"], "delay": carried["delay"],
+            {"key": carried["key"], "split": carried["split"], "filler": carried["filler"], "delay": carried["delay"],
              "carried": carried["predicted"], "wiped": wiped["predicted"]}
             for carried, wiped in zip(scores["carried"]["predictions"], scores["wiped"]["predictions"], strict=True)
         ],
     }
+    heldout = [row for row in record["retention"] if row["split"] == "heldout"]
+    if heldout:  # the held-out keys at the shortest delay evaluated (one hop when 0 is)
+        first = min(heldout, key=lambda row: row["delay"])
+        record["n_heldout_keys"] = len(task.heldout_keys)
+        record["heldout"] = {"delay": first["delay"], "recall": first["recall"], "among_keys": first["among_keys"],
+                             "chance_among_keys": 1.0 / len(task.heldout_keys)}
     record.update({k: v for k, v in run.items() if k not in record and k != "task"})
     return record
 
 
+def _where(row: dict[str, Any]) -> tuple:
+    return row.get("split", "trained"), row["filler"], row["delay"]
+
+
 def _row(score: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
-    return next(r for r in score["groups"] if r["filler"] == like["filler"] and r["delay"] == like["delay"])
+    return next(r for r in score["groups"] if _where(r) == _where(like))
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -82,11 +92,15 @@ def summarise(runs: list[dict[str, Any]], group_by: tuple[str, ...]) -> list[dic
         if "retention" in members[0]:
             row["retention"] = []
             for point in members[0]["retention"]:
-                where = (point["filler"], point["delay"])
-                same = [next(p for p in m["retention"] if (p["filler"], p["delay"]) == where) for m in members]
-                row["retention"].append({"filler": point["filler"], "delay": point["delay"],
+                same = [next(p for p in m["retention"] if _where(p) == _where(point)) for m in members]
+                row["retention"].append({"split": point.get("split", "trained"), "filler": point["filler"],
+                                         "delay": point["delay"],
                                          **{metric: {c: _stats([p[metric][c] for p in same]) for c in CONDITIONS}
                                             for metric in METRICS}})
+        if "heldout" in members[0]:
+            row["heldout"] = {metric: {c: _stats([m["heldout"][metric][c] for m in members]) for c in CONDITIONS}
+                              for metric in METRICS}
+            row["heldout"]["delay"] = members[0]["heldout"]["delay"]
         rows.append(row)
     return rows
 

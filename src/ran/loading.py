@@ -61,6 +61,22 @@ def load_model(
     return model.to(placement.device), tokenizer
 
 
+def load_tokenizer(name: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model name as :func:`load_model` resolves it, without loading the weights."""
+    if name in ALIASES:
+        path = _cached_smollm2()
+    else:
+        path = Path(name).expanduser()
+    try:
+        if path.suffix == ".gguf":
+            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        if path.is_dir():
+            return AutoTokenizer.from_pretrained(str(path))
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load the tokenizer of {name}: {str(error).splitlines()[0]}") from None
+
+
 def _load(name: str, dtype: torch.dtype, attn_implementation: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if name in ALIASES:
         directory = _cached_smollm2()

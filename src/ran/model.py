@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -42,8 +43,9 @@ CONFIG_FILE = "ran_config.json"
 READOUT_FILE = "readout.safetensors"
 ADAPTER_FILE = "adapter_model.safetensors"
 RECURRENCE_FILE = "recurrence.safetensors"  # a trained recurrence's weights (gru); none for the fixed reservoir
+READ_QUERY = "read_query"  # the trained read's query, stored with the readout
 STATE_FORMAT = "ran-state"
-SUMMARIES = ("last", "mean")
+SUMMARIES = ("last", "mean", "attention")
 LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
 
@@ -161,13 +163,20 @@ def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def summarise(hidden: torch.Tensor, summary: str, last_index: torch.Tensor,
-              token_mask: torch.Tensor | None) -> torch.Tensor:
-    """The reservoir's input x from a layer's output (B, T, d): the last real token, or the mean over real tokens."""
+              token_mask: torch.Tensor | None, query: torch.Tensor | None = None) -> torch.Tensor:
+    """The reservoir's input x from a layer's output (B, T, d): the last real token, the mean over real
+    tokens, or (``attention``) their average weighted by softmax(query . h_t / |h_t|), a trained read."""
     if summary == "last":
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index.to(hidden.device)]
     if token_mask is None:
-        return hidden.mean(dim=1)
-    weights = token_mask.to(hidden.device, hidden.dtype)[..., None]  # (B, T, 1)
+        token_mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+    mask = token_mask.to(hidden.device)
+    if summary == "attention":
+        # Directions only: a few positions (attention sinks) carry activations 20x larger than the rest.
+        scores = F.normalize(hidden.float(), dim=-1) @ query.float()  # (B, T)
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)[..., None]  # (B, T, 1)
+        return (hidden.float() * weights).sum(dim=1)
+    weights = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
@@ -201,6 +210,9 @@ class ReservoirModel(nn.Module):
             if config.lora_rank:
                 self._add_lora()
         self.injector.to(device)
+        # The trained read (summary "attention"): which tokens the reservoir reads; zero = the plain mean.
+        self.read_query = (nn.Parameter(torch.zeros(geometry.hidden_size, device=device))
+                           if config.summary == "attention" else None)
         # p(speak) = sigmoid(w . r + b) on the state after a pass; starts undecided (p = 0.5).
         self.gate_head = nn.Linear(config.reservoir.units, 1).to(device) if config.gate else None
         if self.gate_head is not None:
@@ -382,7 +394,7 @@ class ReservoirModel(nn.Module):
             return
         hidden = output[0] if isinstance(output, tuple) else output  # (B', T, d)
         hidden = hidden[:: hidden.shape[0] // read.batch]  # generate() may have expanded each example
-        read.summary = summarise(hidden, self.config.summary, read.last_index, read.token_mask)
+        read.summary = summarise(hidden, self.config.summary, read.last_index, read.token_mask, self.read_query)
         if read.stop_after_read:
             raise _ReadComplete
 
@@ -524,6 +536,8 @@ class ReservoirModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         readout = {name: t.detach().cpu().contiguous() for name, t in self.injector.state_dict().items()}
+        if self.read_query is not None:
+            readout[READ_QUERY] = self.read_query.detach().cpu().contiguous()
         _atomic_write(directory / READOUT_FILE, lambda tmp: save_file(readout, tmp))
         if self.config.lora_rank:
             lora = self._lora_state()
@@ -574,6 +588,11 @@ class ReservoirModel(nn.Module):
             )
         readout, _ = _read_safetensors(directory / READOUT_FILE, "readout file")
         try:
+            if model.read_query is not None:
+                if READ_QUERY not in readout:
+                    raise RuntimeError(f"{READ_QUERY} is missing")
+                with torch.no_grad():
+                    model.read_query.copy_(readout.pop(READ_QUERY))
             model.injector.load_state_dict(readout)
             if model.reservoir.state_dict():
                 recurrence, _ = _read_safetensors(directory / RECURRENCE_FILE, "recurrence file")

@@ -73,7 +73,8 @@ def _label(row: dict[str, Any], varied: list[str]) -> str:
 def plot_retention(results: dict[str, Any], path: str | Path, metric: str = "recall") -> Path:
     """Recall against the number of intervening passes: mean over seeds (each seed a dot), the wiped control
     dashed, the training range shaded; one panel per filler (distractor sentences, idle ticks)."""
-    rows = results["summary"]
+    rows = [{**row, "retention": [p for p in row.get("retention", []) if p.get("split", "trained") == "trained"]}
+            for row in results["summary"]]
     fillers = list(dict.fromkeys(p["filler"] for row in rows for p in row.get("retention", [])))
     figure, axes = plt.subplots(1, len(fillers), figsize=(6.4 * len(fillers), 4.4), squeeze=False)
     low, high = results["config"]["task"].get("train_delays", [0, 0])
@@ -104,7 +105,7 @@ def plot_retention(results: dict[str, Any], path: str | Path, metric: str = "rec
         axis.set_xlabel(f"intervening passes ({filler}){'' if single else '; dashed: wiped control'}")
         axis.set_ylim(-0.05, 1.05)
         axis.set_ylabel("recall" if metric == "recall" else "recall among keys")
-        axis.legend(fontsize=6 if not single else 8, loc="upper right")
+        axis.legend(fontsize=6 if not single else 8, loc="lower left")
     seeds = sorted({s for row in rows for s in row["seeds"]})
     figure.suptitle(f"retention on {results['model']} ({results['kind']}, seeds {seeds})", fontsize=9)
     figure.tight_layout()

@@ -17,17 +17,25 @@ from ran.crosspass import experiment, group_label, specs_for
 from ran.devices import resolve
 from ran.errors import ConfigError
 from ran.injection import INJECTION_MODES
+from ran.loading import load_tokenizer
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_crosspass, plot_retention
 from ran.reservoir import ReservoirConfig
 from ran.tasks import RecallTask
 from ran.tasks.recall import FILLERS, parse_delays
+from ran.tasks.texts import words_of
+from ran.tasks.vocab import SOURCES, KeyPool, resolve_keys
 from ran.training import TrainConfig
 
 DEFAULT_SEEDS = [0, 1, 2]
 DEFAULTS = TrainConfig()
-DEFAULT_EVAL_DELAYS = [0, 1, 2, 4, 8, 16, 32]
+# The retention study's choice (README, "Retention"): a slow leak averages distractors out over ~20
+# passes while the key, refreshed through the slots, persists; saturating input gives the refresh a
+# stable, nearly binary target. One-hop recall is 1.00 with it too.
+RESERVOIR = ReservoirConfig(units=2048, leak_rate=0.05, input_scaling=0.2)
+MIXED_DELAY_STEPS = 300  # the default --steps when training delays are mixed (one hop: TrainConfig's 120)
+DEFAULT_EVAL_DELAYS = [0, 1, 2, 4, 8, 12, 16, 32, 64]
 # --grid fields: where each lives (reservoir, RAN or training config) and its type
 GRID_FIELDS = {"units": ("reservoir", int), "leak_rate": ("reservoir", float), "input_scaling": ("reservoir", float),
                "spectral_radius": ("reservoir", float), "connectivity": ("reservoir", float),
@@ -39,20 +47,32 @@ CHAT_TEMPLATES = {"store_template": "The secret word is {key}.", "recall_templat
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    add_reservoir_arguments(parser, ReservoirConfig(units=512, input_scaling=0.5))
+    add_reservoir_arguments(parser, RESERVOIR)
     parser.add_argument("--format", default="text", choices=FORMATS,
                         help="how a pass is rendered: the text verbatim, or a ChatML turn (default: text)")
     parser.add_argument("--idle-text", default=PassFormat().idle_text,
                         help="what an idle tick reads (default: a newline)")
     task = parser.add_argument_group("task")
-    task.add_argument("--keys", type=int, default=6, help="number of keys from the built-in pool (default: 6)")
+    task.add_argument("--keys", type=int, default=6, help="number of training keys from the pool (default: 6)")
+    task.add_argument("--key-pool", default="builtin", choices=SOURCES,
+                      help="builtin: the 60 built-in words, in order; vocab: single-token words drawn from the "
+                           "tokenizer (space + >= 3 letters a-z; ~21,000 for SmolLM2), split by --split-seed "
+                           "(default: builtin)")
+    task.add_argument("--heldout-keys", type=int, default=0,
+                      help="keys from the same pool never trained on, scored separately (default: 0)")
+    task.add_argument("--split-seed", type=int, default=0, help="seed of the vocabulary pool's split (default: 0)")
+    task.add_argument("--keys-per-step", type=int, default=0,
+                      help="training keys drawn per step (default: 0 = all); thousands of keys need minibatches: "
+                           "e.g. --keys 2000 --keys-per-step 64 (about 0.5 s per step on 2 CPU cores)")
+    task.add_argument("--eval-keys", type=int, default=0,
+                      help="trained keys evaluated, the first N (default: 0 = all)")
     task.add_argument("--key-list", help="comma-separated keys (each must be one token), instead of --keys")
     task.add_argument("--task", help="JSON file with keys, store_template, recall_template, ... (overrides the above)")
     task.add_argument("--train-delays", default="0", metavar="LOW-HIGH",
                       help="intervening passes between store and recall in training, drawn per episode from this "
                            "inclusive range, e.g. 0-8 (default: 0, one hop)")
     task.add_argument("--eval-delays", type=int, nargs="+", default=DEFAULT_EVAL_DELAYS, metavar="D",
-                      help="intervening passes evaluated (default: 0 1 2 4 8 16 32)")
+                      help="intervening passes evaluated (default: 0 1 2 4 8 12 16 32 64)")
     task.add_argument("--filler", default="distractor", choices=FILLERS,
                       help="intervening passes in training: distractor sentences (context wiped), idle ticks "
                            "(context kept, as in a session), blank ticks (idle text, context wiped) or a mix of "
@@ -62,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "evaluation distractors are sentences training never reads")
     task.add_argument("--repeats", type=int, default=1, help="episodes per key per training step (default: 1)")
     training = parser.add_argument_group("training")
-    training.add_argument("--steps", type=int, default=DEFAULTS.steps,
-                          help=f"optimizer steps (default: {DEFAULTS.steps})")
+    training.add_argument("--steps", type=int, default=None,
+                          help=f"optimizer steps (default: {DEFAULTS.steps} for one hop, {MIXED_DELAY_STEPS} when "
+                               "--train-delays mixes delays)")
     training.add_argument("--lr", type=float, default=DEFAULTS.learning_rate,
                           help=f"AdamW learning rate (default: {DEFAULTS.learning_rate})")
     training.add_argument("--batch-size", type=int, default=0, help="episodes per step (default: 0 = all keys)")
@@ -90,19 +111,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def task_from(args: argparse.Namespace) -> RecallTask:
-    """The recall task the flags describe (a --task file's own fields win over the flags)."""
+    """The recall task the flags describe (a --task file's own fields win over the flags; a file may hold a
+    ``key_pool`` object with the fields of ran.tasks.vocab.KeyPool instead of ``keys``)."""
     settings = {"train_delays": parse_delays(args.train_delays), "eval_delays": tuple(sorted(set(args.eval_delays))),
                 "filler": args.filler, "eval_fillers": tuple(dict.fromkeys(args.eval_fillers)),
-                "repeats": args.repeats}
+                "repeats": args.repeats, "keys_per_step": args.keys_per_step, "eval_keys": args.eval_keys}
     if args.format == "chat":
         settings.update(CHAT_TEMPLATES)
+    given: dict = {}
     if args.task:
-        loaded = RecallTask.from_file(args.task)
-        given = set(json.loads(Path(args.task).read_text()))
-        return replace(loaded, **{k: v for k, v in settings.items() if k not in given})
+        try:
+            given = json.loads(Path(args.task).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"task file not found: {args.task}") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"task file {args.task} is not valid JSON: {error}") from None
+        if not isinstance(given, dict):
+            raise ConfigError(f"task file {args.task} must hold a JSON object")
+    pool_settings = given.pop("key_pool", None)
     if args.key_list is not None:
-        return RecallTask(keys=tuple(k.strip() for k in args.key_list.split(",") if k.strip()), **settings)
-    return RecallTask.with_n_keys(args.keys, **settings)
+        settings["keys"] = tuple(k.strip() for k in args.key_list.split(",") if k.strip())
+    elif "keys" not in given:
+        pool = KeyPool(**pool_settings) if isinstance(pool_settings, dict) else KeyPool(
+            args.key_pool, train=args.keys, heldout=args.heldout_keys, split_seed=args.split_seed)
+        probe = RecallTask.from_dict({**settings, **given, "keys": ("_",)})  # the texts keys must stay out of
+        texts = [probe.store_template, probe.recall_template, probe.answer_template, *probe.train_distractors,
+                 *probe.eval_distractors]
+        exclude = set().union(*(words_of(t.replace("{key}", "")) for t in texts))
+        tokenizer = load_tokenizer(args.model) if pool.source == "vocab" else None
+        settings["keys"], settings["heldout_keys"] = resolve_keys(pool, tokenizer, exclude)
+    return RecallTask.from_dict({**settings, **given})
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -131,9 +169,10 @@ def run(args: argparse.Namespace) -> int:
     resolve(args.device, args.dtype)  # a bad device or dtype fails now, before anything loads
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
-    train = TrainConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size,
-                        curriculum_steps=args.curriculum_steps)
     task = task_from(args)
+    steps = args.steps if args.steps is not None else (MIXED_DELAY_STEPS if max(task.train_delays) else DEFAULTS.steps)
+    train = TrainConfig(steps=steps, learning_rate=args.lr, batch_size=args.batch_size,
+                        curriculum_steps=args.curriculum_steps)
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
     reservoir_seed = args.reservoir_seed if args.fixed_reservoir_seed else None
 
@@ -146,7 +185,13 @@ def run(args: argparse.Namespace) -> int:
         all_specs = [s for mode in INJECTION_MODES for s in specs(replace(ran, mode=mode), task)]
     elif args.capacity:
         kind, group_by, name = "capacity", ("n_keys",), f"capacity-{ran.mode}"
-        all_specs = [s for n in args.capacity for s in specs(ran, replace(task, keys=RecallTask.with_n_keys(n).keys))]
+        if args.key_pool == "builtin":
+            sets = [(RecallTask.with_n_keys(n).keys, task.heldout_keys[:0]) for n in args.capacity]
+        else:  # nested training sets from one split, the same held-out keys at every size
+            largest = argparse.Namespace(**{**vars(args), "keys": max(args.capacity)})
+            pooled = task_from(largest)
+            sets = [(pooled.keys[:n], pooled.heldout_keys) for n in args.capacity]
+        all_specs = [s for keys, heldout in sets for s in specs(ran, replace(task, keys=keys, heldout_keys=heldout))]
     elif args.scalings:
         kind, group_by, name = "input-scaling", ("input_scaling",), f"scaling-{ran.mode}"
         all_specs = [s for scale in args.scalings

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default: auto)")
     other = parser.add_mutually_exclusive_group()
     other.add_argument("--task", help="score on this recall task file instead of the artifact's own task")
-    other.add_argument("--key-list", help="score on these comma-separated keys (the artifact's templates)")
+    other.add_argument("--key-list", help="also score these comma-separated keys, as held-out keys (the artifact's "
+                                          "templates; keys it trained on are refused)")
     parser.add_argument("--eval-delays", type=int, nargs="+", metavar="D",
                         help="intervening passes to evaluate (default: the artifact's own)")
 
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.key_list is not None:
         if not isinstance(task, RecallTask):
             raise ConfigError(f"--key-list needs a recall artifact; this one was trained on '{task.name}'")
-        task = replace(task, keys=tuple(k.strip() for k in args.key_list.split(",") if k.strip()))
+        # Scored as held-out keys, beside the trained ones (a key the artifact trained on is refused).
+        task = replace(task, heldout_keys=tuple(k.strip() for k in args.key_list.split(",") if k.strip()))
     if args.eval_delays is not None:
         task = replace(task, eval_delays=tuple(sorted(set(args.eval_delays))))
     base, tokenizer = load_model(args.model or saved["model"], device=args.device, dtype=args.dtype)
@@ -92,9 +94,13 @@ def run(args: argparse.Namespace) -> int:
     return 0 if same else 1
 
 
+def _where(row: dict[str, Any]) -> tuple:
+    return row.get("split", "trained"), row["filler"], row["delay"]
+
+
 def _group_value(score: dict[str, Any], like: dict[str, Any]) -> float | None:
     for row in score["groups"]:
-        if row["filler"] == like["filler"] and row["delay"] == like["delay"]:
+        if _where(row) == _where(like):
             return row["recall"]
     return None
 
@@ -103,7 +109,8 @@ def _print_groups(measured: dict[str, dict[str, Any]]) -> None:
     rows = measured["carried"]["groups"]
     if len(rows) < 2 and rows and rows[0]["delay"] == 0:
         return
-    print(f"{'filler':>10}  {'delay':>5}  {'carried':>7}  {'wiped':>7}")
+    print(f"{'keys':>8}  {'filler':>10}  {'delay':>5}  {'carried':>7}  {'wiped':>7}")
     for row in rows:
         wiped = _group_value(measured["wiped"], row)
-        print(f"{row['filler']:>10}  {row['delay']:>5}  {row['recall']:>7.2f}  {wiped:>7.2f}")
+        print(f"{row.get('split', 'trained'):>8}  {row['filler']:>10}  {row['delay']:>5}  {row['recall']:>7.2f}  "
+              f"{wiped:>7.2f}")

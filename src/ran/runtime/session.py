@@ -112,6 +112,11 @@ def model_identity(model: ReservoirModel) -> dict[str, Any]:
     digest = hashlib.sha256()
     trained = dict(model.injector.state_dict())
     trained.update({name: p for name, p in model.base.named_parameters() if "lora_" in name})
+    # Trained parts newer than the readout enter only when present, so older sessions keep their digest.
+    if model.read_query is not None:
+        trained["read_query"] = model.read_query
+    if model.gate_head is not None:
+        trained.update({f"gate_head.{name}": t for name, t in model.gate_head.state_dict().items()})
     for name in sorted(trained):
         digest.update(name.encode())
         digest.update(trained[name].detach().to(torch.float32).cpu().contiguous().numpy().tobytes())

@@ -77,13 +77,24 @@ class RecallTask(Task):
     train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS
     eval_distractors: tuple[str, ...] = EVAL_DISTRACTORS
     repeats: int = 1  # episodes per key in a training step
+    heldout_keys: tuple[str, ...] = ()  # never trained on; evaluated beside the trained keys
+    keys_per_step: int = 0  # training keys drawn per step, without replacement (0 = every key)
+    eval_keys: int = 0  # trained keys evaluated, the first N of them (0 = every key)
 
     def __post_init__(self) -> None:
         if not self.keys:
             raise ConfigError("the key list is empty: give at least one key")
-        if len(set(self.keys)) != len(self.keys):
-            repeated = sorted(k for k in set(self.keys) if self.keys.count(k) > 1)
-            raise ConfigError(f"the key list has duplicates: {repeated}")
+        for name, keys in (("key list", self.keys), ("held-out key list", self.heldout_keys)):
+            if len(set(keys)) != len(keys):
+                repeated = sorted(k for k in set(keys) if keys.count(k) > 1)
+                raise ConfigError(f"the {name} has duplicates: {repeated[:5]}")
+        overlap = sorted(set(self.keys) & set(self.heldout_keys))
+        if overlap:
+            raise ConfigError(f"{len(overlap)} held-out keys are also training keys (e.g. {overlap[0]!r}): "
+                              "held-out keys must be ones the readout never trains on")
+        for name, value in (("keys_per_step", self.keys_per_step), ("eval_keys", self.eval_keys)):
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0 (0 = every key), got {value!r}")
         if "{key}" not in self.store_template:
             raise ConfigError(f"store template {self.store_template!r} does not contain {{key}}")
         if "{key}" in self.recall_template:
@@ -108,7 +119,7 @@ class RecallTask(Task):
         reads_distractors = any(f in ("distractor", "mixed") for f in self.eval_fillers)
         if reads_distractors and max(self.eval_delays) > 0 and not self.eval_distractors:
             raise ConfigError("the evaluation distractor pool is empty")
-        keys = {k.lower() for k in self.keys}
+        keys = {k.lower() for k in (*self.keys, *self.heldout_keys)}
         for pool, texts in (("training", self.train_distractors), ("evaluation", self.eval_distractors)):
             for text in texts:
                 clash = sorted(words_of(text) & keys)
@@ -146,12 +157,12 @@ class RecallTask(Task):
     def answer(self, key: str) -> str:
         return self.answer_template.format(key=key)
 
-    def key_token_ids(self, renderer: Renderer) -> list[int]:
+    def key_token_ids(self, renderer: Renderer, keys: tuple[str, ...] | None = None) -> list[int]:
         """Each key's token (the last token of its answer); refuses keys that are not one token there."""
         # The answer's tokens before the key: its text up to {key}, without the space that joins the key.
         prefix = renderer.encode(self.answer_template.split("{key}")[0].rstrip(" "))
         ids = []
-        for key in self.keys:
+        for key in self.keys if keys is None else keys:
             tokens = renderer.encode(self.answer(key))
             if len(tokens) != len(prefix) + 1 or tokens[:len(prefix)] != prefix:
                 piece = self.answer_template.split("{key}")[0][-1:] + key
@@ -163,19 +174,21 @@ class RecallTask(Task):
         return ids
 
     def check(self, renderer: Renderer) -> None:
-        self.key_token_ids(renderer)
+        self.key_token_ids(renderer, (*self.keys, *self.heldout_keys))
 
     def candidates(self, renderer: Renderer) -> list[int]:
-        return self.key_token_ids(renderer)
+        """The trained keys' tokens, then the held-out keys' (among-keys recall ranks within each split)."""
+        return self.key_token_ids(renderer, (*self.keys, *self.heldout_keys))
 
     # ----- episodes --------------------------------------------------------------------------------------
-    def episode(self, key: str, fillers: list[Pass], scaffold: bool = False, filler: str = "") -> Episode:
+    def episode(self, key: str, fillers: list[Pass], scaffold: bool = False, filler: str = "",
+                split: str = "trained") -> Episode:
         store = self.store_template.format(key=key)
         recall = f"{store} {self.recall_template}" if scaffold else self.recall_template
         passes = (Pass(store), *fillers, Pass(recall, self.answer(key)))
         delay = len(fillers)
-        return Episode(passes, label=key, group=f"{filler or self.filler}/{delay}",
-                       info={"key": key, "delay": delay, "filler": filler or self.filler})
+        return Episode(passes, label=key, group=f"{split}/{filler or self.filler}/{delay}",
+                       info={"key": key, "delay": delay, "filler": filler or self.filler, "split": split})
 
     def _fillers(self, kind: str, delay: int, pool: tuple[str, ...], generator: torch.Generator) -> list[Pass]:
         passes = []
@@ -196,7 +209,10 @@ class RecallTask(Task):
         low, high = self.train_delays
         episodes = []
         for _ in range(self.repeats):
-            for key in self.keys:
+            keys = self.keys
+            if self.keys_per_step and self.keys_per_step < len(keys):
+                keys = [keys[i] for i in torch.randperm(len(keys), generator=generator)[:self.keys_per_step].tolist()]
+            for key in keys:
                 delay = int(torch.randint(low, high + 1, (), generator=generator))
                 fillers = self._fillers(self.filler, delay, self.train_distractors, generator)
                 shown = scaffold > 0 and bool(torch.rand((), generator=generator) < scaffold)
@@ -210,35 +226,46 @@ class RecallTask(Task):
             for delay in self.eval_delays:
                 if delay == 0 and filler != self.eval_fillers[0]:
                     continue  # delay 0 has no intervening pass: the same episodes for every filler
-                for key in self.keys:
-                    fillers = self._fillers(filler, delay, self.eval_distractors, generator)
-                    episodes.append(self.episode(key, fillers, filler=filler))
+                trained = self.keys[:self.eval_keys] if self.eval_keys else self.keys
+                for split, keys in (("trained", trained), ("heldout", self.heldout_keys)):
+                    for key in keys:
+                        fillers = self._fillers(filler, delay, self.eval_distractors, generator)
+                        episodes.append(self.episode(key, fillers, filler=filler, split=split))
         return episodes
 
     # ----- metric ----------------------------------------------------------------------------------------
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:
-        index_of = {key: i for i, key in enumerate(self.keys)}
-        groups: dict[tuple[str, int], dict[str, list[float]]] = {}
+        """Recall over the whole vocabulary, and among the keys of the episode's split (trained or held-out),
+        per (split, filler, delay). ``value`` is the trained keys' one-hop recall (else their mean)."""
+        splits = {"trained": self.keys, "heldout": self.heldout_keys}
+        offset = {"trained": 0, "heldout": len(self.keys)}  # where each split sits among the candidates
+        index_of = {split: {key: i for i, key in enumerate(keys)} for split, keys in splits.items()}
+        groups: dict[tuple[str, str, int], dict[str, list[float]]] = {}
         details = []
         for episode, (prediction,) in zip(episodes, predictions, strict=True):
-            key = episode.info["key"]
-            target = renderer.target(self.answer(key))
-            correct = prediction.tokens == target
-            among = (prediction.candidate_scores is not None
-                     and int(prediction.candidate_scores.argmax()) == index_of[key])
-            group = groups.setdefault((episode.info["filler"], episode.info["delay"]), {"recall": [], "among": []})
+            key, split = episode.info["key"], episode.info.get("split", "trained")
+            correct = prediction.tokens == renderer.target(self.answer(key))
+            among = False
+            if prediction.candidate_scores is not None:
+                start = offset[split]
+                within = prediction.candidate_scores[start:start + len(splits[split])]
+                among = int(within.argmax()) == index_of[split][key]
+            group = groups.setdefault((split, episode.info["filler"], episode.info["delay"]),
+                                      {"recall": [], "among": []})
             group["recall"].append(float(correct))
             group["among"].append(float(among))
-            details.append({"key": key, "filler": episode.info["filler"], "delay": episode.info["delay"],
-                            "predicted": renderer.tokenizer.decode(prediction.tokens)})
-        rows = [{"filler": filler, "delay": delay, "recall": _mean(values["recall"]),
-                 "among_keys": _mean(values["among"])} for (filler, delay), values in groups.items()]
-        one_hop = [r for r in rows if r["delay"] == 0]
+            details.append({"key": key, "split": split, "filler": episode.info["filler"],
+                            "delay": episode.info["delay"], "predicted": renderer.tokenizer.decode(prediction.tokens)})
+        rows = [{"split": split, "filler": filler, "delay": delay, "recall": _mean(values["recall"]),
+                 "among_keys": _mean(values["among"]), "n": len(values["recall"])}
+                for (split, filler, delay), values in groups.items()]
+        trained = [r for r in rows if r["split"] == "trained"]
+        one_hop = [r for r in trained if r["delay"] == 0]
         headline = one_hop[0] if one_hop else None
         return {
-            "value": headline["recall"] if headline else _mean([r["recall"] for r in rows]),
-            "among_keys": headline["among_keys"] if headline else _mean([r["among_keys"] for r in rows]),
+            "value": headline["recall"] if headline else _mean([r["recall"] for r in trained]),
+            "among_keys": headline["among_keys"] if headline else _mean([r["among_keys"] for r in trained]),
             "groups": rows,
             "predictions": details,
         }
