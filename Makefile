@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ lint: setup
 
 bench: setup  ## benchmarks/results/*.json and SUMMARY.md (about 20 minutes)
 	$(BIN)/python benchmarks/run.py
+
+gpu-check: setup  ## on a CUDA machine: device tests, the headline and the benchmarks on the GPU (< 5 min on an H100)
+	$(BIN)/python -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

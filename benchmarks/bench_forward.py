@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import common
 from benchmarks.common import fmt_ratio, interleave, load_average, ratio, row, stats
 from benchmarks.models import load_pair, prompt_ids
 
@@ -49,7 +50,7 @@ def run(quick: bool) -> dict[str, Any]:
                 build = time.perf_counter()
                 model = wrap(other, ran_config)
                 build = time.perf_counter() - build
-                state = torch.randn(1, units, generator=torch.Generator().manual_seed(0)).tanh()
+                state = torch.randn(1, units, generator=torch.Generator().manual_seed(0)).tanh().to(common.DEVICE)
                 try:
                     for which, (ids, mask) in prompts.items():
                         seconds = interleave(

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import common
 from benchmarks.common import fmt_ratio, interleave, load_average, ratio, row, stats
 from benchmarks.models import load_pair, prompt_ids
 
@@ -63,7 +64,7 @@ def _case(bare, other, mode: str, ids: torch.Tensor, mask: torch.Tensor, options
 
     new_tokens = options["max_new_tokens"]
     model = wrap(other, RanConfig(mode=mode, n_slots=8, reservoir=ReservoirConfig(units=UNITS)))
-    state = torch.randn(1, UNITS, generator=torch.Generator().manual_seed(0)).tanh()
+    state = torch.randn(1, UNITS, generator=torch.Generator().manual_seed(0)).tanh().to(common.DEVICE)
     outputs: dict[str, torch.Tensor] = {}
 
     def bare_generate():

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import common
 from benchmarks.common import fmt_ratio, interleave, load_average, ratio, row, stats
 
 NAME = "training"
@@ -29,7 +30,7 @@ def run(quick: bool) -> dict[str, Any]:
 
     started, load_before = time.perf_counter(), load_average()
     repeats = 2 if quick else 3
-    base, tokenizer = load_model("smollm2-135m")
+    base, tokenizer = load_model("smollm2-135m", device=common.DEVICE)
     renderer = Renderer(PassFormat(), tokenizer)
     # the defaults of ran crosspass (one hop), and the retention setting (mixed delays 0-8)
     one_hop = RanConfig(mode="kv", reservoir=ReservoirConfig(units=512, input_scaling=0.5))

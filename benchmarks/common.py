@@ -25,6 +25,26 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+DEVICE = "cpu"  # where the model-level benchmarks run; python -m benchmarks --device sets it
+
+
+def set_device(name: str) -> str:
+    """Check ``name`` (ran.devices) and make it the benchmarks' device; returns it as a string."""
+    global DEVICE
+    from ran.devices import resolve_device
+
+    DEVICE = str(resolve_device(name))
+    return DEVICE
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so a timer stops when the work is done (a no-op on the CPU)."""
+    if DEVICE.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def stats(values: list[float]) -> dict[str, Any]:
     """Median, min and max (and the raw values) of repeated measurements."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
@@ -45,8 +65,10 @@ def interleave(candidates: dict[str, Callable[[], Any]], repeats: int,
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
+            synchronize()
             started = time.perf_counter()
             candidates[name]()
+            synchronize()
             seconds[name].append(time.perf_counter() - started)
     return seconds
 
@@ -99,7 +121,8 @@ def write_result(name: str, config: dict[str, Any], results: Any, summary: list[
         "schema": SCHEMA,
         "benchmark": name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {**machine(), "load_average_before": load_before, "load_average_after": load_average()},
+        "machine": {**machine(), "load_average_before": load_before, "load_average_after": load_average(),
+                    "benchmark_device": config.get("device", "cpu"), "gpu": _gpu_name(config.get("device", "cpu"))},
         "versions": versions(),
         "git": git_commit(),
         "config": config,
@@ -118,3 +141,11 @@ def fmt_ratio(value: dict[str, float] | None) -> str:
     if not value:
         return "n/a"
     return f"{value['median']:.3g}x [{value['min']:.3g}, {value['max']:.3g}]"
+
+
+def _gpu_name(device: str) -> str | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device))

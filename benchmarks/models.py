@@ -20,10 +20,11 @@ LONG_TOKENS = 512
 
 def load_pair():
     """(bare model, model to wrap, tokenizer): two separate copies with the same weights."""
+    from benchmarks import common
     from ran.loading import load_model
 
-    bare, tokenizer = load_model(MODEL)
-    other, _ = load_model(MODEL)
+    bare, tokenizer = load_model(MODEL, device=common.DEVICE)
+    other, _ = load_model(MODEL, device=common.DEVICE)
     for model in (bare, other):
         model.eval()
     return bare, other, tokenizer
@@ -36,4 +37,7 @@ def prompt_ids(tokenizer, which: str) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         text = LONG_TEXT * (LONG_TOKENS // 40 + 1)
         ids = tokenizer(text, return_tensors="pt").input_ids[:, :LONG_TOKENS]
+    from benchmarks import common
+
+    ids = ids.to(common.DEVICE)
     return ids, torch.ones_like(ids)

@@ -45,7 +45,7 @@ def test_quick_reservoir_benchmark_writes_its_json(tmp_path, monkeypatch):
     rows = {(r["benchmark"], r["case"]) for r in document["summary"]}
     assert ("reservoir build", "K=600, connectivity 0.1") in rows
     table = summary_markdown([document])
-    assert "| reservoir build | K=600, connectivity 0.1 |" in table and "CPU only" in table
+    assert "| reservoir build | cpu | K=600, connectivity 0.1 |" in table and "CPU only" in table
 
 
 @pytest.mark.skipif(not bench_reservoir.reservoirpy_available(), reason="reservoirpy not installed")
@@ -53,3 +53,39 @@ def test_reservoirpy_runs_the_same_function():
     outcome = bench_reservoir.run(quick=True, sizes=[64], batches=[3], fresh_processes=False)
     (case,) = outcome["results"]["updates"]
     assert case["max_abs_state_difference"] < 1e-4
+
+
+def test_gpu_check_plans_its_steps_and_reads_their_results(tmp_path):
+    from benchmarks import gpu_check
+
+    plan = dict(gpu_check.steps("cuda:0", tmp_path))
+    assert "--device" in plan["headline"] and "cuda:0" in plan["benchmarks"]
+    assert gpu_check.pytest_counts("== 12 passed, 3 skipped, 1 failed in 4.2s ==") == {
+        "passed": 12, "failed": 1, "skipped": 3, "errors": 0}
+    (tmp_path / "headline").mkdir()
+    (tmp_path / "headline" / "crosspass.json").write_text(json.dumps({
+        "summary": [{"recall": {c: {"mean": v} for c, v in (("carried", 1.0), ("wiped", 0.0), ("untrained", 0.0))},
+                     "seeds": [0, 1, 2]}],
+        "seconds": 9.5, "runs": [{"train_seconds": 3.0, "device": "cuda:0", "dtype": "bfloat16"}] * 3,
+        "machine": {}, "versions": {}}))
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "forward.json").write_text(json.dumps({
+        "machine": {"gpu": "NVIDIA H100"}, "summary": [{"case": "kv K=2048 short", "ran": "1 ms", "baseline": "1 ms",
+                                                         "ratio": {"median": 1.02}, "target": "<= 1.05x",
+                                                         "met": True}]}))
+    summary = gpu_check.summarise(tmp_path, {"tests": 1.0}, {"passed": 12}, "cuda:0")
+    assert summary["gpu"] == "NVIDIA H100" and summary["headline"]["recall"]["carried"] == 1.0
+    assert summary["benchmarks"][0]["ratio"]["median"] == 1.02
+
+
+def test_gpu_check_without_a_gpu_is_one_clear_line(tmp_path):
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--out", str(tmp_path)],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "has no CUDA GPU" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "gpu-check.json").exists()

@@ -16,6 +16,9 @@ def ran(*args, timeout=300):
     (["check", "--units", "0"], "units must be an integer >= 1"),
     (["check", "--spectral-radius", "0"], "spectral_radius must be > 0"),
     (["check", "--leak-rate", "1.5"], "leak_rate must be in (0, 1]"),
+    (["check", "--device", "tpu"], "unknown device 'tpu'"),
+    (["check", "--device", "cuda:7"], "cuda:7"),  # no CUDA here: "has no CUDA GPU"; one GPU: "does not exist"
+    (["crosspass", "--dtype", "float16", "--device", "cpu"], "float16 on the CPU is refused"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(args, message):
     result = ran(*args)

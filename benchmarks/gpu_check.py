@@ -1,0 +1,125 @@
+"""One command a GPU user runs to check everything on the GPU (``make gpu-check``):
+
+1. the device tests (tests/test_devices.py: non-destruction, cached == uncached generation, a training
+   step, artifacts and a session pass, on CUDA) and the model tests;
+2. the headline on the GPU: ``ran crosspass --device DEVICE`` with its defaults, 3 seeds, timed;
+3. the forward, generation and training benchmarks with ``--device DEVICE --quick``.
+
+It writes ``OUT/gpu-check.json`` (the card, versions, test counts, the headline's recall and time, the
+benchmark ratios) and prints a summary. Budget: under 5 minutes on one H100-class GPU.
+
+    python -m benchmarks.gpu_check                   # --device cuda --out runs/gpu-check
+    python -m benchmarks.gpu_check --dry-run         # print the steps, run nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def steps(device: str, out: Path) -> list[tuple[str, list[str]]]:
+    """(name, command) of each step, run from the repository root."""
+    python = sys.executable
+    return [
+        ("tests", [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_devices.py",
+                   "tests/test_model.py"]),
+        ("headline", [python, "-m", "ran", "crosspass", "--device", device, "--seeds", "0", "1", "2",
+                      "--out", str(out / "headline"), "--no-progress"]),
+        ("benchmarks", [python, "-m", "benchmarks", "--device", device, "--quick", "--only", "forward",
+                        "generation", "training", "--out", str(out / "benchmarks")]),
+    ]
+
+
+def pytest_counts(output: str) -> dict[str, int]:
+    """The pass/fail/skip counts from pytest's last summary line."""
+    counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
+    for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)", output):
+        counts["errors" if word.startswith("error") else word] = int(number)
+    return counts
+
+
+def summarise(out: Path, seconds: dict[str, float], tests: dict[str, int], device: str) -> dict[str, Any]:
+    """The check's summary, read from the JSON files the steps wrote (nothing is re-measured)."""
+    summary: dict[str, Any] = {"device": device, "tests": tests, "step_seconds": seconds}
+    headline = out / "headline" / "crosspass.json"
+    if headline.is_file():
+        results = json.loads(headline.read_text())
+        row = results["summary"][0]
+        summary["headline"] = {
+            "recall": {c: row["recall"][c]["mean"] for c in ("carried", "wiped", "untrained")},
+            "seeds": row["seeds"], "seconds": results["seconds"],
+            "train_seconds": [run["train_seconds"] for run in results["runs"]],
+            "device": results["runs"][0].get("device"), "dtype": results["runs"][0].get("dtype"),
+            "machine": results["machine"], "versions": results["versions"]}
+    rows = []
+    for name in ("forward", "generation", "training"):
+        path = out / "benchmarks" / f"{name}.json"
+        if path.is_file():
+            document = json.loads(path.read_text())
+            summary.setdefault("gpu", document["machine"].get("gpu"))
+            rows += [{"benchmark": name, "case": entry["case"], "ran": entry["ran"], "baseline": entry["baseline"],
+                      "ratio": entry["ratio"], "target": entry["target"], "met": entry["met"]}
+                     for entry in document["summary"]]
+    summary["benchmarks"] = rows
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", help="the GPU to check (default: cuda)")
+    parser.add_argument("--out", default="runs/gpu-check", help="output folder (default: runs/gpu-check)")
+    parser.add_argument("--dry-run", action="store_true", help="print the steps and exit")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    plan = steps(args.device, out)
+    if args.dry_run:
+        for name, command in plan:
+            print(f"{name}: {' '.join(command)}")
+        return 0
+    from ran.devices import resolve_device
+    from ran.errors import ConfigError
+
+    try:
+        device = str(resolve_device(args.device))
+    except ConfigError as error:
+        print(f"gpu-check: error: {error}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    seconds, tests, failed = {}, {}, []
+    for name, command in plan:
+        print(f"[gpu-check] {name}: {' '.join(command)}", flush=True)
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        seconds[name] = round(time.perf_counter() - started, 1)
+        (out / f"{name}.log").write_text(done.stdout + done.stderr)
+        if name == "tests":
+            tests = pytest_counts(done.stdout)
+        if done.returncode != 0:
+            failed.append(name)
+            print(f"[gpu-check] {name} failed (exit {done.returncode}); see {out / f'{name}.log'}", flush=True)
+    summary = summarise(out, seconds, tests, device)
+    summary["failed_steps"] = failed
+    (out / "gpu-check.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({k: summary.get(k) for k in ("gpu", "tests", "step_seconds", "failed_steps")}, indent=1))
+    if "headline" in summary:
+        head = summary["headline"]
+        print(f"headline on {head['device']} ({head['dtype']}): recall {head['recall']}, {head['seconds']} s, "
+              f"training {head['train_seconds']} s per seed")
+    for entry in summary["benchmarks"]:
+        ratio = entry["ratio"]["median"] if entry["ratio"] else float("nan")
+        print(f"  {entry['benchmark']:>10}  {entry['case']:<60}  {ratio:.3g}x  {entry['target']}")
+    print(f"wrote {out / 'gpu-check.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
