@@ -143,3 +143,36 @@ def plot_battery(results: dict[str, Any], path: str | Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_heldout(results: dict[str, Any], path: str | Path) -> Path:
+    """Trained vs held-out keys per group: recall over the vocabulary (carried, wiped) and among the
+    held-out keys (carried, with chance marked); mean bars, seeds as dots. Drawn from the JSON only."""
+    rows = [row for row in results["summary"] if "heldout" in row]
+    labels = [_label(row, results["varied"]) or row.get("mode", "") for row in rows]
+    bars = [("trained, carried", lambda r: r["recall"]["carried"], COLOURS["carried"]),
+            ("held-out, carried", lambda r: r["heldout"]["recall"]["carried"], "#17becf"),
+            ("held-out, wiped", lambda r: r["heldout"]["recall"]["wiped"], COLOURS["wiped"]),
+            ("held-out among held-out keys, carried", lambda r: r["heldout"]["among_keys"]["carried"], "#bcbd22")]
+    figure, axis = plt.subplots(figsize=(max(6.4, 1.2 * len(rows) + 2), 4.2))
+    width = 0.8 / len(bars)
+    for offset, (name, get, colour) in enumerate(bars):
+        xs = [i + (offset - (len(bars) - 1) / 2) * width for i in range(len(rows))]
+        axis.bar(xs, [get(r)["mean"] for r in rows], width, label=name, color=colour)
+        for x, row in zip(xs, rows, strict=True):
+            axis.scatter([x] * len(get(row)["values"]), get(row)["values"], s=8, color="black", zorder=3)
+    runs = {run["seed"]: run for run in results["runs"]}
+    chance = next(iter(runs.values())).get("heldout", {}).get("chance_among_keys")
+    if chance:
+        axis.axhline(chance, color="k", linestyle=":", linewidth=0.8, label=f"chance among held-out ({chance:.3f})")
+    axis.set_xticks(range(len(rows)), labels, fontsize=7, rotation=20 if len(results["varied"]) > 1 else 0)
+    axis.set_ylim(-0.05, 1.05)
+    axis.set_ylabel("recall (one hop)")
+    seeds = sorted({s for row in rows for s in row["seeds"]})
+    axis.set_title(f"keys never trained on, {results['model']} (seeds {seeds})", fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

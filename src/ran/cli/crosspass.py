@@ -20,7 +20,7 @@ from ran.injection import INJECTION_MODES
 from ran.loading import load_tokenizer
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
-from ran.plots import plot_crosspass, plot_retention
+from ran.plots import plot_crosspass, plot_heldout, plot_retention
 from ran.reservoir import ReservoirConfig
 from ran.tasks import RecallTask
 from ran.tasks.recall import FILLERS, parse_delays
@@ -223,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
     written = [json_path, plot_path]
     if len(task.eval_delays) > 1:
         written.append(plot_retention(results, out / f"{name}-retention.png"))
+    if task.heldout_keys:
+        written.append(plot_heldout(results, out / f"{name}-heldout.png"))
     print_table(results)
     print(f"wrote {', '.join(str(p) for p in written)} ({results['seconds']:.0f}s)")
     return 0
@@ -246,7 +248,14 @@ def print_table(results: dict) -> None:
                  for c in ("carried", "wiped", "untrained")]
         print(f"{group_label(row, varied):>{width}}  {'mean':>4}  {cells[0]:>13}  {cells[1]:>13}  {cells[2]:>13}")
     for row in results["summary"]:
-        points = row.get("retention", [])
+        if "heldout" in row:
+            held = row["heldout"]
+            print(f"held-out keys ({group_label(row, varied)}, delay {held['delay']}): over the vocabulary carried "
+                  f"{held['recall']['carried']['mean']:.2f}±{held['recall']['carried']['std']:.2f}, wiped "
+                  f"{held['recall']['wiped']['mean']:.2f}; among the held-out keys carried "
+                  f"{held['among_keys']['carried']['mean']:.2f}, wiped {held['among_keys']['wiped']['mean']:.2f}")
+    for row in results["summary"]:
+        points = [p for p in row.get("retention", []) if p.get("split", "trained") == "trained"]
         if len(points) < 2:
             continue
         print(f"\nretention ({group_label(row, varied)}), recall after D intervening passes, mean [min] over seeds "

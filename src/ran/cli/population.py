@@ -13,6 +13,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from ran.cli.common import add_model_arguments, add_reservoir_arguments, reservoir_config_from
+from ran.cli.crosspass import RESERVOIR
 from ran.devices import resolve
 from ran.errors import ConfigError
 from ran.model import RanConfig
@@ -21,7 +22,6 @@ from ran.population import LARGE_POPULATION, Backend, PopulationConfig, members,
 from ran.population.grid import HYPER_FIELDS, parse_hyper, parse_seeds
 from ran.population.report import format_report
 from ran.population.runs import FIGURE_FILE, REPORT_FILE, TABLE_FILE
-from ran.reservoir import ReservoirConfig
 from ran.tasks import RecallTask, Task, task_class
 from ran.tasks.recall import parse_delays
 from ran.training import TrainConfig
@@ -33,7 +33,7 @@ RECURRENCE_CHOICES = {"reservoir": ("reservoir",), "gru": ("gru",), "both": ("re
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    add_reservoir_arguments(parser, ReservoirConfig(units=512, input_scaling=0.5), with_seed=False)
+    add_reservoir_arguments(parser, RESERVOIR, with_seed=False)  # ran crosspass's defaults
     grid = parser.add_argument_group("population")
     grid.add_argument("--reservoir-seeds", nargs="+", default=["0-7"], metavar="SEEDS",
                       help="reservoir seeds: numbers or inclusive ranges, e.g. 0-7 or 0 3 5 (default: 0-7)")
