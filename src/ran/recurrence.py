@@ -99,15 +99,7 @@ class GRURecurrence(nn.Module):
         scaled = inputs.to(torch.float32) * self.config.input_scaling  # (B, d)
         return self.cell(scaled, state.to(torch.float32))
 
-    def run(self, inputs: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
-        """Drive the cell with a sequence. inputs: (T, B, input_dim) -> states (T, B, K)."""
-        if state is None:
-            state = self.initial_state(inputs.shape[1], inputs.device)
-        states = []
-        for x in inputs:
-            state = self.step(state, x)
-            states.append(state)
-        return torch.stack(states)
+    run = Reservoir.run  # drive with a sequence: (T, B, input_dim) -> (T, B, K), the same loop
 
     def extra_repr(self) -> str:
         c = self.config

@@ -16,6 +16,7 @@ from ran.cli.common import DEFAULT_OUT, add_model_arguments, add_reservoir_argum
 from ran.crosspass import experiment, group_label, specs_for
 from ran.devices import resolve
 from ran.errors import ConfigError
+from ran.grid import GRID_FIELDS, apply_point, parse_grid, read_json_object
 from ran.injection import INJECTION_MODES
 from ran.loading import load_tokenizer
 from ran.model import RanConfig
@@ -36,11 +37,6 @@ DEFAULTS = TrainConfig()
 RESERVOIR = ReservoirConfig(units=2048, leak_rate=0.05, input_scaling=0.2)
 MIXED_DELAY_STEPS = 300  # the default --steps when training delays are mixed (one hop: TrainConfig's 120)
 DEFAULT_EVAL_DELAYS = [0, 1, 2, 4, 8, 12, 16, 32, 64]
-# --grid fields: where each lives (reservoir, RAN or training config) and its type
-GRID_FIELDS = {"units": ("reservoir", int), "leak_rate": ("reservoir", float), "input_scaling": ("reservoir", float),
-               "spectral_radius": ("reservoir", float), "connectivity": ("reservoir", float),
-               "n_slots": ("ran", int), "summary": ("ran", str), "lora_rank": ("ran", int), "mode": ("ran", str),
-               "steps": ("train", int), "learning_rate": ("train", float)}
 CHAT_TEMPLATES = {"store_template": "The secret word is {key}.", "recall_template": "What was the secret word?",
                   "answer_template": "The secret word is {key}"}
 
@@ -120,14 +116,7 @@ def task_from(args: argparse.Namespace) -> RecallTask:
         settings.update(CHAT_TEMPLATES)
     given: dict = {}
     if args.task:
-        try:
-            given = json.loads(Path(args.task).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"task file not found: {args.task}") from None
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"task file {args.task} is not valid JSON: {error}") from None
-        if not isinstance(given, dict):
-            raise ConfigError(f"task file {args.task} must hold a JSON object")
+        given = read_json_object(args.task, "task file")
     pool_settings = given.pop("key_pool", None)
     if args.key_list is not None:
         settings["keys"] = tuple(k.strip() for k in args.key_list.split(",") if k.strip())
@@ -141,26 +130,6 @@ def task_from(args: argparse.Namespace) -> RecallTask:
         tokenizer = load_tokenizer(args.model) if pool.source == "vocab" else None
         settings["keys"], settings["heldout_keys"] = resolve_keys(pool, tokenizer, exclude)
     return RecallTask.from_dict({**settings, **given})
-
-
-def parse_grid(items: list[str]) -> dict[str, list]:
-    """``["leak_rate=0.1,0.3", "units=2048"]`` -> {"leak_rate": [0.1, 0.3], "units": [2048]}, checked."""
-    grid: dict[str, list] = {}
-    for item in items:
-        field, _, text = item.partition("=")
-        if field not in GRID_FIELDS:
-            raise ConfigError(f"unknown grid field '{field}': choose from {', '.join(GRID_FIELDS)}")
-        if field in grid:
-            raise ConfigError(f"grid field '{field}' is given twice")
-        kind = GRID_FIELDS[field][1]
-        try:
-            values = [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(f"grid values {text!r} of '{field}' are not all {kind.__name__}") from None
-        if not values:
-            raise ConfigError(f"grid field '{field}' has no values: give FIELD=V1,V2,...")
-        grid[field] = list(dict.fromkeys(values))
-    return grid
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,11 +170,7 @@ def run(args: argparse.Namespace) -> int:
         kind, group_by, name = "grid", tuple(grid), "grid-" + "-".join(grid)
         all_specs = []
         for values in itertools.product(*grid.values()):
-            point = dict(zip(grid, values, strict=True))
-            parts = {where: {f: v for f, v in point.items() if GRID_FIELDS[f][0] == where}
-                     for where in ("reservoir", "ran", "train")}
-            ran_point = replace(ran, reservoir=replace(ran.reservoir, **parts["reservoir"]), **parts["ran"])
-            train_point = replace(train, **parts["train"])
+            ran_point, train_point = apply_point(ran, train, dict(zip(grid, values, strict=True)))
             all_specs += specs_for(args.model, ran_point, task, train_point, args.seeds, reservoir_seed, pass_format,
                                    args.device, args.dtype)
     else:

@@ -16,6 +16,7 @@ from ran.cli.common import add_model_arguments, add_reservoir_arguments, reservo
 from ran.cli.crosspass import RESERVOIR
 from ran.devices import resolve
 from ran.errors import ConfigError
+from ran.grid import read_json_object
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.population import LARGE_POPULATION, Backend, PopulationConfig, members, run_population
@@ -82,15 +83,7 @@ def task_from(args: argparse.Namespace) -> Task:
     """The task by name, from its file's settings or its defaults, with the recall flags applied."""
     cls = task_class(args.task)
     if args.task_file:
-        try:
-            settings = json.loads(Path(args.task_file).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"task file not found: {args.task_file}") from None
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"task file {args.task_file} is not valid JSON: {error}") from None
-        if not isinstance(settings, dict):
-            raise ConfigError(f"task file {args.task_file} must hold a JSON object of the task's settings")
-        task = cls.from_dict(settings)
+        task = cls.from_dict(read_json_object(args.task_file, "task file"))
     else:
         task = cls()
     overrides = {}

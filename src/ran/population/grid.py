@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ran.errors import ConfigError
+from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.model import RanConfig
 from ran.passes import PassFormat
 from ran.recurrence import RECURRENCES
@@ -28,12 +29,8 @@ from ran.training import TrainConfig
 MEMBER_SCHEMA = "ran.population-member/1"
 # A grid larger than this runs only when asked twice (``--yes``): it is hours of CPU time.
 LARGE_POPULATION = 64
-# Hyper-parameters a population may vary, and the config each lives in.
-HYPER_FIELDS: dict[str, tuple[str, type]] = {
-    "units": ("reservoir", int), "spectral_radius": ("reservoir", float), "leak_rate": ("reservoir", float),
-    "input_scaling": ("reservoir", float), "connectivity": ("reservoir", float), "n_slots": ("ran", int),
-    "steps": ("train", int), "learning_rate": ("train", float),
-}
+# Hyper-parameters a population may vary: those of ``ran crosspass --grid`` (ran.grid).
+HYPER_FIELDS = GRID_FIELDS
 
 
 @dataclass(frozen=True)
@@ -108,13 +105,11 @@ def members(config: PopulationConfig) -> list[dict[str, Any]]:
     """
     result = []
     for recurrence, point in itertools.product(config.recurrences, config.points()):
-        parts = {where: {name: kind(point[name]) for name, (where_, kind) in HYPER_FIELDS.items()
-                         if name in point and where_ == where} for where in ("reservoir", "ran", "train")}
+        ran_point, train_point = apply_point(config.ran, config.train, point)
         for reservoir_seed, train_seed in itertools.product(config.reservoir_seeds, config.train_seeds):
-            reservoir = replace(config.ran.reservoir, **parts["reservoir"], seed=reservoir_seed)
-            ran = replace(config.ran, reservoir=reservoir, readout_seed=train_seed, recurrence=recurrence,
-                          **parts["ran"])
-            train = replace(config.train, **parts["train"], seed=train_seed)
+            ran = replace(ran_point, reservoir=replace(ran_point.reservoir, seed=reservoir_seed),
+                          readout_seed=train_seed, recurrence=recurrence)
+            train = replace(train_point, seed=train_seed)
             result.append({
                 "schema": MEMBER_SCHEMA, "model": config.model, "device": config.device, "dtype": config.dtype,
                 "task": task_description(config.task), "format": config.format.to_dict(),
@@ -153,19 +148,4 @@ def parse_seeds(items: list[str], what: str) -> tuple[int, ...]:
 
 def parse_hyper(items: list[str]) -> dict[str, tuple]:
     """``["leak_rate=0.1,0.3", "units=256"]`` -> {"leak_rate": (0.1, 0.3), "units": (256,)}, checked."""
-    hyper: dict[str, tuple] = {}
-    for item in items:
-        name, _, text = item.partition("=")
-        if name not in HYPER_FIELDS:
-            raise ConfigError(f"unknown grid field '{name}': choose from {', '.join(HYPER_FIELDS)}")
-        if name in hyper:
-            raise ConfigError(f"grid field '{name}' is given twice")
-        kind = HYPER_FIELDS[name][1]
-        try:
-            values = tuple(kind(v) for v in text.split(",") if v.strip())
-        except ValueError:
-            raise ConfigError(f"grid values {text!r} of '{name}' are not all {kind.__name__}") from None
-        if not values:
-            raise ConfigError(f"the population is empty: grid field '{name}' has no values (give {name}=V1,V2)")
-        hyper[name] = values
-    return hyper
+    return parse_grid(items, HYPER_FIELDS)

@@ -15,13 +15,13 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
-from ran.tasks.base import Prediction, Task, register
-from ran.tasks.common import EVAL_SEED, check_range, check_targets, draw, exact, mean
+from ran.tasks.base import Prediction, SampledTask, register
+from ran.tasks.common import check_range, check_targets, draw, exact, mean
 
 
 @register
 @dataclass(frozen=True)
-class AccumulateTask(Task):
+class AccumulateTask(SampledTask):
     name: ClassVar[str] = "accumulate"
     metric: ClassVar[str] = "exact total"
 
@@ -47,19 +47,14 @@ class AccumulateTask(Task):
         totals = range(self.addends[0] * self.values[0], self.addends[1] * self.values[1] + 1)
         check_targets(renderer, self.name, [self.answer_template.format(total=t) for t in totals])
 
-    def episode(self, generator: torch.Generator) -> Episode:
+    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
         values = [draw(generator, *self.values) for _ in range(draw(generator, *self.addends))]
         passes = [Pass(self.add_template.format(value=v)) for v in values]
         passes.append(Pass(self.ask_template, self.answer_template.format(total=sum(values))))
         return Episode(tuple(passes), label=str(sum(values)), group=f"addends={len(values)}",
                        info={"values": values, "total": sum(values)})
 
-    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
-        return [self.episode(generator) for _ in range(self.per_step)]
 
-    def evaluation_episodes(self) -> list[Episode]:
-        generator = torch.Generator().manual_seed(EVAL_SEED)
-        return [self.episode(generator) for _ in range(self.eval_count)]
 
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:

@@ -32,8 +32,8 @@ class Task(ABC):
         """Refuse, with one clear line, settings this tokenizer and format cannot run."""
 
     @abstractmethod
-    def training_episodes(self, generator: torch.Generator) -> list[Episode]:
-        """The episodes of one training step."""
+    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
+        """The episodes of one training step (``scaffold``: a curriculum's hint level, where a task has one)."""
 
     @abstractmethod
     def evaluation_episodes(self) -> list[Episode]:
@@ -60,6 +60,28 @@ class Task(ABC):
             raise ConfigError(f"unknown {cls.name} task settings {sorted(unknown)}: valid are {sorted(known)}")
         converted = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
         return cls(**converted)
+
+
+class SampledTask(Task):
+    """A task whose episodes are independent draws: ``per_step`` of them per training step, and
+    ``eval_count`` for evaluation, drawn from a fixed seed. Subclasses define those two fields and
+    ``episode(generator, evaluation)``."""
+
+    per_step: int
+    eval_count: int
+
+    @abstractmethod
+    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
+        """One episode; ``evaluation`` picks the evaluation pools where a task keeps them apart."""
+
+    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
+        return [self.episode(generator) for _ in range(self.per_step)]
+
+    def evaluation_episodes(self) -> list[Episode]:
+        from ran.tasks.common import EVAL_SEED
+
+        generator = torch.Generator().manual_seed(EVAL_SEED)
+        return [self.episode(generator, evaluation=True) for _ in range(self.eval_count)]
 
 
 TASKS: dict[str, type[Task]] = {}

@@ -16,14 +16,14 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
-from ran.tasks.base import Prediction, Task, register
-from ran.tasks.common import EVAL_SEED, check_targets, draw, exact, mean, pick
+from ran.tasks.base import Prediction, SampledTask, register
+from ran.tasks.common import check_targets, draw, exact, mean, pick
 from ran.tasks.texts import DEFAULT_KEY_POOL
 
 
 @register
 @dataclass(frozen=True)
-class InterruptTask(Task):
+class InterruptTask(SampledTask):
     name: ClassVar[str] = "interrupt"
     metric: ClassVar[str] = "resumed"
 
@@ -45,19 +45,14 @@ class InterruptTask(Task):
     def check(self, renderer: Renderer) -> None:
         check_targets(renderer, self.name, [f" {w}" for w in self.words] + [f" {n}" for n in range(2, 11)])
 
-    def episode(self, generator: torch.Generator) -> Episode:
+    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
         word, a, b = pick(generator, self.words), draw(generator, 1, 5), draw(generator, 1, 5)
         passes = (Pass(self.begin_template.format(word=word)),
                   Pass(self.question_template.format(a=a, b=b), f" {a + b}"),
                   Pass(self.resume_template, f" {word}"))
         return Episode(passes, label=word, info={"word": word, "sum": a + b})
 
-    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
-        return [self.episode(generator) for _ in range(self.per_step)]
 
-    def evaluation_episodes(self) -> list[Episode]:
-        generator = torch.Generator().manual_seed(EVAL_SEED)
-        return [self.episode(generator) for _ in range(self.eval_count)]
 
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from a pool training never reads.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -143,15 +142,9 @@ class RecallTask(Task):
 
     @classmethod
     def from_file(cls, path: str | Path) -> RecallTask:
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"task file not found: {path}") from None
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"task file {path} is not valid JSON: {error}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"task file {path} must hold a JSON object")
-        return cls.from_dict(data)
+        from ran.grid import read_json_object
+
+        return cls.from_dict(read_json_object(path, "task file"))
 
     # ----- tokens ----------------------------------------------------------------------------------------
     def answer(self, key: str) -> str:

@@ -16,8 +16,8 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
-from ran.tasks.base import Prediction, Task, register
-from ran.tasks.common import EVAL_SEED, check_range, check_targets, draw, exact, mean
+from ran.tasks.base import Prediction, SampledTask, register
+from ran.tasks.common import check_range, check_targets, draw, exact, mean
 from ran.tasks.texts import DEFAULT_KEY_POOL
 
 
@@ -34,7 +34,7 @@ def edit_distance(a: list[str], b: list[str]) -> int:
 
 @register
 @dataclass(frozen=True)
-class SequenceTask(Task):
+class SequenceTask(SampledTask):
     name: ClassVar[str] = "sequence"
     metric: ClassVar[str] = "exact sequence"
 
@@ -61,7 +61,7 @@ class SequenceTask(Task):
     def check(self, renderer: Renderer) -> None:
         check_targets(renderer, self.name, [self.answer(list(self.words[:self.length[1]]))])
 
-    def episode(self, generator: torch.Generator) -> Episode:
+    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
         count = draw(generator, *self.length)
         order = torch.randperm(len(self.words), generator=generator)[:count].tolist()
         items = [self.words[i] for i in order]
@@ -69,12 +69,7 @@ class SequenceTask(Task):
         passes.append(Pass(self.ask_template, self.answer(items)))
         return Episode(tuple(passes), label=" ".join(items), group=f"length={count}", info={"items": items})
 
-    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
-        return [self.episode(generator) for _ in range(self.per_step)]
 
-    def evaluation_episodes(self) -> list[Episode]:
-        generator = torch.Generator().manual_seed(EVAL_SEED)
-        return [self.episode(generator) for _ in range(self.eval_count)]
 
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:

@@ -16,14 +16,14 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
-from ran.tasks.base import Prediction, Task, register
-from ran.tasks.common import EVAL_SEED, check_range, draw, gate_counts, mean, pick
+from ran.tasks.base import Prediction, SampledTask, register
+from ran.tasks.common import check_range, draw, gate_counts, mean, pick
 from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
 
 
 @register
 @dataclass(frozen=True)
-class SilenceTask(Task):
+class SilenceTask(SampledTask):
     name: ClassVar[str] = "silence"
     metric: ClassVar[str] = "silent"
 
@@ -46,7 +46,8 @@ class SilenceTask(Task):
     def check(self, renderer: Renderer) -> None:
         renderer.idle_tokens  # noqa: B018  (refuses an idle text without tokens)
 
-    def episode(self, generator: torch.Generator, pool: tuple[str, ...]) -> Episode:
+    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
+        pool = self.eval_distractors if evaluation else self.train_distractors
         passes = []
         for _ in range(draw(generator, *self.passes)):
             if passes and bool(torch.rand((), generator=generator) < self.idle_fraction):
@@ -55,12 +56,7 @@ class SilenceTask(Task):
                 passes.append(Pass(str(pick(generator, pool)), speak=False))
         return Episode(tuple(passes), info={"n": len(passes)})
 
-    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
-        return [self.episode(generator, self.train_distractors) for _ in range(self.per_step)]
 
-    def evaluation_episodes(self) -> list[Episode]:
-        generator = torch.Generator().manual_seed(EVAL_SEED)
-        return [self.episode(generator, self.eval_distractors) for _ in range(self.eval_count)]
 
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:

@@ -22,14 +22,14 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
-from ran.tasks.base import Prediction, Task, register
-from ran.tasks.common import EVAL_SEED, check_range, check_targets, draw, exact, gate_counts, mean, pick
+from ran.tasks.base import Prediction, SampledTask, register
+from ran.tasks.common import check_range, check_targets, draw, exact, gate_counts, mean, pick
 from ran.tasks.texts import DEFAULT_KEY_POOL
 
 
 @register
 @dataclass(frozen=True)
-class TimedTask(Task):
+class TimedTask(SampledTask):
     name: ClassVar[str] = "timed"
     metric: ClassVar[str] = "on time"
 
@@ -55,7 +55,7 @@ class TimedTask(Task):
     def due(self, generator: torch.Generator) -> int:
         return draw(generator, *self.turns)
 
-    def episode(self, generator: torch.Generator) -> Episode:
+    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
         word, due = pick(generator, self.words), self.due(generator)
         ticks = [Pass.tick(wipe=index == 1, speak=index == due,
                            target=self.answer_template.format(word=word) if index == due else None)
@@ -63,12 +63,7 @@ class TimedTask(Task):
         passes = (Pass(self.instruction.format(turns=due, word=word)), *ticks)
         return Episode(passes, label=word, group=f"due={due}", info={"word": word, "due": due})
 
-    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
-        return [self.episode(generator) for _ in range(self.per_step)]
 
-    def evaluation_episodes(self) -> list[Episode]:
-        generator = torch.Generator().manual_seed(EVAL_SEED)
-        return [self.episode(generator) for _ in range(self.eval_count)]
 
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:

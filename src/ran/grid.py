@@ -1,0 +1,62 @@
+"""Settings an experiment may vary over a grid, shared by ``ran crosspass --grid`` and ``ran population``,
+and reading a JSON settings file with one-line errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ran.errors import ConfigError
+from ran.model import RanConfig
+from ran.training import TrainConfig
+
+# field -> (the config it lives in, its type)
+GRID_FIELDS: dict[str, tuple[str, type]] = {
+    "units": ("reservoir", int), "leak_rate": ("reservoir", float), "input_scaling": ("reservoir", float),
+    "spectral_radius": ("reservoir", float), "connectivity": ("reservoir", float),
+    "n_slots": ("ran", int), "summary": ("ran", str), "lora_rank": ("ran", int), "mode": ("ran", str),
+    "steps": ("train", int), "learning_rate": ("train", float),
+}
+
+
+def parse_grid(items: list[str], fields: dict[str, tuple[str, type]] = GRID_FIELDS) -> dict[str, tuple]:
+    """``["leak_rate=0.1,0.3", "units=2048"]`` -> {"leak_rate": (0.1, 0.3), "units": (2048,)}, checked."""
+    grid: dict[str, tuple] = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        if name not in fields:
+            raise ConfigError(f"unknown grid field '{name}': choose from {', '.join(fields)}")
+        if name in grid:
+            raise ConfigError(f"grid field '{name}' is given twice")
+        kind = fields[name][1]
+        try:
+            values = tuple(dict.fromkeys(kind(v) for v in text.split(",") if v.strip()))
+        except ValueError:
+            raise ConfigError(f"grid values {text!r} of '{name}' are not all {kind.__name__}") from None
+        if not values:
+            raise ConfigError(f"grid field '{name}' is empty: give {name}=V1,V2,...")
+        grid[name] = values
+    return grid
+
+
+def apply_point(ran: RanConfig, train: TrainConfig, point: dict[str, Any]) -> tuple[RanConfig, TrainConfig]:
+    """The configs with one grid point's values set (each field where it lives)."""
+    parts = {where: {name: GRID_FIELDS[name][1](value) for name, value in point.items()
+                     if GRID_FIELDS[name][0] == where} for where in ("reservoir", "ran", "train")}
+    ran = replace(ran, reservoir=replace(ran.reservoir, **parts["reservoir"]), **parts["ran"])
+    return ran, replace(train, **parts["train"])
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing file, bad JSON or another JSON type is one clear error."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{what} {path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a JSON object")
+    return data
