@@ -141,6 +141,11 @@ def test_multi_token_targets_are_decoded_greedily_with_the_carried_state():
         tokens.append(int(output.logits[0, -1].argmax()))
         ids.append(tokens[-1])
     assert prediction.tokens == tokens
+    # Decoded in one batch with an episode of another length: the same tokens as decoded alone.
+    other = Episode((Pass("w3 w4 w5 w12"), Pass.tick(), Pass("w6 w7 w8", "w13 w14")))
+    together = predict(model, renderer(), [episode, other], carry=True)
+    assert [p.tokens for p in together[0]] == [tokens]
+    assert [p.tokens for p in together[1]] == [p.tokens for p in predict(model, renderer(), [other], carry=True)[0]]
 
 
 def test_loss_flows_back_through_the_carried_state():

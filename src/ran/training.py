@@ -295,6 +295,7 @@ def predict(model: ReservoirModel, renderer: Renderer, episodes: list[Episode], 
     for start in range(0, len(episodes), batch_size):
         chunk = [render(e, renderer) for e in episodes[start:start + batch_size]]
         outputs = run_episodes(model, chunk, carry=carry, cache=cache, keep=True)
+        decoding: list[tuple[RenderedPass, list[int], torch.Tensor]] = []  # multi-token targets, decoded together
         for rendered, scored in zip(chunk, outputs.scored, strict=True):
             steps = [p for p in rendered if p.target or p.speak is not None]
             predicted = []
@@ -302,18 +303,32 @@ def predict(model: ReservoirModel, renderer: Renderer, episodes: list[Episode], 
                 tokens, scores = [], None
                 if result.logits is not None:
                     tokens = [int(result.logits[0].argmax())]
-                    while len(tokens) < len(step.target):
-                        tokens.append(_next_token(model, step, tokens, result.state))
                     scores = None if chosen is None else result.logits[-1, chosen].cpu()
+                    if len(step.target) > 1:
+                        decoding.append((step, tokens, result.state))
                 predicted.append(Prediction(tokens, scores, result.speak))
             predictions.append(predicted)
+        _decode_greedily(model, decoding)
     return predictions
 
 
-def _next_token(model: ReservoirModel, step: RenderedPass, tokens: list[int], state: torch.Tensor) -> int:
-    """The greedy token after ``prompt + tokens``, with the slots written from ``state`` (K,)."""
-    device = state.device
-    ids = torch.tensor([list(step.prompt) + tokens], device=device)  # (1, T)
-    read_index = torch.tensor([len(step.prompt) - 1], device=device)
-    output = model(ids, state=state[None], read_index=read_index, logits_to_keep=1)
-    return int(output.logits[0, -1].argmax())
+def _decode_greedily(model: ReservoirModel, items: list[tuple[RenderedPass, list[int], torch.Tensor]]) -> None:
+    """Extend each item's tokens (in place) greedily to its target's length: one batched forward per new
+    token, every row with the slots of its own state and its read at its prompt's end."""
+    device = model.reservoir.w_in.device
+    while items := [item for item in items if len(item[1]) < len(item[0].target)]:
+        sequences = [list(step.prompt) + tokens for step, tokens, _ in items]
+        width = max(len(s) for s in sequences)
+        ids = torch.zeros(len(items), width, dtype=torch.long)
+        mask = torch.zeros(len(items), width, dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            ids[row, width - len(sequence):] = torch.tensor(sequence)
+            mask[row, width - len(sequence):] = 1
+        read_index = torch.tensor([width - len(seq) + len(step.prompt) - 1
+                                   for seq, (step, _, _) in zip(sequences, items, strict=True)])
+        states = torch.stack([state for _, _, state in items])  # (b, K)
+        output = model(ids.to(device), attention_mask=mask.to(device),
+                       position_ids=(mask.cumsum(-1) - 1).clamp_min(0).to(device), state=states,
+                       read_index=read_index.to(device), logits_to_keep=1)
+        for (_, tokens, _), token in zip(items, output.logits[:, -1].argmax(-1).tolist(), strict=True):
+            tokens.append(int(token))

@@ -23,7 +23,7 @@ from ran.training import TrainConfig
 
 # The retention study's reservoir (README, "Retention"): slow leak, saturating input.
 RESERVOIR = ReservoirConfig(units=2048, leak_rate=0.05, input_scaling=0.2)
-STEPS = 300
+STEPS = 150
 
 
 def add_arguments(parser) -> None:
@@ -38,7 +38,7 @@ def add_arguments(parser) -> None:
                              "(a JSON value, or LOW-HIGH for a range)")
     parser.add_argument("--weights", nargs="+", type=float, metavar="W",
                         help="one weight per task: its share of each step's episodes (default: equal)")
-    parser.add_argument("--episodes-per-step", type=int, default=32, help="training episodes per step (default: 32)")
+    parser.add_argument("--episodes-per-step", type=int, default=16, help="training episodes per step (default: 16)")
     parser.add_argument("--steps", type=int, default=STEPS, help=f"optimizer steps (default: {STEPS})")
     parser.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default: 0.01)")
     parser.add_argument("--recipe", nargs="+", default=["readout"], choices=list(RECIPES),
