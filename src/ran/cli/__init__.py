@@ -34,8 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ran {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module_name).add_arguments(sub)
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text,
+                                    epilog=getattr(module, "EPILOG", None))  # e.g. how long the defaults take
+        module.add_arguments(sub)
     return parser
 
 
