@@ -3,7 +3,8 @@
 - batched (every key in one optimizer step) vs the original study's one-example-per-step loop;
 - mixed delays in one batch (episodes with different numbers of passes, aligned at their last pass)
   vs a loop over delays (one batch per delay, gradients accumulated into the same optimizer step);
-- passes started at layer L from the cached layer input vs full passes.
+- passes started at layer L from the cached layer input vs full passes;
+- the battery: the eight tasks' episodes in one batch vs a loop over tasks (one batch per task).
 """
 
 from __future__ import annotations
@@ -91,12 +92,37 @@ def run(quick: bool) -> dict[str, Any]:
                 "kv K=2048, delays 0-8, passes from the cached layer-15 input vs full", {"delays": [0, 8]})
     finally:
         model.unwrap()
+
+    from dataclasses import replace
+
+    from ran.battery import default_tasks
+    from ran.tasks.mix import TaskMix
+
+    battery = replace(retention, gate=True)
+    model = wrap(base, battery)
+    try:
+        tasks = default_tasks()
+        mix = TaskMix(tasks, (1.0,) * len(tasks), episodes_per_step=16)
+        steps = 1 if quick else 3
+        shared_cache = LayerInputCache(model)
+        measure("battery: eight tasks in one batch vs a loop over tasks",
+                {"mixed": lambda: _train(model, renderer, mix, TrainConfig(steps=steps, warmup_steps=0),
+                                         cache=shared_cache),
+                 "loop over tasks": lambda: _train_grouped(model, renderer, lambda g: _by_task(mix, g), steps,
+                                                           shared_cache)},
+                "loop over tasks", "mixed", "ep/s / loop", None,
+                "kv K=2048 + gate head, 8 tasks x 2 episodes per step, one batch vs one per task",
+                {"tasks": [t.name for t in tasks]})
+    finally:
+        model.unwrap()
     return {"name": NAME, "config": config, "results": results, "summary": summary, "started": started,
             "load_before": load_before, "notes": [
                 "batched = ran.training.train with batch_size=0 (all keys per optimizer step); "
                 "one per step = batch_size=1 (the original study's loop); each run trains the same episodes",
                 "mixed = one batch of episodes with 0-8 intervening passes (ran.episodes.schedule); loop over "
                 "delays = the same episodes grouped by delay, one forward/backward per delay, one optimizer step",
+                "battery: ran battery's default mix (16 episodes per step over the eight tasks) in one batch vs "
+                "the same episodes grouped by task, one forward/backward per task, one optimizer step",
                 "cached = passes start at layer L from the layer-input cache, warm after the first run; "
                 "full = every pass runs every layer",
                 "episodes/s from the wall time of each run (forward + backward + optimizer)",
@@ -119,6 +145,26 @@ def _train(model, renderer, task, config, cache=None, start_at_layer: bool = Tru
 
 def _train_by_delay(model, renderer, task, steps: int, cache) -> float:
     """The baseline a trainer without mixed batches needs: one batch per delay, gradients accumulated."""
+    def by_delay(generator):
+        groups: dict[int, list] = {}
+        for episode in task.training_episodes(generator):
+            groups.setdefault(episode.info["delay"], []).append(episode)
+        return list(groups.values())
+    return _train_grouped(model, renderer, by_delay, steps, cache)
+
+
+def _by_task(mix, generator) -> list[list]:
+    """A mix's training episodes, one list per task (TaskMix draws them task by task, in order)."""
+    episodes, groups = mix.training_episodes(generator), []
+    for count in mix.counts():
+        groups.append(episodes[:count])
+        episodes = episodes[count:]
+    return [group for group in groups if group]
+
+
+def _train_grouped(model, renderer, draw_groups, steps: int, cache) -> float:
+    """One forward/backward per group of episodes (``draw_groups(generator)``), gradients accumulated into
+    one optimizer step."""
     from ran.episodes import render
     from ran.training import run_episodes
 
@@ -127,15 +173,13 @@ def _train_by_delay(model, renderer, task, steps: int, cache) -> float:
     generator = torch.Generator().manual_seed(0)
     episodes_done, started = 0, time.perf_counter()
     for _ in range(steps):
-        episodes = task.training_episodes(generator)
-        by_delay: dict[int, list] = {}
-        for episode in episodes:
-            by_delay.setdefault(episode.info["delay"], []).append(render(episode, renderer))
+        groups = [[render(episode, renderer) for episode in group] for group in draw_groups(generator)]
+        total = sum(len(group) for group in groups)
         optimizer.zero_grad(set_to_none=True)
-        for group in by_delay.values():
-            loss = run_episodes(model, group, cache=cache).loss * (len(group) / len(episodes))
+        for group in groups:
+            loss = run_episodes(model, group, cache=cache).loss * (len(group) / total)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
-        episodes_done += len(episodes)
+        episodes_done += total
     return episodes_done / (time.perf_counter() - started)

@@ -46,6 +46,13 @@ def test_quick_reservoir_benchmark_writes_its_json(tmp_path, monkeypatch):
     assert ("reservoir build", "K=600, connectivity 0.1") in rows
     table = summary_markdown([document])
     assert "| reservoir build | cpu | K=600, connectivity 0.1 |" in table and "CPU only" in table
+    assert document["machine"]["cpu_model"] in table and f"commit {document['git']['commit'][:10]}" in table
+    # benchmarks from two machines: the header names each one's CPU, date and commit, no single machine
+    other = json.loads(json.dumps(document))
+    other["benchmark"], other["machine"]["cpu_model"], other["git"]["commit"] = "training", "Other CPU", "f" * 40
+    mixed = summary_markdown([document, other]).splitlines()[0]
+    assert "reservoir: " in mixed and "training: " in mixed and "Other CPU" in mixed and "ffffffffff" in mixed
+    assert "torch thread(s)" not in mixed
 
 
 @pytest.mark.skipif(not bench_reservoir.reservoirpy_available(), reason="reservoirpy not installed")

@@ -35,6 +35,9 @@ DEFAULTS = TrainConfig()
 # passes while the key, refreshed through the slots, persists; saturating input gives the refresh a
 # stable, nearly binary target. One-hop recall is 1.00 with it too.
 RESERVOIR = ReservoirConfig(units=2048, leak_rate=0.05, input_scaling=0.2)
+EPILOG = ("Time on 2 cores of an AMD EPYC: --train-delays 0-8 trains a seed in about 2 min (300 steps), and the "
+          "three seeds with their evaluation to 64 passes take about 8 min; --key-pool vocab --keys 2000 "
+          "--keys-per-step 64 about 5 min per seed for 200 steps.")
 MIXED_DELAY_STEPS = 300  # the default --steps when training delays are mixed (one hop: TrainConfig's 120)
 DEFAULT_EVAL_DELAYS = [0, 1, 2, 4, 8, 12, 16, 32, 64]
 CHAT_TEMPLATES = {"store_template": "The secret word is {key}.", "recall_template": "What was the secret word?",
@@ -59,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--split-seed", type=int, default=0, help="seed of the vocabulary pool's split (default: 0)")
     task.add_argument("--keys-per-step", type=int, default=0,
                       help="training keys drawn per step (default: 0 = all); thousands of keys need minibatches: "
-                           "e.g. --keys 2000 --keys-per-step 64 (about 0.5 s per step on 2 CPU cores)")
+                           "e.g. --keys 2000 --keys-per-step 64 (about 1.5 s per step on 2 CPU cores: 200 steps "
+                           "take 5 min per seed)")
     task.add_argument("--eval-keys", type=int, default=0,
                       help="trained keys evaluated, the first N (default: 0 = all)")
     task.add_argument("--key-list", help="comma-separated keys (each must be one token), instead of --keys")
