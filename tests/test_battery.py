@@ -188,3 +188,17 @@ def test_battery_cli_writes_its_table(tmp_path):
     assert [row["task"] for row in results["summary"]] == ["timed", "silence"]
     assert {"carried", "wiped", "stateless"} <= set(results["summary"][0])
     assert (tmp_path / "out" / "battery.png").stat().st_size > 0
+
+
+def test_reservoir_driven_needs_carried_beyond_the_spread_over_seeds():
+    from ran.battery import summarise
+
+    def run(seed, carried, stateless):
+        return {"recipe": "readout", "seed": seed,
+                "tasks": {"recall": {"carried": {"value": carried}, "stateless": {"value": stateless}}}}
+
+    apart = summarise([run(0, 0.9, 0.1), run(1, 1.0, 0.2)])[0]
+    overlapping = summarise([run(0, 0.9, 0.1), run(1, 0.3, 0.5)])[0]
+    single = summarise([run(0, 1.0, 0.0)])[0]
+    assert apart["reservoir_driven"] is True and overlapping["reservoir_driven"] is False
+    assert "reservoir_driven" not in single  # one seed: no spread, no verdict

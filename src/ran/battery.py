@@ -10,10 +10,10 @@ through the carried state, and scores every task three ways:
   carried one (``RanConfig(recurrence="none")``): the same trainable capacity, no memory between passes.
 
 A task is *reservoir-driven* when its carried score beats the stateless one beyond the spread over
-seeds (carried mean - std > stateless mean + std). Two recipes can be compared: ``readout`` (only the
-readout and gate head train, learning rate decayed to zero: the original study's "retention recipe",
-which leaves the stateless shortcut little capacity) and ``lora`` (LoRA rank 8 on the upper layers'
-attention, constant learning rate: the plain recipe).
+seeds (carried mean - std > stateless mean + std); one seed has no spread and gets no verdict. Two
+recipes can be compared: ``readout`` (only the readout and gate head train, learning rate decayed to
+zero: the original study's "retention recipe", which leaves the stateless shortcut little capacity)
+and ``lora`` (LoRA rank 8 on the upper layers' attention, constant learning rate: the plain recipe).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     row[condition] = {"mean": statistics.fmean(values),
                                       "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
                                       "min": min(values), "max": max(values), "values": values}
-            if "stateless" in row:
+            if "stateless" in row and len(members) > 1:  # the spread over seeds needs two seeds or more
                 carried, stateless = row["carried"], row["stateless"]
                 row["reservoir_driven"] = carried["mean"] - carried["std"] > stateless["mean"] + stateless["std"]
             row["study"] = STUDY.get(name, "")

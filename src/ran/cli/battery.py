@@ -117,6 +117,8 @@ def print_table(results: dict) -> None:
               f"{cells[2]:>11}  {driven}")
     for run in results["runs"]:
         gate = run["gate"]["carried"]
+        if not gate["true_speak"] + gate["missed"] + gate["false_speak"] + gate["true_silent"]:
+            continue  # no task in the mix labels speak / silent
         print(f"gate ({run['recipe']}, seed {run['seed']}, carried): precision {gate['precision']:.2f}, "
               f"recall {gate['recall']:.2f} over {gate['true_speak'] + gate['missed']} due and "
               f"{gate['false_speak'] + gate['true_silent']} silent passes")
