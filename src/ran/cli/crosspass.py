@@ -36,7 +36,7 @@ DEFAULTS = TrainConfig()
 # stable, nearly binary target. One-hop recall is 1.00 with it too.
 RESERVOIR = ReservoirConfig(units=2048, leak_rate=0.05, input_scaling=0.2)
 EPILOG = ("Time on 2 cores of an AMD EPYC: --train-delays 0-8 trains a seed in about 2 min (300 steps), and the "
-          "three seeds with their evaluation to 64 passes take about 8 min; --key-pool vocab --keys 2000 "
+          "three seeds with their evaluation to 64 passes take about 6 min; --key-pool vocab --keys 2000 "
           "--keys-per-step 64 about 5 min per seed for 200 steps.")
 MIXED_DELAY_STEPS = 300  # the default --steps when training delays are mixed (one hop: TrainConfig's 120)
 DEFAULT_EVAL_DELAYS = [0, 1, 2, 4, 8, 12, 16, 32, 64]
