@@ -97,16 +97,21 @@ class PassGroup:
         return self.labels is not None
 
 
+def left_pad(sequences: list, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token sequences right-aligned in one batch: (input_ids, attention_mask, position_ids), each (B, T)."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, width - len(sequence):] = torch.tensor(sequence)
+        attention_mask[row, width - len(sequence):] = 1
+    return input_ids, attention_mask, (attention_mask.cumsum(-1) - 1).clamp_min(0)
+
+
 def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGroup:
-    width = max(len(p.tokens) for p in passes)
-    input_ids = torch.full((len(passes), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(passes), width), dtype=torch.long)
-    read_index = torch.empty(len(passes), dtype=torch.long)
-    for row, step in enumerate(passes):
-        tokens = step.tokens
-        input_ids[row, width - len(tokens):] = torch.tensor(tokens)
-        attention_mask[row, width - len(tokens):] = 1
-        read_index[row] = width - len(tokens) + len(step.prompt) - 1
+    input_ids, attention_mask, position_ids = left_pad([p.tokens for p in passes], pad_id)
+    width = input_ids.shape[1]
+    read_index = torch.tensor([width - len(p.tokens) + len(p.prompt) - 1 for p in passes], dtype=torch.long)
     labels = None
     longest = max(len(p.target) for p in passes)
     if longest:
@@ -114,7 +119,6 @@ def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGrou
         for row, step in enumerate(passes):
             if step.target:
                 labels[row, longest - len(step.target):] = torch.tensor(step.target)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
     return PassGroup(torch.tensor(rows), passes, input_ids, attention_mask, position_ids, read_index, labels)
 
 

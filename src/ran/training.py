@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ran.episodes import NO_TARGET, Episode, PassGroup, RenderedPass, render, schedule
+from ran.episodes import NO_TARGET, Episode, PassGroup, RenderedPass, left_pad, render, schedule
 from ran.errors import ConfigError
 from ran.model import ReservoirModel
 from ran.passes import Renderer
@@ -108,13 +108,8 @@ class LayerInputCache:
         device = self.model.reservoir.w_in.device
         for start in range(0, len(sequences), chunk):
             part = sequences[start:start + chunk]
-            width = max(len(s) for s in part)
-            ids = torch.zeros(len(part), width, dtype=torch.long)
-            mask = torch.zeros(len(part), width, dtype=torch.long)
-            for row, sequence in enumerate(part):
-                ids[row, width - len(sequence):] = torch.tensor(sequence)
-                mask[row, width - len(sequence):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp_min(0)
+            ids, mask, positions = left_pad(part)
+            width = ids.shape[1]
             hidden = self.model.layer_input(ids.to(device), mask.to(device), positions.to(device))
             for row, sequence in enumerate(part):
                 entry = hidden[row, width - len(sequence):].clone()
@@ -318,17 +313,13 @@ def _decode_greedily(model: ReservoirModel, items: list[tuple[RenderedPass, list
     device = model.reservoir.w_in.device
     while items := [item for item in items if len(item[1]) < len(item[0].target)]:
         sequences = [list(step.prompt) + tokens for step, tokens, _ in items]
-        width = max(len(s) for s in sequences)
-        ids = torch.zeros(len(items), width, dtype=torch.long)
-        mask = torch.zeros(len(items), width, dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            ids[row, width - len(sequence):] = torch.tensor(sequence)
-            mask[row, width - len(sequence):] = 1
+        ids, mask, positions = left_pad(sequences)
+        width = ids.shape[1]
         read_index = torch.tensor([width - len(seq) + len(step.prompt) - 1
                                    for seq, (step, _, _) in zip(sequences, items, strict=True)])
         states = torch.stack([state for _, _, state in items])  # (b, K)
         output = model(ids.to(device), attention_mask=mask.to(device),
-                       position_ids=(mask.cumsum(-1) - 1).clamp_min(0).to(device), state=states,
+                       position_ids=positions.to(device), state=states,
                        read_index=read_index.to(device), logits_to_keep=1)
         for (_, tokens, _), token in zip(items, output.logits[:, -1].argmax(-1).tolist(), strict=True):
             tokens.append(int(token))
