@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test test-all lint bench gpu-check clean
+.PHONY: setup demo open-vocabulary test test-all lint bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 demo: setup  ## the main job: retention of a key across 0-64 passes on the embedded SmolLM2-135M (~10 min on 2 cores)
 	$(BIN)/ran crosspass --train-delays 0-8
+
+open-vocabulary: setup  ## words the readout never trained on, carried across a pass (3 seeds, ~16 min on 2 cores)
+	$(BIN)/ran crosspass --key-pool vocab --keys 2000 --heldout-keys 200 --keys-per-step 64 --eval-keys 200 \
+		--store-template "The secret word is {key}" --leak-rate 1.0 --input-scaling 0.01 --steps 200 \
+		--eval-delays 0 1 2 --name open-vocabulary
 
 test: setup  ## the default test run (CPU, ~minutes)
 	$(BIN)/pytest -q -m "not slow"

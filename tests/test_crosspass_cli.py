@@ -76,6 +76,8 @@ def test_eval_refuses_an_artifact_for_another_model(tiny_dir, task_file, tmp_pat
     (["--train-delays", "0-100000"], "above the cap"),
     (["--eval-delays", "-1"], "must be >= 0"),
     (["--key-list", "train,w11"], "contains the key 'train'"),
+    (["--store-template", "w3 w4"], "does not contain {key}"),
+    (["--recall-template", "w6 {key}"], "must not contain the key"),
 ])
 def test_crosspass_bad_input(tiny_dir, tmp_path, args, message):
     result = ran("crosspass", "--model", str(tiny_dir), "--units", "32", "--out", str(tmp_path), "--no-progress", *args)
@@ -136,3 +138,16 @@ def test_eval_scores_an_artifact_on_keys_it_never_trained_on(tiny_dir, task_file
     result = ran("eval", str(next(saved.iterdir())), "--key-list", "w40,w41,w42", "--eval-delays", "0", "2")
     assert result.returncode == 0, result.stderr
     assert "heldout  distractor      2" in result.stdout
+
+
+def test_template_flags_set_the_task_and_a_task_file_still_wins(tiny_dir, task_file, tmp_path):
+    common = ["crosspass", "--model", str(tiny_dir), "--units", "32", "--steps", "2", "--seeds", "0",
+              "--eval-delays", "0", "--key-list", "w10,w11", "--no-progress"]
+    flags = ran(*common, "--store-template", "w3 {key}", "--recall-template", "w6", "--out", str(tmp_path / "a"))
+    assert flags.returncode == 0, flags.stderr
+    task = json.loads((tmp_path / "a" / "crosspass.json").read_text())["config"]["task"]
+    assert (task["store_template"], task["recall_template"]) == ("w3 {key}", "w6")
+    from_file = ran(*common, "--store-template", "w3 {key}", "--task", str(task_file), "--out", str(tmp_path / "b"))
+    assert from_file.returncode == 0, from_file.stderr
+    task = json.loads((tmp_path / "b" / "crosspass.json").read_text())["config"]["task"]
+    assert task["store_template"] == "w3 w4 {key} w5"

@@ -67,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--eval-keys", type=int, default=0,
                       help="trained keys evaluated, the first N (default: 0 = all)")
     task.add_argument("--key-list", help="comma-separated keys (each must be one token), instead of --keys")
+    task.add_argument("--store-template", metavar="TEXT",
+                      help='the storing pass, with {key} (default: "The secret word is {key}."); the reservoir reads '
+                           'its last token, so "The secret word is {key}" (ending at the key) lets the state carry '
+                           "words it never trained on (README, Open vocabulary)")
+    task.add_argument("--recall-template", metavar="TEXT", help='the recall pass (default: "The secret word was")')
     task.add_argument("--task", help="JSON file with keys, store_template, recall_template, ... (overrides the above)")
     task.add_argument("--train-delays", default="0", metavar="LOW-HIGH",
                       help="intervening passes between store and recall in training, drawn per episode from this "
@@ -118,6 +123,9 @@ def task_from(args: argparse.Namespace) -> RecallTask:
                 "repeats": args.repeats, "keys_per_step": args.keys_per_step, "eval_keys": args.eval_keys}
     if args.format == "chat":
         settings.update(CHAT_TEMPLATES)
+    for field in ("store_template", "recall_template"):
+        if getattr(args, field) is not None:
+            settings[field] = getattr(args, field)
     given: dict = {}
     if args.task:
         given = read_json_object(args.task, "task file")
