@@ -151,3 +151,17 @@ def test_template_flags_set_the_task_and_a_task_file_still_wins(tiny_dir, task_f
     assert from_file.returncode == 0, from_file.stderr
     task = json.loads((tmp_path / "b" / "crosspass.json").read_text())["config"]["task"]
     assert task["store_template"] == "w3 w4 {key} w5"
+
+
+def test_held_out_keys_get_their_own_retention_table(tiny_dir, tmp_path):
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps({"keys": ["w10", "w11"], "heldout_keys": ["w12"], "store_template": "w3 {key}",
+                                "recall_template": "w6", "train_distractors": ["w20"], "eval_distractors": ["w30"]}))
+    result = ran("crosspass", "--model", str(tiny_dir), "--task", str(task), "--units", "32", "--steps", "2",
+                 "--seeds", "0", "--eval-delays", "0", "2", "--out", str(tmp_path), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    tables = result.stdout.split("\nretention (")[1:]
+    assert [t.split(")")[0] for t in tables] == ["kv", "kv, held-out keys"]
+    for table in tables:
+        rows = [line.split() for line in table.splitlines() if line.strip().startswith("distractor")]
+        assert [row[1] for row in rows] == ["0", "2"]

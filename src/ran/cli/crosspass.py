@@ -231,12 +231,13 @@ def print_table(results: dict) -> None:
                   f"{held['recall']['carried']['mean']:.2f}±{held['recall']['carried']['std']:.2f}, wiped "
                   f"{held['recall']['wiped']['mean']:.2f}; among the held-out keys carried "
                   f"{held['among_keys']['carried']['mean']:.2f}, wiped {held['among_keys']['wiped']['mean']:.2f}")
-    for row in results["summary"]:
-        points = [p for p in row.get("retention", []) if p.get("split", "trained") == "trained"]
+    for row, split in itertools.product(results["summary"], ("trained", "heldout")):
+        points = [p for p in row.get("retention", []) if p.get("split", "trained") == split]
         if len(points) < 2:
             continue
-        print(f"\nretention ({group_label(row, varied)}), recall after D intervening passes, mean [min] over seeds "
-              f"{row['seeds']}; training delays {results['config']['task']['train_delays']}")
+        keys = "" if split == "trained" else ", held-out keys"
+        print(f"\nretention ({group_label(row, varied)}{keys}), recall after D intervening passes, mean [min] over "
+              f"seeds {row['seeds']}; training delays {results['config']['task']['train_delays']}")
         print(f"{'filler':>10}  {'D':>3}  {'carried':>11}  {'wiped':>11}  {'untrained':>11}")
         for point in points:
             cells = [f"{point['recall'][c]['mean']:.2f} [{point['recall'][c]['min']:.2f}]"
