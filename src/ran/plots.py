@@ -73,7 +73,8 @@ def _label(row: dict[str, Any], varied: list[str]) -> str:
 def plot_retention(results: dict[str, Any], path: str | Path, metric: str = "recall") -> Path:
     """Recall against the number of intervening passes: mean over seeds (each seed a dot), the wiped control
     dashed, the training range shaded; one panel per filler (distractor sentences, idle ticks)."""
-    rows = [{**row, "retention": [p for p in row.get("retention", []) if p.get("split", "trained") == "trained"]}
+    rows = [{**row, "retention": [p for p in row.get("retention", []) if p.get("split", "trained") == "trained"],
+             "heldout_retention": [p for p in row.get("retention", []) if p.get("split") == "heldout"]}
             for row in results["summary"]]
     fillers = list(dict.fromkeys(p["filler"] for row in rows for p in row.get("retention", [])))
     figure, axes = plt.subplots(1, len(fillers), figsize=(6.4 * len(fillers), 4.4), squeeze=False)
@@ -98,6 +99,13 @@ def plot_retention(results: dict[str, Any], path: str | Path, metric: str = "rec
                     for delay, point in zip(delays, points, strict=True):
                         values = point[metric][condition]["values"]
                         axis.scatter([delay] * len(values), values, s=8, alpha=0.35, color=colour)
+            heldout = sorted((p for p in row["heldout_retention"] if p["filler"] == filler or p["delay"] == 0),
+                             key=lambda p: p["delay"])
+            if heldout:  # keys never trained on: their carried recall, dash-dotted
+                colour = COLOURS["carried"] if single else palette(index % 10)
+                axis.plot([p["delay"] for p in heldout], [p[metric]["carried"]["mean"] for p in heldout], "-.",
+                          marker="s", markersize=3, color=colour, linewidth=1.0,
+                          label=f"{name + ', ' if name else ''}held-out keys, carried")
         axis.axvspan(low - 0.3, high + 0.3, color="#2ca02c", alpha=0.08, label=f"training delays {low}-{high}")
         axis.set_xscale("symlog", linthresh=1)
         ticks = sorted({p["delay"] for row in rows for p in row["retention"]})
