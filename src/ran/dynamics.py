@@ -72,7 +72,8 @@ def iterate(
     recurrent = reservoir.recurrent_matrix()
     if spectral_scale != 1.0:
         recurrent = recurrent * np.float32(spectral_scale)
-    leak = np.float32(reservoir.config.leak_rate)
+    uniform = reservoir.config.leak_rate_min is None
+    leak = np.float32(reservoir.config.leak_rate) if uniform else reservoir.config.leak_rates()  # scalar or (K,)
     linear = reservoir.config.activation == "identity"
     states = np.empty((steps, batch, units), dtype=np.float32)
     t = 0
@@ -80,7 +81,10 @@ def iterate(
         for drive_t in chunk:  # (B, K)
             pre_activation = (recurrent @ state.T).T + drive_t  # (B, K)
             activated = pre_activation if linear else np.tanh(pre_activation)
-            state = activated if leak == 1.0 else (1 - leak) * state + leak * activated
+            if uniform:
+                state = activated if leak == 1.0 else (1 - leak) * state + leak * activated
+            else:
+                state = state + leak * (activated - state)
             states[t] = state
             t += 1
     if t != steps:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ran.errors import ConfigError
-from ran.passes import SILENT, Renderer
+from ran.passes import SILENT, STOP, Renderer
 
 NO_TARGET = -100
 
-__all__ = ["NO_TARGET", "SILENT", "Episode", "Pass", "PassGroup", "RenderedPass", "render", "schedule"]
+__all__ = ["NO_TARGET", "SILENT", "STOP", "Episode", "Pass", "PassGroup", "RenderedPass", "render", "schedule"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Pass:
     idle: bool = False  # an idle tick: reads the format's idle text
     wipe: bool = True  # the context is wiped before this pass (an idle tick keeps it unless told)
     speak: bool | None = None  # the gate head's label after this pass: speak, stay silent, or no label
+    reply: str | None = None  # what was said after a pass without a target: joins the context, is not trained
 
     @classmethod
     def tick(cls, target: str | None = None, wipe: bool = False, speak: bool | None = None) -> Pass:
@@ -75,7 +76,10 @@ def render(episode: Episode, renderer: Renderer) -> list[RenderedPass]:
         prompt = context + turn
         target = renderer.target(step.target) if step.target is not None else []
         rendered.append(RenderedPass(tuple(prompt), tuple(target), step.speak))
-        reply = [] if step.target in (None, SILENT) else target
+        if step.target is None:
+            reply = renderer.target(step.reply) if step.reply else []
+        else:
+            reply = [] if step.target == SILENT else target
         context = prompt + renderer.close_reply(reply)
     return rendered
 
@@ -124,7 +128,8 @@ def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGrou
 
 def schedule(episodes: list[list[RenderedPass]], pad_id: int) -> list[list[PassGroup]]:
     """Per step, the groups of passes that run: episodes aligned at their last pass, each step split
-    into passes with targets and passes without (which only need to reach layer L)."""
+    into passes with targets and passes without (which only need to reach layer L), and each of those
+    into buckets of similar length, so short passes are not padded to the longest one."""
     if not episodes:
         raise ConfigError("no episodes to run")
     steps = max(len(e) for e in episodes)
@@ -139,5 +144,19 @@ def schedule(episodes: list[list[RenderedPass]], pad_id: int) -> list[list[PassG
             bucket = with_target if passes[index].target else without
             bucket[0].append(row)
             bucket[1].append(passes[index])
-        plan.append([_group(rows, passes, pad_id) for rows, passes in (without, with_target) if rows])
+        plan.append([_group([rows[i] for i in part], [passes[i] for i in part], pad_id)
+                     for rows, passes in (without, with_target) if rows for part in _by_length(passes)])
     return plan
+
+
+def _by_length(passes: list[RenderedPass], slack: float = 1.5) -> list[list[int]]:
+    """Indices of ``passes`` in buckets of similar token length: a bucket's longest pass is at most
+    ``slack`` times its shortest (so padding wastes at most a third of a bucket), in input order within."""
+    order = sorted(range(len(passes)), key=lambda i: len(passes[i].tokens))
+    buckets: list[list[int]] = []
+    for index in order:
+        if buckets and len(passes[index].tokens) <= slack * len(passes[buckets[-1][0]].tokens):
+            buckets[-1].append(index)
+        else:
+            buckets.append([index])
+    return [sorted(bucket) for bucket in buckets]

@@ -44,8 +44,10 @@ READOUT_FILE = "readout.safetensors"
 ADAPTER_FILE = "adapter_model.safetensors"
 RECURRENCE_FILE = "recurrence.safetensors"  # a trained recurrence's weights (gru); none for the fixed reservoir
 READ_QUERY = "read_query"  # the trained read's query, stored with the readout
+READ_GATE = "read_gate."  # the gated read's per-token gate (weight, bias), stored with the readout
 STATE_FORMAT = "ran-state"
-SUMMARIES = ("last", "mean", "attention")
+SUMMARIES = ("last", "mean", "attention", "gated")
+GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
 
@@ -56,7 +58,7 @@ class RanConfig:
     mode: str = "kv"  # kv | prefix | additive
     layer: int | None = None  # the layer read and written at; None = the middle layer
     n_slots: int = 8  # slot keys/values (kv) or pseudo-tokens (prefix); unused by additive
-    summary: str = "last"  # what the reservoir reads: the last real token ("last") or the "mean" over them
+    summary: str = "last"  # what the reservoir reads: last | mean | attention | gated (see summarise)
     reservoir: ReservoirConfig = field(default_factory=ReservoirConfig)
     lora_rank: int = 0  # 0 = readout only; > 0 adds LoRA on attention at and above the layer
     lora_alpha: float = 16.0
@@ -163,9 +165,17 @@ def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def summarise(hidden: torch.Tensor, summary: str, last_index: torch.Tensor,
-              token_mask: torch.Tensor | None, query: torch.Tensor | None = None) -> torch.Tensor:
-    """The reservoir's input x from a layer's output (B, T, d): the last real token, the mean over real
-    tokens, or (``attention``) their average weighted by softmax(query . h_t / |h_t|), a trained read."""
+              token_mask: torch.Tensor | None, query: torch.Tensor | None = None,
+              gate: nn.Linear | None = None) -> torch.Tensor:
+    """The reservoir's input x from a layer's output (B, T, d).
+
+    - ``last``: the hidden state at the last real token;
+    - ``mean``: the mean over real tokens;
+    - ``attention``: their average weighted by softmax(query . h_t / |h_t|), a trained read;
+    - ``gated``: sum_t g_t n(h_t) / max(1, sum_t g_t), with n(h) = h / rms(h) and a trained per-token
+      gate g_t = sigmoid(w . n(h_t) + b): a learned pooling that can take a few tokens anywhere in the
+      pass (a value mid-sentence) or, with every gate shut, write almost nothing.
+    """
     if summary == "last":
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index.to(hidden.device)]
     if token_mask is None:
@@ -176,6 +186,10 @@ def summarise(hidden: torch.Tensor, summary: str, last_index: torch.Tensor,
         scores = F.normalize(hidden.float(), dim=-1) @ query.float()  # (B, T)
         weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)[..., None]  # (B, T, 1)
         return (hidden.float() * weights).sum(dim=1)
+    if summary == "gated":
+        normed = hidden.float() * torch.rsqrt(hidden.float().pow(2).mean(-1, keepdim=True) + 1e-6)  # (B, T, d)
+        gates = torch.sigmoid(gate(normed)[..., 0]) * mask  # (B, T)
+        return (normed * gates[..., None]).sum(dim=1) / gates.sum(dim=1, keepdim=True).clamp_min(1.0)
     weights = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
@@ -213,6 +227,11 @@ class ReservoirModel(nn.Module):
         # The trained read (summary "attention"): which tokens the reservoir reads; zero = the plain mean.
         self.read_query = (nn.Parameter(torch.zeros(geometry.hidden_size, device=device))
                            if config.summary == "attention" else None)
+        # The gated read (summary "gated"): which tokens of a pass the reservoir takes in, and how much.
+        self.read_gate = nn.Linear(geometry.hidden_size, 1).to(device) if config.summary == "gated" else None
+        if self.read_gate is not None:
+            nn.init.zeros_(self.read_gate.weight)
+            nn.init.constant_(self.read_gate.bias, GATED_READ_BIAS)
         # p(speak) = sigmoid(w . r + b) on the state after a pass; starts undecided (p = 0.5).
         self.gate_head = nn.Linear(config.reservoir.units, 1).to(device) if config.gate else None
         if self.gate_head is not None:
@@ -309,8 +328,13 @@ class ReservoirModel(nn.Module):
 
     @torch.no_grad()
     def layer_input(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                    position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, d) the input of layer L for these tokens; only the layers below L run."""
+                    position_ids: torch.Tensor | None = None, cache: Any = None) -> torch.Tensor:
+        """(B, T, d) the input of layer L for these tokens; only the layers below L run.
+
+        With ``cache`` (a transformers cache holding earlier tokens' keys and values of the layers below
+        L; ``attention_mask`` then covers those tokens too) only the new tokens are computed, and the
+        cache is extended with them.
+        """
         if not self.can_start_at_layer:
             raise ConfigError(f"{self.config.mode} mode writes below layer {self.config.layer}: "
                               "its layer input depends on the state")
@@ -322,6 +346,8 @@ class ReservoirModel(nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if position_ids is not None:
             inputs["position_ids"] = position_ids
+        if cache is not None:
+            inputs.update(cache=cache, use_cache=True)
         try:
             self.base(**inputs)
         except _LayerInputReached as reached:
@@ -394,7 +420,8 @@ class ReservoirModel(nn.Module):
             return
         hidden = output[0] if isinstance(output, tuple) else output  # (B', T, d)
         hidden = hidden[:: hidden.shape[0] // read.batch]  # generate() may have expanded each example
-        read.summary = summarise(hidden, self.config.summary, read.last_index, read.token_mask, self.read_query)
+        read.summary = summarise(hidden, self.config.summary, read.last_index, read.token_mask, self.read_query,
+                                 self.read_gate)
         if read.stop_after_read:
             raise _ReadComplete
 
@@ -538,6 +565,9 @@ class ReservoirModel(nn.Module):
         readout = {name: t.detach().cpu().contiguous() for name, t in self.injector.state_dict().items()}
         if self.read_query is not None:
             readout[READ_QUERY] = self.read_query.detach().cpu().contiguous()
+        if self.read_gate is not None:
+            readout.update({READ_GATE + name: t.detach().cpu().contiguous()
+                            for name, t in self.read_gate.state_dict().items()})
         _atomic_write(directory / READOUT_FILE, lambda tmp: save_file(readout, tmp))
         if self.config.lora_rank:
             lora = self._lora_state()
@@ -593,6 +623,10 @@ class ReservoirModel(nn.Module):
                     raise RuntimeError(f"{READ_QUERY} is missing")
                 with torch.no_grad():
                     model.read_query.copy_(readout.pop(READ_QUERY))
+            if model.read_gate is not None:
+                names = [name for name in readout if name.startswith(READ_GATE)]
+                gate = {name[len(READ_GATE):]: readout.pop(name) for name in names}
+                model.read_gate.load_state_dict(gate)
             model.injector.load_state_dict(readout)
             if model.reservoir.state_dict():
                 recurrence, _ = _read_safetensors(directory / RECURRENCE_FILE, "recurrence file")

@@ -31,6 +31,7 @@ from ran.errors import ConfigError
 FORMATS = ("text", "chat")
 CHAT_START, CHAT_END = "<|im_start|>", "<|im_end|>"
 SILENT = "<silent>"  # a target meaning "say nothing": the format's stop token
+STOP = "<stop>"  # at the end of a target: the reply ends there, with the format's stop token
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,12 @@ class Renderer:
         return tokens
 
     def target(self, text: str) -> list[int]:
-        """The tokens the model must produce right after a pass; :data:`SILENT` is the stop token."""
-        if text == SILENT:
+        """The tokens the model must produce right after a pass; :data:`SILENT` is the stop token alone, and
+        a text ending in :data:`STOP` is followed by it (a reply that ends there)."""
+        if text == SILENT or text.endswith(STOP):
             if self.silence is None:
-                raise ConfigError("the tokenizer has no end-of-sequence token to stand for silence")
-            return [int(self.silence)]
+                raise ConfigError("the tokenizer has no end-of-sequence token to end a reply with")
+            return ([] if text == SILENT else self.target(text[:-len(STOP)])) + [int(self.silence)]
         tokens = self.encode(text)
         if not tokens:
             raise ConfigError(f"target {text!r} encodes to no tokens")

@@ -184,3 +184,49 @@ def plot_heldout(results: dict[str, Any], path: str | Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_memory(results: dict[str, Any], path: str | Path) -> Path:
+    """Exact recall of held-out values against intervening passes, one panel per kind: every arm carried
+    (solid, seeds as dots) and wiped (dashed); held-out phrasings as open markers; training range shaded."""
+    rows = results["summary"]
+    kinds = list(dict.fromkeys(g["kind"] for row in rows for g in row["groups"]))
+    figure, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds), 3.6), squeeze=False, sharey=True)
+    low, high = results["config"]["task"]["train_delays"]
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, kind in zip(axes[0], kinds, strict=True):
+        axis.axvspan(low, high, color="#eeeeee", zorder=0)
+        for index, row in enumerate(rows):
+            colour = palette[index % len(palette)]
+            label = ", ".join(f"{k}={v}" for k, v in row["arm"].items()) or "recipe"
+            for phrasing, marker in (("trained", "o"), ("heldout", "s")):
+                groups = sorted((g for g in row["groups"] if g["kind"] == kind and g["values"] == "heldout"
+                                 and g["phrasing"] == phrasing), key=lambda g: g["delay"])
+                if not groups:
+                    continue
+                delays = [g["delay"] for g in groups]
+                carried = [g["recall"]["carried"]["mean"] for g in groups]
+                if phrasing == "trained":
+                    axis.plot(delays, carried, marker=marker, color=colour, label=label)
+                    axis.plot(delays, [g["recall"]["wiped"]["mean"] for g in groups], linestyle="--", color=colour,
+                              alpha=0.6)
+                    for delay, g in zip(delays, groups, strict=True):
+                        values = g["recall"]["carried"]["values"]
+                        axis.scatter([delay] * len(values), values, s=8, color=colour, alpha=0.4)
+                else:
+                    axis.scatter(delays, carried, marker=marker, facecolors="none", edgecolors=colour,
+                                 label=f"{label}, held-out phrasing" if kind == kinds[0] else None)
+        axis.set_xscale("symlog", linthresh=2)
+        axis.set_title(kind, fontsize=9)
+        axis.set_xlabel("intervening passes")
+        axis.set_ylim(-0.05, 1.05)
+    axes[0][0].set_ylabel("exact reply, held-out values")
+    axes[0][0].legend(fontsize=6)
+    seeds = sorted({s for row in rows for s in row["seeds"]})
+    figure.suptitle(f"one memory on {results['model']} (seeds {seeds}; dashed: wiped state; grey: training delays)",
+                    fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class RunSpec:
     format: PassFormat = PassFormat()
     device: str = "auto"  # see ran.devices
     dtype: str = "auto"
+    untrained: bool = True  # also score the untrained model (a baseline every run can skip when it is known)
 
 
 def evaluate(model: ReservoirModel, renderer: Renderer, task: Task, carry: bool,
@@ -47,7 +49,8 @@ def evaluate(model: ReservoirModel, renderer: Renderer, task: Task, carry: bool,
         scores = {t.name: evaluate(model, renderer, t, carry, cache) for t in task.tasks}
         return {"value": sum(s["value"] for s in scores.values()) / len(scores), "tasks": scores}
     episodes = task.evaluation_episodes()
-    predictions = predict(model, renderer, episodes, carry=carry, candidates=task.candidates(renderer), cache=cache)
+    predictions = predict(model, renderer, episodes, carry=carry, candidates=task.candidates(renderer), cache=cache,
+                          **task.decoding(renderer))
     return task.score(episodes, predictions, renderer)
 
 
@@ -56,7 +59,7 @@ def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: boo
     """Wrap ``base``, score it untrained, train it on the spec's task; returns (model, cache, result, scores)."""
     model = wrap(base, ran or spec.ran)
     cache = LayerInputCache(model) if model.can_start_at_layer else None
-    scores = {"untrained": evaluate(model, renderer, spec.task, carry=carry, cache=cache)}
+    scores = {"untrained": evaluate(model, renderer, spec.task, carry=carry, cache=cache)} if spec.untrained else {}
     curriculum = spec.train.curriculum_steps
 
     def episodes_for_step(step: int, generator: torch.Generator):
@@ -74,11 +77,14 @@ def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: boo
 
 
 def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
-            save_to: Path | None = None, stateless: bool = False) -> dict[str, Any]:
+            save_to: Path | None = None, stateless: bool = False,
+            after: Callable[[ReservoirModel, Renderer], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train and evaluate one run; returns its record. Loads the model unless ``base`` is given.
 
     ``stateless=True`` also trains the stateless ablation (the same model with every pass starting from
     a trained constant state, ``RanConfig(recurrence="none")``) and scores it as ``stateless``.
+    ``after(model, renderer)`` measures the trained model further (e.g. ``ran.harm``); its entries join
+    the record.
     """
     if base is None or spec.ran.lora_rank:  # LoRA changes the backbone: every run gets a fresh one
         base, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
@@ -98,7 +104,7 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
             "format": spec.format.to_dict(),
             "device": str(base.device),
             "dtype": str(base.dtype).removeprefix("torch."),
-            "scores": {condition: scores[condition] for condition in CONDITIONS},
+            "scores": {condition: scores[condition] for condition in CONDITIONS if condition in scores},
             "loss_curve": [round(loss, 6) for loss in trained.losses],
             "train_seconds": round(trained.seconds, 3),
             "episodes_per_second": round(trained.episodes_per_second, 3),
@@ -107,6 +113,8 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
             "train_config": spec.train.to_dict(),
             "reservoir_fingerprint": model.reservoir.fingerprint,
         }
+        if after is not None:
+            record.update(after(model, renderer))
         if save_to is not None:
             save_artifact(model, spec, record, save_to)
     finally:

@@ -29,6 +29,7 @@ from ran.model import ReservoirModel
 from ran.passes import Renderer
 
 CONDITIONS = ("carried", "wiped")
+PREFIX_HEAD = 6  # sequences are indexed by their first tokens when looking for a computed prefix
 SCHEDULES = ("cosine", "constant")
 
 
@@ -77,15 +78,24 @@ class TrainResult:
 class LayerInputCache:
     """Layer L's input per distinct token sequence, computed once (kv and additive mode only).
 
-    Bounded by ``max_bytes``; the least recently used sequences are dropped first.
+    A sequence that extends one computed before (a pass that continues the context: the previous
+    prompt, its reply, the new turn) reuses that prefix: the layers below L keep their keys and values,
+    and only the new tokens run through them, so a long session-like episode costs its new tokens, not
+    its whole context at every pass. Bounded by ``max_bytes`` (layer inputs) and ``max_prefix_bytes``
+    (the lower layers' keys and values); the least recently used sequences are dropped first.
     """
 
-    def __init__(self, model: ReservoirModel, max_bytes: int = 1 << 30):
+    def __init__(self, model: ReservoirModel, max_bytes: int = 1 << 30, max_prefix_bytes: int = 1 << 30):
         self.model = model
         self.max_bytes = max_bytes
-        self.bytes = 0
+        self.max_prefix_bytes = max_prefix_bytes
+        self.bytes = self.prefix_bytes = 0
         self.hits = self.misses = 0
+        self.reused_tokens = self.computed_tokens = 0
         self._entries: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        # sequence -> per layer below L, (keys, values) each (kv_heads, T, head_dim)
+        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._by_head: dict[tuple[int, ...], list[tuple[int, ...]]] = {}  # first tokens -> sequences with them
 
     def batch(self, group: PassGroup) -> torch.Tensor:
         """(b, T, d) layer-L input of a group, left-padded with zeros like its tokens."""
@@ -104,20 +114,103 @@ class LayerInputCache:
             hidden[row, width - entry.shape[0]:] = entry
         return hidden
 
+    def _longest_prefix(self, sequence: tuple[int, ...], known: set[tuple[int, ...]] | None = None
+                        ) -> tuple[int, ...] | None:
+        """The longest computed sequence (or one of ``known``, about to be) that ``sequence`` extends."""
+        best = None
+        candidates = [c for k in range(1, PREFIX_HEAD + 1) for c in self._by_head.get(sequence[:k], ())]
+        for candidate in candidates:
+            if len(best or ()) < len(candidate) < len(sequence) and sequence[:len(candidate)] == candidate and (
+                    (candidate in self._prefixes and candidate in self._entries) or candidate in (known or ())):
+                best = candidate
+        return best
+
+    def prefetch(self, episodes: list[list[RenderedPass]]) -> None:
+        """Compute every pass's layer input a batch of episodes needs, in few large calls: first the
+        sequences that extend nothing computed, then, round by round, those that extend them."""
+        missing = list(dict.fromkeys(p.tokens for passes in episodes for p in passes if p.tokens not in self._entries))
+        if missing:
+            self._compute(missing)
+
     def _compute(self, sequences: list[tuple[int, ...]], chunk: int = 64) -> None:
-        device = self.model.reservoir.w_in.device
-        for start in range(0, len(sequences), chunk):
-            part = sequences[start:start + chunk]
-            ids, mask, positions = left_pad(part)
-            width = ids.shape[1]
-            hidden = self.model.layer_input(ids.to(device), mask.to(device), positions.to(device))
-            for row, sequence in enumerate(part):
-                entry = hidden[row, width - len(sequence):].clone()
-                self._entries[sequence] = entry
-                self.bytes += entry.numel() * entry.element_size()
+        for sequence in sequences:
+            self._by_head.setdefault(sequence[:PREFIX_HEAD], []).append(sequence)
+        pending = set(sequences)
+        plans = {sequence: self._longest_prefix(sequence, pending) for sequence in sequences}
+        while pending:
+            ready = [s for s in sequences if s in pending and (plans[s] is None or plans[s] not in pending)]
+            fresh = [(s, plans[s]) for s in ready if plans[s] is None]
+            extending = [(s, plans[s]) for s in ready if plans[s] is not None]
+            for plan in (fresh, extending):
+                for bucket in _length_buckets(plan):
+                    for start in range(0, len(bucket), chunk):
+                        self._run(bucket[start:start + chunk])
+            pending -= set(ready)
         while self.bytes > self.max_bytes and len(self._entries) > 1:
             _, dropped = self._entries.popitem(last=False)
             self.bytes -= dropped.numel() * dropped.element_size()
+        while self.prefix_bytes > self.max_prefix_bytes and self._prefixes:
+            dropped_key, dropped_layers = self._prefixes.popitem(last=False)
+            self.prefix_bytes -= sum(k.numel() * k.element_size() * 2 for k, _ in dropped_layers)
+            heads = self._by_head.get(dropped_key[:PREFIX_HEAD], [])
+            if dropped_key in heads:
+                heads.remove(dropped_key)
+
+    @torch.no_grad()
+    def _run(self, plans: list[tuple[tuple[int, ...], tuple[int, ...] | None]]) -> None:
+        """Layer-L inputs of sequences that all have a cached prefix, or none of which has one."""
+        from transformers import DynamicCache
+
+        device = self.model.reservoir.w_in.device
+        prefixes = [prefix or () for _, prefix in plans]
+        suffixes = [sequence[len(prefix):] for (sequence, _), prefix in zip(plans, prefixes, strict=True)]
+        ids, mask, positions = left_pad(suffixes)
+        past = max(len(p) for p in prefixes)
+        cache = DynamicCache()
+        if past:
+            cached = [self._prefixes[p] for p in prefixes]
+            for layer in range(len(cached[0])):
+                keys = cached[0][layer][0].new_zeros(len(plans), *cached[0][layer][0].shape[:1], past,
+                                                     cached[0][layer][0].shape[-1])
+                values = torch.zeros_like(keys)
+                for row, (prefix, layers) in enumerate(zip(prefixes, cached, strict=True)):
+                    keys[row, :, past - len(prefix):] = layers[layer][0]
+                    values[row, :, past - len(prefix):] = layers[layer][1]
+                cache.update(keys, values, layer)
+            prefix_mask = torch.zeros(len(plans), past, dtype=mask.dtype)
+            for row, prefix in enumerate(prefixes):
+                prefix_mask[row, past - len(prefix):] = 1
+            positions = positions + torch.tensor([len(p) for p in prefixes])[:, None]
+            mask = torch.cat([prefix_mask, mask], dim=1)
+        hidden = self.model.layer_input(ids.to(device), mask.to(device), positions.to(device), cache=cache)
+        width = ids.shape[1]
+        for row, ((sequence, prefix), suffix) in enumerate(zip(plans, suffixes, strict=True)):
+            new = hidden[row, width - len(suffix):]
+            entry = torch.cat([self._entries[prefix], new]) if prefix else new.clone()
+            self._entries[sequence] = entry
+            self.bytes += entry.numel() * entry.element_size()
+            self.reused_tokens += len(sequence) - len(suffix)
+            self.computed_tokens += len(suffix)
+            # Keep the lower layers' keys and values of this sequence's real tokens for later extensions.
+            real = torch.cat([torch.arange(past - len(prefix or ()), past),
+                              torch.arange(past + width - len(suffix), past + width)]).to(device)
+            layers = [(layer.keys[row].index_select(1, real), layer.values[row].index_select(1, real))
+                      for layer in cache.layers[:self.model.config.layer]]
+            self._prefixes[sequence] = layers
+            self.prefix_bytes += sum(k.numel() * k.element_size() * 2 for k, _ in layers)
+
+def _length_buckets(plans: list[tuple[tuple[int, ...], tuple[int, ...] | None]], slack: float = 1.5
+                    ) -> list[list[tuple[tuple[int, ...], tuple[int, ...] | None]]]:
+    """Plans in buckets whose new-token counts differ by at most ``slack`` times (little padding)."""
+    ordered = sorted(plans, key=lambda plan: len(plan[0]) - len(plan[1] or ()))
+    buckets: list[list] = []
+    for plan in ordered:
+        new = len(plan[0]) - len(plan[1] or ())
+        if buckets and new <= slack * (len(buckets[-1][0][0]) - len(buckets[-1][0][1] or ())):
+            buckets[-1].append(plan)
+        else:
+            buckets.append([plan])
+    return buckets
 
 
 @dataclass
@@ -165,6 +258,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     scored: list[list[ScoredPass]] = [[] for _ in episodes]
     passes = 0
     use_cache = cache is not None and model.can_start_at_layer
+    if use_cache:
+        cache.prefetch(episodes)
     gated = model.gate_head is not None
     for groups in schedule(episodes, pad_id=0):
         next_state = state
@@ -275,13 +370,17 @@ def train(model: ReservoirModel, renderer: Renderer, episodes_for_step: EpisodeS
 @torch.no_grad()
 def predict(model: ReservoirModel, renderer: Renderer, episodes: list[Episode], carry: bool,
             candidates: list[int] | None = None, batch_size: int = 64,
-            cache: LayerInputCache | None = None) -> list[list[Prediction]]:
+            cache: LayerInputCache | None = None, stop_tokens: tuple[int, ...] = (),
+            extra_tokens: int = 0) -> list[list[Prediction]]:
     """Greedy predictions at every scored pass (a target or a speak label): ``[episode][scored pass]``.
 
     A one-token target is the arg-max at the end of the prompt; a longer one is decoded greedily, each
     token fed back with the same state (the pass's read is at the prompt's end, so it does not move).
     The context after a pass is the scripted target, as in training. ``candidates`` (token ids) are
     also scored at the last target token, teacher-forced (e.g. recall restricted to the keys).
+    With ``stop_tokens`` a reply is decoded as a session decodes it: up to ``extra_tokens`` beyond the
+    target's length, ending at (and including) the first stop token, so a reply that does not stop
+    where the target does is seen to run on.
     """
     if cache is None and model.can_start_at_layer:
         cache = LayerInputCache(model)
@@ -299,19 +398,27 @@ def predict(model: ReservoirModel, renderer: Renderer, episodes: list[Episode], 
                 if result.logits is not None:
                     tokens = [int(result.logits[0].argmax())]
                     scores = None if chosen is None else result.logits[-1, chosen].cpu()
-                    if len(step.target) > 1:
+                    wants_more = len(step.target) > 1 or extra_tokens > 0
+                    if wants_more and tokens[0] not in stop_tokens:
                         decoding.append((step, tokens, result.state))
                 predicted.append(Prediction(tokens, scores, result.speak))
             predictions.append(predicted)
-        _decode_greedily(model, decoding)
+        _decode_greedily(model, decoding, stop_tokens, extra_tokens)
     return predictions
 
 
-def _decode_greedily(model: ReservoirModel, items: list[tuple[RenderedPass, list[int], torch.Tensor]]) -> None:
-    """Extend each item's tokens (in place) greedily to its target's length: one batched forward per new
-    token, every row with the slots of its own state and its read at its prompt's end."""
+def _decode_greedily(model: ReservoirModel, items: list[tuple[RenderedPass, list[int], torch.Tensor]],
+                     stop_tokens: tuple[int, ...] = (), extra_tokens: int = 0) -> None:
+    """Extend each item's tokens (in place) greedily to its target's length (plus ``extra_tokens``, ending
+    at a stop token): one batched forward per new token, every row with the slots of its own state and
+    its read at its prompt's end."""
     device = model.reservoir.w_in.device
-    while items := [item for item in items if len(item[1]) < len(item[0].target)]:
+
+    def unfinished(item) -> bool:
+        step, tokens, _ = item
+        return len(tokens) < len(step.target) + extra_tokens and tokens[-1] not in stop_tokens
+
+    while items := [item for item in items if unfinished(item)]:
         sequences = [list(step.prompt) + tokens for step, tokens, _ in items]
         ids, mask, positions = left_pad(sequences)
         width = ids.shape[1]

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "gate": ("ran.cli.gate", "'unresolved thread' silence gate on the state vs on the current input"),
     "monitor": ("ran.cli.monitor", "clock probe, its drift degradation, and STOP interruptibility"),
     "crosspass": ("ran.cli.crosspass", "train and measure cross-pass recall, carried state vs wiped control"),
+    "remember": ("ran.cli.remember", "train the one-memory recipe: any value, in your own words, across many turns"),
     "eval": ("ran.cli.eval", "reload a saved crosspass artifact and measure its recall again"),
     "battery": ("ran.cli.battery", "train the eight stateful tasks together; each carried vs wiped vs stateless"),
     "population": ("ran.cli.population", "reservoir seeds x training seeds: ANOVA, best reservoir, GRU baseline, Ray"),

@@ -25,8 +25,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model weights and activations: auto = bfloat16 on CUDA, float32 on the CPU; the "
                              "reservoir state is always float32 (default: auto)")
     parser.add_argument("--summary", default="last", choices=list(SUMMARIES),
-                        help="what the reservoir reads from the layer: the last prompt token or the mean over "
-                             "the prompt's tokens (default: last)")
+                        help="what the reservoir reads from the layer: the last prompt token, the mean over the "
+                             "prompt's tokens, a trained attention read, or a trained per-token gated read "
+                             "(default: last)")
 
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None,
@@ -39,6 +40,9 @@ def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: Reservoir
                        help=f"spectral radius of W_r (default: {d.spectral_radius})")
     group.add_argument("--leak-rate", type=float, default=d.leak_rate,
                        help=f"leak rate in (0, 1] (default: {d.leak_rate})")
+    group.add_argument("--leak-rate-min", type=float, default=d.leak_rate_min,
+                       help="spread the leak rates geometrically over the units, from this to --leak-rate "
+                            "(default: none, every unit leaks at --leak-rate)")
     group.add_argument("--input-scaling", type=float, default=d.input_scaling,
                        help=f"scale of W_in (default: {d.input_scaling})")
     group.add_argument("--connectivity", type=float, default=d.connectivity,
@@ -53,4 +57,5 @@ def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: Reservoir
 def reservoir_config_from(args: argparse.Namespace) -> ReservoirConfig:
     return ReservoirConfig(units=args.units, spectral_radius=args.spectral_radius, leak_rate=args.leak_rate,
                            input_scaling=args.input_scaling, connectivity=args.connectivity,
-                           activation=args.activation, seed=getattr(args, "reservoir_seed", 0))
+                           activation=args.activation, seed=getattr(args, "reservoir_seed", 0),
+                           leak_rate_min=getattr(args, "leak_rate_min", None))

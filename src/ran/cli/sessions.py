@@ -24,7 +24,7 @@ from ran.runtime.gate import DEFAULT_MAX_ENTROPY
 
 RESERVOIR_FLAGS = {"units": "units", "spectral_radius": "spectral_radius", "leak_rate": "leak_rate",
                    "input_scaling": "input_scaling", "connectivity": "connectivity", "activation": "activation",
-                   "reservoir_seed": "seed"}
+                   "reservoir_seed": "seed", "leak_rate_min": "leak_rate_min"}
 SESSION_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "sample_seed": 0, "policy": "streaming",
                     "sinks": 4, "window": 252, "heavy": 0, "max_entropy": DEFAULT_MAX_ENTROPY}
 HELP = "commands: /tick [N]  /state  /reset [all|state|context]  /save  /help  /quit  (other lines: input)"

@@ -115,6 +115,8 @@ def model_identity(model: ReservoirModel) -> dict[str, Any]:
     # Trained parts newer than the readout enter only when present, so older sessions keep their digest.
     if model.read_query is not None:
         trained["read_query"] = model.read_query
+    if model.read_gate is not None:
+        trained.update({f"read_gate.{name}": t for name, t in model.read_gate.state_dict().items()})
     if model.gate_head is not None:
         trained.update({f"gate_head.{name}": t for name, t in model.gate_head.state_dict().items()})
     for name in sorted(trained):

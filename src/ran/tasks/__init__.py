@@ -8,6 +8,7 @@ from ran.tasks.accumulate import AccumulateTask
 from ran.tasks.base import TASKS, Prediction, Task, register, task_class
 from ran.tasks.deferred import DeferredTask
 from ran.tasks.interrupt import InterruptTask
+from ran.tasks.memory import MemoryTask
 from ran.tasks.recall import RecallTask
 from ran.tasks.sequence import SequenceTask
 from ran.tasks.silence import SilenceTask
@@ -15,5 +16,5 @@ from ran.tasks.timed import InitiativeTask, TimedTask
 
 BATTERY = ("recall", "accumulate", "sequence", "deferred", "timed", "interrupt", "initiative", "silence")
 
-__all__ = ["BATTERY", "TASKS", "AccumulateTask", "DeferredTask", "InitiativeTask", "InterruptTask", "Prediction",
-           "RecallTask", "SequenceTask", "SilenceTask", "Task", "TimedTask", "register", "task_class"]
+__all__ = ["BATTERY", "TASKS", "AccumulateTask", "DeferredTask", "InitiativeTask", "InterruptTask", "MemoryTask",
+           "Prediction", "RecallTask", "SequenceTask", "SilenceTask", "Task", "TimedTask", "register", "task_class"]

@@ -43,6 +43,10 @@ class Task(ABC):
         """Token ids to rank at the last target token (e.g. the keys), or None."""
         return None
 
+    def decoding(self, renderer: Renderer) -> dict[str, Any]:
+        """How evaluation decodes multi-token answers (keyword arguments of ``ran.training.predict``)."""
+        return {}
+
     @abstractmethod
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:

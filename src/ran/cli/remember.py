@@ -1,0 +1,154 @@
+"""``ran remember``: train the one-memory recipe and measure it (see ran.remember).
+
+One artifact per seed learns to keep a value a user states (a word, a name, a number, a place, in any
+of many phrasings), through distractor sentences, idle ticks and ordinary chat turns, and to answer it
+after a context wipe, ending the reply. Reported on values and phrasings training never read, carried
+beside the wiped control, with the no-harm check (agreement with the base model's replies and the
+perplexity of held-out text). ``--grid`` runs the design study's arms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from ran.cli.common import DEFAULT_OUT, add_model_arguments, add_reservoir_arguments, reservoir_config_from
+from ran.devices import resolve
+from ran.errors import ConfigError
+from ran.grid import GRID_FIELDS, parse_grid, read_json_object
+from ran.loading import load_tokenizer
+from ran.model import RanConfig
+from ran.passes import FORMATS, PassFormat
+from ran.remember import RECIPE, builtin_task, run_memory
+from ran.tasks.memory import FILLERS, KINDS, MemoryTask
+from ran.tasks.recall import parse_delays
+from ran.training import TrainConfig
+
+EPILOG = ("Time on 2 cores of an AMD EPYC: a seed trains in about N min (400 steps of 16 episodes) and its "
+          "evaluation takes about M min.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.set_defaults(summary=RECIPE.ran.summary)
+    add_reservoir_arguments(parser, RECIPE.ran.reservoir, with_seed=False)
+    parser.add_argument("--format", default=RECIPE.format.kind, choices=FORMATS,
+                        help=f"how a pass is rendered (default: {RECIPE.format.kind}, as ran chat renders it)")
+    parser.add_argument("--idle-text", default=RECIPE.format.idle_text, help="what an idle tick reads")
+    task = parser.add_argument_group("task")
+    task.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS,
+                      help="kinds of values (default: all four)")
+    task.add_argument("--words", type=int, default=RECIPE.words,
+                      help=f"training words from the vocabulary (default: {RECIPE.words})")
+    task.add_argument("--heldout-words", type=int, default=RECIPE.heldout_words,
+                      help=f"held-out words (default: {RECIPE.heldout_words})")
+    task.add_argument("--values-per-kind", type=int, default=1000,
+                      help="training names, numbers and places each (default: 1000)")
+    task.add_argument("--heldout-values-per-kind", type=int, default=200, help="held-out ones each (default: 200)")
+    task.add_argument("--task", metavar="FILE",
+                      help="JSON object of memory-task settings that override the built-in ones, e.g. your own "
+                           '"values", "heldout_values", "store_templates", "recall_templates" (kind -> list)')
+    task.add_argument("--train-delays", default="0-8", metavar="LOW-HIGH",
+                      help="intervening passes in training, drawn per episode (default: 0-8)")
+    task.add_argument("--eval-delays", type=int, nargs="+", default=[0, 2, 4, 8, 16, 32], metavar="D",
+                      help="intervening passes evaluated (default: 0 2 4 8 16 32)")
+    task.add_argument("--eval-values", type=int, default=25,
+                      help="held-out (and training) values per kind evaluated at each delay (default: 25)")
+    task.add_argument("--fillers", nargs="+", default=list(FILLERS), choices=FILLERS,
+                      help="kinds of intervening passes, mixed equally (default: all)")
+    task.add_argument("--harm-fraction", type=float, default=0.25,
+                      help="training episodes that end in an ordinary turn with the base reply (default: 0.25)")
+    task.add_argument("--per-step", type=int, default=16, help="training episodes per step (default: 16)")
+    training = parser.add_argument_group("training")
+    training.add_argument("--steps", type=int, default=RECIPE.train.steps,
+                          help=f"optimizer steps (default: {RECIPE.train.steps})")
+    training.add_argument("--lr", type=float, default=RECIPE.train.learning_rate,
+                          help=f"AdamW learning rate (default: {RECIPE.train.learning_rate})")
+    training.add_argument("--lora-rank", type=int, default=0, help="LoRA rank at and above the layer (default: 0)")
+    training.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                          help="seeds; each is the reservoir's, the readout's and the data's (default: 0 1 2)")
+    training.add_argument("--grid", nargs="+", metavar="FIELD=V1,V2",
+                          help="the design study: every combination of these settings (each an arm), e.g. "
+                               "summary=last,gated leak_rate_min=0.01; fields: " + ", ".join(GRID_FIELDS))
+    parser.add_argument("--name", default="memory", help="results file name (default: memory)")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"directory for the results JSON and plots (default: {DEFAULT_OUT}, not tracked by git)")
+    parser.add_argument("--save", help="also save each trained artifact under this directory (for ran chat, ran run)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def task_from(args: argparse.Namespace, tokenizer) -> MemoryTask:
+    given = read_json_object(args.task, "task file") if args.task else {}
+    settings = {"kinds": tuple(args.kinds), "train_delays": parse_delays(args.train_delays),
+                "eval_delays": tuple(sorted(set(args.eval_delays))), "eval_values": args.eval_values,
+                "filler_weights": {f: 1.0 for f in args.fillers}, "harm_fraction": args.harm_fraction,
+                "per_step": args.per_step}
+    if "values" in given:  # the user's own values: the built-in pools are not needed
+        return MemoryTask.from_dict({**settings, **given})
+    task = builtin_task(tokenizer, args.words, args.heldout_words, per_kind=args.values_per_kind,
+                        heldout_per_kind=args.heldout_values_per_kind)
+    return MemoryTask.from_dict({**task.to_dict(), **settings, **given})
+
+
+def arms_from(grid_items: list[str] | None) -> list[dict]:
+    if not grid_items:
+        return [{}]
+    grid = parse_grid(grid_items)
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.seeds:
+        raise ConfigError("give at least one seed")
+    resolve(args.device, args.dtype)
+    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
+                    reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
+    train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
+    pass_format = PassFormat(args.format, idle_text=args.idle_text)
+    arms = arms_from(args.grid)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before training: an unwritable --out fails now, not after it
+    task = task_from(args, load_tokenizer(args.model))
+    results = run_memory(task, args.seeds, args.model, ran, train, pass_format, arms,
+                         save_dir=Path(args.save) if args.save else None, progress=not args.no_progress,
+                         device=args.device, dtype=args.dtype)
+    path = out / f"{args.name}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    from ran.plots import plot_memory
+
+    figure = plot_memory(results, out / f"{args.name}.png")
+    print_table(results)
+    print(f"wrote {path} and {figure} ({results['seconds']:.0f}s)")
+    return 0
+
+
+def _cell(stats: dict) -> str:
+    return f"{stats['mean']:.2f} [{stats['min']:.2f}]"
+
+
+def print_table(results: dict) -> None:
+    print(f"\none memory on {results['model']}: exact reply (value, then the stop token), mean [min] over seeds; "
+          "held-out values")
+    for row in results["summary"]:
+        arm = ", ".join(f"{k}={v}" for k, v in row["arm"].items()) or "recipe"
+        print(f"\n{arm} (seeds {row['seeds']})")
+        delays = sorted({g["delay"] for g in row["groups"]})
+        print(f"{'kind':>7} {'phrasing':>8} {'':>8}  " + "  ".join(f"D={d:<9}" for d in delays))
+        for kind, phrasing in dict.fromkeys((g["kind"], g["phrasing"]) for g in row["groups"]):
+            for condition in ("carried", "wiped"):
+                cells = []
+                for delay in delays:
+                    group = next((g for g in row["groups"] if g["kind"] == kind and g["phrasing"] == phrasing
+                                  and g["values"] == "heldout" and g["delay"] == delay), None)
+                    cells.append(_cell(group["recall"][condition]) if group else "-")
+                print(f"{kind:>7} {phrasing:>8} {condition:>8}  " + "  ".join(f"{c:<11}" for c in cells))
+        harm = row["harm"]
+        print(f"headline (held-out values, training phrasings, D<=8): carried {_cell(row['headline']['carried'])}, "
+              f"wiped {_cell(row['headline']['wiped'])}; replies stop: {_cell(row['stopped']['carried'])}")
+        print(f"no harm: agreement with the base model's replies carried {_cell(harm['agreement']['carried'])}, "
+              f"wiped {_cell(harm['agreement']['wiped'])} (base itself {harm['agreement']['base']['mean']:.2f}); "
+              f"perplexity rise carried {harm['perplexity_rise']['carried']['mean']:+.1%}, "
+              f"wiped {harm['perplexity_rise']['wiped']['mean']:+.1%}")

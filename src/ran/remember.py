@@ -1,0 +1,199 @@
+"""The one-memory recipe: one artifact that keeps any value a user states, across many turns, and replies cleanly.
+
+A run trains the readout (and the gated read, and LoRA where asked) on the memory task
+(``ran.tasks.memory``): values of four kinds with held-out splits, many phrasings, intervening passes of
+every kind a session has, the chat format, and a stop token at the end of every answer; a quarter of the
+episodes end in an ordinary turn whose target is the base model's own reply. It then scores the same
+trained parameters with the state carried and wiped, per (kind, value split, phrasing split, delay), and
+runs the standard no-harm check (``ran.harm``).
+
+:data:`RECIPE` holds the defaults chosen by the design study (README, "One memory"). Results schema
+``ran.memory/1``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from ran.harm import harm_report, with_base_replies
+from ran.loading import load_model
+from ran.model import RanConfig
+from ran.passes import PassFormat, Renderer
+from ran.provenance import environment
+from ran.reservoir import ReservoirConfig
+from ran.runner import RunSpec, run_one
+from ran.tasks.memory import SLOT, MemoryTask
+from ran.tasks.texts import words_of
+from ran.tasks.vocab import vocabulary_words
+from ran.training import TrainConfig
+
+SCHEMA = "ran.memory/1"
+CONDITIONS = ("carried", "wiped")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The recipe's defaults: how the reservoir is attached and how long it trains."""
+
+    ran: RanConfig = RanConfig(summary="gated", reservoir=ReservoirConfig(
+        units=2048, leak_rate=1.0, leak_rate_min=0.01, input_scaling=0.05))
+    train: TrainConfig = TrainConfig(steps=400, learning_rate=1e-2)
+    format: PassFormat = PassFormat("chat")
+    words: int = 2000  # training words from the vocabulary
+    heldout_words: int = 200
+
+
+RECIPE = Recipe()
+
+
+def vocabulary_split(tokenizer, train: int, heldout: int, exclude: set[str], split_seed: int = 0
+                     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Single-token vocabulary words (``ran.tasks.vocab``), shuffled by ``split_seed``: (training, held-out)."""
+    words = vocabulary_words(tokenizer, exclude=exclude)
+    order = np.random.default_rng(split_seed).permutation(len(words))
+    chosen = [words[i] for i in order[:train + heldout]]
+    return tuple(chosen[:train]), tuple(chosen[train:])
+
+
+def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECIPE.heldout_words,
+                 **settings) -> MemoryTask:
+    """The built-in memory task, with vocabulary words that occur in none of its texts."""
+    probe = MemoryTask(values={k: ("_",) for k in ("word", "name", "number", "place")},
+                       heldout_values={k: ("-",) for k in ("word", "name", "number", "place")},
+                       **{k: v for k, v in settings.items() if k not in ("values", "heldout_values")})
+    texts = [t for pool in (probe.store_templates, probe.recall_templates, probe.heldout_store_templates,
+                            probe.heldout_recall_templates) for items in pool.values() for t in items]
+    texts += [*probe.turns, *probe.heldout_turns, *probe.train_distractors, *probe.eval_distractors]
+    exclude = set().union(*(words_of(t.replace(SLOT, "")) for t in texts))
+    train, heldout = vocabulary_split(tokenizer, words, heldout_words, exclude)
+    return MemoryTask.builtin(train, heldout, **settings)
+
+
+def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", ran: RanConfig = RECIPE.ran,
+               train: TrainConfig = RECIPE.train, pass_format: PassFormat = RECIPE.format,
+               arms: list[dict[str, Any]] | None = None, save_dir: Path | None = None, progress: bool = True,
+               device: str = "auto", dtype: str = "auto") -> dict[str, Any]:
+    """Train and score the recipe for every (arm, seed); returns the ``ran.memory/1`` results document.
+
+    ``arms`` are settings applied to the configs (``ran.grid.apply_point``), e.g. ``{"summary": "last"}``;
+    one arm with no changes by default. The reservoir and readout seeds follow the run's seed.
+    """
+    from ran.grid import apply_point
+
+    started = time.perf_counter()
+    base, tokenizer = load_model(model, device=device, dtype=dtype)
+    renderer = Renderer(pass_format, tokenizer)
+    task = with_base_replies(task, base, renderer)
+    task.check(renderer)
+    runs = []
+    for arm in arms or [{}]:
+        arm_ran, arm_train = apply_point(ran, train, arm)
+        for seed in seeds:
+            spec = RunSpec(model, replace(arm_ran, readout_seed=seed,
+                                          reservoir=replace(arm_ran.reservoir, seed=seed)),
+                           task, replace(arm_train, seed=seed), pass_format, device, dtype, untrained=False)
+            target = None if save_dir is None else save_dir / artifact_name(arm, seed)
+            record = run_one(spec, base, tokenizer, progress=progress, save_to=target,
+                             after=lambda m, r: {"harm": harm_report(m, r, harm_store(task), task.heldout_turns,
+                                                                     task.heldout_texts)})
+            runs.append(memory_record(record, arm))
+    return {
+        "schema": SCHEMA,
+        **environment(),
+        "model": model,
+        "config": {"ran": ran.to_dict(), "train": train.to_dict(), "format": pass_format.to_dict(),
+                   "task": describe(task)},
+        "varied": sorted({name for arm in arms or [{}] for name in arm}),
+        "arms": arms or [{}],
+        "runs": runs,
+        "summary": summarise(runs),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def harm_store(task: MemoryTask) -> str:
+    """The pass whose value the state holds during the no-harm check: a held-out name, a training phrasing."""
+    kind = "name" if "name" in task.kinds else task.kinds[0]
+    return task.store_templates[kind][0].replace(SLOT, task.heldout_values[kind][0])
+
+
+def artifact_name(arm: dict[str, Any], seed: int) -> str:
+    settings = "-".join(f"{k}{v}" for k, v in sorted(arm.items()))
+    return f"memory{'-' + settings if settings else ''}-seed{seed}"
+
+
+def describe(task: MemoryTask) -> dict[str, Any]:
+    """The task's settings for a results file: value lists by their counts and first few items."""
+    data = task.to_dict()
+    for name in ("values", "heldout_values"):
+        data[name] = {kind: {"count": len(items), "first": list(items[:5])} for kind, items in data[name].items()}
+    data["replies"] = len(data["replies"])
+    return data
+
+
+def memory_record(run: dict[str, Any], arm: dict[str, Any]) -> dict[str, Any]:
+    """A runner record in the memory layout: per-group recall and stop rates, carried and wiped."""
+    scores = run.pop("scores")
+    record = {"arm": arm, "seed": run["seed"], "reservoir_seed": run["reservoir_seed"]}
+    record["groups"] = [
+        {**{k: row[k] for k in ("kind", "values", "phrasing", "delay", "n")},
+         "recall": {c: _row(scores[c], row)["recall"] for c in CONDITIONS},
+         "stopped": {c: _row(scores[c], row)["stopped"] for c in CONDITIONS}}
+        for row in scores["carried"]["groups"]]
+    record["headline"] = {c: scores[c]["value"] for c in CONDITIONS}
+    record["stopped"] = {c: scores[c]["stopped"] for c in CONDITIONS}
+    record["predictions"] = [
+        {**carried, "wiped": wiped["reply"]}
+        for carried, wiped in zip(scores["carried"]["predictions"], scores["wiped"]["predictions"], strict=True)]
+    record.update({k: v for k, v in run.items() if k not in record and k != "task"})
+    return record
+
+
+def _row(score: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
+    where = ("kind", "values", "phrasing", "delay")
+    return next(r for r in score["groups"] if all(r[k] == like[k] for k in where))
+
+
+def seed_stats(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation, min, max and a 95% Student-t interval over seeds."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if n > 1 else 0.0
+    half = float(scipy_stats.t.ppf(0.975, n - 1)) * std / n**0.5 if n > 1 else 0.0
+    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": n,
+            "ci95": [mean - half, mean + half], "values": values}
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per arm: every group's recall and stop rate over seeds, the headline, the no-harm figures."""
+    arms: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        arms.setdefault(repr(sorted(run["arm"].items())), []).append(run)
+    rows = []
+    for members in arms.values():
+        first = members[0]
+        row: dict[str, Any] = {"arm": first["arm"], "seeds": [m["seed"] for m in members], "groups": []}
+        for group in first["groups"]:
+            same = [next(g for g in m["groups"] if all(g[k] == group[k] for k in ("kind", "values", "phrasing",
+                                                                                     "delay"))) for m in members]
+            row["groups"].append({**{k: group[k] for k in ("kind", "values", "phrasing", "delay", "n")},
+                                  **{metric: {c: seed_stats([g[metric][c] for g in same]) for c in CONDITIONS}
+                                     for metric in ("recall", "stopped")}})
+        row["headline"] = {c: seed_stats([m["headline"][c] for m in members]) for c in CONDITIONS}
+        row["stopped"] = {c: seed_stats([m["stopped"][c] for m in members]) for c in CONDITIONS}
+        harm = [m["harm"] for m in members]
+        row["harm"] = {
+            "agreement": {c: seed_stats([h["agreement"][c]["agreement"] for h in harm])
+                          for c in ("base", "wiped", "carried")},
+            "perplexity_rise": {c: seed_stats([h["perplexity"]["rise"][c] for h in harm]) for c in CONDITIONS},
+        }
+        row["train_seconds"] = seed_stats([m["train_seconds"] for m in members])
+        rows.append(row)
+    return rows

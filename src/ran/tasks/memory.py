@@ -1,0 +1,360 @@
+"""One memory: tell the model a value in your own words, talk about other things, wipe the context, ask.
+
+    pass 1: "My friend's name is Orsolya Vance."         (a store phrasing; no target)
+    passes 2..d+1: intervening passes                    (distractor sentences, idle ticks, ordinary chat turns)
+    -- context wiped; only the reservoir state carries over --
+    pass d+2: "What is my friend's name?"                -> " Orsolya Vance" + the format's stop token
+
+Values are of four kinds (``ran.tasks.memory_texts``): single-token words, made-up names, 3-6 digit
+numbers and two-word places, each with a held-out split that training never reads; store and recall
+phrasings have held-out splits too. Every answer ends with the format's stop token, so a decoded reply
+is scored exactly as a session would show it: the value, then the end of the reply.
+
+Intervening passes are the kinds a session has: a *distractor* sentence read from a wiped context, an
+*idle* tick continuing the context, and an ordinary chat *turn* (a question or an instruction) whose reply
+is the base model's own greedy reply (``replies``, filled in by :func:`ran.harm.with_base_replies`); a turn
+continues the context or starts a new one. A fraction ``harm_fraction`` of the training episodes end
+in an ordinary turn instead of the recall, with the base model's reply as the target: the state then
+holds a value, and the readout learns to leave ordinary replies as the base model gives them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ran.episodes import Episode, Pass
+from ran.errors import ConfigError
+from ran.passes import STOP, Renderer
+from ran.tasks.base import Prediction, Task, register
+from ran.tasks.common import EVAL_SEED, draw, pick
+from ran.tasks.memory_texts import (
+    FIRST_NAMES,
+    HELDOUT_EVERY,
+    HELDOUT_RECALL_TEMPLATES,
+    HELDOUT_STORE_TEMPLATES,
+    HELDOUT_TEXTS,
+    HELDOUT_TURNS,
+    KINDS,
+    PLACE_NAMES,
+    PLACE_PREFIXES,
+    PLACE_SUFFIXES,
+    RECALL_TEMPLATES,
+    STORE_TEMPLATES,
+    SURNAMES,
+    TURNS,
+)
+from ran.tasks.recall import check_delay_range
+from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
+
+FILLERS = ("distractor", "idle", "turn")
+SLOT = "{value}"
+
+
+def _split(items: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(training, held-out) parts of a component list: every HELDOUT_EVERY-th item is held out."""
+    heldout = tuple(item for i, item in enumerate(items) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1)
+    return tuple(item for item in items if item not in heldout), heldout
+
+
+def builtin_values(kind: str, count: int, heldout: bool, seed: int = 0) -> tuple[str, ...]:
+    """``count`` distinct values of a multi-token kind, drawn (seeded) from its training or held-out part.
+
+    Names and places combine components of one part only; numbers of 3-6 digits are held out when the
+    sum of their digits is a multiple of 5 (a split any number falls on one side of).
+    """
+    rng = np.random.default_rng([seed, int(heldout), KINDS.index(kind)])
+    chosen: dict[str, None] = {}
+    if kind == "number":
+        while len(chosen) < count:
+            digits = int(rng.integers(3, 7))
+            number = str(int(rng.integers(10 ** (digits - 1), 10**digits)))
+            if (sum(map(int, number)) % 5 == 0) == heldout:
+                chosen[number] = None
+        return tuple(chosen)
+    if kind == "name":
+        firsts, lasts = (part[int(heldout)] for part in (_split(FIRST_NAMES), _split(SURNAMES)))
+    elif kind == "place":  # "Port Elvar" or "Elvar Falls"
+        names = _split(PLACE_NAMES)[int(heldout)]
+        firsts = PLACE_PREFIXES + names
+        lasts = names + PLACE_SUFFIXES
+    else:
+        raise ConfigError(f"kind '{kind}' has no built-in values: give them explicitly")
+    size = len(firsts) * len(lasts) if kind == "name" else (len(PLACE_PREFIXES) + len(PLACE_SUFFIXES)) * len(names)
+    if count > size:
+        raise ConfigError(f"the built-in {'held-out ' if heldout else ''}{kind} pool has {size} values, "
+                          f"fewer than {count}")
+    while len(chosen) < count:
+        first, last = firsts[int(rng.integers(len(firsts)))], lasts[int(rng.integers(len(lasts)))]
+        if kind == "place" and (first in PLACE_PREFIXES) == (last in PLACE_SUFFIXES):
+            continue  # a place is a prefix and a name, or a name and a suffix
+        chosen[f"{first} {last}"] = None
+    return tuple(chosen)
+
+
+def _mapping(data: dict[str, Any], what: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must be an object of kind -> list of strings, got {type(data).__name__}")
+    result = {}
+    for kind, items in data.items():
+        if kind not in KINDS:
+            raise ConfigError(f"{what}: unknown kind '{kind}': choose from {', '.join(KINDS)}")
+        if isinstance(items, str) or not all(isinstance(item, str) for item in items):
+            raise ConfigError(f"{what}['{kind}'] must be a list of strings, got {items!r:.60}")
+        result[kind] = tuple(items)
+    return result
+
+
+@register
+@dataclass(frozen=True)
+class MemoryTask(Task):
+    name: ClassVar[str] = "memory"
+    metric: ClassVar[str] = "recall"
+
+    kinds: tuple[str, ...] = KINDS
+    values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> training values
+    heldout_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> values never trained on
+    store_templates: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(STORE_TEMPLATES))
+    recall_templates: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(RECALL_TEMPLATES))
+    heldout_store_templates: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(HELDOUT_STORE_TEMPLATES))
+    heldout_recall_templates: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(HELDOUT_RECALL_TEMPLATES))
+    answer_template: str = " {value}" + STOP  # the recall's target: the value, then the end of the reply
+    train_delays: tuple[int, int] = (0, 8)  # intervening passes in training, drawn per episode (inclusive)
+    eval_delays: tuple[int, ...] = (0, 2, 4, 8, 16, 32)
+    filler_weights: dict[str, float] = field(default_factory=lambda: {"distractor": 1.0, "idle": 1.0, "turn": 1.0})
+    keep_context: float = 0.5  # probability that an ordinary turn continues the context (else a new one)
+    turns: tuple[str, ...] = TURNS  # ordinary turns read in training
+    heldout_turns: tuple[str, ...] = HELDOUT_TURNS  # ordinary turns read in evaluation only
+    heldout_texts: tuple[str, ...] = HELDOUT_TEXTS  # plain text for the no-harm perplexity check
+    train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS
+    eval_distractors: tuple[str, ...] = EVAL_DISTRACTORS
+    replies: dict[str, str] = field(default_factory=dict)  # turn -> the base model's greedy reply (stop included)
+    per_step: int = 16  # training episodes per step
+    harm_fraction: float = 0.25  # of them, episodes ending in an ordinary turn (the base reply as target)
+    eval_values: int = 25  # held-out values per kind evaluated at every delay (and as many trained ones)
+    heldout_template_delays: tuple[int, ...] = (0, 4, 8)  # delays at which held-out phrasings are evaluated
+    harm_eval: int = 40  # held-out ordinary turns scored for agreement with the base model
+
+    def __post_init__(self) -> None:
+        for name in ("values", "heldout_values", "store_templates", "recall_templates", "heldout_store_templates",
+                     "heldout_recall_templates"):
+            object.__setattr__(self, name, _mapping(getattr(self, name), name))
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        if not self.kinds or len(set(self.kinds)) != len(self.kinds):
+            raise ConfigError(f"kinds must be distinct and not empty, got {list(self.kinds)}")
+        for kind in self.kinds:
+            if kind not in KINDS:
+                raise ConfigError(f"unknown kind '{kind}': choose from {', '.join(KINDS)}")
+            for name in ("values", "heldout_values", "store_templates", "recall_templates"):
+                if not getattr(self, name).get(kind):
+                    raise ConfigError(f"{name} has no entries for kind '{kind}': give at least one")
+            train, heldout = self.values[kind], self.heldout_values[kind]
+            for name, items in (("values", train), ("heldout_values", heldout)):
+                if any(not item.strip() for item in items):
+                    raise ConfigError(f"{name}['{kind}'] has an empty value")
+                if len(set(items)) != len(items):
+                    raise ConfigError(f"{name}['{kind}'] has duplicates, e.g. "
+                                      f"{next(v for v in items if items.count(v) > 1)!r}")
+            overlap = sorted(set(train) & set(heldout))
+            if overlap:
+                raise ConfigError(f"held-out {kind} value {overlap[0]!r} is also a training value: held-out values "
+                                  "must be ones training never reads")
+            for name in ("store_templates", "heldout_store_templates"):
+                for template in getattr(self, name).get(kind, ()):
+                    if template.count(SLOT) != 1:
+                        raise ConfigError(f"{name}['{kind}'] template {template!r} must contain {SLOT} exactly once")
+            for name in ("recall_templates", "heldout_recall_templates"):
+                for template in getattr(self, name).get(kind, ()):
+                    if SLOT in template:
+                        raise ConfigError(f"{name}['{kind}'] template {template!r} must not contain the value")
+            for split in ("store", "recall"):
+                same = set(getattr(self, f"{split}_templates")[kind]) & set(
+                    getattr(self, f"heldout_{split}_templates").get(kind, ()))
+                if same:
+                    raise ConfigError(f"held-out {split} template {sorted(same)[0]!r} is also a training template")
+        if self.answer_template.count(SLOT) != 1:
+            raise ConfigError(f"answer template {self.answer_template!r} must contain {SLOT} exactly once")
+        check_delay_range(tuple(self.train_delays))
+        if not self.eval_delays:
+            raise ConfigError("give at least one evaluation delay")
+        for delay in (*self.eval_delays, *self.heldout_template_delays):
+            check_delay_range((delay, delay))
+        if set(self.filler_weights) - set(FILLERS) or not any(w > 0 for w in self.filler_weights.values()):
+            raise ConfigError(f"filler_weights must give a weight > 0 to some of {', '.join(FILLERS)}, "
+                              f"got {self.filler_weights}")
+        if not 0 <= self.keep_context <= 1 or not 0 <= self.harm_fraction < 1:
+            raise ConfigError("keep_context must be in [0, 1] and harm_fraction in [0, 1)")
+        if set(self.turns) & set(self.heldout_turns):
+            raise ConfigError(f"turn {sorted(set(self.turns) & set(self.heldout_turns))[0]!r} is both a training "
+                              "and a held-out turn")
+        for name in ("per_step", "eval_values", "harm_eval"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+
+    # ----- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def builtin(cls, words: tuple[str, ...], heldout_words: tuple[str, ...], per_kind: int = 1000,
+                heldout_per_kind: int = 200, **overrides) -> MemoryTask:
+        """The built-in pools: the given vocabulary words plus ``per_kind`` names, numbers and places."""
+        values = {"word": tuple(words)}
+        heldout = {"word": tuple(heldout_words)}
+        for kind in ("name", "number", "place"):
+            values[kind] = builtin_values(kind, per_kind, heldout=False)
+            heldout[kind] = builtin_values(kind, heldout_per_kind, heldout=True)
+        return cls(values=values, heldout_values=heldout, **overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryTask:
+        data = dict(data)
+        for name in ("train_delays", "eval_delays", "heldout_template_delays", "kinds", "turns", "heldout_turns",
+                     "heldout_texts", "train_distractors", "eval_distractors"):
+            if name in data:
+                if not isinstance(data[name], list | tuple):
+                    raise ConfigError(f"{name} must be a list, got {data[name]!r:.60}")
+                data[name] = tuple(data[name])
+        return super().from_dict(data)  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        for name, value in data.items():
+            if isinstance(value, dict):
+                data[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+        return data
+
+    # ----- rendering --------------------------------------------------------------------------------------
+    def answer(self, value: str) -> str:
+        return self.answer_template.replace(SLOT, value)
+
+    def check(self, renderer: Renderer) -> None:
+        for kind in self.kinds:
+            for value in (*self.values[kind][:3], *self.heldout_values[kind][:3]):
+                renderer.target(self.answer(value))  # refuses an answer that encodes to nothing
+        if self.filler_weights.get("turn", 0) > 0 or self.harm_fraction > 0:
+            missing = [t for t in (*self.turns, *self.heldout_turns) if t not in self.replies]
+            if missing:
+                raise ConfigError(f"{len(missing)} ordinary turns have no base-model reply (e.g. {missing[0]!r}): "
+                                  "fill them with ran.harm.with_base_replies before training")
+
+    def decoding(self, renderer: Renderer) -> dict[str, Any]:
+        return {"stop_tokens": renderer.stop_tokens, "extra_tokens": 4}
+
+    # ----- episodes ---------------------------------------------------------------------------------------
+    def _fillers(self, delay: int, evaluation: bool, generator: torch.Generator) -> list[Pass]:
+        kinds = [k for k in FILLERS if self.filler_weights.get(k, 0) > 0]
+        weights = torch.tensor([self.filler_weights[k] for k in kinds], dtype=torch.float64)
+        turns = self.heldout_turns if evaluation else self.turns
+        distractors = self.eval_distractors if evaluation else self.train_distractors
+        passes = []
+        for _ in range(delay):
+            kind = kinds[int(torch.multinomial(weights, 1, generator=generator))]
+            if kind == "idle":
+                passes.append(Pass.tick())
+            elif kind == "distractor":
+                passes.append(Pass(str(pick(generator, distractors))))
+            else:
+                turn = str(pick(generator, turns))
+                keep = bool(torch.rand((), generator=generator) < self.keep_context)
+                passes.append(Pass(turn, wipe=not keep, reply=self.replies.get(turn)))
+        return passes
+
+    def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
+        low, high = self.train_delays
+        harm = round(self.per_step * self.harm_fraction)
+        episodes = []
+        for index in range(self.per_step):
+            kind = str(pick(generator, self.kinds))
+            value = str(pick(generator, self.values[kind]))
+            store = Pass(str(pick(generator, self.store_templates[kind])).replace(SLOT, value))  # a new context
+            fillers = self._fillers(draw(generator, low, high), False, generator)
+            if index < harm:  # an ordinary turn with the value in the state: the base model's reply
+                turn = str(pick(generator, self.turns))
+                last = Pass(turn, target=self.replies[turn])
+            else:
+                last = Pass(str(pick(generator, self.recall_templates[kind])), target=self.answer(value))
+            episodes.append(Episode((store, *fillers, last), label=value))
+        return episodes
+
+    def evaluation_episodes(self) -> list[Episode]:
+        """Per kind: ``eval_values`` held-out values at every delay with training phrasings, and with
+        held-out phrasings at ``heldout_template_delays``; as many training values at every delay; and
+        ``harm_eval`` held-out ordinary turns after a stored value (their targets are the base replies)."""
+        generator = torch.Generator().manual_seed(EVAL_SEED)
+        episodes = []
+        plans = [("heldout", "trained", self.eval_delays), ("trained", "trained", self.eval_delays),
+                 ("heldout", "heldout", self.heldout_template_delays)]
+        for kind in self.kinds:
+            for values_split, phrasing, delays in plans:
+                stores = (self.heldout_store_templates if phrasing == "heldout" else self.store_templates).get(kind)
+                recalls = (self.heldout_recall_templates if phrasing == "heldout" else self.recall_templates).get(kind)
+                if not stores or not recalls:
+                    continue
+                pool = self.heldout_values[kind] if values_split == "heldout" else self.values[kind]
+                for delay in delays:
+                    for value in pool[:self.eval_values]:
+                        store = str(pick(generator, stores)).replace(SLOT, value)
+                        fillers = self._fillers(delay, True, generator)
+                        recall = Pass(str(pick(generator, recalls)), target=self.answer(value))
+                        info = {"kind": kind, "values": values_split, "phrasing": phrasing, "value": value,
+                                "delay": delay}
+                        episodes.append(Episode((Pass(store), *fillers, recall), label=value,
+                                                group=f"{kind}/{values_split}/{phrasing}/{delay}", info=info))
+        turns = self.heldout_turns[:self.harm_eval] if self.replies else ()
+        for index, turn in enumerate(turns):
+            kind = self.kinds[index % len(self.kinds)]
+            value = self.heldout_values[kind][index % len(self.heldout_values[kind])]
+            store = str(pick(generator, self.store_templates[kind])).replace(SLOT, value)
+            fillers = self._fillers(2, True, generator)
+            episodes.append(Episode((Pass(store), *fillers, Pass(turn, target=self.replies[turn])),
+                                    label=turn, group="harm", info={"kind": "harm", "turn": turn}))
+        return episodes
+
+    # ----- metric -----------------------------------------------------------------------------------------
+    def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
+              renderer: Renderer) -> dict[str, Any]:
+        """Exact recall (the decoded reply is the value, then the stop token) and how often the reply
+        stops, per (kind, value split, phrasing split, delay); agreement with the base model's replies on
+        the held-out ordinary turns. ``value``: held-out values, training phrasings, delays 0-8."""
+        stop_tokens = set(renderer.stop_tokens)
+        groups: dict[tuple, dict[str, list[float]]] = {}
+        details, agreement, first_token = [], [], []
+        for episode, (prediction,) in zip(episodes, predictions, strict=True):
+            target = renderer.target(episode.passes[-1].target)
+            if episode.info["kind"] == "harm":
+                agreement.append(float(prediction.tokens[:len(target)] == target))
+                first_token.append(float(prediction.tokens[:1] == target[:1]))
+                continue
+            info = episode.info
+            exact = float(prediction.tokens == target)
+            stopped = float(any(t in stop_tokens for t in prediction.tokens))
+            group = groups.setdefault((info["kind"], info["values"], info["phrasing"], info["delay"]),
+                                      {"recall": [], "stopped": []})
+            group["recall"].append(exact)
+            group["stopped"].append(stopped)
+            details.append({"kind": info["kind"], "value": info["value"], "values": info["values"],
+                            "phrasing": info["phrasing"], "delay": info["delay"],
+                            "reply": renderer.tokenizer.decode(prediction.tokens, skip_special_tokens=True),
+                            "stopped": bool(stopped)})
+        rows = [{"kind": kind, "values": values, "phrasing": phrasing, "delay": delay,
+                 "recall": _mean(g["recall"]), "stopped": _mean(g["stopped"]), "n": len(g["recall"])}
+                for (kind, values, phrasing, delay), g in sorted(groups.items())]
+        headline = [r for r in rows if r["values"] == "heldout" and r["phrasing"] == "trained" and r["delay"] <= 8]
+        return {
+            "value": _weighted(headline, "recall"),
+            "stopped": _weighted(rows, "stopped"),
+            "groups": rows,
+            "harm": {"agreement": _mean(agreement), "first_token": _mean(first_token), "n": len(agreement)},
+            "predictions": details,
+        }
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _weighted(rows: list[dict[str, Any]], key: str) -> float:
+    total = sum(r["n"] for r in rows)
+    return sum(r[key] * r["n"] for r in rows) / total if total else float("nan")

@@ -1,0 +1,177 @@
+"""Built-in pools of the memory task: values, phrasings and ordinary conversation, each with a held-out split.
+
+Values come in four kinds: single-token ``word`` s (drawn from the tokenizer's vocabulary, see
+``ran.tasks.vocab``), made-up person ``name`` s (first name + surname), ``number`` s of 3-6 digits and
+two-word ``place`` s. Names and places are built from component lists whose held-out parts are never
+combined into a training value; numbers are split by a checksum of their digits. Phrasings (store and
+recall templates) have a held-out part too: a statement, a question, a value mid-sentence or first.
+
+The demo's name "Orsolya Vance" appears in no list, so the demo recalls a value training never read.
+"""
+
+from __future__ import annotations
+
+KINDS = ("word", "name", "number", "place")
+
+FIRST_NAMES: tuple[str, ...] = tuple((
+    "Amara Bastian Cosima Dariel Elowen Fennick Galina Hollis Ilaria Jorund Kalinda Leopold Marisol Niamh Oswin "
+    "Perpetua Quillon Rosalind Severin Tamsin Ulrike Valerian Wilhelmina Xanthe Yusuf Zinnia Anselm Brigida "
+    "Casimir Delphine Emrys Florian Gwendolyn Hamish Isadora Jasper Katarzyna Lucian Mireille Nikolai Ottilie "
+    "Pascal Radomir Saoirse Thaddeus Ursula Vesna Wendeline Ysolde Zoltan Alaric Berenike Corentin Dagny "
+    "Evander Fiorella Gideon Henrike Ignatius Jolanta Konstantin Ludmila Maximilian Nerissa Octavian Philippa "
+    "Rasmus Sigrun Tiberius Undine Vitalis Winifred Xavier Yevgenia Zephyrine"
+).split())
+
+SURNAMES: tuple[str, ...] = tuple((
+    "Abernathy Brockway Castellan Dunmore Eskeland Falkenrath Garrowby Holloway Ingersoll Jablonski Kettering "
+    "Lindqvist Marchetti Northcott Okonkwo Pemberton Quennell Ravenscroft Szabo Thornbury Underhill Valdivia "
+    "Whitcombe Yardley Zielinski Ashdown Blackwood Crowther Drummond Ellsworth Fairweather Gallagher Hargreaves "
+    "Iversen Jaramillo Kowalczyk Lockhart Montgomery Nakagawa Oyelaran Prescott Quigley Rutherford Sandoval "
+    "Tennant Ulbricht Vasquez Wakefield Yamamoto Zimmerly Aldridge Bellweather Cartwright Delacroix Eberhardt "
+    "Fitzwilliam Greenhalgh Hawthorne Ishikawa Jorgensen Kingsley Larkspur Merriweather Nightingale Ormsby "
+    "Pendleton Radcliffe Stanhope Trevelyan Umberton Vandermeer Westbrook Yorke Zabriskie"
+).split())
+
+PLACE_PREFIXES: tuple[str, ...] = ("Port", "Lake", "Mount", "North", "South", "East", "West", "Upper", "Lower",
+                                   "Fort", "Saint", "New", "Glen", "Cape", "Little")
+
+PLACE_SUFFIXES: tuple[str, ...] = ("Falls", "Bay", "Harbour", "Springs", "Heights", "Ridge", "Crossing", "Valley",
+                                   "Point", "Green", "Hollow", "Sound")
+
+PLACE_NAMES: tuple[str, ...] = tuple((
+    "Elvar Cadmore Brennick Ostrava Quenby Tarrow Wexmoor Halvard Drisdale Marrowgate Pellinor Strathmere "
+    "Corvallen Innisfell Vardenholm Ashgrove Belmaris Calloway Dunraven Eldermoor Farrowdale Grimsworth "
+    "Hollowmere Istvanburg Jarrowfield Kestrelton Lorimer Mirefield Norcaster Oakhaven Pelham Rookwood "
+    "Saltmarsh Thistlewood Umbridge Velmont Whitmoor Yarrowby Zennor Abbotsley Brackenridge Coldharbour "
+    "Dovercourt Emberly Foxhollow Glenmorrow Harrowgate Ivybridge Juniper Kilbarron Lindenfels Marlow "
+    "Netherby Orwell Penrith Quarrington Rosemarkie Stonebury Tamworth Upminster Vellacourt Wycombe"
+).split())
+
+# Held out by position: every fifth component is never combined into a training value.
+HELDOUT_EVERY = 5
+
+# Store phrasings per kind: "{value}" marks the value. Training reads the first list, evaluation also
+# the held-out one (phrasings training never reads).
+STORE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "word": ("The secret word is {value}.", "Please remember the word {value}.", "My favourite word is {value}.",
+             "Keep this word in mind: {value}.", "{value} is the word I want you to remember.",
+             "Here is a word to hold on to: {value}. Thanks!"),
+    "name": ("My friend's name is {value}.", "I just met someone called {value}.",
+             "{value} is my new neighbour.", "Please remember the name {value}.",
+             "Yesterday I had lunch with {value} at the harbour.", "My new manager is called {value}."),
+    "number": ("My locker code is {value}.", "The number to remember is {value}.", "Please note the number {value}.",
+               "{value} is my room number at the hotel.", "The parcel's tracking number is {value}, keep it safe.",
+               "My bank sent me the code {value} this morning."),
+    "place": ("I grew up in {value}.", "Next summer we are travelling to {value}.", "My sister lives in {value}.",
+              "Please remember the place {value}.", "{value} is where the conference takes place.",
+              "We stopped in {value} on the way home last week."),
+}
+HELDOUT_STORE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "word": ("Don't forget the word {value}, I'll ask you later.", "Today's code word is {value}."),
+    "name": ("Did I tell you that my cousin married {value}?", "The plumber who fixed our sink was {value}."),
+    "number": ("Write this down for later: {value}.", "Our booking reference is {value}."),
+    "place": ("We once got lost near {value} on a road trip.", "Have you ever heard of {value}? My aunt moved there."),
+}
+RECALL_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "word": ("What was the secret word?", "Which word did I ask you to remember?", "Tell me the word I gave you."),
+    "name": ("What is my friend's name?", "What was the name I told you?", "Who did I mention earlier?"),
+    "number": ("What was the number?", "Which number did I give you?", "Tell me the number I mentioned."),
+    "place": ("Which place did I mention?", "What was the place I told you about?", "Where did I say?"),
+}
+HELDOUT_RECALL_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "word": ("Remind me, which word was it?",),
+    "name": ("Remind me, what was that person called?",),
+    "number": ("Can you repeat the number from before?",),
+    "place": ("Remind me, which town was it?",),
+}
+
+# Ordinary user turns: questions, instructions and small talk. Training reads TURNS (with the base
+# model's own replies as targets, so the memory learns to leave ordinary replies alone); the no-harm
+# evaluation reads HELDOUT_TURNS only.
+TURNS: tuple[str, ...] = (
+    "What is the capital of Italy?", "How many legs does a spider have?", "What is 7 times 8?",
+    "Who wrote Romeo and Juliet?", "What colour is the sky on a clear day?", "How many days are in a week?",
+    "What is the boiling point of water in Celsius?", "Name a fruit that is yellow.", "What is 15 plus 27?",
+    "Which planet is known as the red planet?", "What do bees make?", "How many continents are there?",
+    "What is the largest ocean on Earth?", "Give me a synonym for happy.", "What is the opposite of cold?",
+    "How many hours are in a day?", "What language is spoken in Brazil?", "What is the square root of 81?",
+    "Write one sentence about the sea.", "Suggest a name for a pet goldfish.", "How do I boil an egg?",
+    "Tell me a fun fact about cats.", "What should I pack for a beach trip?", "Describe a sunset in a few words.",
+    "Can you recommend a good breakfast?", "How are you today?", "What is your favourite season and why?",
+    "Explain what a rainbow is.", "What is the main ingredient of guacamole?", "How many sides does a hexagon have?",
+    "What is the freezing point of water in Fahrenheit?", "Who painted the Mona Lisa?",
+    "What is the chemical symbol for gold?", "Translate 'thank you' into Spanish.", "What is 100 divided by 4?",
+    "List three primary colours.", "What do plants need to grow?", "Write a short greeting for a birthday card.",
+    "What is the tallest animal in the world?", "How many minutes are in an hour?", "Why do leaves change colour?",
+    "What is a good way to relax after work?", "Give me a tip for learning a new language.",
+    "What is the capital of Japan?", "How many strings does a violin have?", "What is the largest planet?",
+    "Complete the sentence: The early bird", "What is 12 minus 5?", "What instrument has black and white keys?",
+    "Name an animal that lives in the Arctic.", "What is the plural of mouse?", "Tell me something about the moon.",
+    "What is the speed of light, roughly?", "How do you make a cup of tea?", "What does a thermometer measure?",
+    "Recommend a hobby for a rainy day.", "What is the past tense of run?", "How many players are on a soccer team?",
+    "Write a haiku about autumn.", "What is the capital of Canada?", "Which is heavier, a kilogram of feathers "
+    "or a kilogram of stone?", "What is photosynthesis?", "Say something kind to a friend.",
+    "What is 9 squared?", "Who was the first person to walk on the moon?", "What is the largest mammal?",
+    "What is the main language of Germany?", "Give me an example of a vegetable.", "How many weeks are in a year?",
+    "Describe the taste of a lemon.", "What do you call a baby dog?", "What is the currency of the United Kingdom?",
+    "Explain why we need sleep.", "What is the first month of the year?", "Suggest a title for a mystery novel.",
+    "Hello! Can you help me plan my day?", "What is 3 plus 4?", "Where do penguins live?",
+    "What is the longest river in Africa?", "How many letters are in the English alphabet?",
+)
+HELDOUT_TURNS: tuple[str, ...] = (
+    "What is the capital of France?", "How long should I boil an egg?", "What is 6 times 7?",
+    "Who wrote Hamlet?", "How many legs does a cat have?", "What is the largest desert in the world?",
+    "Name a fruit that is red.", "What is 20 plus 22?", "Which planet is closest to the sun?",
+    "What do cows drink?", "What is the opposite of tall?", "How many seconds are in a minute?",
+    "What language is spoken in Mexico?", "What is the square root of 64?", "Write one sentence about the forest.",
+    "Suggest a name for a pet rabbit.", "Tell me a fun fact about dogs.", "What should I pack for a ski trip?",
+    "Explain what a cloud is.", "What is the main ingredient of bread?", "How many sides does a triangle have?",
+    "Who painted the Starry Night?", "What is the chemical symbol for water?", "Translate 'hello' into French.",
+    "What is 50 divided by 5?", "List three kinds of weather.", "Write a short note to thank a teacher.",
+    "What is the fastest land animal?", "Why is the ocean salty?", "Give me a tip for sleeping better.",
+    "What is the capital of Spain?", "How many keys does a piano have?", "Complete the sentence: Practice makes",
+    "What is 15 minus 9?", "Name an animal that lives in the desert.", "What is the plural of child?",
+    "How do you make pancakes?", "Recommend a book for a long flight.", "What is the past tense of swim?",
+    "Write a haiku about winter.", "What is the capital of Australia?", "What is gravity?",
+    "What is 8 squared?", "What is the smallest planet?", "What do you call a baby cat?",
+    "What is the currency of Japan?", "Explain why we need water.", "What is the last month of the year?",
+    "Where do kangaroos live?", "How many days are in a leap year?", "What is 2 plus 9?",
+    "Give me an example of a mammal.", "Describe the smell of rain.", "What does a compass show?",
+    "Hi there! What can you do?", "What is the tallest mountain in the world?",
+)
+
+# Plain text for the perplexity check (held out from training, which reads none of it).
+HELDOUT_TEXTS: tuple[str, ...] = (
+    "The village sat at the edge of a wide valley, where the river slowed and spread into marshes. Every spring "
+    "the water rose, and the farmers moved their animals to the higher fields until it fell again.",
+    "To make a simple tomato sauce, soften an onion in olive oil, add chopped tomatoes and a pinch of salt, and "
+    "let it simmer for twenty minutes. Stir now and then so it does not catch on the bottom of the pan.",
+    "Bicycles are one of the most efficient ways to travel short distances. A rider can cover several kilometres "
+    "in a few minutes while using very little energy, and the bicycle itself needs no fuel.",
+    "The library was quiet except for the soft turning of pages. Near the window, an old man read a newspaper, "
+    "while two students whispered over a map spread across the table.",
+    "Volcanoes form where molten rock rises from deep inside the Earth. When pressure builds up, the magma can "
+    "break through the surface, sending ash and lava into the surrounding land.",
+    "Good sleep depends on regular habits. Going to bed at the same time each night, keeping the bedroom dark, "
+    "and avoiding screens before sleep can all help the body rest.",
+    "The train slowed as it entered the mountains. Snow covered the pine trees on both sides of the track, and "
+    "the passengers pressed their faces to the windows to watch.",
+    "Honeybees live in colonies with a single queen. The workers collect nectar and pollen, build the wax comb, "
+    "and care for the young, while the queen lays thousands of eggs.",
+    "When the storm finally passed, the streets were full of broken branches. Neighbours came out with brooms "
+    "and saws, and by the evening most of the roads were clear again.",
+    "A good cup of coffee starts with fresh beans. Grinding them just before brewing keeps the flavour, and water "
+    "that is hot but not boiling brings out the taste without bitterness.",
+    "The museum's new exhibition shows tools from the stone age. Visitors can hold copies of axes and scrapers "
+    "and see how early people shaped them from flint.",
+    "Learning to swim takes patience. Most beginners start by floating on their backs, then practise kicking "
+    "while holding the edge of the pool before they try a full stroke.",
+    "The market opened at dawn. Traders set out baskets of apples, fresh bread and cheese, and the smell of "
+    "roasting nuts drifted across the square.",
+    "Rainforests cover a small part of the planet but hold a large share of its species. Many plants found there "
+    "are used in medicine, and scientists still discover new animals every year.",
+    "After dinner, the family gathered in the living room to play cards. The youngest child won the first round "
+    "and refused to stop playing until everyone else had won once.",
+    "Lighthouses once guided ships along dangerous coasts. Today most of them run automatically, but a few still "
+    "have keepers who climb the stairs every evening to check the lamp.",
+)

@@ -1,0 +1,258 @@
+"""The one-memory recipe: its task, the gated read, the leak spread, replies that stop, and the no-harm check."""
+
+import json
+
+import pytest
+import torch
+from tiny_models import tiny_chat_tokenizer, tiny_model
+
+from ran.episodes import Episode, Pass, render
+from ran.errors import ConfigError
+from ran.model import RanConfig, ReservoirModel, wrap
+from ran.passes import STOP, PassFormat, Renderer
+from ran.reservoir import Reservoir, ReservoirConfig
+from ran.tasks.memory import MemoryTask, builtin_values
+from ran.training import TrainConfig, predict, train
+
+WORDS = tuple(f"w{i}" for i in range(40, 56))
+HELDOUT = tuple(f"w{i}" for i in range(56, 60))
+TEMPLATES = {"store_templates": {"word": ("w10 w11 {value} w12",)}, "recall_templates": {"word": ("w13 w14",)},
+             "heldout_store_templates": {"word": ("w15 {value}",)}, "heldout_recall_templates": {"word": ("w16",)}}
+
+
+def tiny_task(**changes) -> MemoryTask:
+    settings = dict(kinds=("word",), values={"word": WORDS}, heldout_values={"word": HELDOUT}, **TEMPLATES,
+                    turns=("w20 w21", "w22"), heldout_turns=("w23 w24", "w25"), heldout_texts=("w26 w27 w28",),
+                    train_distractors=("w30 w31",),
+                    eval_distractors=("w32",), filler_weights={"distractor": 1.0, "idle": 1.0}, harm_fraction=0.0,
+                    train_delays=(0, 2), eval_delays=(0, 2), heldout_template_delays=(0,), eval_values=4)
+    settings.update(changes)
+    return MemoryTask(**settings)
+
+
+@pytest.fixture
+def renderer():
+    return Renderer(PassFormat("chat", idle_text="w9"), tiny_chat_tokenizer())
+
+
+# ----- values and validation ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["name", "number", "place"])
+def test_builtin_values_are_deterministic_and_their_splits_disjoint(kind):
+    train, heldout = builtin_values(kind, 300, heldout=False), builtin_values(kind, 100, heldout=True)
+    assert len(set(train)) == 300 and len(set(heldout)) == 100 and not set(train) & set(heldout)
+    assert builtin_values(kind, 300, heldout=False) == train
+    if kind == "number":
+        assert all(3 <= len(v) <= 6 and v.isdigit() for v in train + heldout)
+        assert all(sum(map(int, v)) % 5 == 0 for v in heldout) and all(sum(map(int, v)) % 5 for v in train)
+    else:  # held-out values combine held-out components only: no training value shares the name part
+        parts = {p for v in train for p in v.split()}
+        assert all(any(p not in parts for p in v.split()) for v in heldout)
+    assert "Orsolya Vance" not in train + heldout  # the demo's name is one no split contains
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"values": {"word": ()}}, "no entries for kind 'word'"),
+    ({"store_templates": {"word": ("w10 w11",)}}, "must contain {value} exactly once"),
+    ({"heldout_values": {"word": ("w40",)}}, "held-out word value 'w40' is also a training value"),
+    ({"heldout_store_templates": {"word": ("w10 w11 {value} w12",)}}, "is also a training template"),
+    ({"heldout_recall_templates": {"word": ("w13 w14",)}}, "is also a training template"),
+    ({"recall_templates": {"word": ("w13 {value}",)}}, "must not contain the value"),
+    ({"values": {"word": ("w40", "w40")}}, "duplicates"),
+    ({"kinds": ("colour",)}, "unknown kind"),
+    ({"answer_template": " value"}, "must contain {value}"),
+])
+def test_bad_memory_tasks_are_refused_in_one_line(changes, message):
+    with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}").replace("(", r"\(")):
+        tiny_task(**changes)
+
+
+def test_task_round_trips_through_a_dict():
+    task = tiny_task()
+    again = MemoryTask.from_dict(json.loads(json.dumps(task.to_dict())))
+    assert again == task
+
+
+# ----- rendering: a stop at the end of a target, a reply that joins the context ------------------------------
+def test_an_answer_ends_with_the_formats_stop_token(renderer):
+    tokens = renderer.target(" w40 w41" + STOP)
+    assert tokens[:-1] == renderer.encode(" w40 w41") and tokens[-1] == renderer.silence
+    # What joins the context after that reply: the value, closed the way a session closes a reply.
+    assert renderer.close_reply(tokens) == renderer.encode(" w40 w41") + renderer.reply_end
+
+
+def test_a_scripted_reply_joins_the_context_but_is_no_target(renderer):
+    episode = Episode((Pass("w20 w21", reply="w70 w71" + STOP), Pass("w22", wipe=False), Pass("w13", "w40")))
+    first, second, _ = render(episode, renderer)
+    assert first.target == ()  # not trained on
+    expected = list(first.prompt) + renderer.encode("w70 w71") + renderer.reply_end + renderer.turn("w22")
+    assert list(second.prompt) == expected
+
+
+def test_memory_episodes_store_first_and_end_in_the_value_and_a_stop(renderer):
+    task = tiny_task(filler_weights={"distractor": 1.0, "idle": 1.0, "turn": 1.0}, harm_fraction=0.25,
+                     replies={"w20 w21": "w70" + STOP, "w22": "w71 w72", "w23 w24": "w73" + STOP})
+    episodes = task.training_episodes(torch.Generator().manual_seed(0))
+    assert len(episodes) == task.per_step
+    recall = [e for e in episodes if e.passes[-1].target.endswith(STOP) and e.label in WORDS
+              and e.passes[-1].text == "w13 w14"]
+    harm = [e for e in episodes if e.passes[-1].text in task.turns]
+    assert len(harm) == round(task.per_step * task.harm_fraction) and len(recall) == task.per_step - len(harm)
+    for episode in recall:
+        assert episode.passes[0].text == f"w10 w11 {episode.label} w12"
+        assert renderer.target(episode.passes[-1].target) == renderer.encode(f" {episode.label}") + [renderer.silence]
+        for step in episode.passes[1:-1]:  # turns carry the base reply as context, never as a target
+            assert step.target is None
+            assert step.reply == (task.replies[step.text] if step.text in task.turns else None)
+
+
+def test_evaluation_covers_held_out_values_and_phrasings_at_every_delay():
+    episodes = tiny_task().evaluation_episodes()
+    where = {(e.info["values"], e.info["phrasing"], e.info["delay"]) for e in episodes}
+    assert where == {("heldout", "trained", 0), ("heldout", "trained", 2), ("trained", "trained", 0),
+                     ("trained", "trained", 2), ("heldout", "heldout", 0)}
+    heldout = [e for e in episodes if e.info["values"] == "heldout"]
+    assert {e.label for e in heldout} <= set(HELDOUT)
+    assert all(e.passes[0].text == f"w15 {e.label}" for e in heldout if e.info["phrasing"] == "heldout")
+    assert tiny_task().evaluation_episodes() == episodes  # fixed
+
+
+# ----- the reservoir: a spread of leak rates ---------------------------------------------------------------
+def test_a_leak_spread_gives_every_unit_its_own_rate_and_keeps_the_uniform_fingerprints():
+    spread = Reservoir(ReservoirConfig(units=16, leak_rate=1.0, leak_rate_min=0.01, input_scaling=0.5), 4)
+    leaks = spread.leak
+    assert float(leaks[0]) == pytest.approx(0.01) and float(leaks[-1]) == pytest.approx(1.0)
+    assert torch.all(leaks[1:] > leaks[:-1])
+    state, x = torch.randn(3, 16), torch.randn(3, 4)
+    activated = torch.tanh(state @ spread.w_r.T + x @ spread.w_in.T)
+    torch.testing.assert_close(spread.step(state, x), (1 - leaks) * state + leaks * activated)
+    uniform = ReservoirConfig(units=16, leak_rate=0.3)
+    # A field newer than the first artifacts leaves their reservoirs' fingerprints as they were.
+    assert Reservoir(uniform, 4).fingerprint == Reservoir(uniform, 4).fingerprint != spread.fingerprint
+    with pytest.raises(ConfigError, match="leak_rate_min"):
+        ReservoirConfig(leak_rate=0.5, leak_rate_min=0.9)
+
+
+# ----- the gated read --------------------------------------------------------------------------------------
+def _gated_model(seed=0) -> ReservoirModel:
+    config = RanConfig(summary="gated", reservoir=ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5))
+    return wrap(tiny_model("llama", seed), config)
+
+
+def test_a_shut_gated_read_writes_nothing_and_an_open_one_takes_the_marked_tokens():
+    model = _gated_model()
+    ids = torch.tensor([[10, 11, 40, 12]])
+    with torch.no_grad():
+        model.read_gate.bias.fill_(-40.0)
+        shut = model(ids, state=torch.zeros(1, 64), read_only=True).state
+        assert float(shut.abs().max()) < 1e-6  # tanh(W_in * ~0) from the zero state
+        model.read_gate.bias.fill_(40.0)  # every gate open: the mean of the normalised hidden states
+        opened = model(ids, state=torch.zeros(1, 64), read_only=True).state
+    assert float(opened.abs().max()) > 0.01
+
+
+def test_a_gated_read_round_trips_through_an_artifact(tmp_path):
+    model = _gated_model()
+    with torch.no_grad():
+        model.read_gate.weight.normal_()
+        for parameter in model.injector.parameters():
+            parameter.normal_(std=0.3)
+    ids = torch.tensor([[10, 11, 40, 12]])
+    state = torch.randn(1, 64) * 0.5
+    with torch.no_grad():
+        before = model(ids, state=state)
+    model.save_pretrained(tmp_path / "artifact")
+    model.unwrap()
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
+    with torch.no_grad():
+        after = loaded(ids, state=state)
+    torch.testing.assert_close(after.logits, before.logits)
+    torch.testing.assert_close(after.state, before.state)
+
+
+# ----- decoding as a session does -----------------------------------------------------------------------------
+def test_evaluation_decodes_past_the_target_until_a_stop_token(renderer):
+    model = _gated_model()
+    episodes = [Episode((Pass("w10 w11 w40 w12"), Pass("w13 w14", " w40 w41" + STOP)))]
+    stop = renderer.stop_tokens
+    (plain,), = predict(model, renderer, episodes, carry=True)
+    assert len(plain.tokens) == 3  # the target's length, whatever the tokens
+    (session_like,), = predict(model, renderer, episodes, carry=True, stop_tokens=stop, extra_tokens=5)
+    tokens = session_like.tokens
+    assert tokens[:len(plain.tokens)] == plain.tokens[:len(tokens)]  # the same greedy path
+    stops = [i for i, t in enumerate(tokens) if t in stop]
+    assert (stops and stops[0] == len(tokens) - 1) or (not stops and len(tokens) == 3 + 5)
+
+
+# ----- training: the tiny task is learned, through the state only ----------------------------------------------
+def test_the_recipe_learns_a_tiny_memory_task_through_the_carried_state(renderer):
+    """One-hop and two-hop recall of 8 values on a tiny model: carried far above the wiped control.
+
+    Measured over four seeds (model, reservoir, readout): carried 0.69-0.94, wiped 0.00, replies stop
+    0.96-1.00; the thresholds sit well inside that."""
+    from ran.runner import evaluate
+
+    task = tiny_task(values={"word": WORDS[:8]}, train_delays=(0, 1), eval_delays=(0, 1), eval_values=8)
+    config = RanConfig(summary="gated", n_slots=4, reservoir=ReservoirConfig(units=128, leak_rate=1.0,
+                                                                             leak_rate_min=0.05, input_scaling=1.0))
+    model = wrap(tiny_model("llama", 0), config)
+    result = train(model, renderer, lambda step, g: task.training_episodes(g),
+                   TrainConfig(steps=200, learning_rate=0.03), progress=False)
+    assert result.losses[-1] < 0.5 * result.losses[0]
+    scores = {c: evaluate(model, renderer, task, carry=c == "carried") for c in ("carried", "wiped")}
+    recall = {c: [g["recall"] for g in s["groups"] if g["values"] == "trained"] for c, s in scores.items()}
+    assert sum(recall["carried"]) / 2 >= 0.5 and max(recall["wiped"]) <= 0.15  # chance over 8 values: 0.125
+    assert scores["carried"]["stopped"] >= 0.8
+
+
+# ----- the command -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_chat_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny-chat-llama")
+    tiny_model("llama").save_pretrained(directory)
+    tiny_chat_tokenizer().save_pretrained(directory)
+    return directory
+
+
+def remember(*args) -> int:
+    from ran.cli import main
+
+    return main(["remember", *args])
+
+
+def test_remember_trains_scores_and_reports_no_harm(tiny_chat_dir, tmp_path, capsys):
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps({**tiny_task().to_dict(), "filler_weights": {"distractor": 1, "idle": 1, "turn": 1},
+                                "harm_fraction": 0.25}))
+    out = tmp_path / "out"
+    assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
+                    "--steps", "3", "--seeds", "0", "1", "--idle-text", "w9", "--out", str(out), "--no-progress") == 0
+    results = json.loads((out / "memory.json").read_text())
+    assert results["schema"] == "ran.memory/1" and (out / "memory.png").stat().st_size > 0
+    assert [r["seed"] for r in results["runs"]] == [0, 1]
+    for run in results["runs"]:
+        assert {(g["values"], g["phrasing"], g["delay"]) for g in run["groups"]} == {
+            ("heldout", "trained", 0), ("heldout", "trained", 2), ("trained", "trained", 0),
+            ("trained", "trained", 2), ("heldout", "heldout", 0)}
+        harm = run["harm"]
+        assert harm["agreement"]["base"]["agreement"] == 1.0  # the base model agrees with its own replies
+        assert harm["agreement"]["carried"]["n"] == 2 and set(harm["perplexity"]) >= {"base", "wiped", "carried"}
+        assert len(run["loss_curve"]) == 3
+    summary = results["summary"][0]
+    assert summary["headline"]["carried"]["values"] == [r["headline"]["carried"] for r in results["runs"]]
+    assert "no harm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"values": {"word": []}}, "no entries for kind 'word'"),
+    ({"store_templates": {"word": ["w10"]}}, "exactly once"),
+    ({"heldout_values": {"word": ["w40"]}}, "also a training value"),
+    ({"heldout_store_templates": {"word": ["w10 w11 {value} w12"]}}, "also a training template"),
+])
+def test_remember_refuses_a_bad_task_file_in_one_line(tiny_chat_dir, tmp_path, capsys, task, message):
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps({**tiny_task().to_dict(), **task}))
+    code = remember("--model", str(tiny_chat_dir), "--task", str(path), "--kinds", "word", "--steps", "1",
+                    "--seeds", "0", "--out", str(tmp_path / "out"), "--no-progress")
+    error = capsys.readouterr().err
+    assert code == 2 and message in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "memory.json").exists()
