@@ -256,3 +256,42 @@ def test_remember_refuses_a_bad_task_file_in_one_line(tiny_chat_dir, tmp_path, c
     error = capsys.readouterr().err
     assert code == 2 and message in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "memory.json").exists()
+
+
+# ----- read labels: where a trained read should look ----------------------------------------------------------
+def test_a_store_pass_labels_the_values_tokens_for_the_gated_read(renderer):
+    labels = renderer.turn_labels("w10 w11 w40 w41 w12", "w40 w41")
+    tokens = renderer.turn("w10 w11 w40 w41 w12")
+    assert [t for t, label in zip(tokens, labels, strict=True) if label] == renderer.encode("w40 w41")
+    assert renderer.turn_labels("w10 w11", "") == [0] * len(renderer.turn("w10 w11"))
+    with pytest.raises(ConfigError, match="does not occur"):
+        renderer.turn_labels("w10 w11", "w40")
+    store, tick, turn = render(Episode((Pass("w10 w40 w12", read="w40"), Pass.tick(read=""),
+                                        Pass("w22", wipe=False, read=""))), renderer)
+    assert sum(store.read) == 1 and len(store.read) == len(store.prompt)
+    assert tick.read[:len(store.prompt)] == (-1,) * len(store.prompt)  # the context keeps no labels
+    assert set(turn.read[-len(renderer.turn("w22")):]) == {0}
+
+
+def test_read_labels_train_the_gate_to_take_the_value_and_nothing_else(renderer):
+    """With only the read labels as a loss, the gate learns to open on the value's tokens alone."""
+    from ran.training import run_episodes
+
+    model = _gated_model()
+    task = tiny_task()
+    optimizer = torch.optim.Adam(model.read_gate.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        episodes = [render(e, renderer) for e in task.training_episodes(generator)]
+        # Only the read loss: no targets, so nothing else trains.
+        episodes = [[p if not p.target else type(p)(p.prompt, (), p.speak, p.read) for p in e] for e in episodes]
+        loss = run_episodes(model, episodes).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    store = render(Episode((MemoryTask.store("w10 w11 {value} w12", "w57"),)), renderer)[0]
+    with torch.no_grad():
+        logits = model(torch.tensor([store.prompt]), state=torch.zeros(1, 64), read_only=True).read_logits[0]
+    value = [i for i, label in enumerate(store.read) if label == 1]
+    others = [i for i, label in enumerate(store.read) if label == 0]
+    assert float(logits[value].min()) > 0 > float(logits[others].max())  # a held-out value, too

@@ -34,11 +34,13 @@ class Pass:
     wipe: bool = True  # the context is wiped before this pass (an idle tick keeps it unless told)
     speak: bool | None = None  # the gate head's label after this pass: speak, stay silent, or no label
     reply: str | None = None  # what was said after a pass without a target: joins the context, is not trained
+    read: str | None = None  # what of ``text`` a trained read should take in ("" = nothing); None = no label
 
     @classmethod
-    def tick(cls, target: str | None = None, wipe: bool = False, speak: bool | None = None) -> Pass:
+    def tick(cls, target: str | None = None, wipe: bool = False, speak: bool | None = None,
+             read: str | None = None) -> Pass:
         """An idle tick, which continues the context like an idle tick in a session."""
-        return cls(text="", target=target, idle=True, wipe=wipe, speak=speak)
+        return cls(text="", target=target, idle=True, wipe=wipe, speak=speak, read=read)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class RenderedPass:
     prompt: tuple[int, ...]  # context + this pass's turn: the reservoir reads at the last of these
     target: tuple[int, ...]  # token ids the model must produce next; () = no target
     speak: bool | None = None  # the gate head's label after this pass
+    read: tuple[int, ...] = ()  # per prompt token: 1 read it, 0 do not, -1 no label; () = no labels at all
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -75,7 +78,11 @@ def render(episode: Episode, renderer: Renderer) -> list[RenderedPass]:
         turn = renderer.idle_tokens if step.idle else renderer.turn(step.text)
         prompt = context + turn
         target = renderer.target(step.target) if step.target is not None else []
-        rendered.append(RenderedPass(tuple(prompt), tuple(target), step.speak))
+        read: tuple[int, ...] = ()
+        if step.read is not None:  # the context keeps no labels: only this pass's own turn is labelled
+            labels = [0] * len(turn) if step.idle else renderer.turn_labels(step.text, step.read)
+            read = (-1,) * len(context) + tuple(labels)
+        rendered.append(RenderedPass(tuple(prompt), tuple(target), step.speak, read))
         if step.target is None:
             reply = renderer.target(step.reply) if step.reply else []
         else:
@@ -95,6 +102,7 @@ class PassGroup:
     position_ids: torch.Tensor  # (b, T) counted over real tokens
     read_index: torch.Tensor  # (b,) the end of each prompt
     labels: torch.Tensor | None  # (b, M): target ids at the last M positions, NO_TARGET elsewhere; None = no targets
+    read_labels: torch.Tensor | None = None  # (b, T): 1 read, 0 do not, -1 no label; None = no pass is labelled
 
     @property
     def has_targets(self) -> bool:
@@ -123,7 +131,15 @@ def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGrou
         for row, step in enumerate(passes):
             if step.target:
                 labels[row, longest - len(step.target):] = torch.tensor(step.target)
-    return PassGroup(torch.tensor(rows), passes, input_ids, attention_mask, position_ids, read_index, labels)
+    read_labels = None
+    if any(p.read for p in passes):
+        read_labels = torch.full((len(passes), width), -1, dtype=torch.long)
+        for row, step in enumerate(passes):
+            if step.read:
+                start = width - len(step.tokens)
+                read_labels[row, start:start + len(step.read)] = torch.tensor(step.read)
+    return PassGroup(torch.tensor(rows), passes, input_ids, attention_mask, position_ids, read_index, labels,
+                     read_labels)
 
 
 def schedule(episodes: list[list[RenderedPass]], pad_id: int) -> list[list[PassGroup]]:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ran.episodes import Episode, Pass, left_pad, render
+from ran.errors import ConfigError
 from ran.loading import cache_dir
 from ran.model import ReservoirModel, _atomic_write, base_model_identity
 from ran.passes import STOP, Renderer
@@ -98,8 +99,9 @@ def with_base_replies(task, base: PreTrainedModel, renderer: Renderer):
 @torch.no_grad()
 def perplexity(model: ReservoirModel, renderer: Renderer, texts: list[str], state: torch.Tensor | None,
                base: bool = False) -> float:
-    """exp(mean negative log-likelihood) of each text's own tokens, read as a user turn from a fresh
-    context, with ``state`` (1, K) written back (None: the zero state) or, with ``base``, no injection."""
+    """exp(mean negative log-likelihood) of each text's own tokens (but a first token nothing precedes),
+    read as a user turn from a fresh context, with ``state`` (1, K) written back (None: the zero state)
+    or, with ``base``, no injection."""
     device = model.reservoir.w_in.device
     total, count = 0.0, 0
     for text in texts:
@@ -113,22 +115,26 @@ def perplexity(model: ReservoirModel, renderer: Renderer, texts: list[str], stat
                 logits = model(ids, state=row_state).logits
         else:
             logits = model(ids, state=row_state).logits  # (1, T, vocab)
-        predicted = logits[0, start - 1:start + len(body) - 1].float()  # positions that predict the body
-        total += float(F.cross_entropy(predicted, torch.tensor(body, device=device), reduction="sum"))
-        count += len(body)
+        first = max(start, 1)  # the first position that something precedes
+        predicted = logits[0, first - 1:start + len(body) - 1].float()  # the positions that predict the body
+        scored = torch.tensor(turn[first:start + len(body)], device=device)
+        total += float(F.cross_entropy(predicted, scored, reduction="sum"))
+        count += len(scored)
     return math.exp(total / count)
 
 
 def _find(sequence: list[int], part: list[int]) -> int:
-    for index in range(1, len(sequence) - len(part) + 1):
+    for index in range(len(sequence) - len(part) + 1):
         if sequence[index:index + len(part)] == part:
             return index
     raise ValueError("the text's tokens do not appear in its turn")  # not reached for the formats here
 
 
 @torch.no_grad()
-def state_holding(model: ReservoirModel, renderer: Renderer, passes: list[Pass]) -> torch.Tensor:
-    """(1, K) the state after running ``passes`` (e.g. a store pass and two ordinary turns)."""
+def state_holding(model: ReservoirModel, renderer: Renderer, passes: list[Pass]) -> torch.Tensor | None:
+    """(1, K) the state after running ``passes`` (None, the zero state, when there are none)."""
+    if not passes:
+        return None
     device = model.reservoir.w_in.device
     state = model.reservoir.initial_state(1, device)
     for rendered in render(Episode(tuple(passes)), renderer):
@@ -137,11 +143,11 @@ def state_holding(model: ReservoirModel, renderer: Renderer, passes: list[Pass])
     return state
 
 
-def perplexity_report(model: ReservoirModel, renderer: Renderer, store: str,
+def perplexity_report(model: ReservoirModel, renderer: Renderer, store: str | None,
                       texts: tuple[str, ...] = HELDOUT_TEXTS) -> dict[str, Any]:
-    """Perplexity of held-out text: base model, wiped state, and the state holding ``store`` (read two
-    idle ticks earlier); ``rise`` is condition / base - 1."""
-    held = state_holding(model, renderer, [Pass(store), Pass.tick(), Pass.tick()])
+    """Perplexity of held-out text: base model, wiped state, and the state holding ``store``
+    (:func:`holding`); ``rise`` is condition / base - 1."""
+    held = state_holding(model, renderer, list(holding(renderer, store)))
     report = {"base": perplexity(model, renderer, list(texts), None, base=True),
               "wiped": perplexity(model, renderer, list(texts), None),
               "carried": perplexity(model, renderer, list(texts), held)}
@@ -150,11 +156,23 @@ def perplexity_report(model: ReservoirModel, renderer: Renderer, store: str,
     return report
 
 
+def holding(renderer: Renderer, store: str | None) -> tuple[Pass, ...]:
+    """The passes that leave a value in the state before an ordinary prompt: the store pass, then two idle
+    ticks (where the format's idle text is a token for this tokenizer)."""
+    if not store:
+        return ()
+    try:
+        _ = renderer.idle_tokens  # raises where the idle text is no token
+    except ConfigError:
+        return (Pass(store),)
+    return Pass(store), Pass.tick(), Pass.tick()
+
+
 def agreement(model: ReservoirModel, renderer: Renderer, replies: dict[str, str], store: str | None,
               carry: bool) -> dict[str, Any]:
     """How often the greedy reply to each prompt equals the base model's (``replies``), with the state
-    holding ``store`` (read two idle ticks earlier) carried, or wiped before the prompt."""
-    lead = (Pass(store), Pass.tick(), Pass.tick()) if store else ()
+    holding ``store`` (:func:`holding`) carried, or wiped before the prompt."""
+    lead = holding(renderer, store)
     prompts = list(replies)
     episodes = [Episode((*lead, Pass(prompt, target=replies[prompt]))) for prompt in prompts]
     predictions = predict(model, renderer, episodes, carry=carry, stop_tokens=renderer.stop_tokens, extra_tokens=0)
@@ -183,7 +201,7 @@ def harm_report(model: ReservoirModel, renderer: Renderer, store: str | None,
         base = agreement(model, renderer, replies, None, carry=False)
     report = {"store": store, "agreement": {"base": base, "wiped": agreement(model, renderer, replies, store, False),
                                             "carried": agreement(model, renderer, replies, store, True)}}
-    report["perplexity"] = perplexity_report(model, renderer, store or renderer.format.idle_text, texts)
+    report["perplexity"] = perplexity_report(model, renderer, store, texts)
     return report
 
 

@@ -125,6 +125,7 @@ class RanOutput:
     logits: torch.Tensor | None  # (B, T, vocab): the input's positions only; None for a read_only pass
     state: torch.Tensor  # (B, K): the state after this pass
     cache: Any = None
+    read_logits: torch.Tensor | None = None  # (B, T): the gated read's per-token logits (summary "gated")
 
 
 @dataclass
@@ -155,6 +156,7 @@ class _ReadPoint:
     last_index: torch.Tensor  # (B,) position of the last real token in the (possibly prefixed) sequence
     token_mask: torch.Tensor | None  # (B, T) real-token mask for the mean summary
     summary: torch.Tensor | None = None  # (B, d) the reservoir's input x(t)
+    read_logits: torch.Tensor | None = None  # (B, T) the gated read's per-token logits (summary "gated")
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
 
 
@@ -187,11 +189,17 @@ def summarise(hidden: torch.Tensor, summary: str, last_index: torch.Tensor,
         weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)[..., None]  # (B, T, 1)
         return (hidden.float() * weights).sum(dim=1)
     if summary == "gated":
-        normed = hidden.float() * torch.rsqrt(hidden.float().pow(2).mean(-1, keepdim=True) + 1e-6)  # (B, T, d)
-        gates = torch.sigmoid(gate(normed)[..., 0]) * mask  # (B, T)
-        return (normed * gates[..., None]).sum(dim=1) / gates.sum(dim=1, keepdim=True).clamp_min(1.0)
+        return gated_read(hidden, mask, gate)[0]
     weights = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def gated_read(hidden: torch.Tensor, mask: torch.Tensor, gate: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gated summary (see :func:`summarise`) of (B, T, d) hidden states: (x (B, d), gate logits (B, T))."""
+    normed = hidden.float() * torch.rsqrt(hidden.float().pow(2).mean(-1, keepdim=True) + 1e-6)  # (B, T, d)
+    logits = gate(normed)[..., 0]  # (B, T)
+    gates = torch.sigmoid(logits) * mask
+    return (normed * gates[..., None]).sum(dim=1) / gates.sum(dim=1, keepdim=True).clamp_min(1.0), logits
 
 
 class ReservoirModel(nn.Module):
@@ -270,10 +278,11 @@ class ReservoirModel(nn.Module):
             except _ReadComplete:
                 output = None
         next_state = self._tick(state, read)
+        read_logits = None if read.read_logits is None else read.read_logits[:, -length:]
         if output is None:
-            return RanOutput(logits=None, state=next_state)
+            return RanOutput(logits=None, state=next_state, read_logits=read_logits)
         logits = output.logits[:, -length:]  # drop prefix positions (a no-op with logits_to_keep)
-        return RanOutput(logits=logits, state=next_state, cache=getattr(output, "cache", None))
+        return RanOutput(logits=logits, state=next_state, cache=getattr(output, "cache", None), read_logits=read_logits)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -420,8 +429,11 @@ class ReservoirModel(nn.Module):
             return
         hidden = output[0] if isinstance(output, tuple) else output  # (B', T, d)
         hidden = hidden[:: hidden.shape[0] // read.batch]  # generate() may have expanded each example
-        read.summary = summarise(hidden, self.config.summary, read.last_index, read.token_mask, self.read_query,
-                                 self.read_gate)
+        if self.config.summary == "gated":
+            mask = read.token_mask if read.token_mask is not None else torch.ones(hidden.shape[:2], dtype=torch.bool)
+            read.summary, read.read_logits = gated_read(hidden, mask.to(hidden.device), self.read_gate)
+        else:
+            read.summary = summarise(hidden, self.config.summary, read.last_index, read.token_mask, self.read_query)
         if read.stop_after_read:
             raise _ReadComplete
 

@@ -112,6 +112,23 @@ class Renderer:
             raise ConfigError(f"input {text!r} encodes to no tokens")
         return tokens
 
+    def turn_labels(self, text: str, part: str) -> list[int]:
+        """Per token of ``turn(text)``: 1 where the token overlaps the first occurrence of ``part`` in
+        ``text``, else 0 (all 0 for an empty ``part``): where a trained read should take its input."""
+        tokens = self.turn(text)
+        if not part:
+            return [0] * len(tokens)
+        where = text.find(part)
+        if where < 0:
+            raise ConfigError(f"{part!r} does not occur in {text!r}: a pass can only read what it contains")
+        rendered = (f"{CHAT_START}user\n{text}{CHAT_END}\n{CHAT_START}assistant\n" if self.format.kind == "chat"
+                    else text)
+        start = rendered.find(text) + where
+        encoded = self.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+        if list(encoded["input_ids"]) != tokens:
+            raise ConfigError(f"this tokenizer does not give stable offsets for {text!r}")
+        return [int(begin < start + len(part) and end > start) for begin, end in encoded["offset_mapping"]]
+
     def target(self, text: str) -> list[int]:
         """The tokens the model must produce right after a pass; :data:`SILENT` is the stop token alone, and
         a text ending in :data:`STOP` is followed by it (a reply that ends there)."""

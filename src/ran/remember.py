@@ -63,8 +63,9 @@ def vocabulary_split(tokenizer, train: int, heldout: int, exclude: set[str], spl
 
 
 def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECIPE.heldout_words,
-                 **settings) -> MemoryTask:
-    """The built-in memory task, with vocabulary words that occur in none of its texts."""
+                 per_kind: int = 1000, heldout_per_kind: int = 200, **settings) -> MemoryTask:
+    """The built-in memory task: vocabulary words that occur in none of its texts, and ``per_kind``
+    (``heldout_per_kind``) names, numbers and places."""
     probe = MemoryTask(values={k: ("_",) for k in ("word", "name", "number", "place")},
                        heldout_values={k: ("-",) for k in ("word", "name", "number", "place")},
                        **{k: v for k, v in settings.items() if k not in ("values", "heldout_values")})
@@ -73,7 +74,7 @@ def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECI
     texts += [*probe.turns, *probe.heldout_turns, *probe.train_distractors, *probe.eval_distractors]
     exclude = set().union(*(words_of(t.replace(SLOT, "")) for t in texts))
     train, heldout = vocabulary_split(tokenizer, words, heldout_words, exclude)
-    return MemoryTask.builtin(train, heldout, **settings)
+    return MemoryTask.builtin(train, heldout, per_kind, heldout_per_kind, **settings)
 
 
 def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", ran: RanConfig = RECIPE.ran,

@@ -235,7 +235,8 @@ class ScoredPass:
 class EpisodeOutputs:
     """What a batch of episodes produced: the training loss and what evaluation needs of every scored pass."""
 
-    loss: torch.Tensor  # mean over episodes of (mean target-token cross-entropy + mean gate cross-entropy)
+    loss: torch.Tensor  # mean over episodes of (mean target-token cross-entropy + mean gate cross-entropy
+    # + mean read cross-entropy, where passes label what a trained read should take in)
     scored: list[list[ScoredPass]]  # [episode][scored pass], in the episode's order (with keep=True)
     passes: int  # passes run (episode-passes, not model calls)
     final_state: torch.Tensor  # (B, K) each episode's state after its last pass
@@ -247,7 +248,9 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
 
     ``carry=False`` is the wiped-state control: every pass starts from the initial state (zero for the
     reservoir; the stateless ablation's recurrence never carries). With a gate head, passes labelled
-    speak/silent add a binary cross-entropy on p(speak) read from the state after the pass.
+    speak/silent add a binary cross-entropy on p(speak) read from the state after the pass; with the
+    gated read, passes labelled with what to read (``Pass.read``) add a binary cross-entropy on its
+    per-token gates.
     """
     device = model.reservoir.w_in.device
     carry = carry and getattr(model.reservoir, "carries_state", True)
@@ -255,6 +258,7 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     zero = torch.zeros((), device=device)
     token_loss, token_count = [zero] * len(episodes), [0] * len(episodes)
     gate_loss, gate_count = [zero] * len(episodes), [0] * len(episodes)
+    read_loss, read_count = [zero] * len(episodes), [0] * len(episodes)
     scored: list[list[ScoredPass]] = [[] for _ in episodes]
     passes = 0
     use_cache = cache is not None and model.can_start_at_layer
@@ -282,6 +286,13 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 labels = group.labels.to(device)  # (b, M)
                 logits = output.logits[:, -labels.shape[1]:].float()  # (b, M, vocab)
                 losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=NO_TARGET, reduction="none")
+            read_losses = None
+            if group.read_labels is not None and output.read_logits is not None:
+                wanted_read = group.read_labels.to(device)  # (b, T)
+                known = wanted_read >= 0
+                per_token = F.binary_cross_entropy_with_logits(
+                    output.read_logits, wanted_read.clamp_min(0).float(), reduction="none") * known
+                read_losses = per_token.sum(dim=1) / known.sum(dim=1).clamp_min(1)  # (b,) mean over labelled tokens
             labelled = [row for row, step in enumerate(group.passes) if step.speak is not None]
             if gated and labelled:
                 speak_logits = model.speak_logit(output.state)  # (b,)
@@ -296,6 +307,9 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 if speak is not None and step.speak is not None:
                     gate_loss[episode] = gate_loss[episode] + speak_losses[row]
                     gate_count[episode] += 1
+                if read_losses is not None and step.read:
+                    read_loss[episode] = read_loss[episode] + read_losses[row]
+                    read_count[episode] += 1
                 if keep and (step.target or step.speak is not None):
                     scored[episode].append(ScoredPass(
                         logits[row, -len(step.target):].detach() if step.target else None, start[row].detach(),
@@ -304,7 +318,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     per_episode = []
     for index in range(len(episodes)):
         parts = [total / count for total, count in ((token_loss[index], token_count[index]),
-                                                    (gate_loss[index], gate_count[index])) if count]
+                                                    (gate_loss[index], gate_count[index]),
+                                                    (read_loss[index], read_count[index])) if count]
         if parts:
             per_episode.append(sum(parts))
     loss = torch.stack(per_episode).mean() if per_episode else zero

@@ -1,8 +1,12 @@
 """``ran eval DIR``: reload an artifact saved with ``--save`` and score it again, carried vs wiped.
 
 Without options it re-runs the artifact's own evaluation and checks that it reproduces the saved
-figures. ``--task FILE`` or ``--key-list`` score it on another recall task instead (e.g. keys it never
-trained on), with the artifact's pass format.
+figures. ``--task FILE`` or ``--key-list`` score it on another task instead (e.g. keys it never trained
+on), with the artifact's pass format: for a recall artifact the file is a recall task; for a memory
+artifact (``ran remember``) it holds settings that replace the artifact's own, e.g. your own
+``heldout_values`` and ``heldout_store_templates`` (values it trained on are refused). Every run also
+prints the no-harm check (``ran.harm``): agreement with the base model's replies and the perplexity of
+held-out text, base vs wiped vs carried.
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from ran.errors import ArtifactError, ConfigError
+from ran.grid import read_json_object
+from ran.harm import harm_report
 from ran.loading import load_model
 from ran.model import ReservoirModel, artifact_pass_format, read_artifact_description
 from ran.passes import Renderer
+from ran.remember import harm_store
 from ran.runner import ARTIFACT_RUN_FILE, evaluate
-from ran.tasks import RecallTask, Task, task_class
+from ran.tasks import MemoryTask, RecallTask, Task, task_class
+from ran.tasks.memory_texts import HELDOUT_TEXTS, HELDOUT_TURNS
 
 LEGACY_RUN_FILE = "crosspass.json"  # artifacts of ran.crosspass/1: one-hop recall only
+GROUP_COLUMNS = {"split": 8, "kind": 7, "values": 8, "phrasing": 8, "filler": 10, "delay": 5}  # order and widths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     read_artifact_description(directory)  # clear errors for a missing or corrupt artifact first
     saved, task, saved_scores = saved_run(directory)
     own_task = args.task is None and args.key_list is None and args.eval_delays is None
-    if args.task:
+    if args.task and isinstance(task, MemoryTask):
+        task = MemoryTask.from_dict({**task.to_dict(), **read_json_object(args.task, "task file")})
+    elif args.task:
         task = RecallTask.from_file(args.task)
     elif args.key_list is not None:
         if not isinstance(task, RecallTask):
@@ -78,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     renderer = Renderer(artifact_pass_format(directory), tokenizer)
     task.check(renderer)
     measured = {c: evaluate(model, renderer, task, carry=c == "carried") for c in ("carried", "wiped")}
+    _print_harm(harm_report(model, renderer, *_harm_inputs(task)))
     if not own_task:
         _print_groups(measured)
         return 0
@@ -95,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _where(row: dict[str, Any]) -> tuple:
-    return row.get("split", "trained"), row["filler"], row["delay"]
+    """What names a group of a task's scores: its non-metric fields (split, filler, kind, delay, ...)."""
+    return tuple((key, value) for key, value in sorted(row.items()) if key != "n" and not isinstance(value, float))
 
 
 def _group_value(score: dict[str, Any], like: dict[str, Any]) -> float | None:
@@ -109,8 +122,27 @@ def _print_groups(measured: dict[str, dict[str, Any]]) -> None:
     rows = measured["carried"]["groups"]
     if len(rows) < 2 and rows and rows[0]["delay"] == 0:
         return
-    print(f"{'keys':>8}  {'filler':>10}  {'delay':>5}  {'carried':>7}  {'wiped':>7}")
+    named = dict(_where(rows[0]))
+    columns = [name for name in GROUP_COLUMNS if name in named] + sorted(set(named) - set(GROUP_COLUMNS))
+    print("  ".join(f"{name:>{GROUP_COLUMNS.get(name, 8)}}" for name in columns) + f"  {'carried':>7}  {'wiped':>7}")
     for row in rows:
         wiped = _group_value(measured["wiped"], row)
-        print(f"{row.get('split', 'trained'):>8}  {row['filler']:>10}  {row['delay']:>5}  {row['recall']:>7.2f}  "
-              f"{wiped:>7.2f}")
+        print("  ".join(f"{str(row.get(name, 'trained')):>{GROUP_COLUMNS.get(name, 8)}}" for name in columns)
+              + f"  {row['recall']:>7.2f}  {wiped:>7.2f}")
+
+
+def _harm_inputs(task: Task) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+    """(what the state holds, held-out prompts, held-out texts) for the no-harm check of a task's artifact."""
+    if isinstance(task, MemoryTask):
+        return harm_store(task), task.heldout_turns, task.heldout_texts
+    store = task.store_template.format(key=task.keys[0]) if isinstance(task, RecallTask) else None
+    return store, HELDOUT_TURNS, HELDOUT_TEXTS
+
+
+def _print_harm(report: dict[str, Any]) -> None:
+    agreement, perplexity = report["agreement"], report["perplexity"]
+    print(f"no harm (the state holding {report['store']!r}): greedy replies equal the base model's on "
+          f"{agreement['carried']['agreement']:.2f} of {agreement['carried']['n']} held-out prompts carried, "
+          f"{agreement['wiped']['agreement']:.2f} wiped (base {agreement['base']['agreement']:.2f}); perplexity of "
+          f"held-out text {perplexity['carried']:.2f} carried, {perplexity['wiped']:.2f} wiped, "
+          f"{perplexity['base']:.2f} base ({perplexity['rise']['carried']:+.1%} carried)")

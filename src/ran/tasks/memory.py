@@ -137,7 +137,6 @@ class MemoryTask(Task):
     harm_fraction: float = 0.25  # of them, episodes ending in an ordinary turn (the base reply as target)
     eval_values: int = 25  # held-out values per kind evaluated at every delay (and as many trained ones)
     heldout_template_delays: tuple[int, ...] = (0, 4, 8)  # delays at which held-out phrasings are evaluated
-    harm_eval: int = 40  # held-out ordinary turns scored for agreement with the base model
 
     def __post_init__(self) -> None:
         for name in ("values", "heldout_values", "store_templates", "recall_templates", "heldout_store_templates",
@@ -191,7 +190,7 @@ class MemoryTask(Task):
         if set(self.turns) & set(self.heldout_turns):
             raise ConfigError(f"turn {sorted(set(self.turns) & set(self.heldout_turns))[0]!r} is both a training "
                               "and a held-out turn")
-        for name in ("per_step", "eval_values", "harm_eval"):
+        for name in ("per_step", "eval_values"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
 
@@ -252,14 +251,19 @@ class MemoryTask(Task):
         for _ in range(delay):
             kind = kinds[int(torch.multinomial(weights, 1, generator=generator))]
             if kind == "idle":
-                passes.append(Pass.tick())
+                passes.append(Pass.tick(read=""))
             elif kind == "distractor":
-                passes.append(Pass(str(pick(generator, distractors))))
+                passes.append(Pass(str(pick(generator, distractors)), read=""))
             else:
                 turn = str(pick(generator, turns))
                 keep = bool(torch.rand((), generator=generator) < self.keep_context)
-                passes.append(Pass(turn, wipe=not keep, reply=self.replies.get(turn)))
+                passes.append(Pass(turn, wipe=not keep, reply=self.replies.get(turn), read=""))
         return passes
+
+    @staticmethod
+    def store(template: str, value: str) -> Pass:
+        """The store pass (a new context); its label tells a trained read to take in the value."""
+        return Pass(template.replace(SLOT, value), read=value)
 
     def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
         low, high = self.train_delays
@@ -268,20 +272,20 @@ class MemoryTask(Task):
         for index in range(self.per_step):
             kind = str(pick(generator, self.kinds))
             value = str(pick(generator, self.values[kind]))
-            store = Pass(str(pick(generator, self.store_templates[kind])).replace(SLOT, value))  # a new context
+            store = self.store(str(pick(generator, self.store_templates[kind])), value)
             fillers = self._fillers(draw(generator, low, high), False, generator)
             if index < harm:  # an ordinary turn with the value in the state: the base model's reply
                 turn = str(pick(generator, self.turns))
-                last = Pass(turn, target=self.replies[turn])
+                last = Pass(turn, target=self.replies[turn], read="")
             else:
-                last = Pass(str(pick(generator, self.recall_templates[kind])), target=self.answer(value))
+                last = Pass(str(pick(generator, self.recall_templates[kind])), target=self.answer(value), read="")
             episodes.append(Episode((store, *fillers, last), label=value))
         return episodes
 
     def evaluation_episodes(self) -> list[Episode]:
         """Per kind: ``eval_values`` held-out values at every delay with training phrasings, and with
-        held-out phrasings at ``heldout_template_delays``; as many training values at every delay; and
-        ``harm_eval`` held-out ordinary turns after a stored value (their targets are the base replies)."""
+        held-out phrasings at ``heldout_template_delays``; and as many training values at every delay.
+        (Ordinary turns are scored apart, by ``ran.harm``.)"""
         generator = torch.Generator().manual_seed(EVAL_SEED)
         episodes = []
         plans = [("heldout", "trained", self.eval_delays), ("trained", "trained", self.eval_delays),
@@ -295,38 +299,26 @@ class MemoryTask(Task):
                 pool = self.heldout_values[kind] if values_split == "heldout" else self.values[kind]
                 for delay in delays:
                     for value in pool[:self.eval_values]:
-                        store = str(pick(generator, stores)).replace(SLOT, value)
+                        store = self.store(str(pick(generator, stores)), value)
                         fillers = self._fillers(delay, True, generator)
                         recall = Pass(str(pick(generator, recalls)), target=self.answer(value))
                         info = {"kind": kind, "values": values_split, "phrasing": phrasing, "value": value,
                                 "delay": delay}
-                        episodes.append(Episode((Pass(store), *fillers, recall), label=value,
+                        episodes.append(Episode((store, *fillers, recall), label=value,
                                                 group=f"{kind}/{values_split}/{phrasing}/{delay}", info=info))
-        turns = self.heldout_turns[:self.harm_eval] if self.replies else ()
-        for index, turn in enumerate(turns):
-            kind = self.kinds[index % len(self.kinds)]
-            value = self.heldout_values[kind][index % len(self.heldout_values[kind])]
-            store = str(pick(generator, self.store_templates[kind])).replace(SLOT, value)
-            fillers = self._fillers(2, True, generator)
-            episodes.append(Episode((Pass(store), *fillers, Pass(turn, target=self.replies[turn])),
-                                    label=turn, group="harm", info={"kind": "harm", "turn": turn}))
         return episodes
 
     # ----- metric -----------------------------------------------------------------------------------------
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:
         """Exact recall (the decoded reply is the value, then the stop token) and how often the reply
-        stops, per (kind, value split, phrasing split, delay); agreement with the base model's replies on
-        the held-out ordinary turns. ``value``: held-out values, training phrasings, delays 0-8."""
+        stops, per (kind, value split, phrasing split, delay). ``value``: held-out values, training
+        phrasings, delays 0-8."""
         stop_tokens = set(renderer.stop_tokens)
         groups: dict[tuple, dict[str, list[float]]] = {}
-        details, agreement, first_token = [], [], []
+        details = []
         for episode, (prediction,) in zip(episodes, predictions, strict=True):
             target = renderer.target(episode.passes[-1].target)
-            if episode.info["kind"] == "harm":
-                agreement.append(float(prediction.tokens[:len(target)] == target))
-                first_token.append(float(prediction.tokens[:1] == target[:1]))
-                continue
             info = episode.info
             exact = float(prediction.tokens == target)
             stopped = float(any(t in stop_tokens for t in prediction.tokens))
@@ -346,7 +338,6 @@ class MemoryTask(Task):
             "value": _weighted(headline, "recall"),
             "stopped": _weighted(rows, "stopped"),
             "groups": rows,
-            "harm": {"agreement": _mean(agreement), "first_token": _mean(first_token), "n": len(agreement)},
             "predictions": details,
         }
 
