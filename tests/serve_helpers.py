@@ -41,9 +41,7 @@ class Served:
 
     def stop(self) -> None:
         self.client.close()
-        loop = self.host._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.host.end_streams)  # open event streams end, so the server can stop
+        self.host.end_streams()  # open event streams end, so the server can stop
         self.server.should_exit = True
         self.thread.join(timeout=20)
         self.host.close()

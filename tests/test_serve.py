@@ -72,14 +72,14 @@ def test_the_page_drives_the_session_ran_run_drives(served, model_dir, tmp_path,
     page_passes = [first, *points]
     assert [p["tick"] for p in page_passes] == [1, 2, 3, 4]
     status = server.client.get("/api/state").json()["status"]
-    server.stop()
 
     script = tmp_path / "script.txt"
     script.write_text("w5 w6 w7\n/tick 2\n/reset context\n/reset state\nw9\n")
     from ran.cli import main
 
-    code = main(["run", "--session", "cli", "--model", str(model_dir), *SETTINGS, "--sessions-dir",
-                 str(tmp_path / "cli-sessions"), "--script", str(script), "--out", str(tmp_path / "out"), "--quiet"])
+    sessions = str(server.host.root)
+    code = main(["run", "--session", "cli", "--model", str(model_dir), *SETTINGS, "--sessions-dir", sessions,
+                 "--script", str(script), "--out", str(tmp_path / "out"), "--quiet"])
     assert code == 0
     transcript = json.loads(next((tmp_path / "out").glob("run-cli-*.json")).read_text())
     cli_passes = [e for e in transcript["events"] if e["kind"] in ("prompt", "idle")]
@@ -90,10 +90,14 @@ def test_the_page_drives_the_session_ran_run_drives(served, model_dir, tmp_path,
         assert page_point["gate_value"] == pytest.approx(cli_pass["gate"]["value"], rel=1e-5)
     assert status.split(" | state sha256 ")[1] == transcript["end"]["digest"]  # bit-identical state
 
-    # the page's session is an ordinary stored session: ran run --resume continues it from the same state
+    # sessions go both ways: the page resumes the one ran run made, ran run resumes the page's
+    assert server.post("/api/session", {"action": "resume", "name": "cli"}).status_code == 200
+    snapshot = events.wait(kind("snapshot"))[-1]
+    assert snapshot["session"] == "cli" and snapshot["status"] == status  # same tick, state, gate, context
+    server.stop()
     script.write_text("/state\n")
-    code = main(["run", "--session", "s", "--resume", "--sessions-dir", str(tmp_path / "sessions"), "--script",
-                 str(script), "--out", str(tmp_path / "out2"), "--quiet"])
+    code = main(["run", "--session", "s", "--resume", "--sessions-dir", sessions, "--script", str(script),
+                 "--out", str(tmp_path / "out2"), "--quiet"])
     assert code == 0
     resumed = json.loads(next((tmp_path / "out2").glob("run-s-*.json")).read_text())
     assert resumed["start"]["tick"] == 4 and resumed["start"]["digest"] == transcript["end"]["digest"]

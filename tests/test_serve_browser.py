@@ -15,8 +15,6 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SETTINGS = ("--units", "64", "--max-new-tokens", "8", "--window", "40")
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "serve.png"
 TIMEOUT_MS = 30_000
@@ -28,27 +26,21 @@ def _unavailable(reason: str):
     pytest.skip(reason)
 
 
-def chromium_path() -> str | None:
-    """$RAN_CHROMIUM, else Debian's chromium on the PATH."""
-    return os.environ.get("RAN_CHROMIUM") or shutil.which("chromium")
-
-
 @pytest.fixture(scope="module")
 def browser():
     try:
         import starlette  # noqa: F401
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError as error:
         _unavailable(f"{error.name} is not installed (make setup installs the dev and serve extras)")
-    executable = chromium_path()
-    if executable is None:
-        _unavailable("no chromium found: apt-get install chromium (Playwright's own browser download cannot "
-                     "work without internet), or set RAN_CHROMIUM")
-    from playwright.sync_api import expect
+    from ran.web.browser import chromium_path, launch
 
+    if chromium_path() is None:
+        _unavailable("no chromium found: apt-get install chromium or make browser (Playwright's own browser "
+                     "download cannot work without internet), or set RAN_CHROMIUM")
     expect.set_options(timeout=TIMEOUT_MS)  # a loaded 2-core machine can be slow
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)  # a fresh profile
+        browser = launch(playwright)  # headless, a fresh profile
         yield browser
         browser.close()
 

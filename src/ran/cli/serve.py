@@ -100,9 +100,14 @@ def run(args: argparse.Namespace) -> int:
           f"{session.store.directory}: {session.settings['model']}, mode={session.model.config.mode} "
           f"units={session.model.reservoir.units}, {session.gate.kind} gate", flush=True)
     print(f"serving {url_of(listener)} (Ctrl-C stops)", flush=True)
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            host.end_streams()  # open pages' event streams end now, so shutting down waits for no one
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
     try:
-        uvicorn.Server(config).run(sockets=[listener])
+        Server(config).run(sockets=[listener])
     except KeyboardInterrupt:  # uvicorn stops on Ctrl-C, then hands the signal on: stopping is the normal end
         pass
     finally:

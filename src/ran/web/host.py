@@ -94,7 +94,12 @@ class SessionHost:
         self._loop = loop
 
     def end_streams(self) -> None:
-        """End every subscriber's event stream (at shutdown); call in the event loop."""
+        """End every subscriber's event stream (at shutdown), so the server need not wait for open pages.
+        Safe from any thread and from a signal handler."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._end_streams)
+
+    def _end_streams(self) -> None:
         for queue in self._subscribers:
             queue.put_nowait(None)
 
