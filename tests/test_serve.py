@@ -365,3 +365,19 @@ def test_ran_serve_refuses_a_taken_port_and_a_bad_name_in_one_line(model_dir, tm
     assert code == 2 and list(tmp_path.iterdir()) == []
     code = main(["serve", "--port", "70000", "--model", str(model_dir), "--sessions-dir", str(tmp_path)])
     assert code == 2 and "--port must be from 0 to 65535" in capsys.readouterr().err
+
+
+def test_every_static_file_is_in_the_package_data():
+    """A wheel carries only what pyproject's package-data names: every file of the page must match it."""
+    import fnmatch
+    import tomllib
+
+    from ran.web import STATIC
+
+    root = Path(__file__).resolve().parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["ran.web"]
+    files = [path.relative_to(STATIC.parent).as_posix() for path in STATIC.rglob("*") if path.is_file()]
+    assert {"static/index.html", "static/app.js", "static/vendor/uPlot.iife.min.js"} <= set(files)
+    unpackaged = [name for name in files if not any(fnmatch.fnmatch(name, pattern) and name.count("/") ==
+                                                        pattern.count("/") for pattern in patterns)]
+    assert unpackaged == []
