@@ -81,6 +81,7 @@ class Page:
         from ran.web.browser import launch, start_serve
 
         self.process, self.url, _ = start_serve(arguments)
+        self.server_first_token: list[float] = []
         self.browser = launch(playwright)
         self.page = self.browser.new_page()
         self.page.set_default_timeout(600_000)
@@ -97,6 +98,8 @@ class Page:
         page.press("#message", "Enter")
         page.wait_for_function(f"() => window.ranPage.latencies.length > {count}")
         page.wait_for_function("() => document.getElementById('busy').hidden")  # the pass ends
+        entry = httpx.get(self.url + "api/state", timeout=600).json()["log"][-1]
+        self.server_first_token.append(entry["first_token_seconds"])  # from the pass's start, in the server
         return page.evaluate("window.ranPage.latencies.at(-1)")
 
     def close(self) -> None:
@@ -132,6 +135,7 @@ def main() -> int:
             page.close()
             chat.close()
     load.append(load_average())
+    times["page, in the server (pass start to first token)"] = page.server_first_token[1:]
     summary = {name: {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values),
                       "tries_s": values} for name, values in times.items()}
     record = {"message": args.message, "artifact": args.artifact, "model": args.model, "tries": args.tries,
