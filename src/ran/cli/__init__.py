@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("ran.cli.check", "wrap a model and check non-destruction, state, and cached generation"),
     "chat": ("ran.cli.chat", "an always-alive chat session: streams replies, idle ticks, resumes by name"),
     "run": ("ran.cli.run", "drive a session from a script of inputs and idle ticks; writes a JSON transcript"),
+    "serve": ("ran.cli.serve", "the chat session as a local web page: streamed replies, live plots of the state"),
     "sweep": ("ran.cli.sweep", "reservoir regime over spectral radius x input scaling: echo-state boundary, band"),
     "memory": ("ran.cli.memory", "delay-memory capacity of the state vs the stateless readout"),
     "gate": ("ran.cli.gate", "'unresolved thread' silence gate on the state vs on the current input"),

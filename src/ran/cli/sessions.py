@@ -30,10 +30,16 @@ SESSION_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "sample_seed": 0, 
 HELP = "commands: /tick [N]  /state  /reset [all|state|context]  /save  /help  /quit  (other lines: input)"
 
 
-def add_session_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--session", required=True, help="session name (a directory under the sessions root)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the stored session (it must exist); without it, the name must be new")
+def add_session_arguments(parser: argparse.ArgumentParser, default_session: str | None = None) -> None:
+    """The session flags; with ``default_session`` (``ran serve``) --session is optional and there is no
+    --resume: a stored session of that name is resumed, a new name is created."""
+    if default_session is None:
+        parser.add_argument("--session", required=True, help="session name (a directory under the sessions root)")
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the stored session (it must exist); without it, the name must be new")
+    else:
+        parser.add_argument("--session", default=default_session,
+                            help=f"session name: resumed when it is stored, else created (default: {default_session})")
     parser.add_argument("--sessions-dir", default=None,
                         help="where sessions live (default: $RAN_SESSIONS, else ./sessions)")
     parser.add_argument("--artifact", default=None, help="trained artifact directory (ran_config.json, ...)")
