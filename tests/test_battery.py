@@ -184,7 +184,7 @@ def test_battery_cli_writes_its_table(tmp_path):
                  "--no-progress", *task_settings)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out" / "battery.json").read_text())
-    assert results["schema"] == "ran.battery/1"
+    assert results["schema"] == "ran.battery/1" and set(results["git"]) == {"commit", "dirty"}
     assert [row["task"] for row in results["summary"]] == ["timed", "silence"]
     assert {"carried", "wiped", "stateless"} <= set(results["summary"][0])
     assert (tmp_path / "out" / "battery.png").stat().st_size > 0
