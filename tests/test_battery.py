@@ -78,12 +78,31 @@ def test_accumulate_needs_the_state_and_the_toy_model_learns_it():
     assert scores["stateless"]["value"] <= 0.6 and scores["wiped"]["value"] <= 0.6
 
 
+def stateless_on_time_ceiling(task: TimedTask) -> float:
+    """The best on-time score of any model without state: after the wipe, tick i of every episode renders the
+    same context, so such a model says the same word (or nothing) at tick i in every episode, and is on time
+    at most in the episodes of each due tick whose word is that tick's commonest."""
+    episodes = task.evaluation_episodes()
+    counts: dict[int, dict[str, int]] = {}
+    for episode in episodes:
+        words = counts.setdefault(episode.info["due"], {})
+        words[episode.info["word"]] = words.get(episode.info["word"], 0) + 1
+    return sum(max(words.values()) for words in counts.values()) / len(episodes)
+
+
 def test_timed_speaks_on_the_due_tick_only_with_the_state():
     scores = _run(["timed", "silence"])
     timed = scores["timed"]
+    # Measured (seeds 0, 1, 2; 2 and 1 threads; AVX2 and default kernels): on time 1.00, early 0.00.
     assert timed["carried"]["value"] >= 0.75 and timed["carried"]["early"] <= 0.25
-    assert timed["stateless"]["value"] <= 0.25  # the due tick is not in a wiped context
-    assert scores["silence"]["carried"]["value"] >= 0.9
+    # Without the state the due word can only be guessed (the ceiling is 0.5 here; measured 0.08-0.33): a state
+    # leaking into the ablation would score like the carried model.
+    assert timed["stateless"]["value"] <= stateless_on_time_ceiling(TOY["timed"]) < timed["carried"]["value"]
+    # The gate stays silent on the silence task's passes: measured 0.90-1.00; a gate that speaks on every idle
+    # tick scores 0.70 (23 of the 77 passes are idle ticks), one that always speaks 0.
+    passes = [p for episode in TOY["silence"].evaluation_episodes() for p in episode.passes]
+    speaks_on_every_tick = 1 - sum(p.idle for p in passes) / len(passes)
+    assert scores["silence"]["carried"]["value"] >= 0.8 > speaks_on_every_tick
 
 
 def test_a_mixed_battery_trains_in_one_batch_and_scores_every_task():
