@@ -108,3 +108,25 @@ def test_the_crosspass_battery_and_population_summaries_use_it():
         run["tasks"]["recall"]["stateless"]["value"] = 0.71
     (battery_row,) = battery_summary(battery_runs)
     assert battery_row["reservoir_driven"] is False
+
+
+def test_results_written_before_the_seed_summary_still_plot_and_print(tmp_path, capsys):
+    """Committed files of ran.crosspass/1 and /2 and ran.battery/1 carry the population std, no n and no interval."""
+    from pathlib import Path
+
+    from ran.cli.battery import print_table as print_battery
+    from ran.cli.crosspass import print_table as print_crosspass
+    from ran.plots import plot_battery, plot_crosspass, plot_retention
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    one_hop = json.loads((results / "crosspass.json").read_text())
+    retention = json.loads((results / "retention.json").read_text())
+    battery = json.loads((results / "battery.json").read_text())
+    assert "ci95" not in retention["summary"][0]["retention"][0]["recall"]["carried"]  # an older file
+    assert plot_crosspass(one_hop, tmp_path / "one-hop.png").stat().st_size > 0
+    assert plot_retention(retention, tmp_path / "retention.png").stat().st_size > 0
+    assert plot_battery(battery, tmp_path / "battery.png").stat().st_size > 0
+    print_crosspass(retention)
+    print_battery(battery)
+    out = capsys.readouterr().out
+    assert "carried 95% CI" in out and "0.94 [0.83]" in out  # D = 32: mean [min]; no interval in the file: "-"
