@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup browser demo open-vocabulary test test-all lint bench gpu-check clean
+.PHONY: setup browser demo open-vocabulary test test-all reproduce lint bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ test: setup  ## the default test run (CPU, ~minutes)
 
 test-all: setup
 	$(BIN)/pytest -q
+
+reproduce: setup  ## rerun README's headline figures, check each against results/reproduce.json (~20 min on 2 cores)
+	$(BIN)/python -m ran.reproduce
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -95,18 +94,6 @@ def versions() -> dict[str, str]:
     return found
 
 
-def git_commit() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
-        return done.stdout.strip()
-
-    try:
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-        return {"commit": git("rev-parse", "HEAD"), "dirty": dirty}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown", "dirty": None}
-
-
 def row(benchmark: str, case: str, ran_value: str, baseline: str, ratio_of: dict[str, float] | None,
         ratio_label: str, target: str = "", met: bool | None = None) -> dict[str, Any]:
     """One line of the summary table."""
@@ -124,7 +111,7 @@ def write_result(name: str, config: dict[str, Any], results: Any, summary: list[
         "machine": {**machine(), "load_average_before": load_before, "load_average_after": load_average(),
                     "benchmark_device": config.get("device", "cpu"), "gpu": _gpu_name(config.get("device", "cpu"))},
         "versions": versions(),
-        "git": git_commit(),
+        "git": provenance.source(),
         "config": config,
         "results": results,
         "summary": summary,

@@ -49,7 +49,9 @@ def pytest_counts(output: str) -> dict[str, int]:
 
 def summarise(out: Path, seconds: dict[str, float], tests: dict[str, int], device: str) -> dict[str, Any]:
     """The check's summary, read from the JSON files the steps wrote (nothing is re-measured)."""
-    summary: dict[str, Any] = {"device": device, "tests": tests, "step_seconds": seconds}
+    from ran.provenance import environment
+
+    summary: dict[str, Any] = {"device": device, "tests": tests, "step_seconds": seconds, **environment()}
     headline = out / "headline" / "crosspass.json"
     if headline.is_file():
         results = json.loads(headline.read_text())

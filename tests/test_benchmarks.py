@@ -32,7 +32,8 @@ def test_quick_reservoir_benchmark_writes_its_json(tmp_path, monkeypatch):
     assert document["schema"] == SCHEMA and document["benchmark"] == "reservoir"
     assert {"cores", "cpu_model", "load_average", "device"} <= set(document["machine"])
     assert {"ran", "torch", "numpy", "scipy"} <= set(document["versions"])
-    assert len(document["git"]["commit"]) in (40, len("unknown"))
+    commit = document["git"]["commit"]  # None outside a git checkout
+    assert commit is None or len(commit) == 40
     assert any("reservoirpy is not importable" in note for note in document["notes"])
     builds = document["results"]["builds"]
     assert [b["units"] for b in builds] == [64, 600]
@@ -46,13 +47,15 @@ def test_quick_reservoir_benchmark_writes_its_json(tmp_path, monkeypatch):
     assert ("reservoir build", "K=600, connectivity 0.1") in rows
     table = summary_markdown([document])
     assert "| reservoir build | cpu | K=600, connectivity 0.1 |" in table and "CPU only" in table
-    assert document["machine"]["cpu_model"] in table and f"commit {document['git']['commit'][:10]}" in table
+    assert document["machine"]["cpu_model"] in table and f"commit {(commit or 'unknown')[:10]}" in table
     # benchmarks from two machines: the header names each one's CPU, date and commit, no single machine
     other = json.loads(json.dumps(document))
     other["benchmark"], other["machine"]["cpu_model"], other["git"]["commit"] = "training", "Other CPU", "f" * 40
     mixed = summary_markdown([document, other]).splitlines()[0]
     assert "reservoir: " in mixed and "training: " in mixed and "Other CPU" in mixed and "ffffffffff" in mixed
     assert "torch thread(s)" not in mixed
+    other["git"] = {"commit": None, "dirty": None}  # written outside a git checkout
+    assert "commit unknown" in summary_markdown([document, other]).splitlines()[0]
 
 
 @pytest.mark.skipif(not bench_reservoir.reservoirpy_available(), reason="reservoirpy not installed")
@@ -82,7 +85,7 @@ def test_gpu_check_plans_its_steps_and_reads_their_results(tmp_path):
                                                          "met": True}]}))
     summary = gpu_check.summarise(tmp_path, {"tests": 1.0}, {"passed": 12}, "cuda:0")
     assert summary["gpu"] == "NVIDIA H100" and summary["headline"]["recall"]["carried"] == 1.0
-    assert summary["benchmarks"][0]["ratio"]["median"] == 1.02
+    assert summary["benchmarks"][0]["ratio"]["median"] == 1.02 and set(summary["git"]) == {"commit", "dirty"}
 
 
 def test_gpu_check_without_a_gpu_is_one_clear_line(tmp_path):

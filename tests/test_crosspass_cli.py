@@ -37,6 +37,7 @@ def test_crosspass_writes_results_and_eval_reproduces(tiny_dir, task_file, tmp_p
     assert result.returncode == 0, result.stderr
     results = json.loads((out / "crosspass.json").read_text())
     assert results["schema"] == "ran.crosspass/2" and (out / "crosspass.png").stat().st_size > 0
+    assert set(results["git"]) == {"commit", "dirty"}  # the code that made the figures
     assert (out / "crosspass-retention.png").stat().st_size > 0
     assert [run["seed"] for run in results["runs"]] == [0, 1]
     for run in results["runs"]:
@@ -47,6 +48,7 @@ def test_crosspass_writes_results_and_eval_reproduces(tiny_dir, task_file, tmp_p
         assert all(p["recall"]["wiped"] <= 0.25 for p in run["retention"])
     summary = results["summary"][0]["recall"]
     assert summary["carried"]["values"] == [r["recall"]["carried"] for r in results["runs"]]
+    assert summary["carried"]["n"] == 2 and len(summary["carried"]["ci95"]) == 2  # ran.stats.seed_summary
     artifact = saved / "kv-keys4-scaling1-seed1"
     evaluated = ran("eval", str(artifact))
     assert evaluated.returncode == 0, evaluated.stderr

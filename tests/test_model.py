@@ -3,6 +3,7 @@
 import pytest
 import torch
 from conftest import ARCHITECTURES, MODES
+from numerics import TINY_WIDTH, assert_float32_close, pass_depth
 from tiny_models import VOCAB, tiny_model
 
 from ran.errors import ArtifactError, ConfigError
@@ -84,7 +85,8 @@ def test_cached_and_uncached_generation_agree_with_left_padding(architecture):
     # Each example's state is its own: running example 0 alone gives the same tokens and state row.
     alone = model.generate(ids[:1, 3:], state=start[:1], **kwargs)
     assert torch.equal(alone[0, -6:], cached[0, -6:])
-    torch.testing.assert_close(model.get_state()[0], after_cached[0], atol=1e-5, rtol=1e-5)
+    # Batch 1 instead of 2 (other kernels): equal up to float32 rounding of one pass read at layer 2 of 4.
+    assert_float32_close(model.get_state()[0], after_cached[0], TINY_WIDTH, pass_depth(layers=3))
 
 
 @pytest.mark.parametrize("mode", ["prefix", "additive"])
@@ -216,10 +218,10 @@ def test_padding_aware_read_uses_the_last_real_token():
     mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
     position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
     left = model(padded, attention_mask=mask, position_ids=position_ids, state=model.reservoir.initial_state(1)).state
-    torch.testing.assert_close(left, alone, atol=1e-5, rtol=1e-5)
+    assert_float32_close(left, alone, TINY_WIDTH, pass_depth(layers=3))  # another length: other kernels
     right = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
     right_state = model(right, attention_mask=mask.flip(1), state=model.reservoir.initial_state(1)).state
-    torch.testing.assert_close(right_state, alone, atol=1e-5, rtol=1e-5)
+    assert_float32_close(right_state, alone, TINY_WIDTH, pass_depth(layers=3))
 
 
 def test_unwrap_restores_the_base_model():

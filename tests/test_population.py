@@ -176,7 +176,8 @@ def test_a_killed_population_resumes_without_redoing_finished_runs(capsys, tmp_p
     assert main(cli(model_dir, task_file, whole, "--reservoir-seeds", "0-2", "--train-seeds", "0-2")) == 0
     resumed = json.loads((interrupted / "population.json").read_text())
     uninterrupted = json.loads((whole / "population.json").read_text())
-    assert resumed["runs_found"] == 9
+    assert resumed["runs_found"] == 9 and set(resumed["git"]) == {"commit", "dirty"}
+    assert all(set(json.loads(p.read_text())["git"]) == {"commit", "dirty"} for p in records.glob("*.json"))
     assert comparable(resumed) == comparable(uninterrupted)
     assert (interrupted / "population.txt").read_text() == (whole / "population.txt").read_text()
     assert (interrupted / "population.png").stat().st_size > 0

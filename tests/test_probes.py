@@ -242,5 +242,6 @@ def test_cli_sweep_writes_json_and_png(tmp_path, capsys):
     data = json.loads((tmp_path / "sweep-synthetic.json").read_text())
     assert data["seeds"] == [0, 1] and len(data["points"]) == 8 and len(data["stateless"]) == 4
     assert {"ran", "torch", "transformers"} <= set(data["environment"]["versions"])
+    assert set(data["environment"]["git"]) == {"commit", "dirty"}
     assert (tmp_path / "sweep-synthetic.png").stat().st_size > 1000
     assert "echo boundary" in capsys.readouterr().out

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from numerics import TINY_WIDTH, assert_float32_close, pass_depth
 from tiny_models import VOCAB, tiny_model, tiny_model_dir
 
 from ran.errors import ArtifactError, ConfigError
@@ -486,5 +487,10 @@ def test_a_session_reads_exactly_the_passes_training_renders(kind):
         closing = (*renderer.reply_end, 9)  # the reply was closed with <|im_end|>, then the idle text
         assert renderer.reply_end and rendered[1].prompt[-len(closing):] == closing
     with torch.no_grad():
-        trained_view = run_episodes(model, [rendered])
-    torch.testing.assert_close(session.state, trained_view.final_state, atol=1e-5, rtol=0)
+        trained_view = run_episodes(model, [rendered], keep=True)
+    # The trainer, teacher-forced on the session's reply, predicts that reply greedily: the same tokens.
+    reply_logits = trained_view.scored[0][0].logits  # (target length, vocab)
+    assert reply_logits.argmax(-1)[:len(stored.tokens)].tolist() == stored.tokens
+    # The same state up to float32 rounding (another sequence length, so other kernels): 4 passes read at
+    # layer 2 of the tiny Llama (3 layers deep), 64 reservoir units.
+    assert_float32_close(session.state, trained_view.final_state, TINY_WIDTH, pass_depth(layers=3, passes=4))

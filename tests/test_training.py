@@ -4,7 +4,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-from tiny_models import tiny_model, tiny_tokenizer
+from numerics import assert_float32_close, float32_tolerance, pass_depth
+from tiny_models import VOCAB, tiny_model, tiny_tokenizer
 
 from ran.episodes import Episode, Pass, render, schedule
 from ran.errors import ConfigError
@@ -77,11 +78,14 @@ def test_mixed_batch_gradients_equal_the_mean_of_per_episode_gradients(mode):
     cache = LayerInputCache(model) if model.can_start_at_layer else None
     batched = torch.autograd.grad(run_episodes(model, rendered, cache=cache).loss, params)
     singles = [torch.autograd.grad(run_episodes(model, [r]).loss, params) for r in rendered]
+    # Float32 sums in another order, relative to the gradient's norm (prefix-mode norms reach ~1e3): the forward
+    # and backward chains of the longest episode (5 passes through 4 layers), sums of up to 128 terms (the
+    # vocabulary, the 128 reservoir units). Measured: up to 8.3e-5 (prefix), 3.3e-6 (kv) on an AMD EPYC.
+    tolerance = float32_tolerance(VOCAB, 2 * pass_depth(layers=4, passes=5))
     for index, gradient in enumerate(batched):
         expected = sum(s[index] for s in singles) / len(rendered)
         assert gradient.abs().max() > 0
-        # Float32 sums in another order: relative to the gradient's norm (prefix-mode norms reach ~1e3).
-        assert (gradient - expected).norm() <= 1e-4 * expected.norm() + 1e-6
+        assert (gradient - expected).norm() <= tolerance * expected.norm()
 
 
 def test_a_mixed_batch_runs_each_episode_pass_once_and_aligns_last_passes():
@@ -113,11 +117,15 @@ def test_starting_at_layer_l_from_its_cached_input_equals_the_full_pass(mode):
     rendered = [render(e, renderer()) for e in MIXED]
     full = run_episodes(model, rendered, keep=True)
     cached = run_episodes(model, rendered, cache=LayerInputCache(model), keep=True)
-    torch.testing.assert_close(full.loss, cached.loss, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(full.final_state, cached.final_state, atol=1e-5, rtol=1e-5)
+    # Layer 2's input computed alone, then batched with other passes: equal up to float32 rounding over the
+    # longest episode (5 passes) through all 4 layers, plus the loss's log-sum-exp over the vocabulary (the
+    # longest sum, VOCAB terms).
+    depth = pass_depth(layers=4, passes=5) + 1
+    assert_float32_close(cached.loss, full.loss, VOCAB, depth)
+    assert_float32_close(cached.final_state, full.final_state, VOCAB, depth)
     for a, b in zip(full.scored, cached.scored, strict=True):
         for x, y in zip(a, b, strict=True):
-            torch.testing.assert_close(x.logits, y.logits, atol=1e-5, rtol=1e-5)
+            assert_float32_close(y.logits, x.logits, VOCAB, depth)
 
 
 def test_prefix_mode_cannot_start_at_layer_l():
@@ -167,8 +175,12 @@ def test_training_on_mixed_delays_recalls_across_them():
     carried = evaluate(model, renderer(), task, carry=True)
     wiped = evaluate(model, renderer(), task, carry=False)
     assert {row["delay"] for row in carried["groups"]} == {0, 1, 2}
-    assert min(row["recall"] for row in carried["groups"]) >= 0.5  # 1.0, 1.0, 0.75 when written
-    assert max(row["recall"] for row in wiped["groups"]) <= 0.25
+    # Without the state the recall pass reads the same text for every key: at most one key of 4 is right.
+    stateless_ceiling = 1 / len(task.keys)
+    assert max(row["recall"] for row in wiped["groups"]) <= stateless_ceiling
+    # With it, every delay beats that ceiling. Measured at delays 0 / 1 / 2: 1.00 / 1.00 / 0.50-0.75 (seed 0 on
+    # 1 and 2 threads, AVX2 and default kernels); seeds 1-5 reach 0.50-0.75 at delay 2, never the ceiling.
+    assert min(row["recall"] for row in carried["groups"]) > stateless_ceiling
 
 
 @pytest.mark.parametrize("task_kwargs, message", [

@@ -14,11 +14,11 @@ seeds (carried mean - std > stateless mean + std); one seed has no spread and ge
 recipes can be compared: ``readout`` (only the readout and gate head train, learning rate decayed to
 zero: the original study's "retention recipe", which leaves the stateless shortcut little capacity)
 and ``lora`` (LoRA rank 8 on the upper layers' attention, constant learning rate: the plain recipe).
+Spreads over seeds are :func:`ran.stats.seed_summary`'s: the sample std (ddof=1) and a 95% t-interval.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,6 +28,7 @@ from ran.model import RanConfig
 from ran.passes import PassFormat
 from ran.provenance import environment
 from ran.runner import RunSpec, run_one
+from ran.stats import seed_summary
 from ran.tasks import BATTERY, Task, task_class
 from ran.tasks.mix import TaskMix
 from ran.training import TrainConfig
@@ -97,7 +98,7 @@ def gate_summary(task_scores: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per recipe and task: mean, std, min, max over seeds of each condition's headline value."""
+    """Per recipe and task, over seeds, each condition's headline value: :func:`ran.stats.seed_summary`."""
     rows = []
     for recipe in dict.fromkeys(r["recipe"] for r in runs):
         members = [r for r in runs if r["recipe"] == recipe]
@@ -107,9 +108,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for condition in CONDITIONS:
                 values = [m["tasks"][name][condition]["value"] for m in members if condition in m["tasks"][name]]
                 if values:
-                    row[condition] = {"mean": statistics.fmean(values),
-                                      "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-                                      "min": min(values), "max": max(values), "values": values}
+                    row[condition] = seed_summary(values)
             if "stateless" in row and len(members) > 1:  # the spread over seeds needs two seeds or more
                 carried, stateless = row["carried"], row["stateless"]
                 row["reservoir_driven"] = carried["mean"] - carried["std"] > stateless["mean"] + stateless["std"]

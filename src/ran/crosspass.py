@@ -11,7 +11,6 @@ Results schema ``ran.crosspass/2``; files of ``ran.crosspass/1`` (one hop only) 
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from ran.model import RanConfig
 from ran.passes import PassFormat
 from ran.provenance import environment
 from ran.runner import CONDITIONS, RunSpec, run_all
+from ran.stats import seed_summary
 from ran.tasks import RecallTask
 from ran.training import TrainConfig
 
@@ -73,13 +73,9 @@ def _row(score: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
     return next(r for r in score["groups"] if _where(r) == _where(like))
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "values": values}
-
-
 def summarise(runs: list[dict[str, Any]], group_by: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Mean, standard deviation, min and max over seeds for every condition, per group (and per delay)."""
+    """Over seeds, for every condition, per group (and per delay): :func:`ran.stats.seed_summary` (mean, sample
+    std, min, max, n, 95% t-interval)."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault(tuple(run[k] for k in group_by), []).append(run)
@@ -88,17 +84,17 @@ def summarise(runs: list[dict[str, Any]], group_by: tuple[str, ...]) -> list[dic
         row: dict[str, Any] = dict(zip(group_by, key, strict=True))
         row["seeds"] = [m["seed"] for m in members]
         for metric in METRICS:
-            row[metric] = {c: _stats([m[metric][c] for m in members]) for c in CONDITIONS}
+            row[metric] = {c: seed_summary([m[metric][c] for m in members]) for c in CONDITIONS}
         if "retention" in members[0]:
             row["retention"] = []
             for point in members[0]["retention"]:
                 same = [next(p for p in m["retention"] if _where(p) == _where(point)) for m in members]
                 row["retention"].append({"split": point.get("split", "trained"), "filler": point["filler"],
                                          "delay": point["delay"],
-                                         **{metric: {c: _stats([p[metric][c] for p in same]) for c in CONDITIONS}
+                                         **{metric: {c: seed_summary([p[metric][c] for p in same]) for c in CONDITIONS}
                                             for metric in METRICS}})
         if "heldout" in members[0]:
-            row["heldout"] = {metric: {c: _stats([m["heldout"][metric][c] for m in members]) for c in CONDITIONS}
+            row["heldout"] = {metric: {c: seed_summary([m["heldout"][metric][c] for m in members]) for c in CONDITIONS}
                               for metric in METRICS}
             row["heldout"]["delay"] = members[0]["heldout"]["delay"]
         rows.append(row)

@@ -1,12 +1,15 @@
-"""What every results file records about where it came from: versions, machine, load and date."""
+"""What every results file records about where it came from: versions, machine, load, date and commit."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+PACKAGE_DIRECTORY = Path(__file__).resolve().parent
 
 
 def cpu_model() -> str:
@@ -46,7 +49,28 @@ def machine() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "load_average": load_average()}
 
 
+def source(package_directory: Path = PACKAGE_DIRECTORY) -> dict[str, Any]:
+    """The git commit of the running ``ran`` code and whether tracked files differ from it (``git describe
+    --dirty``'s sense: untracked files do not count).
+
+    Both are None where git is missing, or where this package is not a tracked file of a git checkout (an
+    installed wheel, or a virtual environment inside someone else's repository).
+    """
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=package_directory, capture_output=True, text=True, check=True,
+                              timeout=30)
+        return done.stdout.strip()
+
+    try:
+        git("ls-files", "--error-unmatch", "__init__.py")  # fails unless the checkout tracks this very package
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
 def environment() -> dict[str, Any]:
-    """Versions, machine and creation time (UTC), stored with every result."""
+    """Versions, machine, creation time (UTC) and the source commit, stored with every result."""
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    return {"versions": versions(), "machine": machine(), "created": created}
+    return {"versions": versions(), "machine": machine(), "created": created, "git": source()}

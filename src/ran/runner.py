@@ -20,6 +20,7 @@ import torch
 from ran.loading import load_model
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import PassFormat, Renderer
+from ran.provenance import source
 from ran.tasks import Task
 from ran.tasks.mix import TaskMix
 from ran.training import LayerInputCache, TrainConfig, predict, train
@@ -142,7 +143,8 @@ def save_artifact(model: ReservoirModel, spec: RunSpec, record: dict[str, Any], 
     model.save_pretrained(directory, pass_format=spec.format)
     saved = {"schema": ARTIFACT_RUN_SCHEMA, "model": spec.model, "task": {"name": spec.task.name,
              **spec.task.to_dict()}, "train": spec.train.to_dict(), "format": spec.format.to_dict(),
-             "scores": {c: _without_details(record["scores"][c]) for c in ("carried", "wiped")}}
+             "scores": {c: _without_details(record["scores"][c]) for c in ("carried", "wiped")},
+             "git": source()}
     (directory / ARTIFACT_RUN_FILE).write_text(json.dumps(saved, indent=1) + "\n")
 
 

@@ -23,6 +23,7 @@ from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_crosspass, plot_heldout, plot_retention
 from ran.reservoir import ReservoirConfig
+from ran.stats import format_interval
 from ran.tasks import RecallTask
 from ran.tasks.recall import FILLERS, parse_delays
 from ran.tasks.texts import words_of
@@ -238,8 +239,10 @@ def print_table(results: dict) -> None:
         keys = "" if split == "trained" else ", held-out keys"
         print(f"\nretention ({group_label(row, varied)}{keys}), recall after D intervening passes, mean [min] over "
               f"seeds {row['seeds']}; training delays {results['config']['task']['train_delays']}")
-        print(f"{'filler':>10}  {'D':>3}  {'carried':>11}  {'wiped':>11}  {'untrained':>11}")
+        print(f"{'filler':>10}  {'D':>3}  {'carried':>11}  {'carried 95% CI':>14}  {'wiped':>11}  {'untrained':>11}")
         for point in points:
             cells = [f"{point['recall'][c]['mean']:.2f} [{point['recall'][c]['min']:.2f}]"
                      for c in ("carried", "wiped", "untrained")]
-            print(f"{point['filler']:>10}  {point['delay']:>3}  {cells[0]:>11}  {cells[1]:>11}  {cells[2]:>11}")
+            interval = format_interval(point["recall"]["carried"])
+            print(f"{point['filler']:>10}  {point['delay']:>3}  {cells[0]:>11}  {interval:>14}  {cells[1]:>11}  "
+                  f"{cells[2]:>11}")

@@ -17,12 +17,13 @@ total sum of squares; partial eta squared its share of (factor + residual).
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import warnings
 from typing import Any
 
 import numpy as np
+
+from ran.stats import seed_summary
 
 METRICS: dict[str, str] = {  # metric -> which way is better; also the order ties are broken in
     "carried": "higher", "carried_over_delays": "higher", "carried_among_keys": "higher",
@@ -50,23 +51,6 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         metrics[condition] = scores[condition]["value"]
     return {"key": record["key"], "recurrence": member["recurrence"], "point": member["point"],
             "reservoir_seed": member["reservoir_seed"], "train_seed": member["train_seed"], "metrics": metrics}
-
-
-def confidence_interval(values: list[float], level: float = 0.95) -> list[float] | None:
-    """Student-t interval of the mean; None for fewer than two values."""
-    from scipy import stats
-
-    if len(values) < 2:
-        return None
-    mean = statistics.fmean(values)
-    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return [mean - half, mean + half]
-
-
-def summary(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "ci95": confidence_interval(values), "values": values}
 
 
 def two_way_anova(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
@@ -115,7 +99,7 @@ def per_reservoir(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any
     for seed in seeds:
         values = [r["metrics"][metric] for r in rows if r["reservoir_seed"] == seed and metric in r["metrics"]]
         if values:
-            table.append({"reservoir_seed": seed, **summary(values)})
+            table.append({"reservoir_seed": seed, **seed_summary(values)})
     return table
 
 
@@ -153,7 +137,7 @@ def compare_recurrences(rows: list[dict[str, Any]], point: dict[str, Any]) -> di
     for metric in [*METRICS, *CONTROLS]:
         if not all(metric in r["metrics"] for kind in by_kind.values() for r in kind.values()):
             continue
-        entry: dict[str, Any] = {kind: summary([r["metrics"][metric] for r in runs.values()])
+        entry: dict[str, Any] = {kind: seed_summary([r["metrics"][metric] for r in runs.values()])
                                  for kind, runs in by_kind.items()}
         differences = [by_kind["gru"][p]["metrics"][metric] - by_kind["reservoir"][p]["metrics"][metric]
                        for p in pairs]
@@ -162,7 +146,7 @@ def compare_recurrences(rows: list[dict[str, Any]], point: dict[str, Any]) -> di
             if len(differences) > 1 and len(set(differences)) > 1:
                 p_value = _finite(stats.ttest_rel([by_kind["gru"][p]["metrics"][metric] for p in pairs],
                                                   [by_kind["reservoir"][p]["metrics"][metric] for p in pairs]).pvalue)
-            entry["gru_minus_reservoir"] = {**summary(differences), "paired_t_p": p_value}
+            entry["gru_minus_reservoir"] = {**seed_summary(differences), "paired_t_p": p_value}
         comparison["metrics"][metric] = entry
     return comparison
 
@@ -185,7 +169,7 @@ def analyse(records: list[dict[str, Any]]) -> dict[str, Any]:
             "recurrence": recurrence, "point": json.loads(point_text), "n_runs": len(members),
             "reservoir_seeds": sorted({r["reservoir_seed"] for r in members}),
             "train_seeds": sorted({r["train_seed"] for r in members}),
-            "metrics": {m: summary([r["metrics"][m] for r in members]) for m in metrics},
+            "metrics": {m: seed_summary([r["metrics"][m] for r in members]) for m in metrics},
             "anova": anova,
             "per_reservoir": {m: per_reservoir(members, m) for m in metrics if m in METRICS},
             "recommended_reservoir": recommended_reservoir(members, anova),

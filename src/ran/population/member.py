@@ -19,6 +19,7 @@ from ran.model import RanConfig
 from ran.passes import PassFormat
 from ran.population.grid import member_key, task_from_description
 from ran.population.store import RECORD_SCHEMA
+from ran.provenance import source
 from ran.runner import RunSpec, run_one
 from ran.training import TrainConfig
 
@@ -43,7 +44,8 @@ def run_member(member: dict[str, Any], threads: int = 1) -> dict[str, Any]:
         torch.set_num_threads(previous_threads)
     timing = {name: result.pop(name) for name in TIMING_FIELDS if name in result}
     timing.update({"seconds": round(time.perf_counter() - started, 3), "threads": threads, "host": platform.node()})
-    return {"schema": RECORD_SCHEMA, "key": member_key(member), "member": member, "result": result, "timing": timing}
+    return {"schema": RECORD_SCHEMA, "key": member_key(member), "member": member, "result": result, "timing": timing,
+            "git": source()}  # the code this worker ran
 
 
 def _base_model(spec: RunSpec):

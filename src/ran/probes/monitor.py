@@ -220,7 +220,7 @@ def plot(results: dict, path) -> None:
         ax.errorbar(
             lags,
             curves.mean(axis=0),
-            yerr=curves.std(axis=0),
+            yerr=curves.std(axis=0, ddof=1 if len(curves) > 1 else 0),  # the sample std, as in the JSON
             marker="o",
             capsize=3,
             label=f"{label}: detectable {passes['mean']:.1f} ± {passes['std']:.1f} passes after",

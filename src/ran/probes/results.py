@@ -14,17 +14,12 @@ from typing import Any
 import numpy as np
 
 from ran.provenance import environment  # noqa: F401  (re-exported for the probe commands)
+from ran.stats import seed_summary
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    """Mean, standard deviation (ddof=1; 0 for one seed), min and max over seeds."""
-    array = np.asarray(values, dtype=np.float64)
-    return {
-        "mean": float(array.mean()),
-        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
-        "min": float(array.min()),
-        "max": float(array.max()),
-    }
+def spread(values: list[float]) -> dict[str, Any]:
+    """Over seeds: :func:`ran.stats.seed_summary` (mean, sample std, min, max, n, 95% t-interval, values)."""
+    return seed_summary(values)
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
