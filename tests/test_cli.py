@@ -14,8 +14,8 @@ def ran(*args, timeout=300):
     (["check", "--model", "/no/such/dir/model.gguf"], "GGUF file not found"),
     (["check", "--model", "./definitely-not-a-model-dir/"], "unknown model"),
     (["check", "--units", "0"], "units must be an integer >= 1"),
-    (["check", "--spectral-radius", "0"], "spectral_radius must be > 0"),
-    (["check", "--leak-rate", "1.5"], "leak_rate must be in (0, 1]"),
+    (["check", "--spectral-radius", "0"], "--spectral-radius must be a number in (0, 100]"),
+    (["check", "--leak-rate", "1.5"], "--leak-rate must be a number in (0, 1]"),
     (["check", "--device", "tpu"], "unknown device 'tpu'"),
     (["check", "--device", "cuda:7"], "cuda:7"),  # no CUDA here: "has no CUDA GPU"; one GPU: "does not exist"
     (["crosspass", "--dtype", "float16", "--device", "cpu"], "float16 on the CPU is refused"),

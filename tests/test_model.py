@@ -7,6 +7,7 @@ from numerics import TINY_WIDTH, assert_float32_close, pass_depth
 from tiny_models import VOCAB, tiny_model
 
 from ran.errors import ArtifactError, ConfigError
+from ran.integrity import seal
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.reservoir import ReservoirConfig
 
@@ -154,6 +155,9 @@ def test_tampered_reservoir_config_fails(tmp_path):
     description = json.loads((tmp_path / "ran_config.json").read_text())
     description["config"]["reservoir"]["spectral_radius"] = 0.5
     (tmp_path / "ran_config.json").write_text(json.dumps(description))
+    with pytest.raises(ArtifactError, match="was edited after it was saved"):  # its own checksum
+        ReservoirModel.from_pretrained(tiny_model("llama"), tmp_path)
+    (tmp_path / "ran_config.json").write_text(json.dumps(seal(description)))  # edited and re-sealed
     with pytest.raises(ArtifactError, match="fingerprint mismatch"):
         ReservoirModel.from_pretrained(tiny_model("llama"), tmp_path)
 

@@ -17,6 +17,7 @@ from tiny_models import tiny_model, tiny_tokenizer
 
 from ran.cli import main
 from ran.errors import ConfigError
+from ran.fileio import atomic_write
 from ran.model import RanConfig, wrap
 from ran.passes import PassFormat, Renderer
 from ran.population import Backend, PopulationConfig, member_key, members, run_population
@@ -25,7 +26,7 @@ from ran.population.backends import split_address
 from ran.population.grid import parse_hyper, parse_seeds
 from ran.population.plot import plot_population
 from ran.population.report import build_report, comparable
-from ran.population.store import RecordStore, write_atomically
+from ran.population.store import RecordStore
 from ran.recurrence import GRUConfig, GRURecurrence, make_recurrence
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.runner import evaluate
@@ -134,14 +135,14 @@ def test_bad_populations_are_refused_with_one_line(capsys, tmp_path, task_file):
 # ----- records on disk ---------------------------------------------------------------------------------------
 def test_records_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     target = tmp_path / "a.json"
-    write_atomically(target, '{"old": 1}')
+    atomic_write(target, '{"old": 1}')
 
     def crash(descriptor):  # the process dies after writing, before the rename
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("ran.population.store.os.fsync", crash)
+    monkeypatch.setattr("ran.fileio.os.fsync", crash)
     with pytest.raises(KeyboardInterrupt):
-        write_atomically(target, '{"new": 2}')
+        atomic_write(target, '{"new": 2}')
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

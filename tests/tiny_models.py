@@ -56,15 +56,43 @@ def tiny_chat_tokenizer():
                                    eos_token="<eos>", padding_side="left")
 
 
-def tiny_model_dir(path, seed: int = 0):
-    """A tiny Llama with a word-level tokenizer saved as a local model directory ("w5 w6" -> [5, 6])."""
+def tiny_text_model_dir(path, texts, architecture: str = "llama"):
+    """A tiny random model and a word-level tokenizer in which every word of ``texts`` is one token (punctuation
+    apart), saved as a local model directory: it stands in for SmolLM2 where a test runs text written for it."""
+    import re
+
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<pad>": 0, "<eos>": 1, "\n": 2, " ": 3} | {f"w{i}": i for i in range(4, VOCAB)}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern=r"\s", behavior="isolated")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<pad>")
-    tiny_model("llama", seed).save_pretrained(path)
-    fast.save_pretrained(path)
+    words = sorted({piece for text in texts for piece in re.findall(r"\w+|[^\w\s]+", text)})
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, **{word: index for index, word in enumerate(words, 3)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
+                                        eos_token="<eos>", padding_side="left")
+    config = tiny_config(architecture)
+    config.vocab_size = len(vocab)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = 0
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_session_model_dir(path, seed: int = 0):
+    """A tiny Llama and a word-level tokenizer that keeps whitespace as tokens ("w5 w6" -> [5, 3, 6]; a newline
+    is token 2, which an idle tick of the text format reads), saved as a local model directory for sessions."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "\n": 2, " ": 3} | {f"w{i}": i for i in range(4, VOCAB)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"\s"), behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>")
+    tiny_model("llama", seed).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+tiny_model_dir = tiny_session_model_dir  # the name the serve tests use

@@ -1,5 +1,3 @@
-import sys
+from ran.cli import console
 
-from ran.cli import main
-
-sys.exit(main())
+console()

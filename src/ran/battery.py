@@ -75,6 +75,10 @@ def specs_for(model: str, ran: RanConfig, mix: TaskMix, train: TrainConfig, seed
     return specs
 
 
+def artifact_name(recipe: str, spec: RunSpec) -> str:
+    return f"battery-{recipe}-seed{spec.train.seed}"
+
+
 def battery_record(record: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     """A runner record with its per-task scores laid out as ``tasks[name][condition]``."""
     scores = record.pop("scores")
@@ -125,7 +129,7 @@ def experiment(specs_by_recipe: dict[str, list[RunSpec]], progress: bool = True,
     runs = []
     for recipe_name, specs in specs_by_recipe.items():
         for spec in specs:
-            target = None if save_dir is None else save_dir / f"battery-{recipe_name}-seed{spec.train.seed}"
+            target = None if save_dir is None else save_dir / artifact_name(recipe_name, spec)
             record = run_one(spec, base, tokenizer, progress=progress, save_to=target, stateless=True)
             runs.append(battery_record(record, RECIPES[recipe_name]))
     return {

@@ -15,3 +15,7 @@ class ModelLoadError(RanError):
 
 class ArtifactError(RanError):
     """A saved artifact or state file is missing, corrupt, or does not match the model."""
+
+
+class RanWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as one line)."""

@@ -28,8 +28,9 @@ from transformers import PreTrainedModel
 
 from ran.episodes import Episode, Pass, left_pad, render
 from ran.errors import ConfigError
+from ran.fileio import atomic_write
 from ran.loading import cache_dir
-from ran.model import ReservoirModel, _atomic_write, base_model_identity
+from ran.model import ReservoirModel, base_model_identity
 from ran.passes import STOP, Renderer
 from ran.tasks.memory_texts import HELDOUT_TEXTS, HELDOUT_TURNS
 from ran.training import predict
@@ -60,7 +61,7 @@ def base_replies(base: PreTrainedModel, renderer: Renderer, prompts: list[str],
     if missing:
         cached.update(_decode_replies(base, renderer, missing, max_reply_tokens))
         try:
-            atomic_write_text(path, json.dumps(cached, indent=0, sort_keys=True))
+            atomic_write(path, json.dumps(cached, indent=0, sort_keys=True))
         except OSError:
             pass  # a read-only cache costs time, not correctness
     return {prompt: cached[prompt] for prompt in prompts}
@@ -203,7 +204,3 @@ def harm_report(model: ReservoirModel, renderer: Renderer, store: str | None,
                                             "carried": agreement(model, renderer, replies, store, True)}}
     report["perplexity"] = perplexity_report(model, renderer, store, texts)
     return report
-
-
-def atomic_write_text(path, text: str) -> None:
-    _atomic_write(path, lambda tmp: open(tmp, "w").write(text))

@@ -15,24 +15,32 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from ran import __version__
+from ran import __version__, schema
 from ran.architectures import architecture_of, decoder_layers, geometry_of
 from ran.errors import ArtifactError, ConfigError
+from ran.fileio import atomic_write, sha256_file
 from ran.injection import injector_class
+from ran.integrity import (
+    FILES_KEY,
+    check_finite,
+    read_weights,
+    recorded_sha256,
+    seal,
+    tensor_digest,
+    verify_description,
+)
 from ran.passes import PassFormat
 from ran.recurrence import RECURRENCES, make_recurrence
 from ran.reservoir import Reservoir, ReservoirConfig
@@ -46,6 +54,7 @@ RECURRENCE_FILE = "recurrence.safetensors"  # a trained recurrence's weights (gr
 READ_QUERY = "read_query"  # the trained read's query, stored with the readout
 READ_GATE = "read_gate."  # the gated read's per-token gate (weight, bias), stored with the readout
 STATE_FORMAT = "ran-state"
+WRAPPED_MARK = "_ran_wrapped"  # set on a base model while a ReservoirModel's hooks are installed on it
 SUMMARIES = ("last", "mean", "attention", "gated")
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
@@ -85,20 +94,9 @@ class RanConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RanConfig:
-        data = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown config keys {sorted(unknown)}: valid are {sorted(known)}")
-        reservoir = data.pop("reservoir", {})
-        known_reservoir = {f.name for f in fields(ReservoirConfig)}
-        if set(reservoir) - known_reservoir:
-            raise ConfigError(
-                f"unknown reservoir keys {sorted(set(reservoir) - known_reservoir)}: "
-                f"valid are {sorted(known_reservoir)}"
-            )
-        return cls(reservoir=ReservoirConfig(**reservoir), **data)
+    def from_dict(cls, data: dict[str, Any], what: str = "RAN config") -> RanConfig:
+        """The config from its JSON form, every field checked against its type (the reservoir's too)."""
+        return schema.from_dict(cls, data, what)
 
 
 class _ReadComplete(Exception):
@@ -207,6 +205,9 @@ class ReservoirModel(nn.Module):
 
     def __init__(self, base: PreTrainedModel, config: RanConfig):
         super().__init__()
+        if getattr(base, WRAPPED_MARK, False):
+            raise ConfigError("this base model is already wrapped by a ReservoirModel (its hooks are installed): "
+                              "call unwrap() on that wrapper first (base = model.unwrap()), or load a fresh base")
         architecture_of(base)
         geometry = geometry_of(base)
         layer = geometry.n_layers // 2 if config.layer is None else config.layer
@@ -247,6 +248,7 @@ class ReservoirModel(nn.Module):
             nn.init.zeros_(self.gate_head.bias)
         self.injector.install(base)
         self._read_hook = decoder_layers(base)[layer].register_forward_hook(self._capture)
+        setattr(base, WRAPPED_MARK, True)
         self._read: _ReadPoint | None = None
         self.state: torch.Tensor | None = None
         self.injection_enabled = True
@@ -503,20 +505,35 @@ class ReservoirModel(nn.Module):
     def save_state(self, path: str | os.PathLike) -> None:
         """Write the carried state to a safetensors file, atomically."""
         if self.state is None:
-            raise ConfigError("there is no state to save: run a pass first")
-        metadata = {"format": STATE_FORMAT, "reservoir_fingerprint": self.reservoir.fingerprint}
-        _atomic_write(Path(path), lambda tmp: save_file({"state": self.state.detach().cpu().contiguous()}, tmp,
-                                                         metadata=metadata))
+            raise ConfigError("there is no state to save: run a pass first (reset_state() leaves none)")
+        tensors = {"state": self.state.detach().cpu().contiguous()}
+        check_finite(tensors, "the carried state")
+        metadata = {"format": STATE_FORMAT, "reservoir_fingerprint": self.reservoir.fingerprint,
+                    "base_model_sha256": self._base_identity()["embedding_sha256"],
+                    "sha256": tensor_digest(tensors)}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     def load_state(self, path: str | os.PathLike) -> torch.Tensor:
-        """Read a state file written by :meth:`save_state` for this reservoir; it becomes the carried state."""
-        tensors, metadata = _read_safetensors(Path(path), "state file")
-        if metadata.get("format") != STATE_FORMAT or "state" not in tensors:
+        """Read a state file written by :meth:`save_state` for this reservoir and base model; it becomes the
+        carried state. A changed byte, NaN values or another reservoir or base model are refused."""
+        tensors, metadata = read_weights(Path(path), "state file")
+        if metadata.get("format") != STATE_FORMAT or set(tensors) != {"state"}:
             raise ArtifactError(f"{path} is not a ran state file")
+        if "sha256" in metadata and metadata["sha256"] != tensor_digest(tensors):
+            raise ArtifactError(f"state file {path} was changed after it was saved (checksum mismatch)")
         if metadata.get("reservoir_fingerprint") != self.reservoir.fingerprint:
             raise ArtifactError(f"state file {path} was written by a different reservoir (fingerprint mismatch)")
+        if metadata.get("base_model_sha256", self._base_identity()["embedding_sha256"]) != \
+                self._base_identity()["embedding_sha256"]:
+            raise ArtifactError(f"state file {path} was written with a different base model")
         self.set_state(tensors["state"])
         return self.state
+
+    def _base_identity(self) -> dict[str, Any]:
+        """:func:`base_model_identity` of the base, computed once (it hashes the embedding matrix)."""
+        if getattr(self, "_base_identity_cache", None) is None:
+            self._base_identity_cache = base_model_identity(self.base)
+        return self._base_identity_cache
 
     # ----- switches and parameters ---------------------------------------------------------------
     @contextmanager
@@ -571,24 +588,36 @@ class ReservoirModel(nn.Module):
 
         ``pass_format`` is how the readout was trained to read passes; every surface that loads the
         artifact renders passes that way (artifacts without one were trained on the text format).
+        ran_config.json records the SHA-256 of every weight file and a checksum of itself, checked on load;
+        weights holding NaN or infinite values are refused before anything is written. Weight files of an
+        earlier artifact in the directory that this one does not have are removed.
         """
+        from ran.runtime.gate import GATE_FILE
+
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         readout = {name: t.detach().cpu().contiguous() for name, t in self.injector.state_dict().items()}
         if self.read_query is not None:
             readout[READ_QUERY] = self.read_query.detach().cpu().contiguous()
         if self.read_gate is not None:
             readout.update({READ_GATE + name: t.detach().cpu().contiguous()
                             for name, t in self.read_gate.state_dict().items()})
-        _atomic_write(directory / READOUT_FILE, lambda tmp: save_file(readout, tmp))
+        weights = {READOUT_FILE: readout}
         if self.config.lora_rank:
-            lora = self._lora_state()
-            _atomic_write(directory / ADAPTER_FILE, lambda tmp: save_file(lora, tmp))
-        if self.gate_head is not None:
-            self.state_gate().save(directory)
+            weights[ADAPTER_FILE] = self._lora_state()
         recurrence = {name: t.detach().cpu().contiguous() for name, t in self.reservoir.state_dict().items()}
         if recurrence:  # trained recurrent weights; the fixed reservoir is regenerated from its seed instead
-            _atomic_write(directory / RECURRENCE_FILE, lambda tmp: save_file(recurrence, tmp))
+            weights[RECURRENCE_FILE] = recurrence
+        for name, tensors in weights.items():
+            check_finite(tensors, f"the weights for {name}")
+        gate = self.state_gate() if self.gate_head is not None else None
+        for name, tensors in weights.items():
+            atomic_write(directory / name, lambda tmp, tensors=tensors: save_file(tensors, tmp))
+        if gate is not None:
+            gate.save(directory)
+        for stale in (ADAPTER_FILE, RECURRENCE_FILE, GATE_FILE):
+            if stale not in weights and not (stale == GATE_FILE and gate is not None):
+                (directory / stale).unlink(missing_ok=True)
+        written = [*weights, *([GATE_FILE] if gate is not None else [])]
         description = {
             "format": ARTIFACT_FORMAT,
             "version": ARTIFACT_VERSION,
@@ -597,9 +626,9 @@ class ReservoirModel(nn.Module):
             "reservoir_fingerprint": self.reservoir.fingerprint,
             "base_model": base_model_identity(self.base),
             "pass_format": (pass_format or PassFormat()).to_dict(),
+            FILES_KEY: {name: sha256_file(directory / name) for name in written},
         }
-        text = json.dumps(description, indent=2) + "\n"
-        _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(directory / CONFIG_FILE, json.dumps(seal(description), indent=2) + "\n")
         return directory
 
     @classmethod
@@ -628,8 +657,11 @@ class ReservoirModel(nn.Module):
                 f"artifact {directory}: its reservoir config regenerates a different reservoir than the one it "
                 "was trained with (fingerprint mismatch): the config was edited or the file is corrupt"
             )
-        readout, _ = _read_safetensors(directory / READOUT_FILE, "readout file")
+        def weights(name: str, what: str) -> dict[str, torch.Tensor]:
+            return read_weights(directory / name, what, recorded_sha256(description, name, directory))[0]
+
         try:
+            readout = weights(READOUT_FILE, "readout file")
             if model.read_query is not None:
                 if READ_QUERY not in readout:
                     raise RuntimeError(f"{READ_QUERY} is missing")
@@ -641,21 +673,23 @@ class ReservoirModel(nn.Module):
                 model.read_gate.load_state_dict(gate)
             model.injector.load_state_dict(readout)
             if model.reservoir.state_dict():
-                recurrence, _ = _read_safetensors(directory / RECURRENCE_FILE, "recurrence file")
-                model.reservoir.load_state_dict(recurrence)
+                model.reservoir.load_state_dict(weights(RECURRENCE_FILE, "recurrence file"))
             if model.gate_head is not None:
-                from ran.runtime.gate import StateGate
+                from ran.runtime.gate import GATE_FILE, StateGate
 
-                gate = StateGate.load(directory, model.reservoir)
+                gate = StateGate.load(directory, model.reservoir, recorded_sha256(description, GATE_FILE, directory))
                 with torch.no_grad():
                     model.gate_head.weight.copy_(gate.weight[None])
                     model.gate_head.bias.fill_(gate.bias)
             if config.lora_rank:
-                lora, _ = _read_safetensors(directory / ADAPTER_FILE, "LoRA adapter file")
+                lora = weights(ADAPTER_FILE, "LoRA adapter file")
                 missing = set(model._lora_state()) ^ set(lora)
                 if missing:
                     raise ArtifactError(f"LoRA adapter file in {directory} does not match the model")
                 model.base.load_state_dict(lora, strict=False)
+        except ArtifactError:
+            model.unwrap()
+            raise
         except RuntimeError as error:
             model.unwrap()
             first_line = str(error).splitlines()[0]
@@ -666,6 +700,7 @@ class ReservoirModel(nn.Module):
         """Remove every hook and attention override; the base model is as before (LoRA layers stay)."""
         self.injector.uninstall()
         self._read_hook.remove()
+        setattr(self.base, WRAPPED_MARK, False)
         return self.base
 
 
@@ -700,7 +735,7 @@ def read_artifact_description(directory: str | os.PathLike) -> dict[str, Any]:
         raise ArtifactError(f"{directory} is not a ran artifact: it has no {CONFIG_FILE}")
     try:
         description = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise ArtifactError(f"{path} is corrupt: {error}") from None
     if not isinstance(description, dict) or description.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{path} is not a ran artifact description")
@@ -710,6 +745,9 @@ def read_artifact_description(directory: str | os.PathLike) -> dict[str, Any]:
     for key in ("config", "base_model", "reservoir_fingerprint"):
         if key not in description:
             raise ArtifactError(f"{path} is missing '{key}'")
+    verify_description(description, path)
+    if not isinstance(description["base_model"], dict):
+        raise ArtifactError(f"{path}: base_model must be an object")
     return description
 
 
@@ -720,36 +758,3 @@ def artifact_pass_format(directory: str | os.PathLike) -> PassFormat:
         return PassFormat.from_dict(description.get("pass_format"))
     except ConfigError as error:
         raise ArtifactError(f"artifact {directory} has an invalid pass format: {error}") from None
-
-
-def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise ArtifactError(f"{what} not found: {path}")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        return load_file(str(path)), metadata
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ArtifactError(f"{what} {path} is corrupt or not a safetensors file ({error})") from None
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -21,11 +21,12 @@ Formats:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from ran import schema
 from ran.errors import ConfigError
 
 FORMATS = ("text", "chat")
@@ -52,11 +53,7 @@ class PassFormat:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PassFormat:
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        if set(data) - known:
-            raise ConfigError(f"unknown pass format keys {sorted(set(data) - known)}: valid are {sorted(known)}")
-        return cls(**data)
+        return schema.from_dict(cls, data or {}, "pass format")
 
 
 def has_chat_tokens(tokenizer: PreTrainedTokenizerBase) -> bool:

@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from ran.errors import ConfigError
+from ran.limits import check_reservoir_size
 
 # Below this size W_r is stored dense: a dense matmul beats a sparse one and the memory is small.
 DENSE_MAX_UNITS = 4096
@@ -77,6 +78,7 @@ class ReservoirConfig:
             raise ConfigError(f"leak_rate_min must be in (0, leak_rate = {self.leak_rate}], got {self.leak_rate_min!r}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}")
+        check_reservoir_size(self.units, self.connectivity)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,6 +173,7 @@ class Reservoir(nn.Module):
         super().__init__()
         if input_dim < 1:
             raise ConfigError(f"input_dim must be >= 1, got {input_dim!r}")
+        check_reservoir_size(config.units, config.connectivity, input_dim)
         self.config = config
         self.input_dim = input_dim
         recurrent_rng, input_rng, bias_rng = _rngs(config.seed)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ran.fileio import atomic_write
 from ran.loading import load_model
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import PassFormat, Renderer
@@ -145,7 +146,7 @@ def save_artifact(model: ReservoirModel, spec: RunSpec, record: dict[str, Any], 
              **spec.task.to_dict()}, "train": spec.train.to_dict(), "format": spec.format.to_dict(),
              "scores": {c: _without_details(record["scores"][c]) for c in ("carried", "wiped")},
              "git": source()}
-    (directory / ARTIFACT_RUN_FILE).write_text(json.dumps(saved, indent=1) + "\n")
+    atomic_write(directory / ARTIFACT_RUN_FILE, json.dumps(saved, indent=1) + "\n")
 
 
 def _without_details(score: dict[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,19 @@ import json
 import re
 from pathlib import Path
 
-from ran.battery import RECIPES, experiment, specs_for
-from ran.cli.common import DEFAULT_OUT, add_model_arguments, add_reservoir_arguments, reservoir_config_from
+from ran.battery import RECIPES, artifact_name, experiment, specs_for
+from ran.cli.common import (
+    DEFAULT_OUT,
+    add_model_arguments,
+    add_overwrite_argument,
+    add_reservoir_arguments,
+    check_outputs,
+    reservoir_config_from,
+    results_name,
+)
 from ran.devices import resolve
 from ran.errors import ConfigError
+from ran.fileio import atomic_write
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_battery
@@ -51,6 +60,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default: {DEFAULT_OUT})")
     parser.add_argument("--name", default="battery", help="results file name (default: battery)")
     parser.add_argument("--save", help="save each trained artifact (with its gate head) under this directory")
+    add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -70,7 +80,7 @@ def parse_settings(items: list[str], tasks: list[str]) -> dict[str, dict]:
         else:
             try:
                 value = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 value = text  # a plain string
         settings.setdefault(name, {})[field] = value
     return settings
@@ -78,12 +88,14 @@ def parse_settings(items: list[str], tasks: list[str]) -> dict[str, dict]:
 
 def run(args) -> int:
     resolve(args.device, args.dtype)
+    stem = results_name(args, "battery")
+    check_outputs(args)  # --out and --save writable, before anything is built
     if not args.seeds:
         raise ConfigError("give at least one seed")
     if len(set(args.tasks)) != len(args.tasks):
         raise ConfigError("a task is given twice in --tasks")
     settings = parse_settings(args.settings, args.tasks)
-    tasks = tuple(task_class(name).from_dict(settings.get(name, {})) for name in args.tasks)
+    tasks = tuple(task_class(name).from_dict(settings.get(name, {}), f"--set {name}") for name in args.tasks)
     weights = tuple(args.weights) if args.weights is not None else (1.0,) * len(tasks)
     mix = TaskMix(tasks=tasks, weights=weights, episodes_per_step=args.episodes_per_step)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
@@ -93,11 +105,13 @@ def run(args) -> int:
     specs = {name: specs_for(args.model, ran, mix, train, args.seeds, RECIPES[name], pass_format, args.device,
                              args.dtype) for name in dict.fromkeys(args.recipe)}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = experiment(specs, progress=not args.no_progress, save_dir=Path(args.save) if args.save else None)
-    path = out / f"{args.name}.json"
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    figure = plot_battery(results, out / f"{args.name}.png")
+    save_dir = Path(args.save) if args.save else None
+    check_outputs(args, [out / f"{stem}.json", out / f"{stem}.png"],  # nothing replaced without --overwrite
+                  [save_dir / artifact_name(recipe, spec) for recipe, group in specs.items() for spec in group]
+                  if save_dir else [])
+    results = experiment(specs, progress=not args.no_progress, save_dir=save_dir)
+    path = atomic_write(out / f"{stem}.json", json.dumps(results, indent=1) + "\n")
+    figure = plot_battery(results, out / f"{stem}.png")
     print_table(results)
     print(f"wrote {path} and {figure} ({results['seconds']:.0f}s)")
     return 0

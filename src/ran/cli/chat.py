@@ -55,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if command in ("quit", "exit"):
                 break
-            if not _do(opened, command, arguments):
-                continue
+            try:
+                _do(opened, command, arguments)
+            except ConfigError as error:  # e.g. an input longer than the context keeps: the session is unchanged
+                print(f"\nerror: {error}")
     finally:
         session.close()
     return 0

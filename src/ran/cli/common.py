@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
+from pathlib import Path
 
 from ran.devices import DTYPE_CHOICES
+from ran.errors import ConfigError
+from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
 from ran.model import SUMMARIES
@@ -59,3 +63,30 @@ def reservoir_config_from(args: argparse.Namespace) -> ReservoirConfig:
                            input_scaling=args.input_scaling, connectivity=args.connectivity,
                            activation=args.activation, seed=getattr(args, "reservoir_seed", 0),
                            leak_rate_min=getattr(args, "leak_rate_min", None))
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace results files and artifacts that already exist (default: refuse, before any "
+                             "work starts)")
+
+
+def check_outputs(args: argparse.Namespace, results: Iterable[Path] = (), artifacts: Iterable[Path] = ()) -> None:
+    """Before any work starts: ``--out`` (and ``--save``) are directories that can be written, and no results
+    file or artifact there is replaced unless ``--overwrite`` was given."""
+    check_directory(args.out, "--out")
+    for path in results:
+        check_new(path, "--out", args.overwrite)
+    if getattr(args, "save", None):
+        check_directory(args.save, "--save")
+        artifacts = list(artifacts)
+        for index, path in enumerate(artifacts):
+            if path in artifacts[:index]:
+                raise ConfigError(f"--save: two runs would be saved as the same artifact {path} (its name does not "
+                                  "show every setting varied): save fewer runs at a time")
+            check_new(path, "--save", args.overwrite, what="artifact")
+
+
+def results_name(args: argparse.Namespace, default: str) -> str:
+    """``--name`` (a plain file name, which cannot leave ``--out``), else the experiment's default name."""
+    return check_name(args.name, "--name") if args.name else default

@@ -12,10 +12,20 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from ran.cli.common import DEFAULT_OUT, add_model_arguments, add_reservoir_arguments, reservoir_config_from
-from ran.crosspass import experiment, group_label, specs_for
+from ran import schema
+from ran.cli.common import (
+    DEFAULT_OUT,
+    add_model_arguments,
+    add_overwrite_argument,
+    add_reservoir_arguments,
+    check_outputs,
+    reservoir_config_from,
+    results_name,
+)
+from ran.crosspass import artifact_name, experiment, group_label, specs_for
 from ran.devices import resolve
 from ran.errors import ConfigError
+from ran.fileio import atomic_write
 from ran.grid import GRID_FIELDS, apply_point, parse_grid, read_json_object
 from ran.injection import INJECTION_MODES
 from ran.loading import load_tokenizer
@@ -23,6 +33,7 @@ from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_crosspass, plot_heldout, plot_retention
 from ran.reservoir import ReservoirConfig
+from ran.schema import check_template
 from ran.stats import format_interval
 from ran.tasks import RecallTask
 from ran.tasks.recall import FILLERS, parse_delays
@@ -113,6 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help=f"directory for the results JSON and plots (default: {DEFAULT_OUT}, not tracked by git)")
     parser.add_argument("--save", help="also save each trained artifact under this directory (for ran eval, ran chat)")
+    add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -124,31 +136,34 @@ def task_from(args: argparse.Namespace) -> RecallTask:
                 "repeats": args.repeats, "keys_per_step": args.keys_per_step, "eval_keys": args.eval_keys}
     if args.format == "chat":
         settings.update(CHAT_TEMPLATES)
-    for field in ("store_template", "recall_template"):
+    for field, required in (("store_template", ("key",)), ("recall_template", ())):
         if getattr(args, field) is not None:
+            check_template(getattr(args, field), "--" + field.replace("_", "-"), required, required)
             settings[field] = getattr(args, field)
     given: dict = {}
+    what = f"task file {args.task}" if args.task else "task"
     if args.task:
         given = read_json_object(args.task, "task file")
     pool_settings = given.pop("key_pool", None)
     if args.key_list is not None:
         settings["keys"] = tuple(k.strip() for k in args.key_list.split(",") if k.strip())
     elif "keys" not in given:
-        pool = KeyPool(**pool_settings) if isinstance(pool_settings, dict) else KeyPool(
-            args.key_pool, train=args.keys, heldout=args.heldout_keys, split_seed=args.split_seed)
-        probe = RecallTask.from_dict({**settings, **given, "keys": ("_",)})  # the texts keys must stay out of
+        pool = schema.from_dict(KeyPool, pool_settings, f"{what}: key_pool") if pool_settings is not None else \
+            KeyPool(args.key_pool, train=args.keys, heldout=args.heldout_keys, split_seed=args.split_seed)
+        probe = RecallTask.from_dict({**settings, **given, "keys": ("_",)}, what)  # the texts keys must stay out of
         texts = [probe.store_template, probe.recall_template, probe.answer_template, *probe.train_distractors,
                  *probe.eval_distractors]
         exclude = set().union(*(words_of(t.replace("{key}", "")) for t in texts))
         tokenizer = load_tokenizer(args.model) if pool.source == "vocab" else None
         settings["keys"], settings["heldout_keys"] = resolve_keys(pool, tokenizer, exclude)
-    return RecallTask.from_dict({**settings, **given})
+    return RecallTask.from_dict({**settings, **given}, what)
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.seeds:
         raise ConfigError("give at least one seed")
     resolve(args.device, args.dtype)  # a bad device or dtype fails now, before anything loads
+    check_outputs(args)  # --out and --save writable (their files are checked once the runs are known)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     task = task_from(args)
@@ -191,12 +206,13 @@ def run(args: argparse.Namespace) -> int:
         all_specs = specs(ran, task)
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)  # before training: an unwritable --out fails now, not after it
-    name = args.name or name
+    name = results_name(args, name)
     save_dir = Path(args.save) if args.save else None
+    # Before training: nothing is replaced without --overwrite (results, or an artifact of the same name).
+    check_outputs(args, [out / f"{name}.json", out / f"{name}.png"],
+                  [save_dir / artifact_name(spec) for spec in all_specs] if save_dir else [])
     results = experiment(kind, all_specs, group_by, progress=not args.no_progress, save_dir=save_dir)
-    json_path = out / f"{name}.json"
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
+    json_path = atomic_write(out / f"{name}.json", json.dumps(results, indent=1) + "\n")
     plot_path = plot_crosspass(results, out / f"{name}.png", metric="among_keys" if kind == "capacity" else "recall")
     written = [json_path, plot_path]
     if len(task.eval_delays) > 1:

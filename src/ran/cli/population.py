@@ -16,6 +16,7 @@ from ran.cli.common import add_model_arguments, add_reservoir_arguments, reservo
 from ran.cli.crosspass import RESERVOIR
 from ran.devices import resolve
 from ran.errors import ConfigError
+from ran.fileio import check_directory
 from ran.grid import read_json_object
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
@@ -76,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help=f"population directory: records/, {REPORT_FILE}, {TABLE_FILE}, {FIGURE_FILE} "
                              f"(default: {DEFAULT_OUT}); rerunning into it skips finished runs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace the {REPORT_FILE} of another population in --out (its records are kept)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -83,7 +86,7 @@ def task_from(args: argparse.Namespace) -> Task:
     """The task by name, from its file's settings or its defaults, with the recall flags applied."""
     cls = task_class(args.task)
     if args.task_file:
-        task = cls.from_dict(read_json_object(args.task_file, "task file"))
+        task = cls.from_dict(read_json_object(args.task_file, "task file"), f"task file {args.task_file}")
     else:
         task = cls()
     overrides = {}
@@ -116,6 +119,20 @@ def config_from(args: argparse.Namespace) -> PopulationConfig:
     )
 
 
+def check_report(path: Path, config: PopulationConfig, overwrite: bool) -> None:
+    """Rerunning a population into its directory resumes it; the report of a different one is not replaced
+    without --overwrite."""
+    if overwrite or not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text()).get("config")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        previous = None
+    if previous != json.loads(json.dumps(config.to_dict())):
+        raise ConfigError(f"--out {path.parent} holds the report of another population ({path.name}); pass "
+                          "--overwrite to replace the report (finished runs are kept), or choose another --out")
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     backend = Backend(workers=args.workers, ray_address=args.ray_address)
@@ -128,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not backend.uses_ray:
         resolve(args.device, args.dtype)  # a bad device fails now (a Ray worker resolves its own)
-    out = Path(args.out)
+    out = check_directory(args.out, "--out")
+    check_report(out / REPORT_FILE, config, args.overwrite)
     report = run_population(config, out, backend, threads=args.threads, confirmed=args.yes,
                             progress=not args.no_progress)
     print()

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ran.cli.common import DEFAULT_OUT, reservoir_config_from
+from ran.cli.common import DEFAULT_OUT, add_overwrite_argument, check_outputs, reservoir_config_from
 from ran.cli.common import add_reservoir_arguments as add_shared_reservoir_arguments
 from ran.errors import ConfigError
 from ran.loading import DEFAULT_MODEL
@@ -46,6 +46,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_out: str = DEF
     parser.add_argument(
         "--out", default=default_out, help=f"directory for the JSON and PNG (default: {default_out}, untracked)"
     )
+    add_overwrite_argument(parser)
+
+
+def check_results(probe: str, tags: list[str], args: argparse.Namespace) -> None:
+    """Before any work: --out can be written and no ``<probe>-<tag>.json`` there is replaced without --overwrite."""
+    out = Path(args.out)
+    check_outputs(args, [out / f"{probe}-{tag}{suffix}" for tag in tags for suffix in (".json", ".png")])
 
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +138,7 @@ def run_per_source(
     seeds = seeds_of(args)
     sources = sources_of(args)
     configs = {source: make_config(source) for source in sources}  # validate everything before any work
+    check_results(probe, sources, args)
     shared = Timer()
     bank = load_bank(args, sources, shared)
     for source in sources:

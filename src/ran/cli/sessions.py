@@ -15,6 +15,8 @@ from typing import Any
 
 from ran.cli.common import add_model_arguments, add_reservoir_arguments
 from ran.errors import ConfigError
+from ran.fileio import check_directory
+from ran.limits import MAX_INPUT_CHARACTERS, MAX_TICKS
 from ran.loading import DEFAULT_MODEL, load_model
 from ran.model import RanConfig, ReservoirModel, artifact_pass_format, wrap
 from ran.passes import FORMATS, PassFormat, Renderer, default_format
@@ -71,9 +73,14 @@ class Opened:
     renderer: Renderer  # the pass format, bound to the tokenizer: how inputs become tokens
 
 
-def open_session(args: argparse.Namespace) -> Opened:
-    """Create (or with --resume, reopen) the named session on its model; every refusal is one line."""
+def open_session(args: argparse.Namespace, check: Callable[[Renderer, Any], None] | None = None) -> Opened:
+    """Create (or with --resume, reopen) the named session on its model; every refusal is one line.
+
+    ``check(renderer, model)`` runs once the model and pass format are known and before the session is
+    created or opened, e.g. to refuse a script's over-long inputs before anything is written."""
     store = SessionStore(args.session, args.sessions_dir)
+    if store.root.exists() or not args.resume:
+        check_directory(store.root, "--sessions-dir")  # a file or an unwritable directory fails before any load
     stored: dict[str, Any] = {}
     stored_config: dict[str, Any] | None = None
     if args.resume:
@@ -97,6 +104,8 @@ def open_session(args: argparse.Namespace) -> Opened:
                                         temperature=settings["temperature"], sample_seed=settings["sample_seed"],
                                         policy=policy)
     gate = load_gate(artifact, model.reservoir, settings["max_entropy"])
+    if check is not None:
+        check(renderer, config.policy, model)
     cli_settings = {"model": model_name, "artifact": artifact and os.path.abspath(artifact), "cli": settings,
                     "pass_format": renderer.format.to_dict()}
     if args.resume:
@@ -182,13 +191,19 @@ def state_line(session: Session) -> str:
 
 def parse_command(line: str) -> tuple[str, list[str]]:
     """('input', [text]) for user input, else (command, arguments); raises ConfigError on a bad command."""
+    if len(line) > MAX_INPUT_CHARACTERS:
+        raise ConfigError(f"the line is {len(line):,} characters, more than the {MAX_INPUT_CHARACTERS:,} an input may "
+                          "have (about 5,000 tokens): split it or shorten it")
     stripped = line.strip()
     if not stripped.startswith("/"):
         return "input", [line.rstrip("\n")]
+    if not stripped[1:].strip():
+        raise ConfigError(f"'/' alone is not a command: {HELP}")
     name, *arguments = stripped[1:].split()
     if name == "tick":
-        if len(arguments) > 1 or (arguments and not (arguments[0].isdigit() and int(arguments[0]) >= 1)):
-            raise ConfigError(f"/tick takes one count >= 1, got {' '.join(arguments)!r}")
+        if len(arguments) > 1 or (arguments and not (arguments[0].isdigit() and 1 <= int(arguments[0]) <= MAX_TICKS)):
+            raise ConfigError(f"/tick takes one count in 1..{MAX_TICKS} (for more, repeat the command), got "
+                              f"{' '.join(arguments)!r}")
     elif name == "reset":
         if len(arguments) > 1 or (arguments and arguments[0] not in ("all", "state", "context")):
             raise ConfigError(f"/reset takes all, state or context, got {' '.join(arguments)!r}")

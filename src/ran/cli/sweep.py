@@ -10,7 +10,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from ran.cli.probe_common import add_common_arguments, load_bank, progress, record, seeds_of, sources_of
+from ran.cli.probe_common import (
+    add_common_arguments,
+    check_results,
+    load_bank,
+    progress,
+    record,
+    seeds_of,
+    sources_of,
+)
 from ran.probes.results import Timer, format_table
 from ran.probes.sweep import SweepConfig, plot, run_sweep
 
@@ -110,12 +118,13 @@ def run(args: argparse.Namespace) -> int:
         band_radius=args.band_radius,
         max_saturation=args.max_saturation,
     )
+    tag = "-".join(sources) if len(sources) == 1 else "both"
+    check_results("sweep", [tag], args)
     timer = Timer()
     bank = load_bank(args, sources, timer)
     started = time.perf_counter()
     with timer("run_s"):
         results = run_sweep(config, seeds, bank, progress=progress)
-    tag = "-".join(sources) if len(sources) == 1 else "both"
     path = record("sweep", tag, args, config.to_dict(), seeds, results, timer, bank, plot)
     n_points = len(results["points"])
     print(

@@ -20,10 +20,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ran.errors import ConfigError
+from ran.fileio import atomic_write
 from ran.population.backends import Backend, execute
 from ran.population.grid import PopulationConfig, check_size, member_key, members
 from ran.population.report import build_report, format_report
-from ran.population.store import RecordStore, write_atomically
+from ran.population.store import RecordStore
 from ran.provenance import environment
 
 RECORDS_DIRECTORY = "records"
@@ -70,8 +71,8 @@ def write_report(config: PopulationConfig, directory: str | Path, backend: Backe
     provenance = {**environment(), "backend": (backend or Backend()).describe(), "threads": threads,
                   "seconds": None if seconds is None else round(seconds, 1)}
     report = build_report(config.to_dict(), keys, records, provenance)
-    write_atomically(directory / REPORT_FILE, json.dumps(report, indent=1) + "\n")
-    write_atomically(directory / TABLE_FILE, format_report(report))
+    atomic_write(directory / REPORT_FILE, json.dumps(report, indent=1) + "\n")
+    atomic_write(directory / TABLE_FILE, format_report(report))
     if records:
         plot_population(json.loads((directory / REPORT_FILE).read_text()), directory / FIGURE_FILE)
     return report

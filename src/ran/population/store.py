@@ -1,8 +1,8 @@
 """Finished runs on disk: one JSON file per run, named by the member's key, written atomically.
 
-Each record is written to a temporary file in the same directory, fsync'd, renamed over its final
-name, and the directory is fsync'd: a killed population leaves every finished record whole and at
-most some ``.tmp`` files (ignored, and removed at the next start). Rerunning reads which keys exist
+Each record is written with :func:`ran.fileio.atomic_write` (a temporary file in the same directory,
+fsync'd, renamed over its final name, the directory fsync'd): a killed population leaves every finished
+record whole and at most some temporary files (ignored, and removed at the next start). Rerunning reads which keys exist
 and runs only the others.
 """
 
@@ -10,32 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ran.fileio import TEMP_MARK, atomic_write
+
 RECORD_SCHEMA = "ran.population-run/1"
-TEMPORARY_SUFFIX = ".tmp"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader (or a crash) sees the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a power cut
-    finally:
-        os.close(directory)
+TEMPORARY_SUFFIX = ".tmp"  # temporaries of earlier versions: ".<name>.<random>.tmp"
 
 
 class RecordStore:
@@ -55,7 +36,7 @@ class RecordStore:
 
     def write(self, record: dict[str, Any]) -> Path:
         path = self.path(record["key"])
-        write_atomically(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
         return path
 
     def read(self, key: str) -> dict[str, Any]:
@@ -70,7 +51,8 @@ class RecordStore:
         """Delete temporary files left by a killed population; returns how many there were."""
         if not self.directory.is_dir():
             return 0
-        stale = [p for p in self.directory.glob(f".*{TEMPORARY_SUFFIX}") if p.is_file()]
+        stale = [p for pattern in (f".*{TEMPORARY_SUFFIX}", f".*{TEMP_MARK}*") for p in self.directory.glob(pattern)
+                 if p.is_file()]
         for path in stale:
             path.unlink(missing_ok=True)
         return len(stale)

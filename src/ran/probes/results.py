@@ -4,15 +4,14 @@ with their stateless controls); the figures are drawn from that JSON only."""
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ran.fileio import atomic_write
 from ran.provenance import environment  # noqa: F401  (re-exported for the probe commands)
 from ran.stats import seed_summary
 
@@ -23,15 +22,8 @@ def spread(values: list[float]) -> dict[str, Any]:
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
-    """Write ``data`` as indented JSON, atomically (a temporary file renamed over the target)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        json.dump(data, stream, indent=1, default=_jsonable)
-        stream.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates the file private; results are for everyone to read
-    os.replace(tmp, path)
-    return path
+    """Write ``data`` as indented JSON, atomically (see :func:`ran.fileio.atomic_write`)."""
+    return atomic_write(path, json.dumps(data, indent=1, default=_jsonable) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:

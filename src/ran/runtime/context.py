@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ran import schema
 from ran.errors import ConfigError
 
 POLICIES = ("none", "streaming", "h2o")
@@ -60,7 +61,7 @@ class ContextPolicy:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContextPolicy:
-        return cls(**data)
+        return schema.from_dict(cls, data, "context policy")
 
     def keep(self, length: int, scores: Sequence[float] | None = None) -> list[int]:
         """Sorted indices of the tokens to keep out of ``length`` (all of them while within budget)."""

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ran.errors import ArtifactError, ConfigError
+from ran.fileio import atomic_write
+from ran.integrity import check_finite, read_weights
 from ran.reservoir import Reservoir
 
 GATE_FILE = "gate.safetensors"
@@ -72,18 +73,14 @@ class StateGate:
         metadata = {"format": GATE_FORMAT, "threshold": repr(self.threshold),
                     "reservoir_fingerprint": self.reservoir_fingerprint}
         tensors = {"weight": self.weight.contiguous(), "bias": torch.tensor(self.bias)}
-        save_file(tensors, str(path), metadata=metadata)
-        return path
+        check_finite(tensors, "the gate head")
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, reservoir: Reservoir) -> StateGate:
+    def load(cls, directory: str | os.PathLike, reservoir: Reservoir, sha256: str | None = None) -> StateGate:
+        """The gate head saved in an artifact; ``sha256`` is the digest its ran_config.json records."""
         path = Path(directory) / GATE_FILE
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise ArtifactError(f"gate file {path} is corrupt or not a safetensors file ({error})") from None
+        tensors, metadata = read_weights(path, "gate file", sha256)
         if metadata.get("format") != GATE_FORMAT or set(tensors) != {"weight", "bias"}:
             raise ArtifactError(f"{path} is not a ran gate file (needs tensors weight and bias)")
         if metadata.get("reservoir_fingerprint") != reservoir.fingerprint:
@@ -124,5 +121,10 @@ def load_gate(artifact: str | os.PathLike | None, reservoir: Reservoir,
               max_entropy: float = DEFAULT_MAX_ENTROPY) -> Gate:
     """The artifact's trained gate when it has a ``gate.safetensors``, else the entropy fallback."""
     if artifact is not None and (Path(artifact) / GATE_FILE).is_file():
-        return StateGate.load(artifact, reservoir)
+        from ran.integrity import recorded_sha256
+        from ran.model import CONFIG_FILE, read_artifact_description
+
+        # Inside an artifact the gate file must match the SHA-256 its ran_config.json records.
+        description = read_artifact_description(artifact) if (Path(artifact) / CONFIG_FILE).is_file() else {}
+        return StateGate.load(artifact, reservoir, recorded_sha256(description, GATE_FILE, Path(artifact)))
     return EntropyGate(max_entropy)

@@ -7,10 +7,14 @@ A session named NAME lives in ``<root>/NAME/`` (root: ``$RAN_SESSIONS``, else ``
   metadata: ``format``/``version``, ``name``, ``tick``, ``identity`` (JSON: RAN config, reservoir
   fingerprint, readout hash, base-model identity), ``settings`` (JSON: session config, model name),
   ``last`` (JSON: the last pass's record) and ``checksum`` (SHA-256 over the tensors and metadata).
+  The metadata also holds ``session_id``, the random id of the session the file belongs to.
+- ``session.json``: written once when the session is made: its name, ``session_id`` and ``identity``.
+  A state file is only loaded into the session whose id and identity it carries, so a state file copied
+  in from another session (made with another reservoir, base model or readout) is refused.
 - ``lock``: held (``flock``) by the one process driving the session.
 
-Writes go to a temporary file in the same directory, which is fsynced, renamed over the old file, and
-the directory fsynced: a crash at any moment leaves the previous or the new file, never a torn one.
+Writes go through :func:`ran.fileio.atomic_write`: a crash at any moment leaves the previous or the new
+file, never a torn one. States holding NaN or infinite values are never written and refused on load.
 Nothing here unpickles anything.
 """
 
@@ -20,8 +24,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,15 +33,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ran import __version__
-from ran.errors import ArtifactError, ConfigError
+from ran.errors import ArtifactError
+from ran.fileio import TEMP_MARK, atomic_write, check_name
+from ran.integrity import check_finite
 
 SESSION_FORMAT = "ran-session"
 SESSION_VERSION = 1
 STATE_FILE = "session.safetensors"
+MANIFEST_FILE = "session.json"
+MANIFEST_FORMAT = "ran-session-manifest"
 LOCK_FILE = "lock"
-TEMP_MARK = ".tmp-"
 DEFAULT_ROOT = "sessions"
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # The parts of a base model's identity that must match (its name or path may differ between machines).
 BASE_IDENTITY_KEYS = ("model_type", "n_layers", "hidden_size", "vocab_size", "embedding_sha256")
 
@@ -61,16 +65,14 @@ class SessionSnapshot:
     identity: dict[str, Any]  # what the state is only valid with: checked on open
     settings: dict[str, Any] = field(default_factory=dict)  # session config, model name, artifact
     last: dict[str, Any] | None = None  # the last pass's record
+    session_id: str | None = None  # the session the state belongs to (None: made before session ids)
 
 
 class SessionStore:
     """The directory of one session: atomic saves, checked loads, and a single-writer lock."""
 
     def __init__(self, name: str, root: str | os.PathLike | None = None):
-        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-            raise ConfigError(f"invalid session name {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
-                              "starting with a letter or digit")
-        self.name = name
+        self.name = check_name(name, "session name")
         self.root = sessions_root(root)
         self.directory = self.root / name
         self.path = self.directory / STATE_FILE
@@ -78,6 +80,31 @@ class SessionStore:
 
     def exists(self) -> bool:
         return self.path.is_file()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST_FILE
+
+    def write_manifest(self, session_id: str, identity: dict[str, Any]) -> None:
+        """Bind the session directory to one session id and identity (once, when the session is made)."""
+        manifest = {"format": MANIFEST_FORMAT, "version": SESSION_VERSION, "name": self.name,
+                    "session_id": session_id, "identity": identity}
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The session's manifest, or None for a session made before manifests existed."""
+        if not self.manifest_path.is_file():
+            return None
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+            raise ArtifactError(f"session '{self.name}': {self.manifest_path} is corrupt ({error}); left "
+                                "untouched") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or \
+                not isinstance(manifest.get("session_id"), str) or not isinstance(manifest.get("identity"), dict):
+            raise ArtifactError(f"session '{self.name}': {self.manifest_path} is not a ran session manifest; left "
+                                "untouched")
+        return manifest
 
     def existing_names(self) -> list[str]:
         if not self.root.is_dir():
@@ -98,8 +125,9 @@ class SessionStore:
             raise ArtifactError(f"session '{self.name}' is in use by another process ({self.directory})") \
                 from None
         self._lock_fd = fd
-        for stale in self.directory.glob(f".{STATE_FILE}{TEMP_MARK}*"):  # left by a writer that was killed
-            stale.unlink(missing_ok=True)
+        for name in (STATE_FILE, MANIFEST_FILE):
+            for stale in self.directory.glob(f".{name}{TEMP_MARK}*"):  # left by a writer that was killed
+                stale.unlink(missing_ok=True)
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -109,6 +137,7 @@ class SessionStore:
     # ----- save / load -------------------------------------------------------------------------------
     def save(self, snapshot: SessionSnapshot) -> None:
         tensors = _tensors_of(snapshot)
+        check_finite({"state": tensors["state"]}, f"session '{self.name}': the state after tick {snapshot.tick}")
         metadata = {
             "format": SESSION_FORMAT,
             "version": str(SESSION_VERSION),
@@ -119,21 +148,10 @@ class SessionStore:
             "settings": json.dumps(snapshot.settings, sort_keys=True),
             "last": json.dumps(snapshot.last, sort_keys=True),
         }
+        if snapshot.session_id is not None:
+            metadata["session_id"] = snapshot.session_id
         metadata["checksum"] = _checksum(tensors, metadata)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        temporary = self.directory / f".{STATE_FILE}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            save_file(tensors, str(temporary), metadata=metadata)
-            with open(temporary, "rb+") as stream:
-                os.fsync(stream.fileno())
-            os.replace(temporary, self.path)
-            directory = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-        finally:
-            temporary.unlink(missing_ok=True)
+        atomic_write(self.path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
     def load(self) -> SessionSnapshot:
         """Read and check the state file; any defect raises :class:`ArtifactError` and leaves it as it is."""
@@ -162,14 +180,36 @@ class SessionStore:
                 name=metadata["name"], tick=int(metadata["tick"]), state=tensors["state"],
                 context=tensors["context"].tolist(), scores=tensors["scores"].tolist(),
                 identity=json.loads(metadata["identity"]), settings=json.loads(metadata["settings"]),
-                last=json.loads(metadata["last"]),
+                last=json.loads(metadata["last"]), session_id=metadata.get("session_id"),
             )
         except (KeyError, ValueError) as error:
             raise ArtifactError(f"{where} has invalid metadata ({error}); left untouched") from None
+        if not isinstance(snapshot.identity, dict) or not isinstance(snapshot.settings, dict):
+            raise ArtifactError(f"{where} has invalid metadata (identity and settings must be objects); left "
+                                "untouched")
         state = snapshot.state
         if state.ndim != 2 or state.shape[0] != 1 or len(snapshot.scores) != len(snapshot.context):
             raise ArtifactError(f"{where} has inconsistent tensors; left untouched")
+        try:
+            check_finite({"state": state}, where)
+        except ArtifactError as error:
+            raise ArtifactError(f"{error}; left untouched") from None
+        self._check_binding(snapshot, where)
         return snapshot
+
+    def _check_binding(self, snapshot: SessionSnapshot, where: str) -> None:
+        """The state file must belong to this session: its id and identity are the manifest's."""
+        manifest = self.read_manifest()
+        if manifest is None:  # made before manifests: its own name is all there is to check
+            if snapshot.name != self.name:
+                raise ArtifactError(f"{where} belongs to session '{snapshot.name}' (it was copied or swapped in); "
+                                    "left untouched: restore this session's own state file")
+            return
+        if snapshot.session_id != manifest["session_id"] or snapshot.identity != manifest["identity"]:
+            made = _describe_identity(snapshot.identity)
+            expected = _describe_identity(manifest["identity"])
+            raise ArtifactError(f"{where} belongs to another session (made with {made}; this session was made "
+                                f"with {expected}): it was copied or swapped in; left untouched")
 
 
 def check_identity(name: str, stored: dict[str, Any], actual: dict[str, Any]) -> None:
@@ -193,6 +233,13 @@ def check_identity(name: str, stored: dict[str, Any], actual: dict[str, Any]) ->
         raise ArtifactError(f"session '{name}' was made with another RAN config: {stored.get('ran_config')}")
     if stored.get("readout_sha256") != actual["readout_sha256"]:
         raise ArtifactError(f"session '{name}' was made with another readout (a different artifact or none)")
+
+
+def _describe_identity(identity: dict[str, Any]) -> str:
+    base = identity.get("base_model", {}) if isinstance(identity.get("base_model"), dict) else {}
+    return (f"reservoir {str(identity.get('reservoir_fingerprint'))[:12]}, base model "
+            f"{base.get('name_or_path') or base.get('model_type')} ({str(base.get('embedding_sha256'))[:12]}), "
+            f"readout {str(identity.get('readout_sha256'))[:12]}")
 
 
 def _tensors_of(snapshot: SessionSnapshot) -> dict[str, torch.Tensor]:

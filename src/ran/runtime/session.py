@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
+from ran import schema
 from ran.dynamics import saturation_fraction
 from ran.errors import ArtifactError, ConfigError
 from ran.model import ReservoirModel, base_model_identity
@@ -77,9 +82,7 @@ class SessionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
-        data = dict(data)
-        policy = ContextPolicy.from_dict(data.pop("policy", {}))
-        return cls(policy=policy, **data)
+        return schema.from_dict(cls, data, "session config")
 
 
 @dataclass
@@ -130,6 +133,43 @@ def model_identity(model: ReservoirModel) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) for the duration of the block and raise it after: a pass's commit (its state,
+    tick and save) is not torn in half. Outside the main thread (no signal handlers there) a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if received and previous is signal.default_int_handler:
+        raise KeyboardInterrupt
+    if received and callable(previous):
+        previous(signal.SIGINT, None)
+
+
+def check_turn(length: int, policy: ContextPolicy, model: ReservoirModel, context_length: int = 0) -> None:
+    """Refuse an input of ``length`` tokens that a pass could not read whole: longer than the context policy's
+    recent window (its own first tokens would be evicted before the pass reads them), or one that would take
+    the prefill past the model's positions."""
+    if policy.budget is not None and length > policy.window:
+        raise ConfigError(f"the input is {length:,} tokens, but the context keeps only the last {policy.window:,} "
+                          f"(--window; policy {policy.kind}), so most of it would be evicted unread: shorten it or "
+                          "raise --window")
+    prefill = context_length + length
+    if policy.budget is not None:
+        prefill = min(prefill, policy.budget)
+    positions = getattr(model.base.config, "max_position_embeddings", None)
+    if positions and prefill + model._n_prefix() > positions:
+        raise ConfigError(f"the pass would read {prefill + model._n_prefix():,} positions, more than the "
+                          f"{positions:,} this model has: /reset context, shorten the input, or use a context "
+                          "policy with a smaller window")
+
+
 class Session:
     """A stateful runtime around one wrapped model (batch of one). See the module docstring."""
 
@@ -147,6 +187,7 @@ class Session:
         self.name = store.name if store is not None else name
         self.settings = dict(settings or {})
         self.identity = model_identity(model)
+        self.session_id: str | None = None  # the id the session's directory is bound to (see persistence)
         self.state = model.reservoir.initial_state(1)  # (1, K)
         self.context: list[int] = []
         self.scores: list[float] = []
@@ -165,6 +206,8 @@ class Session:
         store.lock()
         try:
             session = cls(model, config, gate, store, settings)
+            session.session_id = secrets.token_hex(16)
+            store.write_manifest(session.session_id, session.identity)
             session.save()
         except BaseException:
             store.unlock()
@@ -192,6 +235,9 @@ class Session:
             except (ConfigError, TypeError) as error:
                 raise ArtifactError(f"session '{name}' has an invalid session config: {error}") from None
             session = cls(model, config or stored_config, gate, store, settings)
+            session.session_id = snapshot.session_id or secrets.token_hex(16)
+            if store.read_manifest() is None:  # a session made before manifests: bind it now
+                store.write_manifest(session.session_id, identity)
         except BaseException:
             store.unlock()
             raise
@@ -203,7 +249,7 @@ class Session:
     def snapshot(self) -> SessionSnapshot:
         settings = dict(self.settings, session=self.config.to_dict())
         return SessionSnapshot(self.name, self.tick, self.state, list(self.context), list(self.scores),
-                               self.identity, settings, self.last)
+                               self.identity, settings, self.last, self.session_id)
 
     def save(self) -> None:
         if self.store is None:
@@ -225,14 +271,27 @@ class Session:
         """A prompted pass: the tokens join the context, the reservoir ticks, the reply streams."""
         if len(tokens) == 0:
             raise ConfigError("a prompted pass needs at least one token")
+        check_turn(len(tokens), self.config.policy, self.model, len(self.context))
         return self._pass("prompt", list(tokens), on_token)
 
     def idle(self, on_token: Callable[[int], None] | None = None) -> PassRecord:
         """An unprompted tick: the idle tokens join the context, the reservoir ticks, the gate decides."""
         return self._pass("idle", list(self.config.idle_tokens), on_token)
 
-    @torch.no_grad()
     def _pass(self, kind: str, new_tokens: list[int], on_token: Callable[[int], None] | None) -> PassRecord:
+        """One pass; if it fails or is interrupted before it completes (e.g. Ctrl-C during the prefill),
+        the session is left exactly as before it (in memory and on disk)."""
+        before = (self.state, self.tick, self.last, list(self.context), list(self.scores))
+        self._committed = False
+        try:
+            return self._run_pass(kind, new_tokens, on_token)
+        except BaseException:
+            if not self._committed:  # a Ctrl-C held back during the commit arrives after it: keep the pass
+                self.state, self.tick, self.last, self.context, self.scores = before
+            raise
+
+    @torch.no_grad()
+    def _run_pass(self, kind: str, new_tokens: list[int], on_token: Callable[[int], None] | None) -> PassRecord:
         started = time.perf_counter()
         config, model = self.config, self.model
         self.context += new_tokens
@@ -244,13 +303,16 @@ class Session:
         generated: list[int] = []
         stopped = interrupted = False
         with model.open_pass(input_ids, state=self.state) as open_pass:
-            output = model.base(**open_pass.inputs, use_cache=True, **extra)
+            output = model.base(**open_pass.inputs, use_cache=True, logits_to_keep=1, **extra)  # (1, 1, vocab)
             calls = 1
             if config.policy.needs_attention:
                 received = attention_received(output.attentions, open_pass.n_prefix, prefill_length)
                 self.scores = [s + float(r) for s, r in zip(self.scores, received.tolist(), strict=True)]
             logits = output.logits[0, -1]  # (vocab,)
             next_state = open_pass.next_state()
+            if not bool(torch.isfinite(next_state).all()):
+                raise ArtifactError(f"session '{self.name}': the pass produced a NaN or infinite state (a broken "
+                                    f"readout or input); nothing was kept, the session stays at tick {self.tick}")
             decision: GateDecision = self.gate.decide(next_state, logits, config.stop_tokens)
             emit = decision.emit or (kind == "prompt" and not config.gate_prompted)
             if emit and config.max_new_tokens:
@@ -273,23 +335,25 @@ class Session:
                         cache, logits = output.cache, output.logits[0, -1]
                 except KeyboardInterrupt:  # stop the reply; the pass itself still completes
                     interrupted = True
-        self.state = next_state.detach().to(torch.float32)
-        self.tick += 1
-        tail = generated + list(config.reply_end)  # = Renderer.close_reply(generated)
-        self.context += tail
-        self.scores += [0.0] * len(tail)
-        evicted += self._evict()
-        stats = self.state_stats()
-        record = PassRecord(
-            tick=self.tick, kind=kind, input_tokens=new_tokens, gate=decision.to_dict(), emitted=emit,
-            tokens=generated, stopped=stopped, interrupted=interrupted, context_length=len(self.context),
-            prefill_length=prefill_length, evicted=evicted, model_calls=calls,
-            state_norm=stats["norm"], saturation=stats["saturation"], state_digest=stats["digest"],
-            seconds=time.perf_counter() - started,
-        )
-        self.last = record.to_dict()
-        if self.store is not None:
-            self.save()
+        with interrupts_deferred():  # the pass commits whole: memory and disk agree even under Ctrl-C
+            self.state = next_state.detach().to(torch.float32)
+            self.tick += 1
+            tail = generated + list(config.reply_end)  # = Renderer.close_reply(generated)
+            self.context += tail
+            self.scores += [0.0] * len(tail)
+            evicted += self._evict()
+            stats = self.state_stats()
+            record = PassRecord(
+                tick=self.tick, kind=kind, input_tokens=new_tokens, gate=decision.to_dict(), emitted=emit,
+                tokens=generated, stopped=stopped, interrupted=interrupted, context_length=len(self.context),
+                prefill_length=prefill_length, evicted=evicted, model_calls=calls,
+                state_norm=stats["norm"], saturation=stats["saturation"], state_digest=stats["digest"],
+                seconds=time.perf_counter() - started,
+            )
+            self.last = record.to_dict()
+            if self.store is not None:
+                self.save()
+            self._committed = True
         return record
 
     def _choose(self, logits: torch.Tensor, generator: torch.Generator) -> int:

@@ -15,6 +15,7 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
+from ran.schema import check_template
 from ran.tasks.base import Prediction, SampledTask, register
 from ran.tasks.common import check_range, check_targets, draw, exact, mean
 
@@ -36,10 +37,8 @@ class AccumulateTask(SampledTask):
     def __post_init__(self) -> None:
         check_range("addends", self.addends, 1, 16)
         check_range("values", self.values, 0, 99)
-        for field, text, slot in (("add_template", self.add_template, "{value}"),
-                                  ("answer_template", self.answer_template, "{total}")):
-            if slot not in text:
-                raise ConfigError(f"accumulate {field} {text!r} must contain {slot}")
+        check_template(self.add_template, "accumulate add_template", ("value",), required=("value",))
+        check_template(self.answer_template, "accumulate answer_template", ("total",), required=("total",))
         if self.per_step < 1 or self.eval_count < 1:
             raise ConfigError("per_step and eval_count must be >= 1")
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any, ClassVar
 
 import torch
 
+from ran import schema
 from ran.episodes import Episode
 from ran.errors import ConfigError
 from ran.passes import Renderer
@@ -57,13 +58,10 @@ class Task(ABC):
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Task:
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown {cls.name} task settings {sorted(unknown)}: valid are {sorted(known)}")
-        converted = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
-        return cls(**converted)
+    def from_dict(cls, data: dict[str, Any], what: str | None = None) -> Task:
+        """The task from its settings (a task file, ``--set``), each checked against the field's type;
+        ``what`` names the source in errors (default: "<name> task settings")."""
+        return schema.from_dict(cls, data, what or f"{cls.name} task settings")
 
 
 class SampledTask(Task):

@@ -16,6 +16,7 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
+from ran.schema import check_template
 from ran.tasks.base import Prediction, SampledTask, register
 from ran.tasks.common import check_targets, draw, exact, mean, pick
 from ran.tasks.texts import DEFAULT_KEY_POOL
@@ -35,8 +36,8 @@ class InterruptTask(SampledTask):
     eval_count: int = 24
 
     def __post_init__(self) -> None:
-        if "{word}" not in self.begin_template:
-            raise ConfigError(f"interrupt begin_template {self.begin_template!r} must contain {{word}}")
+        check_template(self.begin_template, "interrupt begin_template", ("word",), required=("word",))
+        check_template(self.question_template, "interrupt question_template", ("a", "b"))
         if not self.words:
             raise ConfigError("interrupt: give at least one word")
         if self.per_step < 1 or self.eval_count < 1:

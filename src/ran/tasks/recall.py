@@ -24,6 +24,7 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
+from ran.schema import check_template
 from ran.tasks.base import Prediction, Task, register
 from ran.tasks.common import EVAL_SEED
 from ran.tasks.texts import DEFAULT_KEY_POOL, EVAL_DISTRACTORS, TRAIN_DISTRACTORS, words_of
@@ -81,6 +82,10 @@ class RecallTask(Task):
     eval_keys: int = 0  # trained keys evaluated, the first N of them (0 = every key)
 
     def __post_init__(self) -> None:
+        for name in ("keys", "heldout_keys"):
+            if isinstance(getattr(self, name), str):  # a string is a sequence of letters, not of keys
+                raise ConfigError(f"{self.name} {name} = {getattr(self, name)!r} is not valid: expected a list of "
+                                  f"strings, e.g. [{getattr(self, name)!r}]")
         if not self.keys:
             raise ConfigError("the key list is empty: give at least one key")
         for name, keys in (("key list", self.keys), ("held-out key list", self.heldout_keys)):
@@ -94,10 +99,9 @@ class RecallTask(Task):
         for name, value in (("keys_per_step", self.keys_per_step), ("eval_keys", self.eval_keys)):
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0 (0 = every key), got {value!r}")
-        if "{key}" not in self.store_template:
-            raise ConfigError(f"store template {self.store_template!r} does not contain {{key}}")
-        if "{key}" in self.recall_template:
-            raise ConfigError(f"recall template {self.recall_template!r} must not contain the key")
+        check_template(self.store_template, f"{self.name} store_template", ("key",), required=("key",))
+        check_template(self.recall_template, f"{self.name} recall_template (it must not contain the key)")
+        check_template(self.answer_template, f"{self.name} answer_template", ("key",), required=("key",))
         if not self.answer_template.endswith("{key}") or self.answer_template.count("{key}") != 1:
             raise ConfigError(f"answer template {self.answer_template!r} must end with {{key}} (once)")
         check_delay_range(tuple(self.train_delays))
@@ -134,17 +138,17 @@ class RecallTask(Task):
         return cls(keys=tuple(DEFAULT_KEY_POOL[:n]), **overrides)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RecallTask:
-        data = dict(data)
-        if "key_prefix" in data:  # files written before answer_template existed
+    def from_dict(cls, data: dict[str, Any], what: str | None = None) -> RecallTask:
+        data = dict(data) if isinstance(data, dict) else data
+        if isinstance(data, dict) and isinstance(data.get("key_prefix"), str):  # files from before answer_template
             data["answer_template"] = data.pop("key_prefix") + "{key}"
-        return super().from_dict(data)  # type: ignore[return-value]
+        return super().from_dict(data, what)  # type: ignore[return-value]
 
     @classmethod
     def from_file(cls, path: str | Path) -> RecallTask:
         from ran.grid import read_json_object
 
-        return cls.from_dict(read_json_object(path, "task file"))
+        return cls.from_dict(read_json_object(path, "task file"), f"task file {path}")
 
     # ----- tokens ----------------------------------------------------------------------------------------
     def answer(self, key: str) -> str:

@@ -16,6 +16,7 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
+from ran.schema import check_template
 from ran.tasks.base import Prediction, SampledTask, register
 from ran.tasks.common import check_range, check_targets, draw, exact, mean
 from ran.tasks.texts import DEFAULT_KEY_POOL
@@ -50,8 +51,7 @@ class SequenceTask(SampledTask):
         check_range("length", self.length, 1, 16)
         if len(self.words) < self.length[1]:
             raise ConfigError(f"sequence needs at least {self.length[1]} words, got {len(self.words)}")
-        if "{word}" not in self.item_template:
-            raise ConfigError(f"sequence item_template {self.item_template!r} must contain {{word}}")
+        check_template(self.item_template, "sequence item_template", ("word",), required=("word",))
         if self.per_step < 1 or self.eval_count < 1:
             raise ConfigError("per_step and eval_count must be >= 1")
 

@@ -22,6 +22,7 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
+from ran.schema import check_template
 from ran.tasks.base import Prediction, SampledTask, register
 from ran.tasks.common import check_range, check_targets, draw, exact, gate_counts, mean, pick
 from ran.tasks.texts import DEFAULT_KEY_POOL
@@ -42,8 +43,8 @@ class TimedTask(SampledTask):
 
     def __post_init__(self) -> None:
         check_range("turns", self.turns, 1, 32)
-        if "{word}" not in self.instruction or "{word}" not in self.answer_template:
-            raise ConfigError(f"{self.name}: instruction and answer_template must contain {{word}}")
+        check_template(self.instruction, f"{self.name} instruction", ("turns", "word"), required=("word",))
+        check_template(self.answer_template, f"{self.name} answer_template", ("word",), required=("word",))
         if not self.words:
             raise ConfigError(f"{self.name}: give at least one word")
         if self.per_step < 1 or self.eval_count < 1:
