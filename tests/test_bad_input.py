@@ -55,6 +55,18 @@ BAD_TASKS = {
     "a-list": [1, 2, 3],
     "a-string": "keys",
 }
+# name -> content of @W/memory-tasks/<name>.json, a user's own values for ran remember (kind "word" only)
+MEMORY_TASK = {"kinds": ["word"], "values": {"word": ["w10", "w11", "w12"]}, "heldout_values": {"word": ["w13"]},
+               "store_templates": {"word": ["w3 {value} w4"]}, "recall_templates": {"word": ["w6 w7"]},
+               "heldout_store_templates": {"word": ["w8 {value}"]}, "heldout_recall_templates": {"word": ["w9"]}}
+BAD_MEMORY_TASKS = {
+    "values-empty": {"values": {"word": []}},
+    "values-string": {"values": "tiger"},
+    "template-no-slot": {"store_templates": {"word": ["w3 w4"]}},
+    "heldout-value-trained": {"heldout_values": {"word": ["w11"]}},
+    "heldout-template-trained": {"heldout_store_templates": {"word": ["w3 {value} w4"]}},
+    "kind-unknown": {"values": {"colour": ["w10"]}},
+}
 # name -> text of @W/scripts/<name>.txt
 SCRIPTS = {
     "slash": "w5 w6\n/\n",
@@ -308,6 +320,39 @@ ROWS = [
     ("battery", ["--out", "@W/file.txt"], "is a file"),
     ("battery", ["--save", "@W/file.txt/x"], "lies inside the file"),
     ("battery", ["--out", "@W/results"], "the file @W/results/battery.json already exists"),
+    # ----- remember -----------------------------------------------------------------------------------------
+    ("remember", ["--steps", "0"], "--steps must be an integer in 1..10,000,000, got 0"),
+    ("remember", ["--harm-fraction", "1"], "--harm-fraction must be a number in [0, 1), got 1.0"),
+    ("remember", ["--leak-rate-min", "0"], "--leak-rate-min must be a number in (0, 1], got 0.0"),
+    ("remember", ["--per-step", "0"], "--per-step must be"),
+    ("remember", ["--seeds"], "expected at least one argument"),
+    ("remember", ["--kinds", "colour"], "invalid choice: 'colour'"),
+    ("remember", ["--train-delays", "9-1"], "is reversed"),
+    ("remember", ["--name", "../x"], "invalid --name '../x'"),
+    ("remember", ["--out", "@W/file.txt"], "--out @W/file.txt is a file"),
+    ("remember", ["--out", "@W/results"], "the file @W/results/memory.json already exists"),
+    ("remember", ["--save", "@W/file.txt/x"], "lies inside the file"),
+    ("remember", ["--model", WORDS, "--task", "@W/adir"], "is a directory"),
+    ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/values-empty.json"], "has no entries for kind 'word'"),
+    ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/values-string.json"], "values = 'tiger' is not valid"),
+    ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/template-no-slot.json"],
+     "template 'w3 w4' must contain {value} exactly once"),
+    ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/heldout-value-trained.json"],
+     "held-out word value 'w11' is also a training value"),
+    ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/heldout-template-trained.json"],
+     "held-out store template 'w3 {value} w4' is also a training template"),
+    ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/kind-unknown.json"], "unknown kind 'colour'"),
+    # ----- serve ------------------------------------------------------------------------------------------
+    ("serve", ["--port", "70000"], "--port must be an integer in 0..65,535, got 70000"),
+    ("serve", ["--port", "-1"], "--port must be"),
+    ("serve", ["--port", "0", "--session", "../escape", "--sessions-dir", "@W/sessions"],
+     "invalid session name '../escape'"),
+    ("serve", ["--port", "0", "--session", "new", "--sessions-dir", "@W/file.txt"], "is a file"),
+    ("serve", ["--port", "0", "--session", "new", "--sessions-dir", "@T", "--temperature", "-1"],
+     "--temperature must be"),
+    ("serve", ["--port", "0", "--session", "new", "--sessions-dir", "@T", "--units", "0"], "--units must be"),
+    ("serve", ["--port", "0", "--session", "new", "--sessions-dir", "@T", "--model", SESSION_MODEL, "--artifact",
+               "@W/nothing"], "@W/nothing"),
     # ----- population ---------------------------------------------------------------------------------------
     ("population", ["--reservoir-seeds", "5-1"], "reservoir seed range '5-1' is reversed"),
     ("population", ["--reservoir-seeds", "x"], "reservoir seed 'x' is not N or LOW-HIGH"),
@@ -361,6 +406,9 @@ def world(tmp_path_factory):
         if isinstance(merged, dict):
             merged = {key: value for key, value in merged.items() if value is not None}
         (root / "tasks" / f"{name}.json").write_text(json.dumps(merged))
+    (root / "memory-tasks").mkdir()
+    for name, content in BAD_MEMORY_TASKS.items():
+        (root / "memory-tasks" / f"{name}.json").write_text(json.dumps({**MEMORY_TASK, **content}))
     (root / "scripts").mkdir()
     (root / "scripts" / "ok.txt").write_text("w5 w6\n/tick 2\n")
     for name, text in SCRIPTS.items():
@@ -375,7 +423,7 @@ def world(tmp_path_factory):
     assert main(["run", "--session", "s", "--model", str(session_model), "--units", "32", "--max-new-tokens", "2",
                  "--sessions-dir", str(root / "sessions"), "--script", str(root / "scripts" / "ok.txt"), "--out",
                  str(root / "transcripts"), "--quiet"]) == 0
-    for name in ("sweep-both", "memory-synthetic", "gate-synthetic", "monitor-synthetic", "battery"):
+    for name in ("sweep-both", "memory", "memory-synthetic", "gate-synthetic", "monitor-synthetic", "battery"):
         (root / "results" / f"{name}.json").write_text('{"an": "earlier result"}\n')
     (root / "population").mkdir()
     (root / "population" / "population.json").write_text(json.dumps({"config": {"model": "another"}}))

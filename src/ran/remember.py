@@ -13,14 +13,12 @@ runs the standard no-harm check (``ran.harm``).
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from ran.harm import harm_report, with_base_replies
 from ran.loading import load_model
@@ -29,6 +27,7 @@ from ran.passes import PassFormat, Renderer
 from ran.provenance import environment
 from ran.reservoir import ReservoirConfig
 from ran.runner import RunSpec, run_one
+from ran.stats import seed_summary
 from ran.tasks.memory import SLOT, MemoryTask
 from ran.tasks.texts import words_of
 from ran.tasks.vocab import vocabulary_words
@@ -162,16 +161,6 @@ def _row(score: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
     return next(r for r in score["groups"] if all(r[k] == like[k] for k in where))
 
 
-def seed_stats(values: list[float]) -> dict[str, Any]:
-    """Mean, sample standard deviation, min, max and a 95% Student-t interval over seeds."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if n > 1 else 0.0
-    half = float(scipy_stats.t.ppf(0.975, n - 1)) * std / n**0.5 if n > 1 else 0.0
-    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": n,
-            "ci95": [mean - half, mean + half], "values": values}
-
-
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per arm: every group's recall and stop rate over seeds, the headline, the no-harm figures."""
     arms: dict[str, list[dict[str, Any]]] = {}
@@ -185,16 +174,16 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             same = [next(g for g in m["groups"] if all(g[k] == group[k] for k in ("kind", "values", "phrasing",
                                                                                      "delay"))) for m in members]
             row["groups"].append({**{k: group[k] for k in ("kind", "values", "phrasing", "delay", "n")},
-                                  **{metric: {c: seed_stats([g[metric][c] for g in same]) for c in CONDITIONS}
+                                  **{metric: {c: seed_summary([g[metric][c] for g in same]) for c in CONDITIONS}
                                      for metric in ("recall", "stopped")}})
-        row["headline"] = {c: seed_stats([m["headline"][c] for m in members]) for c in CONDITIONS}
-        row["stopped"] = {c: seed_stats([m["stopped"][c] for m in members]) for c in CONDITIONS}
+        row["headline"] = {c: seed_summary([m["headline"][c] for m in members]) for c in CONDITIONS}
+        row["stopped"] = {c: seed_summary([m["stopped"][c] for m in members]) for c in CONDITIONS}
         harm = [m["harm"] for m in members]
         row["harm"] = {
-            "agreement": {c: seed_stats([h["agreement"][c]["agreement"] for h in harm])
+            "agreement": {c: seed_summary([h["agreement"][c]["agreement"] for h in harm])
                           for c in ("base", "wiped", "carried")},
-            "perplexity_rise": {c: seed_stats([h["perplexity"]["rise"][c] for h in harm]) for c in CONDITIONS},
+            "perplexity_rise": {c: seed_summary([h["perplexity"]["rise"][c] for h in harm]) for c in CONDITIONS},
         }
-        row["train_seconds"] = seed_stats([m["train_seconds"] for m in members])
+        row["train_seconds"] = seed_summary([m["train_seconds"] for m in members])
         rows.append(row)
     return rows

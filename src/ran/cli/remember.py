@@ -15,14 +15,23 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from ran.cli.common import DEFAULT_OUT, add_model_arguments, add_reservoir_arguments, reservoir_config_from
+from ran.cli.common import (
+    DEFAULT_OUT,
+    add_model_arguments,
+    add_overwrite_argument,
+    add_reservoir_arguments,
+    check_outputs,
+    reservoir_config_from,
+    results_name,
+)
 from ran.devices import resolve
 from ran.errors import ConfigError
+from ran.fileio import atomic_write
 from ran.grid import GRID_FIELDS, parse_grid, read_json_object
 from ran.loading import load_tokenizer
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
-from ran.remember import RECIPE, builtin_task, run_memory
+from ran.remember import RECIPE, artifact_name, builtin_task, run_memory
 from ran.tasks.memory import FILLERS, KINDS, MemoryTask
 from ran.tasks.recall import parse_delays
 from ran.training import TrainConfig
@@ -73,14 +82,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--grid", nargs="+", metavar="FIELD=V1,V2",
                           help="the design study: every combination of these settings (each an arm), e.g. "
                                "summary=last,gated leak_rate_min=0.01; fields: " + ", ".join(GRID_FIELDS))
-    parser.add_argument("--name", default="memory", help="results file name (default: memory)")
+    parser.add_argument("--name", help="results file name (default: memory)")
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help=f"directory for the results JSON and plots (default: {DEFAULT_OUT}, not tracked by git)")
     parser.add_argument("--save", help="also save each trained artifact under this directory (for ran chat, ran run)")
+    add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def task_from(args: argparse.Namespace, tokenizer) -> MemoryTask:
+def task_from(args: argparse.Namespace) -> MemoryTask:
+    """The memory task of the flags and ``--task``: a user's own values need no model; the built-in pools read
+    the vocabulary of ``--model``'s tokenizer, loaded only once every flag and the file have been checked."""
     given = read_json_object(args.task, "task file") if args.task else {}
     settings = {"kinds": tuple(args.kinds), "train_delays": parse_delays(args.train_delays),
                 "eval_delays": tuple(sorted(set(args.eval_delays))), "eval_values": args.eval_values,
@@ -88,7 +100,7 @@ def task_from(args: argparse.Namespace, tokenizer) -> MemoryTask:
                 "per_step": args.per_step}
     if "values" in given:  # the user's own values: the built-in pools are not needed
         return MemoryTask.from_dict({**settings, **given})
-    task = builtin_task(tokenizer, args.words, args.heldout_words, per_kind=args.values_per_kind,
+    task = builtin_task(load_tokenizer(args.model), args.words, args.heldout_words, per_kind=args.values_per_kind,
                         heldout_per_kind=args.heldout_values_per_kind)
     return MemoryTask.from_dict({**task.to_dict(), **settings, **given})
 
@@ -109,17 +121,19 @@ def run(args: argparse.Namespace) -> int:
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
     arms = arms_from(args.grid)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)  # before training: an unwritable --out fails now, not after it
-    task = task_from(args, load_tokenizer(args.model))
+    name, out = results_name(args, "memory"), Path(args.out)
+    save = Path(args.save) if args.save else None
+    check_outputs(args, [out / f"{name}.json", out / f"{name}.png"],  # before any work: nothing replaced unasked
+                  [save / artifact_name(arm, seed) for arm in arms for seed in args.seeds] if save else [])
+    task = task_from(args)
+    out.mkdir(parents=True, exist_ok=True)
     results = run_memory(task, args.seeds, args.model, ran, train, pass_format, arms,
-                         save_dir=Path(args.save) if args.save else None, progress=not args.no_progress,
+                         save_dir=save, progress=not args.no_progress,
                          device=args.device, dtype=args.dtype)
-    path = out / f"{args.name}.json"
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    path = atomic_write(out / f"{name}.json", json.dumps(results, indent=1) + "\n")
     from ran.plots import plot_memory
 
-    figure = plot_memory(results, out / f"{args.name}.png")
+    figure = plot_memory(results, out / f"{name}.png")
     print_table(results)
     print(f"wrote {path} and {figure} ({results['seconds']:.0f}s)")
     return 0

@@ -69,7 +69,8 @@ LIMITS: dict[str, Limit] = {
     # the reservoir and how it is attached
     "units": _integer(1, None), "slots": _integer(1, MAX_SLOTS), "layer": _integer(0, 10_000),
     "lora_rank": _integer(0, 1_024), "spectral_radius": _real(0.0, 100.0, low_open=True),
-    "leak_rate": _real(0.0, 1.0, low_open=True), "input_scaling": _real(0.0, 1e6),
+    "leak_rate": _real(0.0, 1.0, low_open=True), "leak_rate_min": _real(0.0, 1.0, low_open=True),
+    "input_scaling": _real(0.0, 1e6),
     "connectivity": _real(0.0, 1.0, low_open=True), "reservoir_seed": SEED,
     # training and tasks
     "steps": _integer(1, 10_000_000), "lr": _real(0.0, 10.0, low_open=True), "batch_size": COUNT,
@@ -77,11 +78,16 @@ LIMITS: dict[str, Limit] = {
     "keys_per_step": COUNT, "eval_keys": COUNT, "repeats": _integer(1, 1_000), "capacity": POSITIVE,
     "eval_delays": _integer(0, MAX_DELAY), "scalings": _real(0.0, 1e6), "episodes_per_step": _integer(1, 100_000),
     "weights": _real(0.0, 1e6),
+    # the memory recipe (ran remember)
+    "words": POSITIVE, "heldout_words": POSITIVE, "values_per_kind": POSITIVE, "heldout_values_per_kind": POSITIVE,
+    "eval_values": POSITIVE, "per_step": _integer(1, 100_000), "harm_fraction": _real(0.0, 1.0, high_open=True),
     # sessions and generation
     "new_tokens": _integer(0, 4_096), "max_new_tokens": _integer(0, 4_096), "temperature": _real(0.0, 100.0),
     "sample_seed": SEED, "sinks": COUNT, "window": COUNT, "heavy": COUNT, "max_entropy": _real(0.0, 1_000.0),
     # populations
     "threads": _integer(1, 1_024), "workers": _integer(0, 1_024),
+    # ran serve
+    "port": _integer(0, 65_535),
     # the probes
     "spectral_radii": _real(0.0, 100.0, low_open=True), "input_scalings": _real(0.0, 1e6),
     "leak_rates": _real(0.0, 1.0, low_open=True), "washout": COUNT, "band_radius": _real(0.0, 100.0, low_open=True),
