@@ -180,7 +180,7 @@ def ran(*args):
 
 @pytest.mark.parametrize("args, message", [
     (["--tasks", "recall", "timd"], "unknown task 'timd' (did you mean 'timed'?)"),
-    (["--tasks", "recall", "timed", "--weights", "1", "-1"], "must be >= 0"),
+    (["--tasks", "recall", "timed", "--weights", "1", "-1"], "--weights must be a number in [0, 1e+06], got -1.0"),
     (["--tasks", "recall", "--weights", "1", "2"], "2 weights for 1 tasks"),
     (["--tasks", "deferred", "--set", "deferred.eval_delays=[2,100000]"], "above the cap"),
     (["--tasks", "recall", "--set", 'recall.keys=["w10 w11"]'], "is not a single token"),

@@ -200,10 +200,11 @@ def test_probes_are_registered_by_name():
         (["sweep", "--source", "synthetic", "--spectral-radii"], "grid is empty"),
         (
             ["sweep", "--source", "synthetic", "--input-scalings", "0.1", "-0.2"],
-            "input scalings must be >= 0",
+            "--input-scalings must be a number in [0, 1e+06], got -0.2",
         ),
         (["memory", "--source", "synthetic", "--max-delay", "500", "--length", "100"], "max delay 500"),
-        (["gate", "--source", "synthetic", "--input-scaling", "-1"], "input_scaling must be >= 0"),
+        (["gate", "--source", "synthetic", "--input-scaling", "-1"],
+         "--input-scaling must be a number in [0, 1e+06], got -1.0"),
         (["monitor", "--source", "synthetic", "--seeds"], "--seeds is empty"),
     ],
 )

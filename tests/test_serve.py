@@ -364,7 +364,7 @@ def test_ran_serve_refuses_a_taken_port_and_a_bad_name_in_one_line(model_dir, tm
     assert code == 2 and len(errors) == 1 and "invalid session name '../x'" in errors[0], errors
     assert code == 2 and list(tmp_path.iterdir()) == []
     code = main(["serve", "--port", "70000", "--model", str(model_dir), "--sessions-dir", str(tmp_path)])
-    assert code == 2 and "--port must be from 0 to 65535" in capsys.readouterr().err
+    assert code == 2 and "--port must be an integer in 0..65,535" in capsys.readouterr().err
 
 
 def test_every_static_file_is_in_the_package_data():
