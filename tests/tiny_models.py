@@ -58,16 +58,20 @@ def tiny_chat_tokenizer():
 
 def tiny_text_model_dir(path, texts, architecture: str = "llama"):
     """A tiny random model and a word-level tokenizer in which every word of ``texts`` is one token (punctuation
-    apart), saved as a local model directory: it stands in for SmolLM2 where a test runs text written for it."""
+    apart), with ChatML's two tokens and a newline as SmolLM2 has them, saved as a local model directory: it
+    stands in for SmolLM2 where a test runs text written for it."""
     import re
 
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     words = sorted({piece for text in texts for piece in re.findall(r"\w+|[^\w\s]+", text)})
-    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, **{word: index for index, word in enumerate(words, 3)}}
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<|im_start|>": 3, "<|im_end|>": 4, "\n": 5,
+             **{word: index for index, word in enumerate(words, 6)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+    backend.add_tokens(["\n"])  # a newline is a token (the chat format's idle tick reads one), as in SmolLM2
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
                                         eos_token="<eos>", padding_side="left")
     config = tiny_config(architecture)
