@@ -20,8 +20,8 @@ browser:  ## Debian's chromium for the browser tests of ran serve (needs root; P
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 		> /tmp/ran-chromium-install.log 2>&1) || (echo "could not install chromium: see /tmp/ran-chromium-install.log"; exit 1)
 
-demo: setup  ## the main job: retention of a key across 0-64 passes on the embedded SmolLM2-135M (~10 min on 2 cores)
-	$(BIN)/ran crosspass --train-delays 0-8
+demo: setup  ## the main job: retention of a key across 0-64 passes on the embedded SmolLM2-135M, 5 seeds (~20-26 min on 2 cores)
+	$(BIN)/ran crosspass --train-delays 0-8 --seeds 0 1 2 3 4
 
 open-vocabulary: setup  ## words the readout never trained on, carried across a pass (3 seeds, ~16 min on 2 cores)
 	$(BIN)/ran crosspass --key-pool vocab --keys 2000 --heldout-keys 200 --keys-per-step 64 --eval-keys 200 \
