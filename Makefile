@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup browser demo open-vocabulary test test-all reproduce lint bench gpu-check clean
+.PHONY: setup browser demo open-vocabulary remember test test-all reproduce lint bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -21,12 +21,15 @@ browser:  ## Debian's chromium for the browser tests of ran serve (needs root; P
 		> /tmp/ran-chromium-install.log 2>&1) || (echo "could not install chromium: see /tmp/ran-chromium-install.log"; exit 1)
 
 demo: setup  ## the main job: retention of a key across 0-64 passes on the embedded SmolLM2-135M, 5 seeds (~20-26 min on 2 cores)
-	$(BIN)/ran crosspass --train-delays 0-8 --seeds 0 1 2 3 4
+	$(BIN)/ran crosspass --train-delays 0-8 --seeds 0 1 2 3 4 --overwrite  # a rerun replaces runs/ (ignored by git)
 
 open-vocabulary: setup  ## words the readout never trained on, carried across a pass (3 seeds, ~16 min on 2 cores)
 	$(BIN)/ran crosspass --key-pool vocab --keys 2000 --heldout-keys 200 --keys-per-step 64 --eval-keys 200 \
 		--store-template "The secret word is {key}" --leak-rate 1.0 --input-scaling 0.01 --steps 200 \
-		--eval-delays 0 1 2 --name open-vocabulary
+		--eval-delays 0 1 2 --name open-vocabulary --overwrite
+
+remember: setup  ## one memory: values in your own words across turns, held-out values and phrasings, no-harm check (slow on CPU: see README)
+	$(BIN)/ran remember --seeds 0 --steps 200 --per-step 32 --eval-delays 0 4 16 --eval-values 12 --save runs/artifacts --overwrite
 
 test: setup  ## the default test run (CPU, ~minutes)
 	$(BIN)/pytest -q -m "not slow"
