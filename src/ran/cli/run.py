@@ -24,7 +24,7 @@ from ran.cli.sessions import add_session_arguments, open_session, parse_command,
 from ran.errors import ConfigError
 from ran.fileio import append_line, atomic_write, check_directory
 from ran.provenance import environment
-from ran.runtime.session import check_turn
+from ran.runtime.session import check_turn, interrupts_deferred
 
 MAX_SCRIPT_BYTES = 16 * 2**20
 
@@ -101,9 +101,11 @@ def run(args: argparse.Namespace) -> int:
     current: dict[str, Any] = {}  # the script line of the pass under way
 
     def log(event: dict[str, Any]) -> None:
-        transcript["events"].append(event)
-        append_line(journal, json.dumps(event))
-        logged["tick"] = event.get("tick", logged["tick"]) if event["kind"] in ("prompt", "idle") else logged["tick"]
+        with interrupts_deferred():  # a Ctrl-C in the middle would leave the pass half logged, then logged twice
+            transcript["events"].append(event)
+            append_line(journal, json.dumps(event))
+            if event["kind"] in ("prompt", "idle"):
+                logged["tick"] = event.get("tick", logged["tick"])
 
     say = (lambda text: None) if args.quiet else print
     status = "failed"
