@@ -87,7 +87,7 @@ def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", 
     """
     from ran.grid import apply_point
 
-    started = time.perf_counter()
+    started, provenance = time.perf_counter(), environment()  # the commit and load when the run starts
     base, tokenizer = load_model(model, device=device, dtype=dtype)
     renderer = Renderer(pass_format, tokenizer)
     task = with_base_replies(task, base, renderer)
@@ -106,7 +106,7 @@ def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", 
             runs.append(memory_record(record, arm))
     return {
         "schema": SCHEMA,
-        **environment(),
+        **provenance,
         "model": model,
         "config": {"ran": ran.to_dict(), "train": train.to_dict(), "format": pass_format.to_dict(),
                    "task": describe(task)},
