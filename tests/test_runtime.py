@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from numerics import TINY_WIDTH, assert_float32_close, pass_depth
-from tiny_models import VOCAB, tiny_model, tiny_model_dir
+from tiny_models import VOCAB, tiny_model, tiny_session_model_dir
 
 from ran.errors import ArtifactError, ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
@@ -382,7 +382,7 @@ def test_session_files_contain_no_pickle(tmp_path):
 
 
 # ----- ran chat / ran run ----------------------------------------------------------------------------------
-_tiny_model_dir = tiny_model_dir
+_tiny_model_dir = tiny_session_model_dir
 
 
 def _ran(capsys, *args: str) -> tuple[int, str, str]:

@@ -18,7 +18,7 @@ pytest.importorskip("starlette", reason="ran serve needs the serve extra: pip in
 pytest.importorskip("httpx", reason="the API tests need httpx (the dev extra)")
 
 from serve_helpers import Events, Served, kind  # noqa: E402
-from tiny_models import tiny_model_dir  # noqa: E402
+from tiny_models import tiny_session_model_dir  # noqa: E402
 
 from ran.runtime import SessionStore  # noqa: E402
 from ran.runtime.persistence import STATE_FILE  # noqa: E402
@@ -28,7 +28,7 @@ SETTINGS = ("--units", "64", "--max-new-tokens", "6", "--window", "40")
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    return tiny_model_dir(tmp_path_factory.mktemp("model"), 0)
+    return tiny_session_model_dir(tmp_path_factory.mktemp("model"), 0)
 
 
 @pytest.fixture

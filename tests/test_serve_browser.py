@@ -48,9 +48,9 @@ def browser():
 @pytest.fixture
 def served(tmp_path):
     from serve_helpers import Served
-    from tiny_models import tiny_model_dir
+    from tiny_models import tiny_session_model_dir
 
-    model = tiny_model_dir(tmp_path / "model", 0)
+    model = tiny_session_model_dir(tmp_path / "model", 0)
     server = Served("--model", str(model), *SETTINGS, "--session", "s", "--sessions-dir", str(tmp_path / "sessions"))
     yield server
     server.stop()

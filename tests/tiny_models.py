@@ -98,5 +98,3 @@ def tiny_session_model_dir(path, seed: int = 0):
     tokenizer.save_pretrained(path)
     return path
 
-
-tiny_model_dir = tiny_session_model_dir  # the name the serve tests use
