@@ -22,6 +22,7 @@ from ran.provenance import environment
 from ran.runner import CONDITIONS, RunSpec, run_all
 from ran.stats import seed_summary
 from ran.tasks import RecallTask
+from ran.tasks.base import group_key
 from ran.training import TrainConfig
 
 SCHEMA = "ran.crosspass/2"
@@ -65,12 +66,8 @@ def crosspass_record(run: dict[str, Any], task: RecallTask) -> dict[str, Any]:
     return record
 
 
-def _where(row: dict[str, Any]) -> tuple:
-    return row.get("split", "trained"), row["filler"], row["delay"]
-
-
 def _row(score: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
-    return next(r for r in score["groups"] if _where(r) == _where(like))
+    return next(r for r in score["groups"] if group_key(r) == group_key(like))
 
 
 def summarise(runs: list[dict[str, Any]], group_by: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -88,7 +85,7 @@ def summarise(runs: list[dict[str, Any]], group_by: tuple[str, ...]) -> list[dic
         if "retention" in members[0]:
             row["retention"] = []
             for point in members[0]["retention"]:
-                same = [next(p for p in m["retention"] if _where(p) == _where(point)) for m in members]
+                same = [next(p for p in m["retention"] if group_key(p) == group_key(point)) for m in members]
                 row["retention"].append({"split": point.get("split", "trained"), "filler": point["filler"],
                                          "delay": point["delay"],
                                          **{metric: {c: seed_summary([p[metric][c] for p in same]) for c in CONDITIONS}

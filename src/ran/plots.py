@@ -10,7 +10,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ran.fileio import atomic_write  # noqa: E402
+
 COLOURS = {"carried": "#1f77b4", "wiped": "#d62728", "untrained": "#7f7f7f"}
+
+
+def save_figure(figure, path: str | Path, dpi: int) -> Path:
+    """Write ``figure`` (in the format its suffix names, PNG by default) through :func:`ran.fileio.atomic_write`,
+    so a killed run leaves the previous image or the new one, never a torn one; then close it."""
+    kind = Path(path).suffix.lstrip(".") or "png"
+    try:
+        return atomic_write(path, lambda temporary: figure.savefig(temporary, format=kind, dpi=dpi))
+    finally:
+        plt.close(figure)
 
 
 def plot_crosspass(results: dict[str, Any], path: str | Path, metric: str = "recall") -> Path:
@@ -57,8 +69,7 @@ def plot_crosspass(results: dict[str, Any], path: str | Path, metric: str = "rec
     axis.legend(fontsize=8)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
     return path
 
 
@@ -118,8 +129,7 @@ def plot_retention(results: dict[str, Any], path: str | Path, metric: str = "rec
     figure.suptitle(f"retention on {results['model']} ({results['kind']}, seeds {seeds})", fontsize=9)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
     return path
 
 
@@ -148,8 +158,7 @@ def plot_battery(results: dict[str, Any], path: str | Path) -> Path:
     figure.suptitle(f"stateful battery on {results['model']} (seeds {seeds})", fontsize=9)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
     return path
 
 
@@ -181,8 +190,7 @@ def plot_heldout(results: dict[str, Any], path: str | Path) -> Path:
     axis.legend(fontsize=7)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
     return path
 
 
@@ -227,6 +235,5 @@ def plot_memory(results: dict[str, Any], path: str | Path) -> Path:
                     fontsize=9)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
     return path

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ran.errors import ConfigError, RanError
+from ran.fileio import atomic_write
 
 SCHEMA = "ran.reproduce/1"
 REPORT_SCHEMA = "ran.reproduce-report/1"
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     passed = all(f["passed"] for r in records for f in r["figures"])
     report = {"schema": REPORT_SCHEMA, **environment(), "spec": args.spec, "runs": records,
               "seconds": round(seconds, 1), "passed": passed}
-    (out / "reproduce.json").write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write(out / "reproduce.json", json.dumps(report, indent=1) + "\n")
     print(f"wrote {out / 'reproduce.json'}")
     return 0 if passed else 1
 

@@ -13,6 +13,7 @@ stay in each dataclass's ``__post_init__``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import string
 import types
 import typing
@@ -20,6 +21,7 @@ from typing import Any
 
 from ran.errors import ConfigError
 
+RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")  # "N" or "LOW-HIGH", integers >= 0
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object"}
 _PLURALS = {str: "strings", int: "integers", float: "numbers", bool: "booleans", dict: "objects"}
 
@@ -161,3 +163,16 @@ def check_template(text: Any, what: str, fields: tuple[str, ...] = (), required:
     missing = [name for name in required if name not in found]
     if missing:
         raise ConfigError(f"{what} {_show(text)} does not contain {{{missing[0]}}}")
+
+
+def parse_range(text: str, what: str) -> tuple[int, int]:
+    """An inclusive range of integers >= 0 as a flag writes it: ``"0-8"`` -> (0, 8), ``"4"`` -> (4, 4). A reversed
+    or malformed range is one line naming ``what`` (e.g. "delay", "reservoir seed")."""
+    match = RANGE.fullmatch(text)
+    if match is None:
+        raise ConfigError(f"{what} {text!r} is not N or LOW-HIGH with integers >= 0 (e.g. 0-8)")
+    low = int(match[1])
+    high = low if match[2] is None else int(match[2])
+    if low > high:
+        raise ConfigError(f"{what} range {text!r} is reversed: give LOW-HIGH with LOW <= HIGH")
+    return low, high

@@ -5,12 +5,12 @@ stateless (see ran.battery).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from ran.battery import RECIPES, artifact_name, experiment, specs_for
 from ran.cli.common import (
     DEFAULT_OUT,
+    RETENTION_RESERVOIR,
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
@@ -24,7 +24,7 @@ from ran.fileio import atomic_write
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_battery
-from ran.reservoir import ReservoirConfig
+from ran.schema import RANGE, parse_range
 from ran.tasks import BATTERY, task_class
 from ran.tasks.mix import TaskMix
 from ran.training import TrainConfig
@@ -33,14 +33,12 @@ EPILOG = ("Time: the default run (3 seeds, the readout recipe) took 18 min on 2 
           "2.7 min training, 2.8 min training the stateless ablation, the rest scoring); --seeds 0 takes a third "
           "of that, and --recipe readout lora twice as long.")
 
-# The retention study's reservoir (README, "Retention"): slow leak, saturating input.
-RESERVOIR = ReservoirConfig(units=2048, leak_rate=0.05, input_scaling=0.2)
 STEPS = 150
 
 
 def add_arguments(parser) -> None:
     add_model_arguments(parser)
-    add_reservoir_arguments(parser, RESERVOIR)
+    add_reservoir_arguments(parser, RETENTION_RESERVOIR)
     parser.add_argument("--format", default="text", choices=FORMATS, help="pass format (default: text)")
     parser.add_argument("--idle-text", default=PassFormat().idle_text, help="what an idle tick reads")
     parser.add_argument("--tasks", nargs="+", default=list(BATTERY), metavar="TASK",
@@ -75,8 +73,8 @@ def parse_settings(items: list[str], tasks: list[str]) -> dict[str, dict]:
         if name not in tasks:
             task_class(name)  # "unknown task" with a suggestion, else:
             raise ConfigError(f"--set {item!r}: task '{name}' is not among --tasks")
-        if re.fullmatch(r"\d+-\d+", text):
-            value = [int(part) for part in text.split("-")]
+        if "-" in text and RANGE.fullmatch(text):  # LOW-HIGH
+            value = list(parse_range(text, f"--set {target}"))
         else:
             try:
                 value = json.loads(text)

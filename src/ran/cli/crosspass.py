@@ -15,6 +15,7 @@ from pathlib import Path
 from ran import schema
 from ran.cli.common import (
     DEFAULT_OUT,
+    RETENTION_RESERVOIR,
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
@@ -32,7 +33,6 @@ from ran.loading import load_tokenizer
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_crosspass, plot_heldout, plot_retention
-from ran.reservoir import ReservoirConfig
 from ran.schema import check_template
 from ran.stats import format_interval
 from ran.tasks import RecallTask
@@ -43,10 +43,6 @@ from ran.training import TrainConfig
 
 DEFAULT_SEEDS = [0, 1, 2]
 DEFAULTS = TrainConfig()
-# The retention study's choice (README, "Retention"): a slow leak averages distractors out over ~20
-# passes while the key, refreshed through the slots, persists; saturating input gives the refresh a
-# stable, nearly binary target. One-hop recall is 1.00 with it too.
-RESERVOIR = ReservoirConfig(units=2048, leak_rate=0.05, input_scaling=0.2)
 EPILOG = ("Time on 2 cores of an AMD EPYC: --train-delays 0-8 trains a seed in about 2 min (300 steps), and the "
           "three seeds with their evaluation to 64 passes take about 6 min; --key-pool vocab --keys 2000 "
           "--keys-per-step 64 about 5 min per seed for 200 steps.")
@@ -58,7 +54,7 @@ CHAT_TEMPLATES = {"store_template": "The secret word is {key}.", "recall_templat
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    add_reservoir_arguments(parser, RESERVOIR)
+    add_reservoir_arguments(parser, RETENTION_RESERVOIR)
     parser.add_argument("--format", default="text", choices=FORMATS,
                         help="how a pass is rendered: the text verbatim, or a ChatML turn (default: text)")
     parser.add_argument("--idle-text", default=PassFormat().idle_text,

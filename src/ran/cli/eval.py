@@ -26,6 +26,7 @@ from ran.passes import Renderer
 from ran.remember import harm_store
 from ran.runner import ARTIFACT_RUN_FILE, evaluate
 from ran.tasks import MemoryTask, RecallTask, Task, task_class
+from ran.tasks.base import group_key
 from ran.tasks.memory_texts import HELDOUT_TEXTS, HELDOUT_TURNS
 
 LEGACY_RUN_FILE = "crosspass.json"  # artifacts of ran.crosspass/1: one-hop recall only
@@ -106,14 +107,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if same else 1
 
 
-def _where(row: dict[str, Any]) -> tuple:
-    """What names a group of a task's scores: its non-metric fields (split, filler, kind, delay, ...)."""
-    return tuple((key, value) for key, value in sorted(row.items()) if key != "n" and not isinstance(value, float))
-
-
 def _group_value(score: dict[str, Any], like: dict[str, Any]) -> float | None:
     for row in score["groups"]:
-        if _where(row) == _where(like):
+        if group_key(row) == group_key(like):
             return row["recall"]
     return None
 
@@ -122,7 +118,7 @@ def _print_groups(measured: dict[str, dict[str, Any]]) -> None:
     rows = measured["carried"]["groups"]
     if len(rows) < 2 and rows and rows[0]["delay"] == 0:
         return
-    named = dict(_where(rows[0]))
+    named = {name for name, _ in group_key(rows[0]) if name in rows[0]}
     columns = [name for name in GROUP_COLUMNS if name in named] + sorted(set(named) - set(GROUP_COLUMNS))
     print("  ".join(f"{name:>{GROUP_COLUMNS.get(name, 8)}}" for name in columns) + f"  {'carried':>7}  {'wiped':>7}")
     for row in rows:

@@ -12,8 +12,7 @@ import json
 from dataclasses import fields, replace
 from pathlib import Path
 
-from ran.cli.common import add_model_arguments, add_reservoir_arguments, reservoir_config_from
-from ran.cli.crosspass import RESERVOIR
+from ran.cli.common import RETENTION_RESERVOIR, add_model_arguments, add_reservoir_arguments, reservoir_config_from
 from ran.devices import resolve
 from ran.errors import ConfigError
 from ran.fileio import check_directory
@@ -35,7 +34,7 @@ RECURRENCE_CHOICES = {"reservoir": ("reservoir",), "gru": ("gru",), "both": ("re
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    add_reservoir_arguments(parser, RESERVOIR, with_seed=False)  # ran crosspass's defaults
+    add_reservoir_arguments(parser, RETENTION_RESERVOIR, with_seed=False)  # ran crosspass's defaults
     grid = parser.add_argument_group("population")
     grid.add_argument("--reservoir-seeds", nargs="+", default=["0-7"], metavar="SEEDS",
                       help="reservoir seeds: numbers or inclusive ranges, e.g. 0-7 or 0 3 5 (default: 0-7)")

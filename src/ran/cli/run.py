@@ -185,6 +185,8 @@ def plot_transcript(transcript: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ran.plots import save_figure
+
     passes = [e for e in transcript["events"] if e.get("kind") in ("prompt", "idle")]
     figure, axes = plt.subplots(3, 1, figsize=(6.4, 6.0), sharex=True)
     ticks = [e["tick"] for e in passes]
@@ -205,6 +207,5 @@ def plot_transcript(transcript: dict[str, Any], path: Path) -> Path:
     axes[2].set_xlabel("tick (red: prompted passes)")
     axes[0].set_title(f"session {transcript['session']} on {transcript['model']}", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
     return path

@@ -23,6 +23,7 @@ from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.model import RanConfig
 from ran.passes import PassFormat
 from ran.recurrence import RECURRENCES
+from ran.schema import parse_range
 from ran.tasks import RecallTask, Task, task_class
 from ran.training import TrainConfig
 
@@ -135,14 +136,8 @@ def parse_seeds(items: list[str], what: str) -> tuple[int, ...]:
     """``["0-3", "7"]`` -> (0, 1, 2, 3, 7): single seeds or inclusive ranges."""
     seeds: list[int] = []
     for item in items:
-        low, dash, high = item.partition("-")
-        try:
-            bounds = (int(low), int(high)) if dash else (int(low), int(low))
-        except ValueError:
-            raise ConfigError(f"{what} seed {item!r} is not N or LOW-HIGH with integers (e.g. 0-7)") from None
-        if bounds[0] > bounds[1]:
-            raise ConfigError(f"{what} seed range {item!r} is reversed: give LOW-HIGH with LOW <= HIGH")
-        seeds += range(bounds[0], bounds[1] + 1)
+        low, high = parse_range(item, f"{what} seed")
+        seeds += range(low, high + 1)
     return tuple(seeds)
 
 

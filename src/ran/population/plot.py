@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ran.plots import save_figure  # noqa: E402
 from ran.population.report import LABELS, point_label  # noqa: E402
 
 COLOURS = {"reservoir": "#1f77b4", "gru": "#ff7f0e"}
@@ -36,8 +37,7 @@ def plot_population(report: dict[str, Any], path: str | Path) -> Path:
                     "(dots: training seeds; bars: mean and 95% interval)", fontsize=10)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path, dpi=120)
     return path
 
 

@@ -17,9 +17,9 @@ import numpy as np
 from ran import dynamics
 from ran.errors import ConfigError
 from ran.probes.readout import fit_detector
-from ran.probes.results import spread
 from ran.probes.sources import SOURCES, ActivationBank, event_stream, passes_since
 from ran.reservoir import Reservoir, ReservoirConfig
+from ran.stats import seed_summary
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def run_gate(config: GateConfig, seeds: list[int], bank: ActivationBank | None =
             )
     summary = {
         name: {
-            metric: spread([run[name][metric] for run in per_seed])
+            metric: seed_summary([run[name][metric] for run in per_seed])
             for metric in ("precision", "recall", "f1")
         }
         for name in ("state", "stateless")
@@ -100,6 +100,8 @@ def plot(results: dict, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ran.plots import save_figure
 
     metrics = ("precision", "recall", "f1")
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -136,5 +138,4 @@ def plot(results: dict, path) -> None:
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)

@@ -23,9 +23,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ran import dynamics
 from ran.errors import ConfigError
 from ran.probes.readout import fit_ridge, squared_correlation
-from ran.probes.results import spread
 from ran.probes.sources import SOURCES, ActivationBank
 from ran.reservoir import Reservoir, ReservoirConfig
+from ran.stats import seed_summary
 
 _DELAY_CHUNK = 512  # delays scored at a time, to bound the memory of the predictions
 
@@ -167,10 +167,10 @@ def run_memory(
     for readout in ("state", "stateless"):
         curves = [np.asarray(run[readout]["per_delay"]) for run in per_seed]
         summary[readout] = {
-            "total": spread([c.sum() for c in curves]),
-            "max_over_delays": spread([c.max() for c in curves]),
+            "total": seed_summary([c.sum() for c in curves]),
+            "max_over_delays": seed_summary([c.max() for c in curves]),
             **{
-                f"leading_delays_above_{t:g}": spread([leading_delays_above(c, t) for c in curves])
+                f"leading_delays_above_{t:g}": seed_summary([leading_delays_above(c, t) for c in curves])
                 for t in config.thresholds
             },
         }
@@ -183,6 +183,8 @@ def plot(results: dict, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ran.plots import save_figure
 
     runs = results["per_seed"]
     config = results["config"]
@@ -225,5 +227,4 @@ def plot(results: dict, path) -> None:
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)

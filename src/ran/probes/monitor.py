@@ -20,9 +20,9 @@ import numpy as np
 from ran import dynamics
 from ran.errors import ConfigError
 from ran.probes.readout import fit_detector, fit_ridge, r_squared
-from ran.probes.results import spread
 from ran.probes.sources import SOURCES, ActivationBank, event_stream, passes_since
 from ran.reservoir import Reservoir, ReservoirConfig
+from ran.stats import seed_summary
 
 TRACE_LENGTH = 200  # passes of the first seed's held-out clock decode kept in the results for the figure
 
@@ -159,20 +159,20 @@ def run_monitor(
             )
     summary = {
         "clock": {
-            name: spread([run["clock"][f"{name}_r2"] for run in per_seed]) for name in ("state", "stateless")
+            name: seed_summary([run["clock"][f"{name}_r2"] for run in per_seed]) for name in ("state", "stateless")
         },
         "drift": [
             {
                 "level": level,
                 **{
-                    name: spread([run["drift"][i][f"{name}_r2"] for run in per_seed])
+                    name: seed_summary([run["drift"][i][f"{name}_r2"] for run in per_seed])
                     for name in ("state", "stateless")
                 },
             }
             for i, level in enumerate(config.drifts)
         ],
         "interrupt": {
-            name: spread([run["interrupt"][f"{name}_detectable_passes"] for run in per_seed])
+            name: seed_summary([run["interrupt"][f"{name}_detectable_passes"] for run in per_seed])
             for name in ("state", "stateless")
         },
     }
@@ -185,6 +185,8 @@ def plot(results: dict, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ran.plots import save_figure
 
     config, runs, summary = results["config"], results["per_seed"], results["summary"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
@@ -235,5 +237,4 @@ def plot(results: dict, path) -> None:
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)

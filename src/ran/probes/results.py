@@ -13,12 +13,6 @@ import numpy as np
 
 from ran.fileio import atomic_write
 from ran.provenance import environment  # noqa: F401  (re-exported for the probe commands)
-from ran.stats import seed_summary
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    """Over seeds: :func:`ran.stats.seed_summary` (mean, sample std, min, max, n, 95% t-interval, values)."""
-    return seed_summary(values)
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
@@ -49,7 +43,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def pm(stats: dict[str, float], digits: int = 3) -> str:
-    """'mean ± std' of a :func:`spread` dict."""
+    """'mean ± std' of a :func:`ran.stats.seed_summary` dict."""
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
 

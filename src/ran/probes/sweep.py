@@ -23,9 +23,9 @@ import numpy as np
 
 from ran import dynamics
 from ran.errors import ConfigError
-from ran.probes.results import spread
 from ran.probes.sources import SOURCES, ActivationBank
 from ran.reservoir import Reservoir, ReservoirConfig
+from ran.stats import seed_summary
 
 METRICS = (
     "saturation",
@@ -215,7 +215,7 @@ def run_sweep(
 
 def _mean_over_seeds(rows: list[dict], keys: dict, metric: str) -> dict[str, float] | None:
     values = [row[metric] for row in rows if all(row[k] == v for k, v in keys.items())]
-    return spread(values) if values else None
+    return seed_summary(values) if values else None
 
 
 def crossing(xs: list[float], ys: list[float], level: float, log_x: bool = False) -> float | None:
@@ -300,6 +300,8 @@ def plot(results: dict, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ran.plots import save_figure
 
     config = results["config"]
     points, stateless = results["points"], results["stateless"]
@@ -408,5 +410,4 @@ def plot(results: dict, path) -> None:
         fontsize=12,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)

@@ -86,6 +86,15 @@ class SampledTask(Task):
         return [self.episode(generator, evaluation=True) for _ in range(self.eval_count)]
 
 
+def group_key(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """What names a group of a task's scores (a row of its ``groups``, or a retention point built from one): its
+    fields that are not measurements, i.e. the strings and integers but ``n`` (a count of episodes), in name
+    order. A row without a ``split`` (results from before held-out keys) is of the trained keys."""
+    named = {"split": "trained", **row}
+    return tuple((name, value) for name, value in sorted(named.items())
+                 if name != "n" and isinstance(value, str | int) and not isinstance(value, bool))
+
+
 TASKS: dict[str, type[Task]] = {}
 
 

@@ -24,7 +24,7 @@ import torch
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
-from ran.schema import check_template
+from ran.schema import check_template, parse_range
 from ran.tasks.base import Prediction, Task, register
 from ran.tasks.common import EVAL_SEED
 from ran.tasks.texts import DEFAULT_KEY_POOL, EVAL_DISTRACTORS, TRAIN_DISTRACTORS, words_of
@@ -34,18 +34,10 @@ MAX_DELAY = 256  # intervening passes; longer episodes are refused (they cost on
 
 
 def parse_delays(text: str) -> tuple[int, int]:
-    """``"0-8"`` -> (0, 8); ``"4"`` -> (4, 4). Refuses empty, reversed or over-long ranges."""
-    parts = text.strip().split("-")
-    try:
-        bounds = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"delay range {text!r} is not N or LOW-HIGH with integers (e.g. 0-8)") from None
-    if len(bounds) == 1:
-        bounds = (bounds[0], bounds[0])
-    if len(bounds) != 2:
-        raise ConfigError(f"delay range {text!r} is not N or LOW-HIGH (e.g. 0-8)")
+    """``"0-8"`` -> (0, 8); ``"4"`` -> (4, 4) (:func:`ran.schema.parse_range`), at most :data:`MAX_DELAY`."""
+    bounds = parse_range(text, "delay")
     check_delay_range(bounds)
-    return bounds  # type: ignore[return-value]
+    return bounds
 
 
 def check_delay_range(bounds: tuple[int, ...]) -> None:
