@@ -8,6 +8,7 @@ import pytest
 import torch
 from tiny_models import tiny_model, tiny_tokenizer
 
+from ran.episodes import Prediction
 from ran.errors import ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import PassFormat, Renderer
@@ -28,7 +29,7 @@ from ran.tasks import (
 )
 from ran.tasks.mix import TaskMix
 from ran.tasks.sequence import edit_distance
-from ran.training import Prediction, TrainConfig
+from ran.training import TrainConfig
 
 FORMAT = PassFormat(idle_text="w9")
 DISTRACTORS = ("w60 w61", "w62 w63 w64", "w65")

@@ -10,6 +10,9 @@ Episodes in one batch may have different numbers of passes. They are aligned at 
 each step only the episodes that have a pass there run, split into the ones with a target (full
 model, logits at the target positions) and the ones without (stopped once layer L has been read). So
 a batch of mixed delays costs exactly the passes its episodes have, with no loop over delays.
+
+What the model answered at a scored pass is a :class:`Prediction`: evaluation (``ran.training.predict``)
+makes them and a task's ``score`` reads them, so tasks know episodes and predictions, not the trainer.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from ran.passes import SILENT, STOP, Renderer
 
 NO_TARGET = -100
 
-__all__ = ["NO_TARGET", "SILENT", "STOP", "Episode", "Pass", "PassGroup", "RenderedPass", "render", "schedule"]
+__all__ = ["NO_TARGET", "SILENT", "STOP", "Episode", "Pass", "PassGroup", "Prediction", "RenderedPass", "render",
+           "schedule"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,15 @@ class Episode:
     def __post_init__(self) -> None:
         if not self.passes:
             raise ConfigError("an episode needs at least one pass")
+
+
+@dataclass
+class Prediction:
+    """The model's answer at one scored pass (a pass with a target or a speak/silent label)."""
+
+    tokens: list[int]  # greedy, as many tokens as the target has ([] for a pass without a target)
+    candidate_scores: torch.Tensor | None = None  # (n,) logits of the candidates at the last target token
+    speak: float | None = None  # p(speak) from the gate head after the pass, where the pass has a label
 
 
 @dataclass(frozen=True)

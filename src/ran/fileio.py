@@ -1,4 +1,5 @@
-"""Writing files safely: atomically, never over something nobody asked to replace, never outside a folder.
+"""Files: written atomically, never over something nobody asked to replace, never outside a folder; a JSON
+settings file read with one-line errors.
 
 Every file ran writes goes through :func:`atomic_write`: a temporary file in the same directory
 (``.<name>.tmp-<random>``), fsynced, renamed over the target, and the directory fsynced, so a crash at
@@ -9,16 +10,19 @@ starts (before a model loads or a step trains), so a bad output path costs nothi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ran.errors import ConfigError
 
 TEMP_MARK = ".tmp-"  # temporary files are ".<name>.tmp-<random>"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a name used as one path component
+MAX_JSON_BYTES = 64 * 2**20  # a settings file (a task with thousands of keys is well under a megabyte)
 
 
 def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[str], object]) -> Path:
@@ -110,3 +114,28 @@ def check_new(path: str | os.PathLike, flag: str, overwrite: bool, what: str = "
     if path.exists() and not path.is_dir() and what == "artifact":
         raise ConfigError(f"{flag}: {path} is a file, not an artifact directory")
     return path
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing file, a directory, a binary or unreadable file, bad JSON or another
+    JSON type is one clear error."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory: give a JSON file")
+    if path.is_file() and path.stat().st_size > MAX_JSON_BYTES:
+        raise ConfigError(f"{what} {path} is {path.stat().st_size:,} bytes, more than the {MAX_JSON_BYTES:,} a "
+                          "settings file may have")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a text file (not UTF-8): give a JSON file") from None
+    except OSError as error:
+        raise ConfigError(f"{what} {path} cannot be read ({error.strerror or error})") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        reason = error if isinstance(error, json.JSONDecodeError) else "nested too deeply"
+        raise ConfigError(f"{what} {path} is not valid JSON: {reason}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a JSON object {{...}}, not {type(data).__name__}")
+    return data

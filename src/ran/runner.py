@@ -33,7 +33,7 @@ CONDITIONS = ("carried", "wiped", "untrained")
 class RunSpec:
     model: str
     ran: RanConfig
-    task: Task
+    task: Task | TaskMix  # what it trains on; a mix is scored task by task
     train: TrainConfig
     format: PassFormat = PassFormat()
     device: str = "auto"  # see ran.devices
@@ -41,15 +41,12 @@ class RunSpec:
     untrained: bool = True  # also score the untrained model (a baseline every run can skip when it is known)
 
 
-def evaluate(model: ReservoirModel, renderer: Renderer, task: Task, carry: bool,
+def evaluate(model: ReservoirModel, renderer: Renderer, task: Task | TaskMix, carry: bool,
              cache: LayerInputCache | None = None) -> dict[str, Any]:
-    """The task's score of the model on its evaluation episodes, with the state carried or wiped.
-
-    A :class:`TaskMix` is scored task by task: ``{"value": mean of the values, "tasks": {name: score}}``.
-    """
-    if isinstance(task, TaskMix):
-        scores = {t.name: evaluate(model, renderer, t, carry, cache) for t in task.tasks}
-        return {"value": sum(s["value"] for s in scores.values()) / len(scores), "tasks": scores}
+    """The task's score of the model on its evaluation episodes, with the state carried or wiped; a
+    :class:`TaskMix` is scored task by task (:meth:`TaskMix.combine`)."""
+    if isinstance(task, TaskMix):  # a mix has no episodes of its own
+        return task.combine({t.name: evaluate(model, renderer, t, carry, cache) for t in task.tasks})
     episodes = task.evaluation_episodes()
     predictions = predict(model, renderer, episodes, carry=carry, candidates=task.candidates(renderer), cache=cache,
                           **task.decoding(renderer))

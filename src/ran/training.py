@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ran.episodes import NO_TARGET, Episode, PassGroup, RenderedPass, left_pad, render, schedule
+from ran.episodes import NO_TARGET, Episode, PassGroup, Prediction, RenderedPass, left_pad, render, schedule
 from ran.errors import ConfigError
 from ran.model import ReservoirModel
 from ran.passes import Renderer
@@ -211,15 +211,6 @@ def _length_buckets(plans: list[tuple[tuple[int, ...], tuple[int, ...] | None]],
         else:
             buckets.append([plan])
     return buckets
-
-
-@dataclass
-class Prediction:
-    """The model's answer at one scored pass (a pass with a target or a speak/silent label)."""
-
-    tokens: list[int]  # greedy, as many tokens as the target has ([] for a pass without a target)
-    candidate_scores: torch.Tensor | None = None  # (n,) logits of the candidates at the last target token
-    speak: float | None = None  # p(speak) from the gate head after the pass, where the pass has a label
 
 
 @dataclass

@@ -26,8 +26,8 @@ from ran.cli.common import (
 from ran.crosspass import artifact_name, experiment, group_label, specs_for
 from ran.devices import resolve
 from ran.errors import ConfigError
-from ran.fileio import atomic_write
-from ran.grid import GRID_FIELDS, apply_point, parse_grid, read_json_object
+from ran.fileio import atomic_write, read_json_object
+from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.injection import INJECTION_MODES
 from ran.loading import load_tokenizer
 from ran.model import RanConfig

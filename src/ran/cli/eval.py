@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ran.errors import ArtifactError, ConfigError
-from ran.grid import read_json_object
+from ran.fileio import read_json_object
 from ran.harm import harm_report
 from ran.loading import load_model
 from ran.model import ReservoirModel, artifact_pass_format, read_artifact_description

@@ -15,8 +15,7 @@ from pathlib import Path
 from ran.cli.common import RETENTION_RESERVOIR, add_model_arguments, add_reservoir_arguments, reservoir_config_from
 from ran.devices import resolve
 from ran.errors import ConfigError
-from ran.fileio import check_directory
-from ran.grid import read_json_object
+from ran.fileio import check_directory, read_json_object
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.population import LARGE_POPULATION, Backend, PopulationConfig, members, run_population

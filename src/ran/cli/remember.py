@@ -26,8 +26,8 @@ from ran.cli.common import (
 )
 from ran.devices import resolve
 from ran.errors import ConfigError
-from ran.fileio import atomic_write
-from ran.grid import GRID_FIELDS, parse_grid, read_json_object
+from ran.fileio import atomic_write, read_json_object
+from ran.grid import GRID_FIELDS, parse_grid
 from ran.loading import load_tokenizer
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat

@@ -16,10 +16,9 @@ from typing import Any, ClassVar
 import torch
 
 from ran import schema
-from ran.episodes import Episode
+from ran.episodes import Episode, Prediction
 from ran.errors import ConfigError
 from ran.passes import Renderer
-from ran.training import Prediction
 
 
 class Task(ABC):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ran.episodes import Prediction
 from ran.errors import ConfigError
 from ran.passes import Renderer
-from ran.training import Prediction
 
 EVAL_SEED = 20_251_126  # evaluation episodes are drawn from this seed: the same in every run
 

@@ -1,4 +1,9 @@
-"""A weighted mix of tasks, trained together in every step and scored one by one."""
+"""A weighted mix of tasks: trained together in every step, scored one by one.
+
+A mix is not a task: it has no episodes of its own to evaluate and no metric. What the runner needs of
+what it trains on (``name``, ``check``, ``training_episodes``, ``to_dict``) it has; the runner scores
+each of its tasks and :meth:`TaskMix.combine` puts their scores together.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,15 @@ import torch
 from ran.episodes import Episode
 from ran.errors import ConfigError
 from ran.passes import Renderer
-from ran.tasks.base import Prediction, Task
+from ran.tasks.base import Task
 
 
 @dataclass(frozen=True)
-class TaskMix(Task):
+class TaskMix:
     """``episodes_per_step`` training episodes per step, split across the tasks in proportion to ``weights``
     (at least one each); the episodes of all tasks run in one batch (ran.episodes aligns them)."""
 
     name: ClassVar[str] = "mix"
-    metric: ClassVar[str] = "mean of the tasks' metrics"
 
     tasks: tuple[Task, ...] = ()
     weights: tuple[float, ...] = ()
@@ -57,12 +61,10 @@ class TaskMix(Task):
             episodes += drawn[:count]
         return episodes
 
-    def evaluation_episodes(self) -> list[Episode]:
-        raise ConfigError("a task mix is evaluated task by task (ran.runner.evaluate)")
-
-    def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
-              renderer: Renderer) -> dict[str, Any]:
-        raise ConfigError("a task mix is scored task by task (ran.runner.evaluate)")
+    @staticmethod
+    def combine(scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The mix's score from its tasks' scores: ``{"value": mean of their values, "tasks": {name: score}}``."""
+        return {"value": sum(s["value"] for s in scores.values()) / len(scores), "tasks": scores}
 
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": [{"name": t.name, **t.to_dict()} for t in self.tasks], "weights": list(self.weights),

@@ -23,6 +23,7 @@ import torch
 
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
+from ran.fileio import read_json_object
 from ran.passes import Renderer
 from ran.schema import check_template, parse_range
 from ran.tasks.base import Prediction, Task, register
@@ -138,8 +139,6 @@ class RecallTask(Task):
 
     @classmethod
     def from_file(cls, path: str | Path) -> RecallTask:
-        from ran.grid import read_json_object
-
         return cls.from_dict(read_json_object(path, "task file"), f"task file {path}")
 
     # ----- tokens ----------------------------------------------------------------------------------------
