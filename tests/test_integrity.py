@@ -10,14 +10,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from tiny_models import tiny_model, tiny_session_model_dir
 
+from ran.artifact import CONFIG_FILE, READOUT_FILE
 from ran.cli import main
 from ran.errors import ArtifactError, ConfigError, RanWarning
 from ran.integrity import seal
 from ran.limits import check_reservoir_size
-from ran.model import CONFIG_FILE, READOUT_FILE, RanConfig, ReservoirModel, wrap
+from ran.model import RanConfig, ReservoirModel, wrap
 from ran.reservoir import ReservoirConfig
 from ran.runtime import Session, SessionConfig
-from ran.runtime.persistence import STATE_FILE, SessionStore
+from ran.runtime.persistence import STATE_FILE, SessionStore, load_state, save_state
 
 SMALL = ReservoirConfig(units=32, input_scaling=0.5)
 
@@ -148,23 +149,23 @@ def test_state_files_are_checked_and_never_hold_nan(tmp_path):
     model = wrap(tiny_model("llama"), RanConfig(reservoir=SMALL))
     model(torch.tensor([[5, 6, 7]]))
     path = tmp_path / "state.safetensors"
-    model.save_state(path)
+    save_state(model, path)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="changed after it was saved"):
-        model.load_state(path)
-    model.save_state(path)
+        load_state(model, path)
+    save_state(model, path)
     other_base = wrap(tiny_model("llama", seed=3), RanConfig(reservoir=SMALL))  # same reservoir, other model
     with pytest.raises(ArtifactError, match="different base model"):
-        other_base.load_state(path)
+        load_state(other_base, path)
     model.set_state(torch.full((1, SMALL.units), float("nan")))
     with pytest.raises(ArtifactError, match="NaN or infinite"):
-        model.save_state(tmp_path / "nan.safetensors")
+        save_state(model, tmp_path / "nan.safetensors")
     assert not (tmp_path / "nan.safetensors").exists()
     model.reset_state()
     with pytest.raises(ConfigError, match="no state to save"):
-        model.save_state(tmp_path / "none.safetensors")
+        save_state(model, tmp_path / "none.safetensors")
 
 
 # ----- sessions ----------------------------------------------------------------------------------------------

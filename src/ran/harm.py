@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from ran.artifact import base_model_identity
 from ran.episodes import Episode, Pass, left_pad, render
 from ran.errors import ConfigError
 from ran.fileio import atomic_write
 from ran.loading import cache_dir
-from ran.model import ReservoirModel, base_model_identity
+from ran.model import ReservoirModel
 from ran.passes import STOP, Renderer
 from ran.tasks.memory_texts import HELDOUT_TEXTS, HELDOUT_TURNS
 from ran.training import predict

@@ -1,18 +1,19 @@
 """The wrapped model: a frozen causal LM, a fixed reservoir beside layer L, and a trained readout.
 
 Every call of the wrapped model is one *pass* (one tick): the write-back is computed from the state
-carried into the pass, the reservoir reads layer L's output at each example's last real token (or the
-mean over real tokens), and the pass returns the next state. ``generate()`` is one pass too: the
-prefill is the tick and decode steps reuse the slots written from the state before the pass.
+carried into the pass, the reservoir reads layer L's output (:mod:`ran.reading`), and the pass returns
+the next state. ``generate()`` is one pass too: the prefill is the tick and decode steps reuse the slots
+written from the state before the pass.
 
 State is explicit: ``forward(..., state=s)`` uses ``s`` and returns the next state in its output; without
-``state=`` the model uses (and then replaces) the state it carries, one row per example.
+``state=`` the model uses (and then replaces) the state it carries, one row per example (the only way to
+reach the state after a ``generate()``). Files are not the model's: ``save_pretrained`` and
+``from_pretrained`` hand its tensors to :mod:`ran.artifact`, and a state file is the runtime's
+(:func:`ran.runtime.save_state`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -22,41 +23,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from ran import __version__, schema
+from ran import schema
 from ran.architectures import architecture_of, decoder_layers, geometry_of
-from ran.errors import ArtifactError, ConfigError
-from ran.fileio import atomic_write, sha256_file
-from ran.injection import injector_class
-from ran.integrity import (
-    FILES_KEY,
-    check_finite,
-    read_weights,
-    recorded_sha256,
-    seal,
-    tensor_digest,
-    verify_description,
+from ran.artifact import (
+    GateHead,
+    base_model_identity,
+    check_base_model,
+    load_gate_head,
+    read_artifact_description,
+    read_artifact_part,
+    save_artifact,
 )
+from ran.errors import ArtifactError, ConfigError
+from ran.injection import injector_class
 from ran.passes import PassFormat
+from ran.reading import GATED_READ_BIAS, SUMMARIES, gated_read, last_real_index, summarise
 from ran.recurrence import RECURRENCES, make_recurrence
 from ran.reservoir import Reservoir, ReservoirConfig
 
-ARTIFACT_FORMAT = "ran-artifact"
-ARTIFACT_VERSION = 1
-CONFIG_FILE = "ran_config.json"
-READOUT_FILE = "readout.safetensors"
-ADAPTER_FILE = "adapter_model.safetensors"
-RECURRENCE_FILE = "recurrence.safetensors"  # a trained recurrence's weights (gru); none for the fixed reservoir
 READ_QUERY = "read_query"  # the trained read's query, stored with the readout
 READ_GATE = "read_gate."  # the gated read's per-token gate (weight, bias), stored with the readout
-STATE_FORMAT = "ran-state"
 WRAPPED_MARK = "_ran_wrapped"  # set on a base model while a ReservoirModel's hooks are installed on it
-SUMMARIES = ("last", "mean", "attention", "gated")
-GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
 
@@ -156,48 +146,6 @@ class _ReadPoint:
     summary: torch.Tensor | None = None  # (B, d) the reservoir's input x(t)
     read_logits: torch.Tensor | None = None  # (B, T) the gated read's per-token logits (summary "gated")
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
-
-
-def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) position of each example's last real token, whichever side the padding is on."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions * attention_mask.bool()).amax(dim=1)
-
-
-def summarise(hidden: torch.Tensor, summary: str, last_index: torch.Tensor,
-              token_mask: torch.Tensor | None, query: torch.Tensor | None = None,
-              gate: nn.Linear | None = None) -> torch.Tensor:
-    """The reservoir's input x from a layer's output (B, T, d).
-
-    - ``last``: the hidden state at the last real token;
-    - ``mean``: the mean over real tokens;
-    - ``attention``: their average weighted by softmax(query . h_t / |h_t|), a trained read;
-    - ``gated``: sum_t g_t n(h_t) / max(1, sum_t g_t), with n(h) = h / rms(h) and a trained per-token
-      gate g_t = sigmoid(w . n(h_t) + b): a learned pooling that can take a few tokens anywhere in the
-      pass (a value mid-sentence) or, with every gate shut, write almost nothing.
-    """
-    if summary == "last":
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index.to(hidden.device)]
-    if token_mask is None:
-        token_mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
-    mask = token_mask.to(hidden.device)
-    if summary == "attention":
-        # Directions only: a few positions (attention sinks) carry activations 20x larger than the rest.
-        scores = F.normalize(hidden.float(), dim=-1) @ query.float()  # (B, T)
-        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)[..., None]  # (B, T, 1)
-        return (hidden.float() * weights).sum(dim=1)
-    if summary == "gated":
-        return gated_read(hidden, mask, gate)[0]
-    weights = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-
-
-def gated_read(hidden: torch.Tensor, mask: torch.Tensor, gate: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gated summary (see :func:`summarise`) of (B, T, d) hidden states: (x (B, d), gate logits (B, T))."""
-    normed = hidden.float() * torch.rsqrt(hidden.float().pow(2).mean(-1, keepdim=True) + 1e-6)  # (B, T, d)
-    logits = gate(normed)[..., 0]  # (B, T)
-    gates = torch.sigmoid(logits) * mask
-    return (normed * gates[..., None]).sum(dim=1) / gates.sum(dim=1, keepdim=True).clamp_min(1.0), logits
 
 
 class ReservoirModel(nn.Module):
@@ -502,39 +450,6 @@ class ReservoirModel(nn.Module):
         if self.state is not None:
             self.state = self.state.detach()
 
-    def save_state(self, path: str | os.PathLike) -> None:
-        """Write the carried state to a safetensors file, atomically."""
-        if self.state is None:
-            raise ConfigError("there is no state to save: run a pass first (reset_state() leaves none)")
-        tensors = {"state": self.state.detach().cpu().contiguous()}
-        check_finite(tensors, "the carried state")
-        metadata = {"format": STATE_FORMAT, "reservoir_fingerprint": self.reservoir.fingerprint,
-                    "base_model_sha256": self._base_identity()["embedding_sha256"],
-                    "sha256": tensor_digest(tensors)}
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-    def load_state(self, path: str | os.PathLike) -> torch.Tensor:
-        """Read a state file written by :meth:`save_state` for this reservoir and base model; it becomes the
-        carried state. A changed byte, NaN values or another reservoir or base model are refused."""
-        tensors, metadata = read_weights(Path(path), "state file")
-        if metadata.get("format") != STATE_FORMAT or set(tensors) != {"state"}:
-            raise ArtifactError(f"{path} is not a ran state file")
-        if "sha256" in metadata and metadata["sha256"] != tensor_digest(tensors):
-            raise ArtifactError(f"state file {path} was changed after it was saved (checksum mismatch)")
-        if metadata.get("reservoir_fingerprint") != self.reservoir.fingerprint:
-            raise ArtifactError(f"state file {path} was written by a different reservoir (fingerprint mismatch)")
-        if metadata.get("base_model_sha256", self._base_identity()["embedding_sha256"]) != \
-                self._base_identity()["embedding_sha256"]:
-            raise ArtifactError(f"state file {path} was written with a different base model")
-        self.set_state(tensors["state"])
-        return self.state
-
-    def _base_identity(self) -> dict[str, Any]:
-        """:func:`base_model_identity` of the base, computed once (it hashes the embedding matrix)."""
-        if getattr(self, "_base_identity_cache", None) is None:
-            self._base_identity_cache = base_model_identity(self.base)
-        return self._base_identity_cache
-
     # ----- switches and parameters ---------------------------------------------------------------
     @contextmanager
     def injection_disabled(self) -> Iterator[None]:
@@ -553,13 +468,6 @@ class ReservoirModel(nn.Module):
         if self.gate_head is None:
             raise ConfigError("this model has no gate head: wrap it with RanConfig(gate=True)")
         return self.gate_head(state.to(self.gate_head.weight.dtype))[:, 0]
-
-    def state_gate(self, threshold: float = 0.5):
-        """The trained gate head as the runtime's :class:`ran.runtime.gate.StateGate`."""
-        from ran.runtime.gate import StateGate
-
-        return StateGate(self.gate_head.weight[0].detach().cpu(), float(self.gate_head.bias.detach()), threshold,
-                         self.reservoir.fingerprint)
 
     def _lora_target_modules(self) -> list[str]:
         spec = architecture_of(self.base)
@@ -582,70 +490,36 @@ class ReservoirModel(nn.Module):
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.base.named_parameters() if "lora_" in name}
 
-    # ----- artifacts ---------------------------------------------------------------------------------
+    # ----- artifacts (files: ran.artifact) ------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, pass_format: PassFormat | None = None) -> Path:
-        """Write ran_config.json, readout.safetensors and (with LoRA) adapter_model.safetensors.
+        """Write the artifact (:mod:`ran.artifact`): ran_config.json, readout.safetensors and, where the model has
+        them, adapter_model.safetensors (LoRA), recurrence.safetensors (a trained recurrence) and gate.safetensors.
 
         ``pass_format`` is how the readout was trained to read passes; every surface that loads the
         artifact renders passes that way (artifacts without one were trained on the text format).
         ran_config.json records the SHA-256 of every weight file and a checksum of itself, checked on load;
-        weights holding NaN or infinite values are refused before anything is written. Weight files of an
-        earlier artifact in the directory that this one does not have are removed.
+        weights holding NaN or infinite values are refused before anything is written.
         """
-        from ran.runtime.gate import GATE_FILE
-
-        directory = Path(directory)
-        readout = {name: t.detach().cpu().contiguous() for name, t in self.injector.state_dict().items()}
+        readout = dict(self.injector.state_dict())
         if self.read_query is not None:
-            readout[READ_QUERY] = self.read_query.detach().cpu().contiguous()
+            readout[READ_QUERY] = self.read_query
         if self.read_gate is not None:
-            readout.update({READ_GATE + name: t.detach().cpu().contiguous()
-                            for name, t in self.read_gate.state_dict().items()})
-        weights = {READOUT_FILE: readout}
+            readout.update({READ_GATE + name: t for name, t in self.read_gate.state_dict().items()})
+        parts = {"readout": readout}
         if self.config.lora_rank:
-            weights[ADAPTER_FILE] = self._lora_state()
-        recurrence = {name: t.detach().cpu().contiguous() for name, t in self.reservoir.state_dict().items()}
+            parts["adapter"] = self._lora_state()
+        recurrence = self.reservoir.state_dict()
         if recurrence:  # trained recurrent weights; the fixed reservoir is regenerated from its seed instead
-            weights[RECURRENCE_FILE] = recurrence
-        for name, tensors in weights.items():
-            check_finite(tensors, f"the weights for {name}")
-        gate = self.state_gate() if self.gate_head is not None else None
-        for name, tensors in weights.items():
-            atomic_write(directory / name, lambda tmp, tensors=tensors: save_file(tensors, tmp))
-        if gate is not None:
-            gate.save(directory)
-        for stale in (ADAPTER_FILE, RECURRENCE_FILE, GATE_FILE):
-            if stale not in weights and not (stale == GATE_FILE and gate is not None):
-                (directory / stale).unlink(missing_ok=True)
-        written = [*weights, *([GATE_FILE] if gate is not None else [])]
-        description = {
-            "format": ARTIFACT_FORMAT,
-            "version": ARTIFACT_VERSION,
-            "ran_version": __version__,
-            "config": self.config.to_dict(),
-            "reservoir_fingerprint": self.reservoir.fingerprint,
-            "base_model": base_model_identity(self.base),
-            "pass_format": (pass_format or PassFormat()).to_dict(),
-            FILES_KEY: {name: sha256_file(directory / name) for name in written},
-        }
-        atomic_write(directory / CONFIG_FILE, json.dumps(seal(description), indent=2) + "\n")
-        return directory
+            parts["recurrence"] = recurrence
+        gate = None if self.gate_head is None else GateHead(self.gate_head.weight[0], float(self.gate_head.bias), 0.5)
+        return save_artifact(directory, self.config.to_dict(), self.reservoir.fingerprint,
+                             base_model_identity(self.base), pass_format or PassFormat(), parts, gate)
 
     @classmethod
     def from_pretrained(cls, base: PreTrainedModel, directory: str | os.PathLike) -> ReservoirModel:
         """Rebuild a saved wrapped model on ``base``: regenerate the reservoir, check it, load the readout."""
         description = read_artifact_description(directory)
-        directory = Path(directory)
-        expected = description["base_model"]
-        actual = base_model_identity(base)
-        differences = [key for key in ("model_type", "n_layers", "hidden_size", "vocab_size", "embedding_sha256")
-                       if expected.get(key) != actual.get(key)]
-        if differences:
-            raise ArtifactError(
-                f"artifact {directory} was trained on a different base model "
-                f"({expected.get('name_or_path')}, {expected.get('model_type')}); this one "
-                f"({actual['name_or_path']}, {actual['model_type']}) differs in {', '.join(differences)}"
-            )
+        check_base_model(description, base, directory)
         try:
             config = RanConfig.from_dict(description["config"])
         except (ConfigError, TypeError) as error:
@@ -657,36 +531,8 @@ class ReservoirModel(nn.Module):
                 f"artifact {directory}: its reservoir config regenerates a different reservoir than the one it "
                 "was trained with (fingerprint mismatch): the config was edited or the file is corrupt"
             )
-        def weights(name: str, what: str) -> dict[str, torch.Tensor]:
-            return read_weights(directory / name, what, recorded_sha256(description, name, directory))[0]
-
         try:
-            readout = weights(READOUT_FILE, "readout file")
-            if model.read_query is not None:
-                if READ_QUERY not in readout:
-                    raise RuntimeError(f"{READ_QUERY} is missing")
-                with torch.no_grad():
-                    model.read_query.copy_(readout.pop(READ_QUERY))
-            if model.read_gate is not None:
-                names = [name for name in readout if name.startswith(READ_GATE)]
-                gate = {name[len(READ_GATE):]: readout.pop(name) for name in names}
-                model.read_gate.load_state_dict(gate)
-            model.injector.load_state_dict(readout)
-            if model.reservoir.state_dict():
-                model.reservoir.load_state_dict(weights(RECURRENCE_FILE, "recurrence file"))
-            if model.gate_head is not None:
-                from ran.runtime.gate import GATE_FILE, StateGate
-
-                gate = StateGate.load(directory, model.reservoir, recorded_sha256(description, GATE_FILE, directory))
-                with torch.no_grad():
-                    model.gate_head.weight.copy_(gate.weight[None])
-                    model.gate_head.bias.fill_(gate.bias)
-            if config.lora_rank:
-                lora = weights(ADAPTER_FILE, "LoRA adapter file")
-                missing = set(model._lora_state()) ^ set(lora)
-                if missing:
-                    raise ArtifactError(f"LoRA adapter file in {directory} does not match the model")
-                model.base.load_state_dict(lora, strict=False)
+            model._load_weights(directory, description)
         except ArtifactError:
             model.unwrap()
             raise
@@ -695,6 +541,30 @@ class ReservoirModel(nn.Module):
             first_line = str(error).splitlines()[0]
             raise ArtifactError(f"readout in {directory} does not match its config: {first_line}") from None
         return model
+
+    def _load_weights(self, directory: str | os.PathLike, description: dict[str, Any]) -> None:
+        readout = read_artifact_part(directory, description, "readout")
+        if self.read_query is not None:
+            if READ_QUERY not in readout:
+                raise RuntimeError(f"{READ_QUERY} is missing")
+            with torch.no_grad():
+                self.read_query.copy_(readout.pop(READ_QUERY))
+        if self.read_gate is not None:
+            names = [name for name in readout if name.startswith(READ_GATE)]
+            self.read_gate.load_state_dict({name[len(READ_GATE):]: readout.pop(name) for name in names})
+        self.injector.load_state_dict(readout)
+        if self.reservoir.state_dict():
+            self.reservoir.load_state_dict(read_artifact_part(directory, description, "recurrence"))
+        if self.gate_head is not None:
+            gate = load_gate_head(directory, self.reservoir.fingerprint, self.reservoir.units, description)
+            with torch.no_grad():
+                self.gate_head.weight.copy_(gate.weight[None])
+                self.gate_head.bias.fill_(gate.bias)
+        if self.config.lora_rank:
+            lora = read_artifact_part(directory, description, "adapter")
+            if set(self._lora_state()) ^ set(lora):
+                raise ArtifactError(f"LoRA adapter file in {directory} does not match the model")
+            self.base.load_state_dict(lora, strict=False)
 
     def unwrap(self) -> PreTrainedModel:
         """Remove every hook and attention override; the base model is as before (LoRA layers stay)."""
@@ -710,51 +580,3 @@ def wrap(base: PreTrainedModel, config: RanConfig | None = None, **overrides) ->
     if overrides:
         config = replace(config, **overrides)
     return ReservoirModel(base, config)
-
-
-def base_model_identity(base: PreTrainedModel) -> dict[str, Any]:
-    """What ties an artifact to its base model: sizes plus a hash of the input embedding matrix."""
-    geometry = geometry_of(base)
-    embedding = base.get_input_embeddings().weight.detach().to(torch.float32).cpu().contiguous()
-    return {
-        "name_or_path": str(getattr(base.config, "_name_or_path", "") or ""),
-        "model_type": geometry.model_type,
-        "n_layers": geometry.n_layers,
-        "hidden_size": geometry.hidden_size,
-        "vocab_size": int(embedding.shape[0]),
-        "embedding_sha256": hashlib.sha256(embedding.numpy().tobytes()).hexdigest(),
-    }
-
-
-def read_artifact_description(directory: str | os.PathLike) -> dict[str, Any]:
-    """Parse and check an artifact's ran_config.json."""
-    path = Path(directory) / CONFIG_FILE
-    if not Path(directory).is_dir():
-        raise ArtifactError(f"artifact directory not found: {directory}")
-    if not path.is_file():
-        raise ArtifactError(f"{directory} is not a ran artifact: it has no {CONFIG_FILE}")
-    try:
-        description = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
-        raise ArtifactError(f"{path} is corrupt: {error}") from None
-    if not isinstance(description, dict) or description.get("format") != ARTIFACT_FORMAT:
-        raise ArtifactError(f"{path} is not a ran artifact description")
-    if description.get("version") != ARTIFACT_VERSION:
-        raise ArtifactError(
-            f"{path} has format version {description.get('version')}; this ran reads {ARTIFACT_VERSION}")
-    for key in ("config", "base_model", "reservoir_fingerprint"):
-        if key not in description:
-            raise ArtifactError(f"{path} is missing '{key}'")
-    verify_description(description, path)
-    if not isinstance(description["base_model"], dict):
-        raise ArtifactError(f"{path}: base_model must be an object")
-    return description
-
-
-def artifact_pass_format(directory: str | os.PathLike) -> PassFormat:
-    """How the artifact's readout was trained to read passes (text for artifacts that predate formats)."""
-    description = read_artifact_description(directory)
-    try:
-        return PassFormat.from_dict(description.get("pass_format"))
-    except ConfigError as error:
-        raise ArtifactError(f"artifact {directory} has an invalid pass format: {error}") from None

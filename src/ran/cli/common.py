@@ -11,7 +11,7 @@ from ran.errors import ConfigError
 from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
-from ran.model import SUMMARIES
+from ran.reading import SUMMARIES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
 
 DEFAULT_OUT = "runs"  # results of a run go here (ignored by git); README's committed results live in results/

@@ -17,11 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ran.artifact import artifact_pass_format, read_artifact_description
 from ran.errors import ArtifactError, ConfigError
 from ran.fileio import read_json_object
 from ran.harm import harm_report
 from ran.loading import load_model
-from ran.model import ReservoirModel, artifact_pass_format, read_artifact_description
+from ran.model import ReservoirModel
 from ran.passes import Renderer
 from ran.remember import harm_store
 from ran.runner import ARTIFACT_RUN_FILE, evaluate

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ran.artifact import artifact_pass_format
 from ran.cli.common import add_model_arguments, add_reservoir_arguments
 from ran.errors import ConfigError
 from ran.fileio import check_directory
 from ran.limits import MAX_INPUT_CHARACTERS, MAX_TICKS
 from ran.loading import DEFAULT_MODEL, load_model
-from ran.model import RanConfig, ReservoirModel, artifact_pass_format, wrap
+from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import FORMATS, PassFormat, Renderer, default_format
 from ran.reservoir import ReservoirConfig
 from ran.runtime import POLICIES, ContextPolicy, Session, SessionConfig, SessionStore, load_gate

@@ -85,7 +85,8 @@ def capture_activations(
     layer and summary default to its own and the base model is run (the injection does not take part).
     A bare model defaults to the middle layer and the last real token.
     """
-    from ran.model import ReservoirModel, last_real_index, summarise
+    from ran.model import ReservoirModel
+    from ran.reading import last_real_index, summarise
 
     if isinstance(model, ReservoirModel):
         base: PreTrainedModel = model.base

@@ -1,8 +1,9 @@
 """The always-alive runtime: sessions that tick, speak or stay silent, persist, and bound their context."""
 
+from ran.artifact import GATE_FILE
 from ran.runtime.context import POLICIES, ContextPolicy
-from ran.runtime.gate import GATE_FILE, EntropyGate, GateDecision, StateGate, load_gate
-from ran.runtime.persistence import SessionSnapshot, SessionStore, sessions_root
+from ran.runtime.gate import EntropyGate, GateDecision, StateGate, load_gate
+from ran.runtime.persistence import SessionSnapshot, SessionStore, load_state, save_state, sessions_root
 from ran.runtime.session import PassRecord, Session, SessionConfig, model_identity
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "SessionStore",
     "StateGate",
     "load_gate",
+    "load_state",
     "model_identity",
+    "save_state",
     "sessions_root",
 ]

@@ -4,8 +4,7 @@ Two gates, chosen by what the artifact provides:
 
 - ``state`` (trained): a linear head on the reservoir state after the pass,
   ``p = sigmoid(w . r + b)``; speak when ``p >= threshold``. Stored in the artifact directory as
-  ``gate.safetensors``: tensors ``weight`` (K,) and ``bias`` () in float32, metadata ``format`` =
-  ``ran-gate``, ``threshold`` and ``reservoir_fingerprint`` (checked on load, like every state file).
+  ``gate.safetensors`` (its format: :mod:`ran.artifact`), checked against the reservoir on load.
 - ``entropy`` (the fallback when there is no trained head): speak when the next-token distribution
   after the pass is confident, i.e. its entropy is at most ``max_entropy`` nats, and its most likely
   token is not a stop token (the model would rather end its turn). It reads no state directly, so it is
@@ -21,15 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
-from ran.errors import ArtifactError, ConfigError
-from ran.fileio import atomic_write
-from ran.integrity import check_finite, read_weights
+from ran.artifact import GateHead, has_gate_head, load_gate_head, save_gate_head
+from ran.errors import ConfigError
 from ran.reservoir import Reservoir
 
-GATE_FILE = "gate.safetensors"
-GATE_FORMAT = "ran-gate"
 DEFAULT_MAX_ENTROPY = 2.0  # nats
 
 
@@ -69,30 +64,14 @@ class StateGate:
         return GateDecision(self.kind, value, self.threshold, value >= self.threshold)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        path = Path(directory) / GATE_FILE
-        metadata = {"format": GATE_FORMAT, "threshold": repr(self.threshold),
-                    "reservoir_fingerprint": self.reservoir_fingerprint}
-        tensors = {"weight": self.weight.contiguous(), "bias": torch.tensor(self.bias)}
-        check_finite(tensors, "the gate head")
-        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        """Write the head as ``gate.safetensors`` in ``directory`` (:func:`ran.artifact.save_gate_head`)."""
+        return save_gate_head(directory, GateHead(self.weight, self.bias, self.threshold), self.reservoir_fingerprint)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, reservoir: Reservoir, sha256: str | None = None) -> StateGate:
-        """The gate head saved in an artifact; ``sha256`` is the digest its ran_config.json records."""
-        path = Path(directory) / GATE_FILE
-        tensors, metadata = read_weights(path, "gate file", sha256)
-        if metadata.get("format") != GATE_FORMAT or set(tensors) != {"weight", "bias"}:
-            raise ArtifactError(f"{path} is not a ran gate file (needs tensors weight and bias)")
-        if metadata.get("reservoir_fingerprint") != reservoir.fingerprint:
-            raise ArtifactError(f"gate file {path} belongs to a different reservoir (fingerprint mismatch)")
-        if tuple(tensors["weight"].shape) != (reservoir.units,):
-            raise ArtifactError(f"gate weight in {path} has shape {tuple(tensors['weight'].shape)}, "
-                                f"expected ({reservoir.units},)")
-        try:
-            threshold = float(metadata.get("threshold", "0.5"))
-        except ValueError:
-            raise ArtifactError(f"gate file {path}: bad threshold {metadata.get('threshold')!r}") from None
-        return cls(tensors["weight"], float(tensors["bias"]), threshold, reservoir.fingerprint)
+    def load(cls, directory: str | os.PathLike, reservoir: Reservoir) -> StateGate:
+        """The gate head saved in ``directory`` (an artifact, or a gate file on its own)."""
+        weight, bias, threshold = load_gate_head(directory, reservoir.fingerprint, reservoir.units)
+        return cls(weight, bias, threshold, reservoir.fingerprint)
 
 
 class EntropyGate:
@@ -120,11 +99,6 @@ Gate = StateGate | EntropyGate
 def load_gate(artifact: str | os.PathLike | None, reservoir: Reservoir,
               max_entropy: float = DEFAULT_MAX_ENTROPY) -> Gate:
     """The artifact's trained gate when it has a ``gate.safetensors``, else the entropy fallback."""
-    if artifact is not None and (Path(artifact) / GATE_FILE).is_file():
-        from ran.integrity import recorded_sha256
-        from ran.model import CONFIG_FILE, read_artifact_description
-
-        # Inside an artifact the gate file must match the SHA-256 its ran_config.json records.
-        description = read_artifact_description(artifact) if (Path(artifact) / CONFIG_FILE).is_file() else {}
-        return StateGate.load(artifact, reservoir, recorded_sha256(description, GATE_FILE, Path(artifact)))
+    if artifact is not None and has_gate_head(artifact):
+        return StateGate.load(artifact, reservoir)
     return EntropyGate(max_entropy)

@@ -1,4 +1,5 @@
-"""Session state on disk: one safetensors file per session, replaced atomically after every pass.
+"""State on disk: a session's, one safetensors file replaced atomically after every pass; and a wrapped
+model's carried state, saved and loaded by hand (:func:`save_state`, :func:`load_state`).
 
 A session named NAME lives in ``<root>/NAME/`` (root: ``$RAN_SESSIONS``, else ``sessions/``):
 
@@ -12,6 +13,10 @@ A session named NAME lives in ``<root>/NAME/`` (root: ``$RAN_SESSIONS``, else ``
   A state file is only loaded into the session whose id and identity it carries, so a state file copied
   in from another session (made with another reservoir, base model or readout) is refused.
 - ``lock``: held (``flock``) by the one process driving the session.
+
+A *state file* (``save_state``) holds one tensor ``state`` (B, K) float32 and metadata ``format`` =
+``ran-state``, ``reservoir_fingerprint``, ``base_model_sha256`` (the base model's embedding hash) and
+``sha256`` (over the tensor): it loads only into a model with the same reservoir and base model.
 
 Writes go through :func:`ran.fileio.atomic_write`: a crash at any moment leaves the previous or the new
 file, never a torn one. States holding NaN or infinite values are never written and refused on load.
@@ -33,9 +38,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ran import __version__
-from ran.errors import ArtifactError
+from ran.artifact import base_model_differences, base_model_identity
+from ran.errors import ArtifactError, ConfigError
 from ran.fileio import TEMP_MARK, atomic_write, check_name
-from ran.integrity import check_finite
+from ran.integrity import check_finite, read_weights, tensor_digest
+from ran.model import ReservoirModel
 
 SESSION_FORMAT = "ran-session"
 SESSION_VERSION = 1
@@ -44,8 +51,7 @@ MANIFEST_FILE = "session.json"
 MANIFEST_FORMAT = "ran-session-manifest"
 LOCK_FILE = "lock"
 DEFAULT_ROOT = "sessions"
-# The parts of a base model's identity that must match (its name or path may differ between machines).
-BASE_IDENTITY_KEYS = ("model_type", "n_layers", "hidden_size", "vocab_size", "embedding_sha256")
+STATE_FORMAT = "ran-state"
 
 
 def sessions_root(root: str | os.PathLike | None = None) -> Path:
@@ -215,7 +221,7 @@ class SessionStore:
 def check_identity(name: str, stored: dict[str, Any], actual: dict[str, Any]) -> None:
     """Refuse a session whose state was made with another base model, reservoir, config or readout."""
     base_stored, base_actual = stored.get("base_model", {}), actual["base_model"]
-    differences = [key for key in BASE_IDENTITY_KEYS if base_stored.get(key) != base_actual.get(key)]
+    differences = base_model_differences(base_stored, base_actual)
     if differences:
         raise ArtifactError(
             f"session '{name}' was made with another base model ({base_stored.get('name_or_path')}, "
@@ -258,3 +264,33 @@ def _checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str
         digest.update(tensor.numpy().tobytes())
     digest.update(json.dumps(metadata, sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def save_state(model: ReservoirModel, path: str | os.PathLike) -> Path:
+    """Write ``model``'s carried state to a state file, atomically."""
+    if model.state is None:
+        raise ConfigError("there is no state to save: run a pass first (reset_state() leaves none)")
+    tensors = {"state": model.state.detach().cpu().contiguous()}
+    check_finite(tensors, "the carried state")
+    metadata = {"format": STATE_FORMAT, "reservoir_fingerprint": model.reservoir.fingerprint,
+                "base_model_sha256": base_model_identity(model.base)["embedding_sha256"],
+                "sha256": tensor_digest(tensors)}
+    return atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
+
+
+def load_state(model: ReservoirModel, path: str | os.PathLike) -> torch.Tensor:
+    """Read a state file written by :func:`save_state` for ``model``'s reservoir and base model; it becomes the
+    model's carried state. A changed byte, NaN values or another reservoir or base model are refused, and leave
+    the carried state as it was."""
+    tensors, metadata = read_weights(Path(path), "state file")
+    if metadata.get("format") != STATE_FORMAT or set(tensors) != {"state"}:
+        raise ArtifactError(f"{path} is not a ran state file")
+    if "sha256" in metadata and metadata["sha256"] != tensor_digest(tensors):
+        raise ArtifactError(f"state file {path} was changed after it was saved (checksum mismatch)")
+    if metadata.get("reservoir_fingerprint") != model.reservoir.fingerprint:
+        raise ArtifactError(f"state file {path} was written by a different reservoir (fingerprint mismatch)")
+    base_model = base_model_identity(model.base)["embedding_sha256"]
+    if metadata.get("base_model_sha256", base_model) != base_model:
+        raise ArtifactError(f"state file {path} was written with a different base model")
+    model.set_state(tensors["state"])
+    return model.state

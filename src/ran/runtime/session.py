@@ -32,9 +32,10 @@ from typing import Any
 import torch
 
 from ran import schema
+from ran.artifact import base_model_identity
 from ran.dynamics import saturation_fraction
 from ran.errors import ArtifactError, ConfigError
-from ran.model import ReservoirModel, base_model_identity
+from ran.model import ReservoirModel
 from ran.passes import Renderer
 from ran.runtime.context import ContextPolicy, attention_received
 from ran.runtime.gate import EntropyGate, Gate, GateDecision

@@ -1,0 +1,58 @@
+"""What the reservoir reads: a summary x(t) of layer L's output for one pass, one row per example.
+
+The summary (``RanConfig.summary``) is the hidden state at the last real token by default; the mean over
+real tokens, a trained attention read, or a trained per-token gated read are the options. The wrapped
+model (``ran.model``) reads through these functions during a pass; the probes (``ran.probes.sources``)
+read real activations the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUMMARIES = ("last", "mean", "attention", "gated")
+GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
+
+
+def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) position of each example's last real token, whichever side the padding is on."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.bool()).amax(dim=1)
+
+
+def summarise(hidden: torch.Tensor, summary: str, last_index: torch.Tensor,
+              token_mask: torch.Tensor | None, query: torch.Tensor | None = None,
+              gate: nn.Linear | None = None) -> torch.Tensor:
+    """The reservoir's input x from a layer's output (B, T, d).
+
+    - ``last``: the hidden state at the last real token;
+    - ``mean``: the mean over real tokens;
+    - ``attention``: their average weighted by softmax(query . h_t / |h_t|), a trained read;
+    - ``gated``: sum_t g_t n(h_t) / max(1, sum_t g_t), with n(h) = h / rms(h) and a trained per-token
+      gate g_t = sigmoid(w . n(h_t) + b): a learned pooling that can take a few tokens anywhere in the
+      pass (a value mid-sentence) or, with every gate shut, write almost nothing.
+    """
+    if summary == "last":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index.to(hidden.device)]
+    if token_mask is None:
+        token_mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+    mask = token_mask.to(hidden.device)
+    if summary == "attention":
+        # Directions only: a few positions (attention sinks) carry activations 20x larger than the rest.
+        scores = F.normalize(hidden.float(), dim=-1) @ query.float()  # (B, T)
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)[..., None]  # (B, T, 1)
+        return (hidden.float() * weights).sum(dim=1)
+    if summary == "gated":
+        return gated_read(hidden, mask, gate)[0]
+    weights = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def gated_read(hidden: torch.Tensor, mask: torch.Tensor, gate: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gated summary (see :func:`summarise`) of (B, T, d) hidden states: (x (B, d), gate logits (B, T))."""
+    normed = hidden.float() * torch.rsqrt(hidden.float().pow(2).mean(-1, keepdim=True) + 1e-6)  # (B, T, d)
+    logits = gate(normed)[..., 0]  # (B, T)
+    gates = torch.sigmoid(logits) * mask
+    return (normed * gates[..., None]).sum(dim=1) / gates.sum(dim=1, keepdim=True).clamp_min(1.0), logits
