@@ -218,6 +218,14 @@ ROWS = [
     ("monitor", ["--source", "synthetic", "--steps", "0"], "--steps must be"),
     ("monitor", ["--source", "synthetic", "--out", "@W/results"], "monitor-synthetic.json already exists"),
     ("monitor", ["--source", "synthetic", "--units", "-5"], "--units must be an integer >= 1"),
+    # ----- probe (the same probes as ran probe NAME; the rows above are its old names) ------------------------
+    ("probe", [], "the following arguments are required: NAME"),
+    ("probe", ["memroy"], "invalid choice: 'memroy'"),
+    ("probe", ["memory", "--source", "synthetic", "--max-delay", "0"], "--max-delay must be an integer in 1..100,000"),
+    ("probe", ["gate", "--source", "synthetic", "--steps", "10"], "must exceed washout"),
+    ("probe", ["monitor", "--source", "synthetic", "--out", "@W/results"], "monitor-synthetic.json already exists"),
+    ("probe", ["sweep", "--source", "synthetic", "--spectral-radii"], "the sweep grid is empty"),
+    ("probe", ["sweep", "--source", "both", "--out", "@W/results"], "sweep-both.json already exists"),
     # ----- crosspass ----------------------------------------------------------------------------------------
     *[("crosspass", ["--task", f"@W/tasks/{name}.json"], fragment) for name, fragment in [
         ("keys-string", "keys = 'tiger' is not valid: expected a list of strings"),
@@ -465,7 +473,7 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(world, tmp_path, c
     assert code == 2, err
     assert len(lines) == 1, f"stderr has {len(lines)} lines:\n{err}"
     assert "Traceback" not in err
-    assert re.match(rf"ran( {command})?: error: ", lines[0]), lines[0]
+    assert re.match(rf"ran( {command}( [a-z]+)?)?: error: ", lines[0]), lines[0]  # ran probe memory: error: ...
     assert place(fragment) in lines[0], lines[0]
     assert snapshot(world) == before, "a refused command changed the files"
     assert not fresh.exists(), f"a refused command created {fresh}"
@@ -474,10 +482,11 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(world, tmp_path, c
 
 def test_every_numeric_flag_has_a_limit():
     """The one validator (ran.cli.validate) covers every int and float flag of every subcommand."""
-    from ran.cli import SUBCOMMANDS, build_parser, subcommand_parser
+    from ran.cli import SUBCOMMANDS, build_parser, leaf_parsers
     from ran.cli.validate import LIMITS, numeric_actions
 
-    parser = build_parser()
-    flags = {(name, action.dest) for name in SUBCOMMANDS for action in numeric_actions(subcommand_parser(parser, name))}
+    parsers = leaf_parsers(build_parser())
+    assert set(SUBCOMMANDS) <= {name.split()[0] for name in parsers} and "probe memory" in parsers
+    flags = {(name, action.dest) for name, parser in parsers.items() for action in numeric_actions(parser)}
     assert len(flags) > 80
     assert not sorted(flag for flag in flags if flag[1] not in LIMITS)

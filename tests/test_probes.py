@@ -194,6 +194,24 @@ def test_probes_are_registered_by_name():
         get_probe("memroy")
 
 
+def test_ran_probe_takes_its_flags_from_the_registry_and_the_old_names_are_the_same_command(tmp_path, capsys):
+    from ran.cli import build_parser, leaf_parsers
+
+    parsers = leaf_parsers(build_parser())
+    for name, probe in PROBES.items():
+        flags = {action.dest for action in parsers[f"probe {name}"]._actions}
+        assert {option.field for option in probe.options} <= flags
+        assert flags == {action.dest for action in parsers[name]._actions}  # ran NAME = ran probe NAME
+    argv = ["--source", "synthetic", "--seeds", "0", "1", "--units", "16", "--steps", "300", "--drifts", "0.2"]
+    assert main(["probe", "monitor", *argv, "--out", str(tmp_path / "probe")]) == 0
+    assert main(["monitor", *argv, "--out", str(tmp_path / "alias")]) == 0
+    assert capsys.readouterr().out.count("clock R^2 (no drift)") == 2  # the probe's table, printed by both
+    new, old = (json.loads((tmp_path / where / "monitor-synthetic.json").read_text()) for where in ("probe", "alias"))
+    assert new["config"]["drifts"] == [0.0, 0.2] and new["config"]["steps"] == 300  # the flags reach the config
+    for key in ("config", "seeds", "summary", "per_seed"):
+        assert new[key] == old[key]
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [

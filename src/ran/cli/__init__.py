@@ -1,7 +1,9 @@
 """The ``ran`` command line: one module per subcommand, registered by name.
 
-Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``. A user-facing error
-(:class:`ran.errors.RanError`) becomes one line on stderr and exit status 2, never a traceback.
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; an entry
+``"module:NAME"`` is the command that module's ``command(NAME)`` makes (``ran gate`` is ``ran probe gate``).
+A user-facing error (:class:`ran.errors.RanError`) becomes one line on stderr and exit status 2, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from functools import partial
 from ran.cli.validate import check_arguments
 from ran.errors import RanError, RanWarning
 
-# name -> (module, one-line help)
+# name -> (module, or "module:NAME", one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("ran.cli.check", "wrap a model and check non-destruction, state, and cached generation"),
     "chat": ("ran.cli.chat", "an always-alive chat session: streams replies, idle ticks, resumes by name"),
     "run": ("ran.cli.run", "drive a session from a script of inputs and idle ticks; writes a JSON transcript"),
     "serve": ("ran.cli.serve", "the chat session as a local web page: streamed replies, live plots of the state"),
-    "sweep": ("ran.cli.sweep", "reservoir regime over spectral radius x input scaling: echo-state boundary, band"),
-    "memory": ("ran.cli.memory", "delay-memory capacity of the state vs the stateless readout"),
-    "gate": ("ran.cli.gate", "'unresolved thread' silence gate on the state vs on the current input"),
-    "monitor": ("ran.cli.monitor", "clock probe, its drift degradation, and STOP interruptibility"),
+    "probe": ("ran.cli.probe", "probes of the reservoir itself beside their stateless control: ran probe NAME, "
+                               "NAME one of sweep, memory, gate, monitor"),
+    # The probes under the names they had before `ran probe NAME`.
+    "sweep": ("ran.cli.probe:sweep", "= ran probe sweep: the reservoir's regime, echo-state boundary, scaling band"),
+    "memory": ("ran.cli.probe:memory", "= ran probe memory: delay-memory capacity of the state vs stateless"),
+    "gate": ("ran.cli.probe:gate", "= ran probe gate: 'unresolved thread' silence gate, state vs current input"),
+    "monitor": ("ran.cli.probe:monitor", "= ran probe monitor: clock probe, drift, STOP interruptibility"),
     "crosspass": ("ran.cli.crosspass", "train and measure cross-pass recall, carried state vs wiped control"),
     "remember": ("ran.cli.remember", "train the one-memory recipe: any value, in your own words, across many turns"),
     "eval": ("ran.cli.eval", "reload a saved crosspass artifact and measure its recall again"),
@@ -46,11 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ran {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
+        module = command_module(module_name)
         sub = subparsers.add_parser(name, help=help_text, description=help_text,
                                     epilog=getattr(module, "EPILOG", None))  # e.g. how long the defaults take
         module.add_arguments(sub)
     return parser
+
+
+def command_module(spec: str):
+    """The module of a subcommand, or for ``"module:NAME"`` the command that module makes for NAME."""
+    module_name, _, name = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return module.command(name) if name else module
 
 
 # Commands a person interrupts by hand: after Ctrl-C the ``ran`` command exits at once (see console()).
@@ -71,14 +83,15 @@ def main(argv: list[str] | None = None, exit_at_once_on_interrupt: bool = False)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    module = command_module(SUBCOMMANDS[args.command][0])
+    command, chosen = chosen_parser(parser, args)
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = partial(_show_warning, args.command, warnings.showwarning)
-            check_arguments(subcommand_parser(parser, args.command), args)  # every numeric flag, before any work
+            warnings.showwarning = partial(_show_warning, command, warnings.showwarning)
+            check_arguments(chosen, args)  # every numeric flag, before any work
             return int(module.run(args) or 0)
     except RanError as error:
-        print(f"ran {args.command}: error: {error}", file=sys.stderr)
+        print(f"ran {command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ran {args.command}: interrupted", file=sys.stderr)
@@ -100,6 +113,26 @@ def _show_warning(command: str, show, message, category, *args, **kwargs) -> Non
 def subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return subparsers.choices[name]
+
+
+def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, argparse.ArgumentParser]:
+    """(the command's words, e.g. "probe memory", and its parser) of what ``args`` chose, nested ones too."""
+    words: list[str] = []
+    while True:
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subparsers or getattr(args, subparsers[0].dest, None) not in subparsers[0].choices:
+            return " ".join(words), parser
+        words.append(getattr(args, subparsers[0].dest))
+        parser = subparsers[0].choices[words[-1]]
+
+
+def leaf_parsers(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by its words ("crosspass", "probe memory", ...), nested commands included."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        return {" ".join(words): parser}
+    return {key: leaf for name, sub in subparsers[0].choices.items()
+            for key, leaf in leaf_parsers(sub, (*words, name)).items()}
 
 
 def _version() -> str:

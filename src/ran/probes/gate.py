@@ -17,6 +17,7 @@ import numpy as np
 from ran import dynamics
 from ran.errors import ConfigError
 from ran.probes.readout import fit_detector
+from ran.probes.results import format_table, pm
 from ran.probes.sources import SOURCES, ActivationBank, event_stream, passes_since
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.stats import seed_summary
@@ -139,3 +140,12 @@ def plot(results: dict, path) -> None:
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     save_figure(fig, path, dpi=80)
+
+
+def table(record: dict) -> str:
+    """Precision, recall and F1 of the gate on the state and on the current input (from the results JSON)."""
+    rows = []
+    for name, label in (("state", "reservoir state"), ("stateless", "stateless (input)")):
+        s = record["summary"][name]
+        rows.append([label, pm(s["precision"]), pm(s["recall"]), pm(s["f1"])])
+    return format_table(["gate reads", "precision", "recall", "F1"], rows)

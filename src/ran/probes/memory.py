@@ -23,6 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ran import dynamics
 from ran.errors import ConfigError
 from ran.probes.readout import fit_ridge, squared_correlation
+from ran.probes.results import format_table, pm
 from ran.probes.sources import SOURCES, ActivationBank
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.stats import seed_summary
@@ -228,3 +229,14 @@ def plot(results: dict, path) -> None:
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     save_figure(fig, path, dpi=80)
+
+
+def table(record: dict) -> str:
+    """Memory capacity of the state and of the stateless readout (from the results JSON)."""
+    header = ["readout", "MC (sum of MC_k)", "delays MC_k>=0.9", "delays MC_k>=0.5", "max MC_k"]
+    rows = []
+    for name, label in (("state", "reservoir state"), ("stateless", "stateless (input)")):
+        s = record["summary"][name]
+        rows.append([label, pm(s["total"], 2), pm(s["leading_delays_above_0.9"], 1),
+                     pm(s["leading_delays_above_0.5"], 1), pm(s["max_over_delays"], 3)])
+    return format_table(header, rows)

@@ -20,6 +20,7 @@ import numpy as np
 from ran import dynamics
 from ran.errors import ConfigError
 from ran.probes.readout import fit_detector, fit_ridge, r_squared
+from ran.probes.results import format_table, pm
 from ran.probes.sources import SOURCES, ActivationBank, event_stream, passes_since
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.stats import seed_summary
@@ -238,3 +239,13 @@ def plot(results: dict, path) -> None:
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     save_figure(fig, path, dpi=80)
+
+
+def table(record: dict) -> str:
+    """The clock probe (with and without drift) and STOP detection, state vs stateless (from the results JSON)."""
+    s = record["summary"]
+    rows = [["clock R^2 (no drift)", pm(s["clock"]["state"]), pm(s["clock"]["stateless"])]]
+    rows += [[f"clock R^2, drift {row['level']:g}", pm(row["state"]), pm(row["stateless"])]
+             for row in s["drift"] if row["level"] > 0]
+    rows.append(["STOP detectable (passes after)", pm(s["interrupt"]["state"], 1), pm(s["interrupt"]["stateless"], 1)])
+    return format_table(["probe", "reservoir state", "stateless (input)"], rows)

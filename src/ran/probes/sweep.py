@@ -23,6 +23,7 @@ import numpy as np
 
 from ran import dynamics
 from ran.errors import ConfigError
+from ran.probes.results import format_table
 from ran.probes.sources import SOURCES, ActivationBank
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.stats import seed_summary
@@ -411,3 +412,26 @@ def plot(results: dict, path) -> None:
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     save_figure(fig, path, dpi=80)
+
+
+def table(record: dict) -> str:
+    """Per source, units and leak rate: the echo-state boundary and the input-scaling band (from the results JSON)."""
+    config = record["config"]
+    rows = []
+    for row in record["summary"]["rows"]:
+        boundary, band = row["echo_boundary"], row["band_input_scalings"]
+        forgetting, remembering = boundary["last_radius_forgetting"], boundary["first_radius_remembering"]
+        rows.append([row["source"], str(row["units"]), f"{row['leak_rate']:g}",
+                     f"{_format(forgetting)} .. {_format(remembering)}",
+                     f"{min(band):g} .. {max(band):g}" if band else "none",
+                     _format(row["saturation_crosses_0.5_at_scaling"])])
+    heading = (f"{len(record['points'])} runs (grid x sources x seeds {record['seeds']}); band at "
+               f"rho={record['summary']['rows'][0]['band_radius']}, saturation <= {config['max_saturation']}, "
+               f"separation >= {config['min_separation_fraction']} x its max")
+    header = ["source", "units", "leak", "echo boundary (rho, zero input)", "band (input scaling)",
+              "saturation 0.5 at"]
+    return heading + "\n" + format_table(header, rows)
+
+
+def _format(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
