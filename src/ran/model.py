@@ -511,7 +511,8 @@ class ReservoirModel(nn.Module):
         recurrence = self.reservoir.state_dict()
         if recurrence:  # trained recurrent weights; the fixed reservoir is regenerated from its seed instead
             parts["recurrence"] = recurrence
-        gate = None if self.gate_head is None else GateHead(self.gate_head.weight[0], float(self.gate_head.bias), 0.5)
+        gate = None if self.gate_head is None else \
+            GateHead(self.gate_head.weight[0].detach(), float(self.gate_head.bias.detach()), threshold=0.5)
         return save_artifact(directory, self.config.to_dict(), self.reservoir.fingerprint,
                              base_model_identity(self.base), pass_format or PassFormat(), parts, gate)
 
