@@ -11,7 +11,7 @@ from ran.errors import ConfigError
 from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
-from ran.model import SUMMARIES
+from ran.model import SUMMARIES, WRITES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
 
 DEFAULT_OUT = "runs"  # results of a run go here (ignored by git); README's committed results live in results/
@@ -31,7 +31,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", default="last", choices=list(SUMMARIES),
                         help="what the reservoir reads from the layer: the last prompt token, the mean over the "
                              "prompt's tokens, a trained attention read, or a trained per-token gated read "
-                             "(default: last)")
+                             "(default: %(default)s)")
+    parser.add_argument("--write", default="always", choices=list(WRITES),
+                        help="when the reservoir steps: every pass, or (gated, with --summary gated) as far as the "
+                             "pass's strongest read gate opens, so passes with nothing to keep leave the state "
+                             "as it was (default: %(default)s)")
 
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None,

@@ -43,7 +43,7 @@ EPILOG = ("Time on 2 cores of an AMD EPYC shared with other jobs: a seed of 200 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.set_defaults(summary=RECIPE.ran.summary)
+    parser.set_defaults(summary=RECIPE.ran.summary, write=RECIPE.ran.write)
     add_reservoir_arguments(parser, RECIPE.ran.reservoir, with_seed=False)
     parser.add_argument("--format", default=RECIPE.format.kind, choices=FORMATS,
                         help=f"how a pass is rendered (default: {RECIPE.format.kind}, as ran chat renders it)")
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.seeds:
         raise ConfigError("give at least one seed")
     resolve(args.device, args.dtype)
-    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
+    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
