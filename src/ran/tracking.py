@@ -67,6 +67,9 @@ def log_run(track: TrackConfig, record: dict[str, Any], label: str = "", artifac
                 writer.add_scalar(f"{condition}/{tag}", value, step)
             if isinstance(score.get("value"), (int, float)):
                 headline[f"score/{condition}"] = float(score["value"])
+        for measure in ("harm",):  # measurements beside the task's scores (ran.harm's no-harm check)
+            for tag, value, step in score_scalars(record.get(measure) or {}):
+                writer.add_scalar(f"{measure}/{tag}", value, step)
         if artifact is not None:
             writer.add_text("artifact", str(artifact))
         writer.add_hparams(settings(record), headline or {"score/none": 0.0}, run_name=".")

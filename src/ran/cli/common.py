@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
 from ran.model import SUMMARIES, WRITES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
+from ran.tracking import DEFAULT_DIRECTORY, TRACKERS, TrackConfig
 
 DEFAULT_OUT = "runs"  # results of a run go here (ignored by git); README's committed results live in results/
 
@@ -94,3 +96,23 @@ def check_outputs(args: argparse.Namespace, results: Iterable[Path] = (), artifa
 def results_name(args: argparse.Namespace, default: str) -> str:
     """``--name`` (a plain file name, which cannot leave ``--out``), else the experiment's default name."""
     return check_name(args.name, "--name") if args.name else default
+
+
+def add_track_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tracking")
+    group.add_argument("--track", choices=list(TRACKERS),
+                       help="also log every run (settings, loss curve, scores, artifact path) for a dashboard; off "
+                            f"unless given (open it with: tensorboard --logdir {DEFAULT_DIRECTORY})")
+    group.add_argument("--track-dir", default=DEFAULT_DIRECTORY,
+                       help="where --track writes, one folder per results name and one per run "
+                            "(default: %(default)s, not tracked by git)")
+
+
+def track_config_from(args: argparse.Namespace, experiment: str) -> TrackConfig | None:
+    """``--track``'s settings, checked before any work starts; None when tracking is off."""
+    if not args.track:
+        return None
+    check_directory(args.track_dir, "--track-dir")
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--track tensorboard needs the tensorboard package: pip install 'ran[track]'")
+    return TrackConfig(args.track, args.track_dir, experiment)

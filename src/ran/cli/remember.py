@@ -20,9 +20,11 @@ from ran.cli.common import (
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
+    add_track_arguments,
     check_outputs,
     reservoir_config_from,
     results_name,
+    track_config_from,
 )
 from ran.devices import resolve
 from ran.errors import ConfigError
@@ -89,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", help="also save each trained artifact under this directory (for ran chat, ran run)")
     add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_track_arguments(parser)
 
 
 def task_from(args: argparse.Namespace) -> MemoryTask:
@@ -126,11 +129,12 @@ def run(args: argparse.Namespace) -> int:
     save = Path(args.save) if args.save else None
     check_outputs(args, [out / f"{name}.json", out / f"{name}.png"],  # before any work: nothing replaced unasked
                   [save / artifact_name(arm, seed) for arm in arms for seed in args.seeds] if save else [])
+    track = track_config_from(args, name)
     task = task_from(args)
     out.mkdir(parents=True, exist_ok=True)
     results = run_memory(task, args.seeds, args.model, ran, train, pass_format, arms,
                          save_dir=save, progress=not args.no_progress,
-                         device=args.device, dtype=args.dtype)
+                         device=args.device, dtype=args.dtype, track=track)
     path = atomic_write(out / f"{name}.json", json.dumps(results, indent=1) + "\n")
     from ran.plots import plot_memory
 
