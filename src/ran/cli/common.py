@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -115,4 +116,5 @@ def track_config_from(args: argparse.Namespace, experiment: str) -> TrackConfig 
     check_directory(args.track_dir, "--track-dir")
     if importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--track tensorboard needs the tensorboard package: pip install 'ran[track]'")
-    return TrackConfig(args.track, args.track_dir, experiment)
+    return TrackConfig(args.track, args.track_dir, re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._-")[:64]
+                       or "runs")

@@ -18,9 +18,11 @@ from ran.cli.common import (
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
+    add_track_arguments,
     check_outputs,
     reservoir_config_from,
     results_name,
+    track_config_from,
 )
 from ran.crosspass import artifact_name, experiment, group_label, specs_for
 from ran.devices import resolve
@@ -126,6 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", help="also save each trained artifact under this directory (for ran eval, ran chat)")
     add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_track_arguments(parser)
 
 
 def task_from(args: argparse.Namespace) -> RecallTask:
@@ -211,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
     # Before training: nothing is replaced without --overwrite (results, or an artifact of the same name).
     check_outputs(args, [out / f"{name}.json", out / f"{name}.png"],
                   [save_dir / artifact_name(spec) for spec in all_specs] if save_dir else [])
-    results = experiment(kind, all_specs, group_by, progress=not args.no_progress, save_dir=save_dir)
+    track = track_config_from(args, name)
+    results = experiment(kind, all_specs, group_by, progress=not args.no_progress, save_dir=save_dir, track=track)
     json_path = atomic_write(out / f"{name}.json", json.dumps(results, indent=1) + "\n")
     plot_path = plot_crosspass(results, out / f"{name}.png", metric="among_keys" if kind == "capacity" else "recall")
     written = [json_path, plot_path]

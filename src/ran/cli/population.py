@@ -12,7 +12,13 @@ import json
 from dataclasses import fields, replace
 from pathlib import Path
 
-from ran.cli.common import add_model_arguments, add_reservoir_arguments, reservoir_config_from
+from ran.cli.common import (
+    add_model_arguments,
+    add_reservoir_arguments,
+    add_track_arguments,
+    reservoir_config_from,
+    track_config_from,
+)
 from ran.cli.crosspass import RESERVOIR
 from ran.devices import resolve
 from ran.errors import ConfigError
@@ -80,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help=f"replace the {REPORT_FILE} of another population in --out (its records are kept)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_track_arguments(parser)
 
 
 def task_from(args: argparse.Namespace) -> Task:
@@ -147,8 +154,9 @@ def run(args: argparse.Namespace) -> int:
         resolve(args.device, args.dtype)  # a bad device fails now (a Ray worker resolves its own)
     out = check_directory(args.out, "--out")
     check_report(out / REPORT_FILE, config, args.overwrite)
+    track = track_config_from(args, out.name or "population")
     report = run_population(config, out, backend, threads=args.threads, confirmed=args.yes,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, track=track)
     print()
     print(format_report(report), end="")
     written = [out / REPORT_FILE, out / TABLE_FILE] + ([out / FIGURE_FILE] if report["runs_found"] else [])
