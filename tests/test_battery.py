@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_models import tiny_model, tiny_tokenizer
 
 from ran.episodes import Prediction
@@ -204,13 +205,17 @@ def test_battery_cli_writes_its_table(tmp_path):
     task_settings = ["--set", "timed.words=[\"w30\",\"w31\"]", "timed.instruction=w27 w{turns} {word}"]
     result = ran("battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0",
                  "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(tmp_path / "out"),
-                 "--no-progress", *task_settings)
+                 "--no-progress", "--track", "tensorboard", "--track-dir", str(tmp_path / "tb"), *task_settings)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out" / "battery.json").read_text())
     assert results["schema"] == "ran.battery/1" and set(results["git"]) == {"commit", "dirty"}
     assert [row["task"] for row in results["summary"]] == ["timed", "silence"]
     assert {"carried", "wiped", "stateless"} <= set(results["summary"][0])
     assert (tmp_path / "out" / "battery.png").stat().st_size > 0
+    (tracked,) = (tmp_path / "tb" / "battery").iterdir()  # one run, with its stateless ablation's scores
+    events = EventAccumulator(str(tracked))
+    events.Reload()
+    assert {"stateless/timed/value", "carried/silence/value", "loss/stateless"} <= set(events.Tags()["scalars"])
 
 
 def test_reservoir_driven_needs_carried_beyond_the_spread_over_seeds():

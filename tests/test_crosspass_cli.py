@@ -3,8 +3,10 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_models import tiny_model, tiny_tokenizer
 
 
@@ -33,7 +35,8 @@ def test_crosspass_writes_results_and_eval_reproduces(tiny_dir, task_file, tmp_p
     out, saved = tmp_path / "results", tmp_path / "artifacts"
     result = ran("crosspass", "--model", str(tiny_dir), "--task", str(task_file), "--units", "128",
                  "--input-scaling", "1.0", "--slots", "4", "--steps", "120", "--lr", "0.03", "--seeds", "0", "1",
-                 "--eval-delays", "0", "1", "3", "--out", str(out), "--save", str(saved), "--no-progress")
+                 "--eval-delays", "0", "1", "3", "--out", str(out), "--save", str(saved), "--no-progress",
+                 "--track", "tensorboard", "--track-dir", str(tmp_path / "tb"))
     assert result.returncode == 0, result.stderr
     results = json.loads((out / "crosspass.json").read_text())
     assert results["schema"] == "ran.crosspass/2" and (out / "crosspass.png").stat().st_size > 0
@@ -49,6 +52,12 @@ def test_crosspass_writes_results_and_eval_reproduces(tiny_dir, task_file, tmp_p
     summary = results["summary"][0]["recall"]
     assert summary["carried"]["values"] == [r["recall"]["carried"] for r in results["runs"]]
     assert summary["carried"]["n"] == 2 and len(summary["carried"]["ci95"]) == 2  # ran.stats.seed_summary
+    tracked = [Path(run["tracked"]) for run in results["runs"]]  # one TensorBoard run per seed
+    assert sorted(tracked) == sorted((tmp_path / "tb" / "crosspass").iterdir())
+    events = EventAccumulator(str(tracked[1]))
+    events.Reload()
+    curve = events.Scalars("carried/by_delay/split=trained/filler=distractor/recall")
+    assert [e.step for e in curve] == [0, 1, 3] and len(events.Scalars("loss/train")) == 120
     artifact = saved / "kv-keys4-scaling1-seed1"
     evaluated = ran("eval", str(artifact))
     assert evaluated.returncode == 0, evaluated.stderr

@@ -29,7 +29,8 @@ DOC = ROOT / "docs" / "layers.md"
 
 # layer name -> module names; "x.*" is every module of package x (the package itself included)
 LAYERS: dict[str, tuple[str, ...]] = {
-    "foundation": ("errors", "limits", "schema", "fileio", "integrity", "stats", "plots", "devices", "architectures"),
+    "foundation": ("errors", "limits", "schema", "fileio", "integrity", "stats", "plots", "devices", "architectures",
+                   "tracking"),
     "parts": ("", "reservoir", "recurrence", "dynamics", "reading", "injection.*", "passes", "episodes", "loading",
               "provenance", "tasks.texts", "tasks.memory_texts"),
     "tasks, files": ("tasks.*", "artifact"),

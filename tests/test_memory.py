@@ -150,6 +150,33 @@ def test_a_shut_gated_read_writes_nothing_and_an_open_one_takes_the_marked_token
     assert float(opened.abs().max()) > 0.01
 
 
+def test_a_gated_write_keeps_the_state_through_a_shut_pass_and_steps_fully_through_an_open_one():
+    config = RanConfig(summary="gated", write="gated",
+                       reservoir=ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5))
+    model = wrap(tiny_model("llama", 0), config)
+    always = wrap(tiny_model("llama", 0), RanConfig(summary="gated", reservoir=config.reservoir))
+    ids = torch.tensor([[10, 11, 40, 12]])
+    state = torch.randn(1, 64) * 0.5
+    with torch.no_grad():
+        for wrapped, bias in ((model, -40.0), (always, -40.0)):
+            wrapped.read_gate.bias.fill_(bias)
+        kept = model(ids, state=state, read_only=True).state
+        moved = always(ids, state=state, read_only=True).state  # the plain step: W_r still mixes the state
+        torch.testing.assert_close(kept, state, atol=1e-12, rtol=0)
+        assert float((moved - state).abs().max()) > 0.01
+        for wrapped in (model, always):
+            wrapped.read_gate.bias.fill_(40.0)  # every gate open: the gated write is the plain step
+        torch.testing.assert_close(model(ids, state=state, read_only=True).state,
+                                   always(ids, state=state, read_only=True).state)
+
+
+def test_a_gated_write_needs_the_gated_read():
+    with pytest.raises(ConfigError, match="needs summary 'gated'"):
+        RanConfig(summary="last", write="gated")
+    with pytest.raises(ConfigError, match="unknown write"):
+        RanConfig(summary="gated", write="sometimes")
+
+
 def test_a_gated_read_round_trips_through_an_artifact(tmp_path):
     model = _gated_model()
     with torch.no_grad():

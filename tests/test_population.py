@@ -174,7 +174,9 @@ def test_a_killed_population_resumes_without_redoing_finished_runs(capsys, tmp_p
     for name, identity in finished.items():  # finished runs were not redone
         path = records / name
         assert (path.stat().st_ino, path.stat().st_mtime_ns) == identity
-    assert main(cli(model_dir, task_file, whole, "--reservoir-seeds", "0-2", "--train-seeds", "0-2")) == 0
+    assert main(cli(model_dir, task_file, whole, "--reservoir-seeds", "0-2", "--train-seeds", "0-2",
+                    "--track", "tensorboard", "--track-dir", str(tmp_path / "tb"))) == 0
+    assert len(list((tmp_path / "tb" / "whole").iterdir())) == 9  # each run logged as it arrived
     resumed = json.loads((interrupted / "population.json").read_text())
     uninterrupted = json.loads((whole / "population.json").read_text())
     assert resumed["runs_found"] == 9 and set(resumed["git"]) == {"commit", "dirty"}

@@ -31,6 +31,7 @@ from ran.runner import RunSpec, run_one
 from ran.stats import seed_summary
 from ran.tasks import BATTERY, Task, task_class
 from ran.tasks.mix import TaskMix
+from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
 SCHEMA = "ran.battery/1"
@@ -121,7 +122,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def experiment(specs_by_recipe: dict[str, list[RunSpec]], progress: bool = True, save_dir=None) -> dict[str, Any]:
+def experiment(specs_by_recipe: dict[str, list[RunSpec]], progress: bool = True, save_dir=None,
+               track: TrackConfig | None = None) -> dict[str, Any]:
     """Train and score every spec (with its stateless ablation) and collect the results document."""
     started = time.perf_counter()
     first = next(iter(specs_by_recipe.values()))[0]
@@ -130,7 +132,8 @@ def experiment(specs_by_recipe: dict[str, list[RunSpec]], progress: bool = True,
     for recipe_name, specs in specs_by_recipe.items():
         for spec in specs:
             target = None if save_dir is None else save_dir / artifact_name(recipe_name, spec)
-            record = run_one(spec, base, tokenizer, progress=progress, save_to=target, stateless=True)
+            record = run_one(spec, base, tokenizer, progress=progress, save_to=target, stateless=True, track=track,
+                             label=recipe_name)
             runs.append(battery_record(record, RECIPES[recipe_name]))
     return {
         "schema": SCHEMA,

@@ -23,6 +23,7 @@ from ran.runner import CONDITIONS, RunSpec, run_all
 from ran.stats import seed_summary
 from ran.tasks import RecallTask
 from ran.tasks.base import group_key
+from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
 SCHEMA = "ran.crosspass/2"
@@ -111,10 +112,10 @@ def group_label(row: dict[str, Any], varied: list[str]) -> str:
 
 
 def experiment(kind: str, specs: list[RunSpec], group_by: tuple[str, ...], progress: bool = True,
-               save_dir: Path | None = None) -> dict[str, Any]:
+               save_dir: Path | None = None, track: TrackConfig | None = None) -> dict[str, Any]:
     """Run every spec and collect the results document."""
     started = time.perf_counter()
-    records, _ = run_all(specs, progress=progress, save_dir=save_dir, name_of=artifact_name)
+    records, _ = run_all(specs, progress=progress, save_dir=save_dir, name_of=artifact_name, track=track)
     runs = [crosspass_record(record, spec.task) for record, spec in zip(records, specs, strict=True)]
     first = specs[0]
     return {

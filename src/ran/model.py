@@ -40,7 +40,7 @@ from ran.artifact import (
 from ran.errors import ArtifactError, ConfigError
 from ran.injection import injector_class
 from ran.passes import PassFormat
-from ran.reading import GATED_READ_BIAS, SUMMARIES, gated_read, last_real_index, summarise
+from ran.reading import GATED_READ_BIAS, SUMMARIES, WRITES, gated_read, last_real_index, summarise
 from ran.recurrence import RECURRENCES, make_recurrence
 from ran.reservoir import Reservoir, ReservoirConfig
 
@@ -64,6 +64,7 @@ class RanConfig:
     readout_seed: int = 0  # initialisation of the readout and LoRA (the reservoir has its own seed)
     recurrence: str = "reservoir"  # reservoir (fixed, random) | gru (a trained GRU cell: a baseline) | none
     gate: bool = False  # a trained speak/silent head on the state after each pass (saved as gate.safetensors)
+    write: str = "always"  # always: the reservoir steps every pass | gated: by the gated read's strongest gate
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -73,6 +74,11 @@ class RanConfig:
             raise ConfigError(f"n_slots must be an integer >= 1, got {self.n_slots!r}")
         if self.summary not in SUMMARIES:
             raise ConfigError(f"unknown summary '{self.summary}': choose one of {', '.join(SUMMARIES)}")
+        if self.write not in WRITES:
+            raise ConfigError(f"unknown write '{self.write}': choose one of {', '.join(WRITES)}")
+        if self.write == "gated" and self.summary != "gated":
+            raise ConfigError(f"write 'gated' opens with the gated read's gates: it needs summary 'gated', "
+                              f"not '{self.summary}'")
         if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
             raise ConfigError(f"lora_rank must be an integer >= 0, got {self.lora_rank!r}")
         if not self.lora_alpha > 0 or not math.isfinite(self.lora_alpha):
@@ -130,9 +136,7 @@ class OpenPass:
     def next_state(self) -> torch.Tensor:
         """(B, K) the state after this pass; available as soon as the prefill has run layer L."""
         if self._next_state is None:
-            if self._read.summary is None:
-                raise RuntimeError("the prefill has not run the reservoir's layer yet; nothing to read")
-            self._next_state = self._reservoir.step(self.state, self._read.summary)
+            self._next_state = self._read.next_state(self._reservoir, self.state)
         return self._next_state
 
 
@@ -145,7 +149,18 @@ class _ReadPoint:
     token_mask: torch.Tensor | None  # (B, T) real-token mask for the mean summary
     summary: torch.Tensor | None = None  # (B, d) the reservoir's input x(t)
     read_logits: torch.Tensor | None = None  # (B, T) the gated read's per-token logits (summary "gated")
+    write: torch.Tensor | None = None  # (B,) how far the state moves to the reservoir's step (write "gated")
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
+
+    def next_state(self, reservoir: Reservoir, state: torch.Tensor) -> torch.Tensor:
+        """(B, K) the state after this pass: the reservoir's step, or with a gated write
+        ``state + w * (step - state)``, so a pass whose read gates stay shut leaves the state as it was."""
+        if self.summary is None:
+            raise RuntimeError("the reservoir's layer has not run in this pass yet; nothing to read")
+        stepped = reservoir.step(state, self.summary)
+        if self.write is None:
+            return stepped
+        return state + self.write[:, None] * (stepped - state)
 
 
 class ReservoirModel(nn.Module):
@@ -381,7 +396,10 @@ class ReservoirModel(nn.Module):
         hidden = hidden[:: hidden.shape[0] // read.batch]  # generate() may have expanded each example
         if self.config.summary == "gated":
             mask = read.token_mask if read.token_mask is not None else torch.ones(hidden.shape[:2], dtype=torch.bool)
-            read.summary, read.read_logits = gated_read(hidden, mask.to(hidden.device), self.read_gate)
+            mask = mask.to(hidden.device)
+            read.summary, read.read_logits = gated_read(hidden, mask, self.read_gate)
+            if self.config.write == "gated":  # the strongest gate of the pass: nothing read, nothing written
+                read.write = (torch.sigmoid(read.read_logits) * mask).amax(dim=1)
         else:
             read.summary = summarise(hidden, self.config.summary, read.last_index, read.token_mask, self.read_query)
         if read.stop_after_read:
@@ -390,7 +408,7 @@ class ReservoirModel(nn.Module):
     def _tick(self, state: torch.Tensor, read: _ReadPoint) -> torch.Tensor:
         if read.summary is None:
             raise RuntimeError(f"layer {self.config.layer} did not run during the pass; nothing to read")
-        next_state = self.reservoir.step(state, read.summary)
+        next_state = read.next_state(self.reservoir, state)
         self.state = next_state
         return next_state
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SUMMARIES = ("last", "mean", "attention", "gated")
+WRITES = ("always", "gated")  # when the reservoir steps: every pass, or as far as the gated read opens
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 
 

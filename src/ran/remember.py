@@ -31,6 +31,7 @@ from ran.stats import seed_summary
 from ran.tasks.memory import SLOT, MemoryTask
 from ran.tasks.texts import words_of
 from ran.tasks.vocab import vocabulary_words
+from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
 SCHEMA = "ran.memory/1"
@@ -79,7 +80,7 @@ def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECI
 def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", ran: RanConfig = RECIPE.ran,
                train: TrainConfig = RECIPE.train, pass_format: PassFormat = RECIPE.format,
                arms: list[dict[str, Any]] | None = None, save_dir: Path | None = None, progress: bool = True,
-               device: str = "auto", dtype: str = "auto") -> dict[str, Any]:
+               device: str = "auto", dtype: str = "auto", track: TrackConfig | None = None) -> dict[str, Any]:
     """Train and score the recipe for every (arm, seed); returns the ``ran.memory/1`` results document.
 
     ``arms`` are settings applied to the configs (``ran.grid.apply_point``), e.g. ``{"summary": "last"}``;
@@ -102,7 +103,8 @@ def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", 
             target = None if save_dir is None else save_dir / artifact_name(arm, seed)
             record = run_one(spec, base, tokenizer, progress=progress, save_to=target,
                              after=lambda m, r: {"harm": harm_report(m, r, harm_store(task), task.heldout_turns,
-                                                                     task.heldout_texts)})
+                                                                     task.heldout_texts)},
+                             track=track, label=",".join(f"{k}={v}" for k, v in sorted(arm.items())))
             runs.append(memory_record(record, arm))
     return {
         "schema": SCHEMA,

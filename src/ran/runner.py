@@ -24,6 +24,7 @@ from ran.passes import PassFormat, Renderer
 from ran.provenance import source
 from ran.tasks import Task
 from ran.tasks.mix import TaskMix
+from ran.tracking import TrackConfig, log_run
 from ran.training import LayerInputCache, TrainConfig, predict, train
 
 CONDITIONS = ("carried", "wiped", "untrained")
@@ -77,13 +78,15 @@ def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: boo
 
 def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
             save_to: Path | None = None, stateless: bool = False,
-            after: Callable[[ReservoirModel, Renderer], dict[str, Any]] | None = None) -> dict[str, Any]:
+            after: Callable[[ReservoirModel, Renderer], dict[str, Any]] | None = None,
+            track: TrackConfig | None = None, label: str = "") -> dict[str, Any]:
     """Train and evaluate one run; returns its record. Loads the model unless ``base`` is given.
 
     ``stateless=True`` also trains the stateless ablation (the same model with every pass starting from
     a trained constant state, ``RanConfig(recurrence="none")``) and scores it as ``stateless``.
     ``after(model, renderer)`` measures the trained model further (e.g. ``ran.harm``); its entries join
-    the record.
+    the record. ``track`` logs the finished record (``ran.tracking``; ``label`` names the run, e.g. its
+    grid arm) and records where as ``tracked``.
     """
     if base is None or spec.ran.lora_rank:  # LoRA changes the backbone: every run gets a fresh one
         base, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
@@ -129,6 +132,8 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
             record["stateless_train_seconds"] = round(ablation_trained.seconds, 3)
         finally:
             ablation.unwrap()
+    if track is not None:
+        record["tracked"] = str(log_run(track, record, label, save_to))
     return record
 
 
@@ -151,12 +156,13 @@ def _without_details(score: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_all(specs: list[RunSpec], progress: bool = True, save_dir: Path | None = None,
-            name_of=None) -> tuple[list[dict[str, Any]], float]:
+            name_of=None, track: TrackConfig | None = None) -> tuple[list[dict[str, Any]], float]:
     """Run every spec, sharing one loaded model where possible; returns the records and the seconds taken."""
     started = time.perf_counter()
     base, tokenizer = load_model(specs[0].model, device=specs[0].device, dtype=specs[0].dtype)
     records = []
     for spec in specs:
         target = None if save_dir is None else save_dir / name_of(spec)
-        records.append(run_one(spec, base, tokenizer, progress=progress, save_to=target))
+        records.append(run_one(spec, base, tokenizer, progress=progress, save_to=target, track=track,
+                               label=spec.ran.mode))
     return records, time.perf_counter() - started

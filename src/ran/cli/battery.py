@@ -14,9 +14,11 @@ from ran.cli.common import (
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
+    add_track_arguments,
     check_outputs,
     reservoir_config_from,
     results_name,
+    track_config_from,
 )
 from ran.devices import resolve
 from ran.errors import ConfigError
@@ -60,6 +62,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--save", help="save each trained artifact (with its gate head) under this directory")
     add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_track_arguments(parser)
 
 
 def parse_settings(items: list[str], tasks: list[str]) -> dict[str, dict]:
@@ -96,7 +99,7 @@ def run(args) -> int:
     tasks = tuple(task_class(name).from_dict(settings.get(name, {}), f"--set {name}") for name in args.tasks)
     weights = tuple(args.weights) if args.weights is not None else (1.0,) * len(tasks)
     mix = TaskMix(tasks=tasks, weights=weights, episodes_per_step=args.episodes_per_step)
-    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
+    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     reservoir=reservoir_config_from(args))
     train = TrainConfig(steps=args.steps, learning_rate=args.lr)
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
@@ -107,7 +110,8 @@ def run(args) -> int:
     check_outputs(args, [out / f"{stem}.json", out / f"{stem}.png"],  # nothing replaced without --overwrite
                   [save_dir / artifact_name(recipe, spec) for recipe, group in specs.items() for spec in group]
                   if save_dir else [])
-    results = experiment(specs, progress=not args.no_progress, save_dir=save_dir)
+    track = track_config_from(args, stem)
+    results = experiment(specs, progress=not args.no_progress, save_dir=save_dir, track=track)
     path = atomic_write(out / f"{stem}.json", json.dumps(results, indent=1) + "\n")
     figure = plot_battery(results, out / f"{stem}.png")
     print_table(results)

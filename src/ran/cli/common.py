@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,8 +13,9 @@ from ran.errors import ConfigError
 from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
-from ran.reading import SUMMARIES
+from ran.reading import SUMMARIES, WRITES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
+from ran.tracking import DEFAULT_DIRECTORY, TRACKERS, TrackConfig
 
 DEFAULT_OUT = "runs"  # results of a run go here (ignored by git); README's committed results live in results/
 # The retention study's reservoir (README, "Retention"), the default of ran crosspass, battery and population: a
@@ -35,7 +38,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", default="last", choices=list(SUMMARIES),
                         help="what the reservoir reads from the layer: the last prompt token, the mean over the "
                              "prompt's tokens, a trained attention read, or a trained per-token gated read "
-                             "(default: last)")
+                             "(default: %(default)s)")
+    parser.add_argument("--write", default="always", choices=list(WRITES),
+                        help="when the reservoir steps: every pass, or (gated, with --summary gated) as far as the "
+                             "pass's strongest read gate opens, so passes with nothing to keep leave the state "
+                             "as it was (default: %(default)s)")
 
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None,
@@ -94,3 +101,24 @@ def check_outputs(args: argparse.Namespace, results: Iterable[Path] = (), artifa
 def results_name(args: argparse.Namespace, default: str) -> str:
     """``--name`` (a plain file name, which cannot leave ``--out``), else the experiment's default name."""
     return check_name(args.name, "--name") if args.name else default
+
+
+def add_track_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tracking")
+    group.add_argument("--track", choices=list(TRACKERS),
+                       help="also log every run (settings, loss curve, scores, artifact path) for a dashboard; off "
+                            f"unless given (open it with: tensorboard --logdir {DEFAULT_DIRECTORY})")
+    group.add_argument("--track-dir", default=DEFAULT_DIRECTORY,
+                       help="where --track writes, one folder per results name and one per run "
+                            "(default: %(default)s, not tracked by git)")
+
+
+def track_config_from(args: argparse.Namespace, experiment: str) -> TrackConfig | None:
+    """``--track``'s settings, checked before any work starts; None when tracking is off."""
+    if not args.track:
+        return None
+    check_directory(args.track_dir, "--track-dir")
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--track tensorboard needs the tensorboard package: pip install 'ran[track]'")
+    return TrackConfig(args.track, args.track_dir, re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._-")[:64]
+                       or "runs")

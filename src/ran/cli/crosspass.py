@@ -19,9 +19,11 @@ from ran.cli.common import (
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
+    add_track_arguments,
     check_outputs,
     reservoir_config_from,
     results_name,
+    track_config_from,
 )
 from ran.crosspass import artifact_name, experiment, group_label, specs_for
 from ran.devices import resolve
@@ -122,6 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", help="also save each trained artifact under this directory (for ran eval, ran chat)")
     add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_track_arguments(parser)
 
 
 def task_from(args: argparse.Namespace) -> RecallTask:
@@ -160,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give at least one seed")
     resolve(args.device, args.dtype)  # a bad device or dtype fails now, before anything loads
     check_outputs(args)  # --out and --save writable (their files are checked once the runs are known)
-    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
+    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     task = task_from(args)
     steps = args.steps if args.steps is not None else (MIXED_DELAY_STEPS if max(task.train_delays) else DEFAULTS.steps)
@@ -207,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
     # Before training: nothing is replaced without --overwrite (results, or an artifact of the same name).
     check_outputs(args, [out / f"{name}.json", out / f"{name}.png"],
                   [save_dir / artifact_name(spec) for spec in all_specs] if save_dir else [])
-    results = experiment(kind, all_specs, group_by, progress=not args.no_progress, save_dir=save_dir)
+    track = track_config_from(args, name)
+    results = experiment(kind, all_specs, group_by, progress=not args.no_progress, save_dir=save_dir, track=track)
     json_path = atomic_write(out / f"{name}.json", json.dumps(results, indent=1) + "\n")
     plot_path = plot_crosspass(results, out / f"{name}.png", metric="among_keys" if kind == "capacity" else "recall")
     written = [json_path, plot_path]

@@ -12,7 +12,14 @@ import json
 from dataclasses import fields, replace
 from pathlib import Path
 
-from ran.cli.common import RETENTION_RESERVOIR, add_model_arguments, add_reservoir_arguments, reservoir_config_from
+from ran.cli.common import (
+    RETENTION_RESERVOIR,
+    add_model_arguments,
+    add_reservoir_arguments,
+    add_track_arguments,
+    reservoir_config_from,
+    track_config_from,
+)
 from ran.devices import resolve
 from ran.errors import ConfigError
 from ran.fileio import check_directory, read_json_object
@@ -78,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help=f"replace the {REPORT_FILE} of another population in --out (its records are kept)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_track_arguments(parser)
 
 
 def task_from(args: argparse.Namespace) -> Task:
@@ -106,7 +114,7 @@ def config_from(args: argparse.Namespace) -> PopulationConfig:
     path = Path(model).expanduser()
     if path.is_dir() or path.is_file():  # workers may start elsewhere: give them an absolute path
         model = str(path.resolve())
-    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
+    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size)
     return PopulationConfig(
@@ -145,8 +153,9 @@ def run(args: argparse.Namespace) -> int:
         resolve(args.device, args.dtype)  # a bad device fails now (a Ray worker resolves its own)
     out = check_directory(args.out, "--out")
     check_report(out / REPORT_FILE, config, args.overwrite)
+    track = track_config_from(args, out.name or "population")
     report = run_population(config, out, backend, threads=args.threads, confirmed=args.yes,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, track=track)
     print()
     print(format_report(report), end="")
     written = [out / REPORT_FILE, out / TABLE_FILE] + ([out / FIGURE_FILE] if report["runs_found"] else [])

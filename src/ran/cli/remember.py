@@ -20,9 +20,11 @@ from ran.cli.common import (
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
+    add_track_arguments,
     check_outputs,
     reservoir_config_from,
     results_name,
+    track_config_from,
 )
 from ran.devices import resolve
 from ran.errors import ConfigError
@@ -43,7 +45,7 @@ EPILOG = ("Time on 2 cores of an AMD EPYC shared with other jobs: a seed of 200 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.set_defaults(summary=RECIPE.ran.summary)
+    parser.set_defaults(summary=RECIPE.ran.summary, write=RECIPE.ran.write)
     add_reservoir_arguments(parser, RECIPE.ran.reservoir, with_seed=False)
     parser.add_argument("--format", default=RECIPE.format.kind, choices=FORMATS,
                         help=f"how a pass is rendered (default: {RECIPE.format.kind}, as ran chat renders it)")
@@ -89,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", help="also save each trained artifact under this directory (for ran chat, ran run)")
     add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_track_arguments(parser)
 
 
 def task_from(args: argparse.Namespace) -> MemoryTask:
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.seeds:
         raise ConfigError("give at least one seed")
     resolve(args.device, args.dtype)
-    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary,
+    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
@@ -126,11 +129,12 @@ def run(args: argparse.Namespace) -> int:
     save = Path(args.save) if args.save else None
     check_outputs(args, [out / f"{name}.json", out / f"{name}.png"],  # before any work: nothing replaced unasked
                   [save / artifact_name(arm, seed) for arm in arms for seed in args.seeds] if save else [])
+    track = track_config_from(args, name)
     task = task_from(args)
     out.mkdir(parents=True, exist_ok=True)
     results = run_memory(task, args.seeds, args.model, ran, train, pass_format, arms,
                          save_dir=save, progress=not args.no_progress,
-                         device=args.device, dtype=args.dtype)
+                         device=args.device, dtype=args.dtype, track=track)
     path = atomic_write(out / f"{name}.json", json.dumps(results, indent=1) + "\n")
     from ran.plots import plot_memory
 

@@ -26,6 +26,7 @@ from ran.population.grid import PopulationConfig, check_size, member_key, member
 from ran.population.report import build_report, format_report
 from ran.population.store import RecordStore
 from ran.provenance import environment
+from ran.tracking import TrackConfig, log_run
 
 RECORDS_DIRECTORY = "records"
 REPORT_FILE = "population.json"
@@ -35,8 +36,9 @@ FIGURE_FILE = "population.png"
 
 def run_population(config: PopulationConfig, directory: str | Path, backend: Backend | None = None,
                    threads: int = 1, confirmed: bool = False, progress: bool = True,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every member not yet on disk under ``directory`` and return the population's report."""
+                   log: Callable[[str], None] = print, track: TrackConfig | None = None) -> dict[str, Any]:
+    """Run every member not yet on disk under ``directory`` and return the population's report; with ``track``,
+    each record is also logged (``ran.tracking``) as it arrives, by this process, wherever the run ran."""
     started = time.perf_counter()
     backend = backend or Backend()
     if not isinstance(threads, int) or threads < 1:
@@ -56,6 +58,8 @@ def run_population(config: PopulationConfig, directory: str | Path, backend: Bac
             with closing(execute(todo, backend, threads)) as finished_runs:  # closing stops Ray at once on error
                 for record in finished_runs:
                     store.write(record)
+                    if track is not None:
+                        log_run(track, record["result"], label=record["key"])
                     bar.update()
     return write_report(config, directory, backend, threads, time.perf_counter() - started)
 
