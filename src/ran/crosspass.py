@@ -104,6 +104,15 @@ def artifact_name(spec: RunSpec) -> str:
     return f"{spec.ran.mode}-keys{len(spec.task.keys)}-scaling{scaling:g}-seed{spec.train.seed}"
 
 
+def tracking_label(spec: RunSpec, varied: tuple[str, ...]) -> str:
+    """A tracked run's name: the values of the varied settings, read from the spec's configs."""
+    sources = (spec.ran, spec.ran.reservoir, spec.train, spec.task)
+    values = {name: next((getattr(s, name) for s in sources if hasattr(s, name)), None) for name in varied}
+    if "n_keys" in values and values["n_keys"] is None:
+        values["n_keys"] = len(spec.task.keys)
+    return "-".join(f"{name}={value}" for name, value in values.items() if value is not None) or spec.ran.mode
+
+
 def group_label(row: dict[str, Any], varied: list[str]) -> str:
     """How a summary row is named in tables and plots: the values of the varied settings."""
     if len(varied) == 1:
@@ -115,7 +124,8 @@ def experiment(kind: str, specs: list[RunSpec], group_by: tuple[str, ...], progr
                save_dir: Path | None = None, track: TrackConfig | None = None) -> dict[str, Any]:
     """Run every spec and collect the results document."""
     started = time.perf_counter()
-    records, _ = run_all(specs, progress=progress, save_dir=save_dir, name_of=artifact_name, track=track)
+    records, _ = run_all(specs, progress=progress, save_dir=save_dir, name_of=artifact_name, track=track,
+                         label_of=lambda spec: tracking_label(spec, group_by))
     runs = [crosspass_record(record, spec.task) for record, spec in zip(records, specs, strict=True)]
     first = specs[0]
     return {

@@ -156,13 +156,15 @@ def _without_details(score: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_all(specs: list[RunSpec], progress: bool = True, save_dir: Path | None = None,
-            name_of=None, track: TrackConfig | None = None) -> tuple[list[dict[str, Any]], float]:
-    """Run every spec, sharing one loaded model where possible; returns the records and the seconds taken."""
+            name_of=None, track: TrackConfig | None = None,
+            label_of: Callable[[RunSpec], str] | None = None) -> tuple[list[dict[str, Any]], float]:
+    """Run every spec, sharing one loaded model where possible; returns the records and the seconds taken.
+    ``label_of(spec)`` names a tracked run (default: its injection mode)."""
     started = time.perf_counter()
     base, tokenizer = load_model(specs[0].model, device=specs[0].device, dtype=specs[0].dtype)
     records = []
     for spec in specs:
         target = None if save_dir is None else save_dir / name_of(spec)
         records.append(run_one(spec, base, tokenizer, progress=progress, save_to=target, track=track,
-                               label=spec.ran.mode))
+                               label=label_of(spec) if label_of else spec.ran.mode))
     return records, time.perf_counter() - started
