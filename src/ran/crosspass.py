@@ -107,9 +107,8 @@ def artifact_name(spec: RunSpec) -> str:
 def tracking_label(spec: RunSpec, varied: tuple[str, ...]) -> str:
     """A tracked run's name: the values of the varied settings, read from the spec's configs."""
     sources = (spec.ran, spec.ran.reservoir, spec.train, spec.task)
-    values = {name: next((getattr(s, name) for s in sources if hasattr(s, name)), None) for name in varied}
-    if "n_keys" in values and values["n_keys"] is None:
-        values["n_keys"] = len(spec.task.keys)
+    values = {name: len(spec.task.keys) if name == "n_keys" else
+              next((getattr(s, name) for s in sources if hasattr(s, name)), None) for name in varied}
     return "-".join(f"{name}={value}" for name, value in values.items() if value is not None) or spec.ran.mode
 
 

@@ -406,9 +406,7 @@ class ReservoirModel(nn.Module):
             raise _ReadComplete
 
     def _tick(self, state: torch.Tensor, read: _ReadPoint) -> torch.Tensor:
-        if read.summary is None:
-            raise RuntimeError(f"layer {self.config.layer} did not run during the pass; nothing to read")
-        next_state = read.next_state(self.reservoir, state)
+        next_state = read.next_state(self.reservoir, state)  # raises if layer L did not run
         self.state = next_state
         return next_state
 

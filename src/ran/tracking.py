@@ -72,7 +72,7 @@ def log_run(track: TrackConfig, record: dict[str, Any], label: str = "", artifac
                 writer.add_scalar(f"{measure}/{tag}", value, step)
         if artifact is not None:
             writer.add_text("artifact", str(artifact))
-        writer.add_hparams(settings(record), headline or {"score/none": 0.0}, run_name=".")
+        writer.add_hparams(settings(record), headline, run_name=".")
     finally:
         writer.close()
     return folder
