@@ -177,3 +177,59 @@ def test_held_out_keys_get_their_own_retention_table(tiny_dir, tmp_path):
     for table in tables:
         rows = [line.split() for line in table.splitlines() if line.strip().startswith("distractor")]
         assert [row[1] for row in rows] == ["0", "2"]
+
+
+def _crosspass(tiny_dir, task_file, out, *extra):
+    return ["crosspass", "--model", str(tiny_dir), "--task", str(task_file), "--units", "32", "--steps", "30",
+            "--seeds", "0", "1", "2", "--out", str(out), "--no-progress", "--threads", "1", *extra]
+
+
+def _comparable(results):
+    """A results file without what measures the machine or the moment."""
+    runs = [{k: v for k, v in run.items() if k not in ("train_seconds", "episodes_per_second", "passes_per_second")}
+            for run in results["runs"]]
+    return runs, results["summary"]
+
+
+def test_a_killed_crosspass_resumes_on_the_engine(tiny_dir, task_file, tmp_path):
+    import signal
+    import time
+
+    from ran.engine import RecordStore
+
+    interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
+    process = subprocess.Popen([sys.executable, "-m", "ran", *_crosspass(tiny_dir, task_file, interrupted)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = interrupted / "crosspass.records"
+    deadline = time.monotonic() + 120
+    while len(RecordStore(records).keys()) < 1 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    assert 1 <= len(finished) < 3, "the run should be killed part-way"
+    assert not (interrupted / "crosspass.json").exists()
+
+    resumed = ran(*_crosspass(tiny_dir, task_file, interrupted))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"3 runs, {len(finished)} already finished, {3 - len(finished)} to run" in resumed.stdout
+    assert {name: (records / name).stat().st_mtime_ns for name in finished} == finished  # not redone
+    assert ran(*_crosspass(tiny_dir, task_file, whole)).returncode == 0
+    assert _comparable(json.loads((interrupted / "crosspass.json").read_text())) == \
+        _comparable(json.loads((whole / "crosspass.json").read_text()))
+    again = ran(*_crosspass(tiny_dir, task_file, interrupted))  # finished: replaced only when asked
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    fresh = ran(*_crosspass(tiny_dir, task_file, interrupted, "--overwrite"))
+    assert fresh.returncode == 0 and "3 runs, 0 already finished, 3 to run" in fresh.stdout
+
+
+@pytest.mark.slow  # Ray's start and three workers importing torch: minutes on 2 busy cores
+def test_crosspass_on_local_ray_workers_gives_the_in_process_results(tiny_dir, task_file, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (make setup installs the [ray] extra)")
+    on_ray = ran(*_crosspass(tiny_dir, task_file, tmp_path / "ray", "--workers", "2"))
+    assert on_ray.returncode == 0, on_ray.stderr
+    assert "2 local Ray workers" in on_ray.stdout
+    in_process = ran(*_crosspass(tiny_dir, task_file, tmp_path / "here"))
+    assert in_process.returncode == 0, in_process.stderr
+    assert _comparable(json.loads((tmp_path / "ray" / "crosspass.json").read_text())) == \
+        _comparable(json.loads((tmp_path / "here" / "crosspass.json").read_text()))

@@ -9,7 +9,8 @@ The layers, lowest first (a module may import from its own row and the rows abov
     tasks, files  tasks (every registered task and the mix), artifact (the files of a saved model)
     model         model (the wrapped model: passes and their state)
     training      training (through the carried state), runtime (sessions, their gate and state files)
-    experiments   runner, grid, harm, remember, crosspass, battery, population, probes, reproduce
+    runs          runner, grid, harm (one run: train, evaluate, measure), engine (members, records, backends)
+    experiments   remember, crosspass, battery, population, probes, reproduce (reports over the engine's runs)
     interface     cli, web, __main__
 
 So a task knows episodes and predictions, not the trainer; the model knows passes, not files (it hands its
@@ -36,8 +37,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "tasks, files": ("tasks.*", "artifact"),
     "model": ("model",),
     "training": ("training", "runtime.*"),
-    "experiments": ("runner", "grid", "harm", "remember", "crosspass", "battery", "population.*", "probes.*",
-                    "reproduce"),
+    "runs": ("runner", "grid", "harm", "engine.*"),
+    "experiments": ("remember", "crosspass", "battery", "population.*", "probes.*", "reproduce"),
     "interface": ("cli.*", "web.*", "__main__"),
 }
 

@@ -16,17 +16,17 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 
 from ran.cli import main
+from ran.engine.backends import split_address
+from ran.engine.store import RecordStore
 from ran.errors import ConfigError
 from ran.fileio import atomic_write
 from ran.model import RanConfig, wrap
 from ran.passes import PassFormat, Renderer
 from ran.population import Backend, PopulationConfig, member_key, members, run_population
 from ran.population.analysis import two_way_anova
-from ran.population.backends import split_address
 from ran.population.grid import parse_hyper, parse_seeds
 from ran.population.plot import plot_population
 from ran.population.report import build_report, comparable
-from ran.population.store import RecordStore
 from ran.recurrence import GRUConfig, GRURecurrence, make_recurrence
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.runner import evaluate

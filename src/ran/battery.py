@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from ran.loading import load_model
+from ran.engine import Backend, member_of, run_members, runner_record
 from ran.model import RanConfig
 from ran.passes import PassFormat
 from ran.provenance import environment
-from ran.runner import RunSpec, run_one
+from ran.runner import RunSpec
 from ran.stats import seed_summary
 from ran.tasks import BATTERY, Task, task_class
 from ran.tasks.mix import TaskMix
@@ -35,6 +36,7 @@ from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
 SCHEMA = "ran.battery/1"
+RECORDS_SUFFIX = ".records"  # <out>/<name>.records/<key>.json: one record per finished run (ran.engine)
 CONDITIONS = ("carried", "wiped", "stateless", "untrained")
 
 
@@ -122,19 +124,26 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def experiment(specs_by_recipe: dict[str, list[RunSpec]], progress: bool = True, save_dir=None,
-               track: TrackConfig | None = None) -> dict[str, Any]:
-    """Train and score every spec (with its stateless ablation) and collect the results document."""
+def members_of(specs_by_recipe: dict[str, list[RunSpec]]) -> list[dict[str, Any]]:
+    """The engine's members (``ran.engine.members``): every run with its recipe and its stateless ablation."""
+    return [member_of(spec, {"recipe": recipe}, stateless=True)
+            for recipe, specs in specs_by_recipe.items() for spec in specs]
+
+
+def experiment(specs_by_recipe: dict[str, list[RunSpec]], records: Path, progress: bool = True,
+               save_dir: Path | None = None, track: TrackConfig | None = None, backend: Backend | None = None,
+               threads: int | None = None) -> dict[str, Any]:
+    """Train and score every spec with its stateless ablation on the engine (``ran.engine``: one record per
+    run under ``records``, so a killed battery resumes; in-process or on Ray); the results document."""
     started = time.perf_counter()
     first = next(iter(specs_by_recipe.values()))[0]
-    base, tokenizer = load_model(first.model, device=first.device, dtype=first.dtype)
-    runs = []
-    for recipe_name, specs in specs_by_recipe.items():
-        for spec in specs:
-            target = None if save_dir is None else save_dir / artifact_name(recipe_name, spec)
-            record = run_one(spec, base, tokenizer, progress=progress, save_to=target, stateless=True, track=track,
-                             label=recipe_name)
-            runs.append(battery_record(record, RECIPES[recipe_name]))
+    named = [(recipe, spec) for recipe, specs in specs_by_recipe.items() for spec in specs]
+    members = members_of(specs_by_recipe)
+    saves = [None if save_dir is None else save_dir / artifact_name(recipe, spec) for recipe, spec in named]
+    finished = run_members(members, records, backend, threads, progress, track=track,
+                           label_of=lambda member: member["point"]["recipe"], saves=saves)
+    runs = [battery_record(runner_record(record), RECIPES[recipe])
+            for record, (recipe, _) in zip(finished, named, strict=True)]
     return {
         "schema": SCHEMA,
         **environment(),

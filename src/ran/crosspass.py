@@ -1,4 +1,5 @@
-"""The cross-pass recall experiment on top of the runner: recall and retention, carried vs wiped vs untrained.
+"""The cross-pass recall experiment, a report over the engine's runs: recall and retention, carried vs wiped
+vs untrained.
 
 One run trains the readout on the recall task (one hop, or mixed delays) and evaluates the same
 trained parameters with the state carried and with it wiped, at every evaluation delay. Recall is the
@@ -16,10 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ran.engine import Backend, member_key, member_of, run_members, runner_record
 from ran.model import RanConfig
 from ran.passes import PassFormat
 from ran.provenance import environment
-from ran.runner import CONDITIONS, RunSpec, run_all
+from ran.runner import CONDITIONS, RunSpec
 from ran.stats import seed_summary
 from ran.tasks import RecallTask
 from ran.tasks.base import group_key
@@ -29,6 +31,7 @@ from ran.training import TrainConfig
 SCHEMA = "ran.crosspass/2"
 READABLE_SCHEMAS = ("ran.crosspass/1", SCHEMA)
 METRICS = ("recall", "among_keys")
+RECORDS_SUFFIX = ".records"  # <out>/<name>.records/<key>.json: one record per finished run (ran.engine)
 
 
 def crosspass_record(run: dict[str, Any], task: RecallTask) -> dict[str, Any]:
@@ -104,12 +107,22 @@ def artifact_name(spec: RunSpec) -> str:
     return f"{spec.ran.mode}-keys{len(spec.task.keys)}-scaling{scaling:g}-seed{spec.train.seed}"
 
 
-def tracking_label(spec: RunSpec, varied: tuple[str, ...]) -> str:
-    """A tracked run's name: the values of the varied settings, read from the spec's configs."""
+def point_of(spec: RunSpec, varied: tuple[str, ...]) -> dict[str, Any]:
+    """What a run stands for in its experiment: the values of the varied settings, read from the spec's configs."""
     sources = (spec.ran, spec.ran.reservoir, spec.train, spec.task)
     values = {name: len(spec.task.keys) if name == "n_keys" else
               next((getattr(s, name) for s in sources if hasattr(s, name)), None) for name in varied}
-    return "-".join(f"{name}={value}" for name, value in values.items() if value is not None) or spec.ran.mode
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def members_of(specs: list[RunSpec], group_by: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The engine's members of these runs (``ran.engine.members``), each with its point in the experiment."""
+    return [member_of(spec, point_of(spec, group_by)) for spec in specs]
+
+
+def tracking_label(spec: RunSpec, varied: tuple[str, ...]) -> str:
+    """A tracked run's name: the values of the varied settings."""
+    return "-".join(f"{name}={value}" for name, value in point_of(spec, varied).items()) or spec.ran.mode
 
 
 def group_label(row: dict[str, Any], varied: list[str]) -> str:
@@ -119,13 +132,18 @@ def group_label(row: dict[str, Any], varied: list[str]) -> str:
     return " ".join(f"{name}={row[name]}" for name in varied)
 
 
-def experiment(kind: str, specs: list[RunSpec], group_by: tuple[str, ...], progress: bool = True,
-               save_dir: Path | None = None, track: TrackConfig | None = None) -> dict[str, Any]:
-    """Run every spec and collect the results document."""
+def experiment(kind: str, specs: list[RunSpec], group_by: tuple[str, ...], records: Path, progress: bool = True,
+               save_dir: Path | None = None, track: TrackConfig | None = None, backend: Backend | None = None,
+               threads: int | None = None) -> dict[str, Any]:
+    """Run every spec on the engine (``ran.engine``: one record per run under ``records``, so a killed run
+    resumes; in-process or on Ray) and collect the results document."""
     started = time.perf_counter()
-    records, _ = run_all(specs, progress=progress, save_dir=save_dir, name_of=artifact_name, track=track,
-                         label_of=lambda spec: tracking_label(spec, group_by))
-    runs = [crosspass_record(record, spec.task) for record, spec in zip(records, specs, strict=True)]
+    members = members_of(specs, group_by)
+    labels = {member_key(m): tracking_label(spec, group_by) for m, spec in zip(members, specs, strict=True)}
+    saves = [None if save_dir is None else save_dir / artifact_name(spec) for spec in specs]
+    finished = run_members(members, records, backend, threads, progress, track=track,
+                           label_of=lambda member: labels[member_key(member)], saves=saves)
+    runs = [crosspass_record(runner_record(record), spec.task) for record, spec in zip(finished, specs, strict=True)]
     first = specs[0]
     return {
         "schema": SCHEMA,

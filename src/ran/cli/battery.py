@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ran.battery import RECIPES, artifact_name, experiment, specs_for
+from ran.battery import RECIPES, RECORDS_SUFFIX, artifact_name, experiment, members_of, specs_for
 from ran.cli.common import (
     DEFAULT_OUT,
     RETENTION_RESERVOIR,
+    add_backend_arguments,
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
     add_track_arguments,
+    backend_from,
+    check_engine_outputs,
     check_outputs,
     reservoir_config_from,
     results_name,
@@ -62,6 +65,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--save", help="save each trained artifact (with its gate head) under this directory")
     add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_backend_arguments(parser)
     add_track_arguments(parser)
 
 
@@ -107,11 +111,14 @@ def run(args) -> int:
                              args.dtype) for name in dict.fromkeys(args.recipe)}
     out = Path(args.out)
     save_dir = Path(args.save) if args.save else None
-    check_outputs(args, [out / f"{stem}.json", out / f"{stem}.png"],  # nothing replaced without --overwrite
-                  [save_dir / artifact_name(recipe, spec) for recipe, group in specs.items() for spec in group]
-                  if save_dir else [])
+    backend = backend_from(args)
     track = track_config_from(args, stem)
-    results = experiment(specs, progress=not args.no_progress, save_dir=save_dir, track=track)
+    records = out / f"{stem}{RECORDS_SUFFIX}"
+    check_engine_outputs(args, [out / f"{stem}.json", out / f"{stem}.png"], records, members_of(specs),
+                         [save_dir / artifact_name(recipe, spec) for recipe, group in specs.items() for spec in group]
+                         if save_dir else None)
+    results = experiment(specs, records, progress=not args.no_progress, save_dir=save_dir, track=track,
+                         backend=backend, threads=args.threads)
     path = atomic_write(out / f"{stem}.json", json.dumps(results, indent=1) + "\n")
     figure = plot_battery(results, out / f"{stem}.png")
     print_table(results)

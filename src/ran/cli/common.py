@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -98,9 +99,46 @@ def check_outputs(args: argparse.Namespace, results: Iterable[Path] = (), artifa
             check_new(path, "--save", args.overwrite, what="artifact")
 
 
+def check_engine_outputs(args: argparse.Namespace, results: Iterable[Path], records: Path, members: list[dict],
+                         artifacts: list[Path | None] | None = None) -> None:
+    """``check_outputs`` for an experiment on the engine (``ran.engine``), whose runs leave one record each under
+    ``records``: a rerun without ``--overwrite`` resumes, keeping the finished runs and their artifacts
+    (``artifacts[i]`` is member i's); ``--overwrite`` deletes the records, so every run trains again."""
+    from ran.engine import RecordStore, member_key
+
+    finished = set() if args.overwrite else RecordStore(records).keys()
+    artifacts = artifacts or [None] * len(members)
+    check_outputs(args, results, [artifact for artifact, member in zip(artifacts, members, strict=True)
+                                  if artifact is not None and member_key(member) not in finished])
+    if args.overwrite and records.is_dir():
+        shutil.rmtree(records)
+
+
 def results_name(args: argparse.Namespace, default: str) -> str:
     """``--name`` (a plain file name, which cannot leave ``--out``), else the experiment's default name."""
     return check_name(args.name, "--name") if args.name else default
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser, default_threads: int | None = None) -> None:
+    """Where an experiment's runs execute (``ran.engine``): in this process, on local Ray workers, or a cluster."""
+    where = parser.add_argument_group("where the runs execute")
+    where.add_argument("--workers", type=int, default=0,
+                       help="run on N local Ray workers (ray.init with N CPUs) instead of in this process")
+    where.add_argument("--ray-address", metavar="HOST:PORT",
+                       help="run on an existing Ray cluster (started with `ray start --head --port=6379`); each run "
+                            "asks for one GPU when the cluster has GPUs")
+    threads = ("torch's default in this process, 1 per Ray worker" if default_threads is None
+               else str(default_threads))
+    where.add_argument("--threads", type=int, default=default_threads,
+                       help=f"CPU threads per run; results depend on it (the order of sums in a matmul) (default: "
+                            f"{threads})")
+
+
+def backend_from(args: argparse.Namespace):
+    """The engine's backend of the flags of :func:`add_backend_arguments` (their ranges: ran.cli.validate)."""
+    from ran.engine import Backend
+
+    return Backend(workers=args.workers, ray_address=args.ray_address)
 
 
 def add_track_arguments(parser: argparse.ArgumentParser) -> None:

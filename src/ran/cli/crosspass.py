@@ -1,7 +1,9 @@
 """``ran crosspass``: the headline result. Train the stateful model on cross-pass recall (one hop, or mixed
 delays) and report recall with the carried state beside the wiped-state control (same trained
 parameters) and the untrained baseline, per seed and per evaluation delay. ``--compare-modes``,
-``--capacity`` and ``--scalings`` run the other experiments.
+``--capacity`` and ``--scalings`` run the other experiments. Every run is a record under
+``<out>/<name>.records/`` (``ran.engine``): a killed run, rerun without ``--overwrite``, does only what is
+missing, and ``--workers`` / ``--ray-address`` run the records on Ray.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from ran import schema
 from ran.cli.common import (
     DEFAULT_OUT,
     RETENTION_RESERVOIR,
+    add_backend_arguments,
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
     add_track_arguments,
+    backend_from,
+    check_engine_outputs,
     check_outputs,
     reservoir_config_from,
     results_name,
     track_config_from,
 )
-from ran.crosspass import artifact_name, experiment, group_label, specs_for
+from ran.crosspass import RECORDS_SUFFIX, artifact_name, experiment, group_label, members_of, specs_for
 from ran.devices import resolve
 from ran.errors import ConfigError
 from ran.fileio import atomic_write, read_json_object
@@ -124,6 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", help="also save each trained artifact under this directory (for ran eval, ran chat)")
     add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_backend_arguments(parser)
     add_track_arguments(parser)
 
 
@@ -207,11 +213,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     name = results_name(args, name)
     save_dir = Path(args.save) if args.save else None
-    # Before training: nothing is replaced without --overwrite (results, or an artifact of the same name).
-    check_outputs(args, [out / f"{name}.json", out / f"{name}.png"],
-                  [save_dir / artifact_name(spec) for spec in all_specs] if save_dir else [])
+    backend = backend_from(args)
     track = track_config_from(args, name)
-    results = experiment(kind, all_specs, group_by, progress=not args.no_progress, save_dir=save_dir, track=track)
+    records = out / f"{name}{RECORDS_SUFFIX}"
+    check_engine_outputs(args, [out / f"{name}.json", out / f"{name}.png"], records, members_of(all_specs, group_by),
+                         [save_dir / artifact_name(spec) for spec in all_specs] if save_dir else None)
+    results = experiment(kind, all_specs, group_by, records, progress=not args.no_progress, save_dir=save_dir,
+                         track=track, backend=backend, threads=args.threads)
     json_path = atomic_write(out / f"{name}.json", json.dumps(results, indent=1) + "\n")
     plot_path = plot_crosspass(results, out / f"{name}.png", metric="among_keys" if kind == "capacity" else "recall")
     written = [json_path, plot_path]

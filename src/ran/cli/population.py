@@ -14,9 +14,11 @@ from pathlib import Path
 
 from ran.cli.common import (
     RETENTION_RESERVOIR,
+    add_backend_arguments,
     add_model_arguments,
     add_reservoir_arguments,
     add_track_arguments,
+    backend_from,
     reservoir_config_from,
     track_config_from,
 )
@@ -25,7 +27,7 @@ from ran.errors import ConfigError
 from ran.fileio import check_directory, read_json_object
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
-from ran.population import LARGE_POPULATION, Backend, PopulationConfig, members, run_population
+from ran.population import LARGE_POPULATION, PopulationConfig, members, run_population
 from ran.population.grid import HYPER_FIELDS, parse_hyper, parse_seeds
 from ran.population.report import format_report
 from ran.population.runs import FIGURE_FILE, REPORT_FILE, TABLE_FILE
@@ -71,14 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help=f"AdamW learning rate (default: {DEFAULTS.learning_rate})")
     training.add_argument("--batch-size", type=int, default=0, help="episodes per step (default: 0 = all)")
     training.add_argument("--lora-rank", type=int, default=0, help="LoRA rank on attention at and above the layer")
-    where = parser.add_argument_group("where the runs execute")
-    where.add_argument("--workers", type=int, default=0,
-                       help="run on N local Ray workers (ray.init with N CPUs) instead of in this process")
-    where.add_argument("--ray-address", metavar="HOST:PORT",
-                       help="run on an existing Ray cluster (started with `ray start --head --port=6379`); each run "
-                            "asks for one GPU when the cluster has GPUs")
-    where.add_argument("--threads", type=int, default=1,
-                       help="CPU threads per run; fixed so results do not depend on the backend (default: 1)")
+    add_backend_arguments(parser, default_threads=1)
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help=f"population directory: records/, {REPORT_FILE}, {TABLE_FILE}, {FIGURE_FILE} "
                              f"(default: {DEFAULT_OUT}); rerunning into it skips finished runs")
@@ -141,7 +136,7 @@ def check_report(path: Path, config: PopulationConfig, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
-    backend = Backend(workers=args.workers, ray_address=args.ray_address)
+    backend = backend_from(args)
     if args.dry_run:
         everyone = members(config)
         print(f"population: {config.size} runs = {len(config.recurrences)} recurrence(s) x "

@@ -12,22 +12,21 @@ order and content of the training episodes.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ran.engine.members import member_of, task_description
 from ran.errors import ConfigError
 from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.model import RanConfig
 from ran.passes import PassFormat
 from ran.recurrence import RECURRENCES
+from ran.runner import RunSpec
 from ran.schema import parse_range
-from ran.tasks import RecallTask, Task, task_class
+from ran.tasks import RecallTask, Task
 from ran.training import TrainConfig
 
-MEMBER_SCHEMA = "ran.population-member/1"
 # A grid larger than this runs only when asked twice (``--yes``): it is hours of CPU time.
 LARGE_POPULATION = 64
 # Hyper-parameters a population may vary: those of ``ran crosspass --grid`` (ran.grid).
@@ -91,39 +90,19 @@ class PopulationConfig:
                 "recurrences": list(self.recurrences), "device": self.device, "dtype": self.dtype}
 
 
-def task_description(task: Task) -> dict[str, Any]:
-    return {"name": task.name, "settings": task.to_dict()}
-
-
-def task_from_description(description: dict[str, Any]) -> Task:
-    return task_class(description["name"]).from_dict(description["settings"])
-
-
 def members(config: PopulationConfig) -> list[dict[str, Any]]:
-    """One member per run, in a fixed order: recurrence, grid point, reservoir seed, training seed.
-
-    Every member's configs are built (and so validated) here, before anything runs.
-    """
+    """One member per run (``ran.engine.members``), in a fixed order: recurrence, grid point, reservoir seed,
+    training seed. Every member's configs are built (and so validated) here, before anything runs."""
     result = []
     for recurrence, point in itertools.product(config.recurrences, config.points()):
         ran_point, train_point = apply_point(config.ran, config.train, point)
         for reservoir_seed, train_seed in itertools.product(config.reservoir_seeds, config.train_seeds):
             ran = replace(ran_point, reservoir=replace(ran_point.reservoir, seed=reservoir_seed),
                           readout_seed=train_seed, recurrence=recurrence)
-            train = replace(train_point, seed=train_seed)
-            result.append({
-                "schema": MEMBER_SCHEMA, "model": config.model, "device": config.device, "dtype": config.dtype,
-                "task": task_description(config.task), "format": config.format.to_dict(),
-                "recurrence": recurrence, "point": point, "reservoir_seed": reservoir_seed,
-                "train_seed": train_seed, "ran": ran.to_dict(), "train": train.to_dict(),
-            })
+            spec = RunSpec(config.model, ran, config.task, replace(train_point, seed=train_seed), config.format,
+                           config.device, config.dtype)
+            result.append(member_of(spec, point))
     return result
-
-
-def member_key(member: dict[str, Any]) -> str:
-    """16 hex digits of SHA-256 over the member's canonical JSON: the name of its results record."""
-    text = json.dumps(member, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_size(config: PopulationConfig, confirmed: bool, limit: int = LARGE_POPULATION) -> None:

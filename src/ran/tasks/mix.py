@@ -69,3 +69,12 @@ class TaskMix:
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": [{"name": t.name, **t.to_dict()} for t in self.tasks], "weights": list(self.weights),
                 "episodes_per_step": self.episodes_per_step}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskMix:
+        """The mix of :meth:`to_dict`'s layout, each task's settings checked by its own ``from_dict``."""
+        from ran.tasks import task_class
+
+        tasks = tuple(task_class(entry["name"]).from_dict({k: v for k, v in entry.items() if k != "name"})
+                      for entry in data["tasks"])
+        return cls(tasks, tuple(data["weights"]), data["episodes_per_step"])

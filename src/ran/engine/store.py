@@ -1,9 +1,9 @@
 """Finished runs on disk: one JSON file per run, named by the member's key, written atomically.
 
 Each record is written with :func:`ran.fileio.atomic_write` (a temporary file in the same directory,
-fsync'd, renamed over its final name, the directory fsync'd): a killed population leaves every finished
-record whole and at most some temporary files (ignored, and removed at the next start). Rerunning reads which keys exist
-and runs only the others.
+fsync'd, renamed over its final name, the directory fsync'd): a killed experiment leaves every finished
+record whole and at most some temporary files (ignored, and removed at the next start). Rerunning reads
+which keys exist and runs only the others.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ TEMPORARY_SUFFIX = ".tmp"  # temporaries of earlier versions: ".<name>.<random>.
 
 
 class RecordStore:
-    """The results records of a population: ``<directory>/<key>.json``, one per finished run."""
+    """The results records of an experiment: ``<directory>/<key>.json``, one per finished run."""
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
@@ -48,7 +48,7 @@ class RecordStore:
         return [self.read(key) for key in keys if key in present]
 
     def remove_temporaries(self) -> int:
-        """Delete temporary files left by a killed population; returns how many there were."""
+        """Delete temporary files left by a killed experiment; returns how many there were."""
         if not self.directory.is_dir():
             return 0
         stale = [p for pattern in (f".*{TEMPORARY_SUFFIX}", f".*{TEMP_MARK}*") for p in self.directory.glob(pattern)

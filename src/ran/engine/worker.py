@@ -1,7 +1,7 @@
-"""One population run: a plain function of its member dict that returns its results record.
+"""One run of the engine: a plain function of its member dict that returns its results record.
 
 The same function runs in-process and as a Ray task, so a record does not depend on the backend:
-every run uses a fixed number of CPU threads (the order of floating-point sums in a matmul depends on
+a run uses a fixed number of CPU threads (the order of floating-point sums in a matmul depends on
 it), and the loaded base model is shared by the runs of one process (wrapping and unwrapping leave it
 as it was; LoRA runs load their own, see ``ran.runner.run_one``).
 """
@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ran.engine.members import member_key, spec_of
+from ran.engine.store import RECORD_SCHEMA
 from ran.loading import load_model
-from ran.model import RanConfig
-from ran.passes import PassFormat
-from ran.population.grid import member_key, task_from_description
-from ran.population.store import RECORD_SCHEMA
 from ran.provenance import source
 from ran.runner import RunSpec, run_one
-from ran.training import TrainConfig
 
 # Fields of a runner record that measure the machine, not the model: kept apart, under "timing".
 TIMING_FIELDS = ("train_seconds", "episodes_per_second", "passes_per_second")
@@ -29,23 +27,31 @@ TIMING_FIELDS = ("train_seconds", "episodes_per_second", "passes_per_second")
 _loaded: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # the last base model this process loaded
 
 
-def run_member(member: dict[str, Any], threads: int = 1) -> dict[str, Any]:
-    """Train and evaluate one member with ``threads`` CPU threads; returns its population record."""
+def run_member(member: dict[str, Any], threads: int | None = 1, save_to: str | Path | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """Train and evaluate one member with ``threads`` CPU threads (None: torch's current number); returns its
+    record. ``save_to`` also saves the trained artifact there (``ran.runner.save_artifact``)."""
     started = time.perf_counter()
     previous_threads = torch.get_num_threads()
+    threads = threads or previous_threads
     torch.set_num_threads(threads)
     try:
-        spec = RunSpec(model=member["model"], ran=RanConfig.from_dict(member["ran"]),
-                       task=task_from_description(member["task"]), train=TrainConfig(**member["train"]),
-                       format=PassFormat.from_dict(member["format"]), device=member["device"], dtype=member["dtype"])
+        spec = spec_of(member)
         base, tokenizer = _base_model(spec)
-        result = run_one(spec, base, tokenizer, progress=False)
+        result = run_one(spec, base, tokenizer, progress=progress, save_to=None if save_to is None else Path(save_to),
+                         stateless=bool(member.get("stateless")))
     finally:
         torch.set_num_threads(previous_threads)
     timing = {name: result.pop(name) for name in TIMING_FIELDS if name in result}
     timing.update({"seconds": round(time.perf_counter() - started, 3), "threads": threads, "host": platform.node()})
     return {"schema": RECORD_SCHEMA, "key": member_key(member), "member": member, "result": result, "timing": timing,
             "git": source()}  # the code this worker ran
+
+
+def runner_record(record: dict[str, Any]) -> dict[str, Any]:
+    """An engine record as the runner returned it (``ran.runner.run_one``): its result with the timing back."""
+    timing = {name: record["timing"][name] for name in TIMING_FIELDS if name in record["timing"]}
+    return {**record["result"], **timing, **({"tracked": record["tracked"]} if "tracked" in record else {})}
 
 
 def _base_model(spec: RunSpec):

@@ -1,4 +1,4 @@
-"""Where a population's runs execute: in this process (the default), or as Ray tasks.
+"""Where an experiment's runs execute: in this process (the default), or as Ray tasks.
 
 ``Backend(workers=N)`` starts a private local Ray instance with N CPUs (one run per CPU);
 ``Backend(ray_address=ADDR)`` joins an existing cluster (``ray start --head --port=6379`` on the head
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ran.engine.worker import run_member
 from ran.errors import ConfigError, RanError
-from ran.population.member import run_member
 
 PROBE_TIMEOUT_SECONDS = 3.0
 RAY_INSTALL_HINT = "pip install 'reservoir-attention[ray]'"
@@ -115,12 +115,17 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def execute(members: list[dict[str, Any]], backend: Backend, threads: int = 1) -> Iterator[dict[str, Any]]:
-    """Run every member; yields each record as its run finishes (in completion order on Ray)."""
+def execute(members: list[dict[str, Any]], backend: Backend, threads: int | None = 1,
+            saves: list[str | None] | None = None, progress: bool = False) -> Iterator[dict[str, Any]]:
+    """Run every member; yields each record as its run finishes (in completion order on Ray). ``threads``
+    is per run (None: in-process, torch's current number; on Ray, 1); ``saves[i]`` is where member i's
+    artifact goes (None: not saved); ``progress`` shows an in-process run's training steps."""
+    saves = saves or [None] * len(members)
     if not backend.uses_ray:
-        for member in members:
-            yield run_member(member, threads)
+        for member, save_to in zip(members, saves, strict=True):
+            yield run_member(member, threads, save_to=save_to, progress=progress)
         return
+    threads = threads or 1
     with ray_session(backend, threads) as ray:
         largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
         if largest < threads:  # Ray would wait forever for a node that can take one run
@@ -128,7 +133,7 @@ def execute(members: list[dict[str, Any]], backend: Backend, threads: int = 1) -
                               "lower --threads")
         gpus = ray.cluster_resources().get("GPU", 0)
         remote = ray.remote(run_member).options(num_cpus=threads, num_gpus=1 if gpus else 0)
-        pending = [remote.remote(member, threads) for member in members]
+        pending = [remote.remote(member, threads, save_to) for member, save_to in zip(members, saves, strict=True)]
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)

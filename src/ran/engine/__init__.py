@@ -1,0 +1,70 @@
+"""One engine for every experiment: members in, one record per finished run out.
+
+An experiment (``ran crosspass``, ``ran battery``, ``ran population``) is a list of members
+(:mod:`ran.engine.members`: one run's whole configuration as a JSON dict). :func:`run_members` runs
+each member not yet on disk, in this process or on Ray (:mod:`ran.engine.backends`), writes its record
+atomically as it finishes (:mod:`ran.engine.store`) and returns the records in the members' order, so
+a killed experiment, rerun with the same settings, runs only what is missing. The experiments are
+reports over these records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ran.engine.backends import Backend, execute
+from ran.engine.members import member_key, member_of, spec_of
+from ran.engine.store import RecordStore
+from ran.engine.worker import run_member, runner_record
+from ran.errors import ConfigError
+from ran.tracking import TrackConfig, log_run
+
+__all__ = ["Backend", "RecordStore", "member_key", "member_of", "run_member", "run_members", "runner_record",
+           "spec_of"]
+
+
+def run_members(members: list[dict[str, Any]], directory: str | Path, backend: Backend | None = None,
+                threads: int | None = 1, progress: bool = True, log: Callable[[str], None] = print,
+                track: TrackConfig | None = None, label_of: Callable[[dict[str, Any]], str] | None = None,
+                saves: list[Path | None] | None = None) -> list[dict[str, Any]]:
+    """Run every member whose record is not under ``directory`` yet; returns all records, in members' order.
+
+    ``threads`` per run (None: in-process, torch's current number); ``saves[i]``: where member i's trained
+    artifact goes (None: not saved). With ``track``, each record is logged (``ran.tracking``) as it arrives,
+    by this process, wherever the run ran, named ``label_of(member)`` (default: its key).
+    """
+    backend = backend or Backend()
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads per run must be an integer >= 1, got {threads!r}")
+    keys = [member_key(m) for m in members]
+    if len(set(keys)) != len(keys):
+        raise ConfigError("two runs of this experiment have the same settings and seeds: each would overwrite the "
+                          "other's record")
+    backend.check()  # before anything loads: a cluster that does not answer fails in seconds
+    store = RecordStore(directory)
+    store.remove_temporaries()
+    finished = store.keys()
+    todo = [i for i, key in enumerate(keys) if key not in finished]
+    threads_text = "torch's threads" if threads is None else f"{threads} thread{'s' if threads > 1 else ''}"
+    log(f"{len(members)} runs, {len(members) - len(todo)} already finished, {len(todo)} to run "
+        f"({backend.describe()}, {threads_text} per run; records in {store.directory})")
+    if todo:
+        saves = saves or [None] * len(members)
+        in_process = not backend.uses_ray
+        with tqdm(total=len(todo), desc="runs", disable=not progress or len(todo) < 2, dynamic_ncols=True) as bar:
+            runs = execute([members[i] for i in todo], backend, threads, [saves[i] for i in todo],
+                           progress=progress and in_process)
+            with closing(runs):  # closing stops Ray at once on an error
+                for record in runs:
+                    if track is not None:
+                        label = label_of(record["member"]) if label_of else record["key"]
+                        record["tracked"] = str(log_run(track, runner_record(record), label,
+                                                        saves[keys.index(record["key"])]))
+                    store.write(record)
+                    bar.update()
+    return store.read_all(keys)

@@ -1,0 +1,59 @@
+"""Members: one run's whole configuration as a plain JSON dict, and its key.
+
+A member names everything a run depends on (model, task, RAN and training configs, pass format, device,
+dtype) and what it stands for in its experiment (the grid point, the recurrence, its two seeds). It is
+what a backend ships to a worker and what names the run's record: its key is a hash of the dict, so a
+rerun of the same experiment finds its finished runs whatever order or backend produced them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ran.model import RanConfig
+from ran.passes import PassFormat
+from ran.runner import RunSpec
+from ran.tasks import Task, task_class
+from ran.tasks.mix import TaskMix
+from ran.training import TrainConfig
+
+MEMBER_SCHEMA = "ran.population-member/1"  # the name predates the engine; population records keep their keys
+
+
+def task_description(task: Task | TaskMix) -> dict[str, Any]:
+    return {"name": task.name, "settings": task.to_dict()}
+
+
+def task_from_description(description: dict[str, Any]) -> Task | TaskMix:
+    if description["name"] == TaskMix.name:
+        return TaskMix.from_dict(description["settings"])
+    return task_class(description["name"]).from_dict(description["settings"])
+
+
+def member_of(spec: RunSpec, point: dict[str, Any] | None = None, stateless: bool = False) -> dict[str, Any]:
+    """The member of one run: ``spec`` plus its grid ``point``; ``stateless`` also trains and scores the
+    stateless ablation (``ran.runner.run_one``)."""
+    member = {
+        "schema": MEMBER_SCHEMA, "model": spec.model, "device": spec.device, "dtype": spec.dtype,
+        "task": task_description(spec.task), "format": spec.format.to_dict(),
+        "recurrence": spec.ran.recurrence, "point": dict(point or {}), "reservoir_seed": spec.ran.reservoir.seed,
+        "train_seed": spec.train.seed, "ran": spec.ran.to_dict(), "train": spec.train.to_dict(),
+    }
+    if stateless:  # only when set, so that the keys of runs without the ablation stay what they were
+        member["stateless"] = True
+    return member
+
+
+def spec_of(member: dict[str, Any]) -> RunSpec:
+    """The run a member describes (its configs validated again, as a worker reads them)."""
+    return RunSpec(model=member["model"], ran=RanConfig.from_dict(member["ran"]),
+                   task=task_from_description(member["task"]), train=TrainConfig(**member["train"]),
+                   format=PassFormat.from_dict(member["format"]), device=member["device"], dtype=member["dtype"])
+
+
+def member_key(member: dict[str, Any]) -> str:
+    """16 hex digits of SHA-256 over the member's canonical JSON: the name of its results record."""
+    text = json.dumps(member, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
