@@ -198,14 +198,16 @@ def test_battery_cli_refuses_bad_input_in_one_line(args, message, tmp_path):
     assert not (tmp_path / "out" / "battery.json").exists()
 
 
+TINY_TIMED = ["--set", "timed.words=[\"w30\",\"w31\"]", "timed.instruction=w27 w{turns} {word}"]  # tiny vocabulary
+
+
 def test_battery_cli_writes_its_table(tmp_path):
     directory = tmp_path / "tiny"
     tiny_model("llama").save_pretrained(directory)
     tiny_tokenizer().save_pretrained(directory)
-    task_settings = ["--set", "timed.words=[\"w30\",\"w31\"]", "timed.instruction=w27 w{turns} {word}"]
     result = ran("battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0",
                  "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(tmp_path / "out"),
-                 "--no-progress", "--track", "tensorboard", "--track-dir", str(tmp_path / "tb"), *task_settings)
+                 "--no-progress", "--track", "tensorboard", "--track-dir", str(tmp_path / "tb"), *TINY_TIMED)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out" / "battery.json").read_text())
     assert results["schema"] == "ran.battery/1" and set(results["git"]) == {"commit", "dirty"}
@@ -230,3 +232,59 @@ def test_reservoir_driven_needs_carried_beyond_the_spread_over_seeds():
     single = summarise([run(0, 1.0, 0.0)])[0]
     assert apart["reservoir_driven"] is True and overlapping["reservoir_driven"] is False
     assert "reservoir_driven" not in single  # one seed: no spread, no verdict
+
+
+def test_a_killed_battery_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
+    import signal
+    import time
+
+    from ran.engine import RecordStore
+
+    directory = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+
+    def argv(out):
+        return ["battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0", "1", "2",
+                "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(out), "--no-progress",
+                "--threads", "1", *TINY_TIMED]
+
+    interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
+    process = subprocess.Popen([sys.executable, "-m", "ran", *argv(interrupted)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    records = interrupted / "battery.records"
+    deadline = time.monotonic() + 240
+    while len(RecordStore(records).keys()) < 1 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    assert 1 <= len(finished) < 3, "the battery should be killed part-way"
+    resumed = ran(*argv(interrupted))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"3 runs, {len(finished)} already finished, {3 - len(finished)} to run" in resumed.stdout
+    assert {name: (records / name).stat().st_mtime_ns for name in finished} == finished  # not redone
+    assert ran(*argv(whole)).returncode == 0
+
+    def comparable(out):
+        results = json.loads((out / "battery.json").read_text())
+        return [{k: v for k, v in run.items() if not k.endswith(("seconds", "per_second"))} for run in results["runs"]]
+
+    assert comparable(interrupted) == comparable(whole)
+
+
+@pytest.mark.slow  # Ray's start and workers importing torch: minutes on 2 busy cores
+def test_the_battery_on_local_ray_workers_gives_the_in_process_results(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (make setup installs the [ray] extra)")
+    directory = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    outputs = {}
+    for where, extra in (("ray", ["--workers", "2"]), ("here", [])):
+        result = ran("battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0", "1",
+                     "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(tmp_path / where),
+                     "--no-progress", "--threads", "1", *TINY_TIMED, *extra)
+        assert result.returncode == 0, result.stderr
+        runs = json.loads((tmp_path / where / "battery.json").read_text())["runs"]
+        outputs[where] = [{k: v for k, v in run.items() if not k.endswith(("seconds", "per_second"))} for run in runs]
+    assert outputs["ray"] == outputs["here"]

@@ -267,6 +267,18 @@ def test_remember_trains_scores_and_reports_no_harm(tiny_chat_dir, tmp_path, cap
     summary = results["summary"][0]
     assert summary["headline"]["carried"]["values"] == [r["headline"]["carried"] for r in results["runs"]]
     assert "no harm" in capsys.readouterr().out
+    # One record per run on the engine: with seed 1's record and the results gone, a rerun trains seed 1 only.
+    records = sorted((out / "memory.records").glob("*.json"))
+    assert len(records) == 2
+    seed_one = next(r for r in records if json.loads(r.read_text())["member"]["train_seed"] == 1)
+    for path in (seed_one, out / "memory.json", out / "memory.png"):
+        path.unlink()
+    assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
+                    "--steps", "3", "--seeds", "0", "1", "--idle-text", "w9", "--out", str(out), "--no-progress") == 0
+    assert "2 runs, 1 already finished, 1 to run" in capsys.readouterr().out
+    again = json.loads((out / "memory.json").read_text())
+    assert [r["headline"] for r in again["runs"]] == [r["headline"] for r in results["runs"]]
+    assert [r["harm"]["agreement"] for r in again["runs"]] == [r["harm"]["agreement"] for r in results["runs"]]
 
 
 @pytest.mark.parametrize("task, message", [

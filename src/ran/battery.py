@@ -82,10 +82,10 @@ def artifact_name(recipe: str, spec: RunSpec) -> str:
     return f"battery-{recipe}-seed{spec.train.seed}"
 
 
-def battery_record(record: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
-    """A runner record with its per-task scores laid out as ``tasks[name][condition]``."""
+def battery_record(record: dict[str, Any], recipe: Recipe, names: list[str]) -> dict[str, Any]:
+    """A runner record with its per-task scores laid out as ``tasks[name][condition]``, in the mix's order
+    ``names`` (a record on disk has its keys sorted)."""
     scores = record.pop("scores")
-    names = list(scores["carried"]["tasks"])
     record["recipe"] = recipe.name
     record["tasks"] = {name: {c: scores[c]["tasks"][name] for c in CONDITIONS if c in scores} for name in names}
     record["gate"] = {c: gate_summary(scores[c]["tasks"]) for c in CONDITIONS if c in scores}
@@ -142,8 +142,8 @@ def experiment(specs_by_recipe: dict[str, list[RunSpec]], records: Path, progres
     saves = [None if save_dir is None else save_dir / artifact_name(recipe, spec) for recipe, spec in named]
     finished = run_members(members, records, backend, threads, progress, track=track,
                            label_of=lambda member: member["point"]["recipe"], saves=saves)
-    runs = [battery_record(runner_record(record), RECIPES[recipe])
-            for record, (recipe, _) in zip(finished, named, strict=True)]
+    runs = [battery_record(runner_record(record), RECIPES[recipe], [task.name for task in spec.task.tasks])
+            for record, (recipe, spec) in zip(finished, named, strict=True)]
     return {
         "schema": SCHEMA,
         **environment(),

@@ -33,7 +33,9 @@ from ran.fileio import atomic_write
 from ran.loading import cache_dir
 from ran.model import ReservoirModel
 from ran.passes import STOP, Renderer
+from ran.tasks.memory import SLOT, MemoryTask
 from ran.tasks.memory_texts import HELDOUT_TEXTS, HELDOUT_TURNS
+from ran.tasks.recall import RecallTask
 from ran.training import predict
 
 MAX_REPLY_TOKENS = 16  # the base replies are cut here: a sentence, enough to tell replies apart, cheap to train on
@@ -188,6 +190,26 @@ def agreement(model: ReservoirModel, renderer: Renderer, replies: dict[str, str]
 
 
 _REPLY_CACHE: dict[tuple, dict[str, str]] = {}
+
+
+def memory_harm_store(task: MemoryTask) -> str:
+    """The pass whose value the state holds during a memory artifact's no-harm check: a held-out name (or the
+    first kind's held-out value) in a training phrasing."""
+    kind = "name" if "name" in task.kinds else task.kinds[0]
+    return task.store_templates[kind][0].replace(SLOT, task.heldout_values[kind][0])
+
+
+def harm_inputs(task) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+    """(what the state holds, held-out prompts, held-out texts) for the no-harm check of a task's artifact."""
+    if isinstance(task, MemoryTask):
+        return memory_harm_store(task), task.heldout_turns, task.heldout_texts
+    store = task.store_template.format(key=task.keys[0]) if isinstance(task, RecallTask) else None
+    return store, HELDOUT_TURNS, HELDOUT_TEXTS
+
+
+def task_harm(model: ReservoirModel, renderer: Renderer, task) -> dict[str, Any]:
+    """``{"harm": harm_report(...)}`` for a trained model of ``task``: a measure the runner adds to a record."""
+    return {"harm": harm_report(model, renderer, *harm_inputs(task))}
 
 
 def harm_report(model: ReservoirModel, renderer: Renderer, store: str | None,

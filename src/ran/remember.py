@@ -13,6 +13,7 @@ runs the standard no-harm check (``ran.harm``).
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from ran.harm import harm_report, with_base_replies
-from ran.loading import load_model
+from ran.engine import Backend, member_of, run_members, runner_record
+from ran.engine.worker import shared_base_model
+from ran.harm import with_base_replies
 from ran.model import RanConfig
 from ran.passes import PassFormat, Renderer
 from ran.provenance import environment
 from ran.reservoir import ReservoirConfig
-from ran.runner import RunSpec, run_one
+from ran.runner import RunSpec
 from ran.stats import seed_summary
 from ran.tasks.memory import SLOT, MemoryTask
 from ran.tasks.texts import words_of
@@ -35,6 +37,7 @@ from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
 SCHEMA = "ran.memory/1"
+RECORDS_SUFFIX = ".records"  # <out>/<name>.records/<key>.json: one record per finished run (ran.engine)
 CONDITIONS = ("carried", "wiped")
 
 
@@ -80,32 +83,25 @@ def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECI
 def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", ran: RanConfig = RECIPE.ran,
                train: TrainConfig = RECIPE.train, pass_format: PassFormat = RECIPE.format,
                arms: list[dict[str, Any]] | None = None, save_dir: Path | None = None, progress: bool = True,
-               device: str = "auto", dtype: str = "auto", track: TrackConfig | None = None) -> dict[str, Any]:
-    """Train and score the recipe for every (arm, seed); returns the ``ran.memory/1`` results document.
+               device: str = "auto", dtype: str = "auto", track: TrackConfig | None = None,
+               records: Path | None = None, backend: Backend | None = None,
+               threads: int | None = None) -> dict[str, Any]:
+    """Train and score the recipe for every (arm, seed) on the engine (``ran.engine``: one record per run
+    under ``records``, so a killed run resumes; in-process or on Ray); returns the ``ran.memory/1`` document.
 
     ``arms`` are settings applied to the configs (``ran.grid.apply_point``), e.g. ``{"summary": "last"}``;
-    one arm with no changes by default. The reservoir and readout seeds follow the run's seed.
+    one arm with no changes by default. The reservoir and readout seeds follow the run's seed. Without
+    ``records`` the records go to a temporary folder (nothing to resume).
     """
-    from ran.grid import apply_point
-
     started, provenance = time.perf_counter(), environment()  # the commit and load when the run starts
-    base, tokenizer = load_model(model, device=device, dtype=dtype)
-    renderer = Renderer(pass_format, tokenizer)
-    task = with_base_replies(task, base, renderer)
-    task.check(renderer)
-    runs = []
-    for arm in arms or [{}]:
-        arm_ran, arm_train = apply_point(ran, train, arm)
-        for seed in seeds:
-            spec = RunSpec(model, replace(arm_ran, readout_seed=seed,
-                                          reservoir=replace(arm_ran.reservoir, seed=seed)),
-                           task, replace(arm_train, seed=seed), pass_format, device, dtype, untrained=False)
-            target = None if save_dir is None else save_dir / artifact_name(arm, seed)
-            record = run_one(spec, base, tokenizer, progress=progress, save_to=target,
-                             after=lambda m, r: {"harm": harm_report(m, r, harm_store(task), task.heldout_turns,
-                                                                     task.heldout_texts)},
-                             track=track, label=",".join(f"{k}={v}" for k, v in sorted(arm.items())))
-            runs.append(memory_record(record, arm))
+    task, named = memory_runs(task, seeds, model, ran, train, pass_format, arms, device, dtype)
+    members = [member_of(spec, arm, harm=True) for arm, spec in named]
+    saves = [None if save_dir is None else save_dir / artifact_name(arm, spec.train.seed) for arm, spec in named]
+    with tempfile.TemporaryDirectory(prefix="ran-memory-") as scratch:
+        finished = run_members(members, records or Path(scratch), backend, threads, progress, track=track,
+                               label_of=lambda member: ",".join(f"{k}={v}" for k, v in sorted(member["point"].items())),
+                               saves=saves)
+    runs = [memory_record(runner_record(record), arm) for record, (arm, _) in zip(finished, named, strict=True)]
     return {
         "schema": SCHEMA,
         **provenance,
@@ -120,10 +116,25 @@ def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", 
     }
 
 
-def harm_store(task: MemoryTask) -> str:
-    """The pass whose value the state holds during the no-harm check: a held-out name, a training phrasing."""
-    kind = "name" if "name" in task.kinds else task.kinds[0]
-    return task.store_templates[kind][0].replace(SLOT, task.heldout_values[kind][0])
+def memory_runs(task: MemoryTask, seeds: list[int], model: str, ran: RanConfig, train: TrainConfig,
+                pass_format: PassFormat, arms: list[dict[str, Any]] | None, device: str = "auto",
+                dtype: str = "auto") -> tuple[MemoryTask, list[tuple[dict[str, Any], RunSpec]]]:
+    """The task with the base model's own replies to its ordinary turns, and every (arm, run spec)."""
+    from ran.grid import apply_point
+
+    base, tokenizer = shared_base_model(model, device, dtype)
+    renderer = Renderer(pass_format, tokenizer)
+    task = with_base_replies(task, base, renderer)
+    task.check(renderer)
+    named = []
+    for arm in arms or [{}]:
+        arm_ran, arm_train = apply_point(ran, train, arm)
+        for seed in seeds:
+            named.append((arm, RunSpec(model, replace(arm_ran, readout_seed=seed,
+                                                      reservoir=replace(arm_ran.reservoir, seed=seed)),
+                                       task, replace(arm_train, seed=seed), pass_format, device, dtype,
+                                       untrained=False)))
+    return task, named
 
 
 def artifact_name(arm: dict[str, Any], seed: int) -> str:

@@ -3,13 +3,12 @@
 A *run* is (model, RAN config, pass format, task, training config). It wraps the model, scores the
 untrained model, trains the readout (and LoRA) on the task's episodes, and scores the same trained
 parameters twice: with the state carried between passes, and with it reset before every pass (the
-wiped-state control). ``ran crosspass`` is a thin caller; so are the studies built on it.
+wiped-state control). The experiment engine (``ran.engine``) runs it once per member.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -153,18 +152,3 @@ def save_artifact(model: ReservoirModel, spec: RunSpec, record: dict[str, Any], 
 
 def _without_details(score: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in score.items() if key != "predictions"}
-
-
-def run_all(specs: list[RunSpec], progress: bool = True, save_dir: Path | None = None,
-            name_of=None, track: TrackConfig | None = None,
-            label_of: Callable[[RunSpec], str] | None = None) -> tuple[list[dict[str, Any]], float]:
-    """Run every spec, sharing one loaded model where possible; returns the records and the seconds taken.
-    ``label_of(spec)`` names a tracked run (default: its injection mode)."""
-    started = time.perf_counter()
-    base, tokenizer = load_model(specs[0].model, device=specs[0].device, dtype=specs[0].dtype)
-    records = []
-    for spec in specs:
-        target = None if save_dir is None else save_dir / name_of(spec)
-        records.append(run_one(spec, base, tokenizer, progress=progress, save_to=target, track=track,
-                               label=label_of(spec) if label_of else spec.ran.mode))
-    return records, time.perf_counter() - started

@@ -20,15 +20,13 @@ from typing import Any
 from ran.artifact import artifact_pass_format, read_artifact_description
 from ran.errors import ArtifactError, ConfigError
 from ran.fileio import read_json_object
-from ran.harm import harm_report
+from ran.harm import harm_inputs, harm_report
 from ran.loading import load_model
 from ran.model import ReservoirModel
 from ran.passes import Renderer
-from ran.remember import harm_store
 from ran.runner import ARTIFACT_RUN_FILE, evaluate
 from ran.tasks import MemoryTask, RecallTask, Task, task_class
 from ran.tasks.base import group_key
-from ran.tasks.memory_texts import HELDOUT_TEXTS, HELDOUT_TURNS
 
 LEGACY_RUN_FILE = "crosspass.json"  # artifacts of ran.crosspass/1: one-hop recall only
 GROUP_COLUMNS = {"split": 8, "kind": 7, "values": 8, "phrasing": 8, "filler": 10, "delay": 5}  # order and widths
@@ -91,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     renderer = Renderer(artifact_pass_format(directory), tokenizer)
     task.check(renderer)
     measured = {c: evaluate(model, renderer, task, carry=c == "carried") for c in ("carried", "wiped")}
-    _print_harm(harm_report(model, renderer, *_harm_inputs(task)))
+    _print_harm(harm_report(model, renderer, *harm_inputs(task)))
     if not own_task:
         _print_groups(measured)
         return 0
@@ -126,14 +124,6 @@ def _print_groups(measured: dict[str, dict[str, Any]]) -> None:
         wiped = _group_value(measured["wiped"], row)
         print("  ".join(f"{str(row.get(name, 'trained')):>{GROUP_COLUMNS.get(name, 8)}}" for name in columns)
               + f"  {row['recall']:>7.2f}  {wiped:>7.2f}")
-
-
-def _harm_inputs(task: Task) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
-    """(what the state holds, held-out prompts, held-out texts) for the no-harm check of a task's artifact."""
-    if isinstance(task, MemoryTask):
-        return harm_store(task), task.heldout_turns, task.heldout_texts
-    store = task.store_template.format(key=task.keys[0]) if isinstance(task, RecallTask) else None
-    return store, HELDOUT_TURNS, HELDOUT_TEXTS
 
 
 def _print_harm(report: dict[str, Any]) -> None:

@@ -17,23 +17,27 @@ from pathlib import Path
 
 from ran.cli.common import (
     DEFAULT_OUT,
+    add_backend_arguments,
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
     add_track_arguments,
+    backend_from,
+    check_engine_outputs,
     check_outputs,
     reservoir_config_from,
     results_name,
     track_config_from,
 )
 from ran.devices import resolve
+from ran.engine import member_of
 from ran.errors import ConfigError
 from ran.fileio import atomic_write, read_json_object
 from ran.grid import GRID_FIELDS, parse_grid
 from ran.loading import load_tokenizer
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
-from ran.remember import RECIPE, artifact_name, builtin_task, run_memory
+from ran.remember import RECIPE, RECORDS_SUFFIX, artifact_name, builtin_task, memory_runs, run_memory
 from ran.tasks.memory import FILLERS, KINDS, MemoryTask
 from ran.tasks.recall import parse_delays
 from ran.training import TrainConfig
@@ -91,6 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", help="also save each trained artifact under this directory (for ran chat, ran run)")
     add_overwrite_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_backend_arguments(parser)
     add_track_arguments(parser)
 
 
@@ -127,14 +132,18 @@ def run(args: argparse.Namespace) -> int:
     arms = arms_from(args.grid)
     name, out = results_name(args, "memory"), Path(args.out)
     save = Path(args.save) if args.save else None
-    check_outputs(args, [out / f"{name}.json", out / f"{name}.png"],  # before any work: nothing replaced unasked
-                  [save / artifact_name(arm, seed) for arm in arms for seed in args.seeds] if save else [])
+    check_outputs(args, [out / f"{name}.json", out / f"{name}.png"])  # before any work: nothing replaced unasked
+    backend = backend_from(args)
     track = track_config_from(args, name)
-    task = task_from(args)
+    task, named = memory_runs(task_from(args), args.seeds, args.model, ran, train, pass_format, arms, args.device,
+                              args.dtype)
+    records = out / f"{name}{RECORDS_SUFFIX}"
+    check_engine_outputs(args, [], records, [member_of(spec, arm, harm=True) for arm, spec in named],
+                         [save / artifact_name(arm, spec.train.seed) for arm, spec in named] if save else None)
     out.mkdir(parents=True, exist_ok=True)
     results = run_memory(task, args.seeds, args.model, ran, train, pass_format, arms,
-                         save_dir=save, progress=not args.no_progress,
-                         device=args.device, dtype=args.dtype, track=track)
+                         save_dir=save, progress=not args.no_progress, device=args.device, dtype=args.dtype,
+                         track=track, records=records, backend=backend, threads=args.threads)
     path = atomic_write(out / f"{name}.json", json.dumps(results, indent=1) + "\n")
     from ran.plots import plot_memory
 

@@ -32,17 +32,23 @@ def task_from_description(description: dict[str, Any]) -> Task | TaskMix:
     return task_class(description["name"]).from_dict(description["settings"])
 
 
-def member_of(spec: RunSpec, point: dict[str, Any] | None = None, stateless: bool = False) -> dict[str, Any]:
-    """The member of one run: ``spec`` plus its grid ``point``; ``stateless`` also trains and scores the
-    stateless ablation (``ran.runner.run_one``)."""
+def member_of(spec: RunSpec, point: dict[str, Any] | None = None, stateless: bool = False,
+              harm: bool = False) -> dict[str, Any]:
+    """The member of one run: ``spec`` plus its grid ``point``. ``stateless`` also trains and scores the
+    stateless ablation (``ran.runner.run_one``); ``harm`` adds the no-harm check (``ran.harm.task_harm``)."""
     member = {
         "schema": MEMBER_SCHEMA, "model": spec.model, "device": spec.device, "dtype": spec.dtype,
         "task": task_description(spec.task), "format": spec.format.to_dict(),
         "recurrence": spec.ran.recurrence, "point": dict(point or {}), "reservoir_seed": spec.ran.reservoir.seed,
         "train_seed": spec.train.seed, "ran": spec.ran.to_dict(), "train": spec.train.to_dict(),
     }
-    if stateless:  # only when set, so that the keys of runs without the ablation stay what they were
+    # Each only when it departs from the default, so that the keys of the runs without it stay what they were.
+    if stateless:
         member["stateless"] = True
+    if harm:
+        member["harm"] = True
+    if not spec.untrained:
+        member["untrained"] = False
     return member
 
 
@@ -50,7 +56,8 @@ def spec_of(member: dict[str, Any]) -> RunSpec:
     """The run a member describes (its configs validated again, as a worker reads them)."""
     return RunSpec(model=member["model"], ran=RanConfig.from_dict(member["ran"]),
                    task=task_from_description(member["task"]), train=TrainConfig(**member["train"]),
-                   format=PassFormat.from_dict(member["format"]), device=member["device"], dtype=member["dtype"])
+                   format=PassFormat.from_dict(member["format"]), device=member["device"], dtype=member["dtype"],
+                   untrained=member.get("untrained", True))
 
 
 def member_key(member: dict[str, Any]) -> str:

@@ -17,9 +17,10 @@ import torch
 
 from ran.engine.members import member_key, spec_of
 from ran.engine.store import RECORD_SCHEMA
+from ran.harm import task_harm
 from ran.loading import load_model
 from ran.provenance import source
-from ran.runner import RunSpec, run_one
+from ran.runner import run_one
 
 # Fields of a runner record that measure the machine, not the model: kept apart, under "timing".
 TIMING_FIELDS = ("train_seconds", "episodes_per_second", "passes_per_second")
@@ -37,9 +38,10 @@ def run_member(member: dict[str, Any], threads: int | None = 1, save_to: str | P
     torch.set_num_threads(threads)
     try:
         spec = spec_of(member)
-        base, tokenizer = _base_model(spec)
+        base, tokenizer = shared_base_model(spec.model, spec.device, spec.dtype)
+        after = (lambda model, renderer: task_harm(model, renderer, spec.task)) if member.get("harm") else None
         result = run_one(spec, base, tokenizer, progress=progress, save_to=None if save_to is None else Path(save_to),
-                         stateless=bool(member.get("stateless")))
+                         stateless=bool(member.get("stateless")), after=after)
     finally:
         torch.set_num_threads(previous_threads)
     timing = {name: result.pop(name) for name in TIMING_FIELDS if name in result}
@@ -54,9 +56,10 @@ def runner_record(record: dict[str, Any]) -> dict[str, Any]:
     return {**record["result"], **timing, **({"tracked": record["tracked"]} if "tracked" in record else {})}
 
 
-def _base_model(spec: RunSpec):
-    where = (spec.model, spec.device, spec.dtype)
+def shared_base_model(model: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+    """(base model, tokenizer), loaded once per process: the runs of a process share it."""
+    where = (model, device, dtype)
     if where not in _loaded:
         _loaded.clear()  # one model per process: a worker that changes model frees the last one
-        _loaded[where] = load_model(spec.model, device=spec.device, dtype=spec.dtype)
+        _loaded[where] = load_model(model, device=device, dtype=dtype)
     return _loaded[where]
