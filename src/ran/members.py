@@ -20,10 +20,11 @@ gated read's token gate and the gate head. Each becomes one batched matmul over 
 that member's matrix in one ``bmm``, and gathered back. So a pass costs one kernel per map whatever N
 is, and the wrapped model's pass (its hooks, the registered attention function, the early exit of a
 read-only pass) runs unchanged with these maps swapped in. ``torch.func.stack_module_state`` + ``vmap``
-(PyTorch's ensembling recipe) was the alternative: it would have to trace the whole Hugging Face
-forward, whose hooks raise to end a pass early, write slots into shared objects and build masks from
-data, which ``vmap`` does not support, and it would batch a backbone whose weights all members share,
-which the row dimension already does for free.
+(PyTorch's ensembling recipe) was the alternative, and fits N copies of a whole module; here it would
+have to vmap the whole Hugging Face forward, which branches in Python on the data (the mask shortcuts,
+where a pass reads) and whose hooks write each pass's slots into shared objects, neither of which
+``vmap`` supports, to batch a backbone whose weights every member shares, which the row dimension of an
+ordinary batch already does.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +41,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ran.architectures import geometry_of
-from ran.episodes import render
+from ran.episodes import Episode, RenderedPass, render
 from ran.errors import ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import Renderer
@@ -147,13 +149,14 @@ class _Router:
         self.width = 0  # rows per member block: the most rows any member has in this call
 
     def route(self, rows: torch.Tensor) -> None:
+        """Place the rows of the next model call: ``rows`` (b,) are their episodes in the batch."""
         members = self.episode_members.to(rows.device)[rows]  # (b,)
         counts = torch.bincount(members, minlength=self.n_members)  # (N,)
         order = torch.argsort(members, stable=True)
         starts = torch.cumsum(counts, 0) - counts  # (N,) first sorted position of each member
         rank = torch.empty_like(members)
         rank[order] = torch.arange(len(members), device=members.device) - starts[members[order]]
-        self.width = int(counts.max())
+        self.width = int(counts.max())  # the one host sync of a pass (a GPU waits here for the counts)
         self.members = members
         self.slots = members * self.width + rank
 
@@ -259,10 +262,9 @@ class _MemberReservoirs(nn.Module):
 class _MemberBatch:
     """A wrapped host model whose member-specific maps are swapped for their N-member stacks."""
 
-    def __init__(self, host: ReservoirModel, members: list[Member], linears: dict[str, list[nn.Linear]],
-                 reservoirs: list[Reservoir]):
+    def __init__(self, host: ReservoirModel, linears: dict[str, list[nn.Linear]], reservoirs: list[Reservoir]):
         self.host = host
-        self.router = _Router(len(members))
+        self.router = _Router(len(reservoirs))
         self.linears = {path: _MemberLinear(copies, self.router) for path, copies in linears.items()}
         self.reservoirs = _MemberReservoirs(reservoirs, self.router)
         self._originals: dict[str, nn.Module] = {}
@@ -325,7 +327,7 @@ def _member_batch(base: PreTrainedModel, members: Sequence[Member]) -> _MemberBa
             model.unwrap()
         else:
             host = model
-    return _MemberBatch(host, list(members), linears, reservoirs)
+    return _MemberBatch(host, linears, reservoirs)
 
 
 def train_members(base: PreTrainedModel, members: Sequence[Member], renderer: Renderer, progress: bool = False,
@@ -370,7 +372,7 @@ def train_members(base: PreTrainedModel, members: Sequence[Member], renderer: Re
     return trained
 
 
-def _chunks(member: Member, step: int, generator: torch.Generator) -> list[list]:
+def _chunks(member: Member, step: int, generator: torch.Generator) -> list[list[Episode]]:
     """The member's optimizer steps of this step: its episodes in its own order, in chunks of its batch size."""
     episodes = member.episodes_for_step(step, generator)
     order = torch.randperm(len(episodes), generator=generator).tolist()
@@ -378,10 +380,12 @@ def _chunks(member: Member, step: int, generator: torch.Generator) -> list[list]
     return [[episodes[i] for i in order[start:start + size]] for start in range(0, len(order), size)]
 
 
-def _train_chunk(batch: _MemberBatch, rendered: dict[int, list], parameters: list[dict[str, nn.Parameter]],
-                 optimizers: list, members: Sequence[Member], results: list[TrainResult], carry: bool,
+def _train_chunk(batch: _MemberBatch, rendered: dict[int, list[list[RenderedPass]]],
+                 parameters: list[dict[str, nn.Parameter]], optimizers: list[tuple[torch.optim.Optimizer, Any]],
+                 members: Sequence[Member], results: list[TrainResult], carry: bool,
                  cache: LayerInputCache | None) -> None:
-    """One optimizer step of every member in ``rendered``: one batched run of all their episodes."""
+    """One optimizer step of every member in ``rendered`` (member -> its rendered episodes), from one batched
+    run of all their episodes."""
     episodes, owners = [], []
     for index, member_episodes in rendered.items():
         episodes += member_episodes
