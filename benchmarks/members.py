@@ -3,6 +3,7 @@
     python benchmarks/members.py                              # N = 8 and 32, 2 steps each (a few minutes)
     python benchmarks/members.py --members 4 --steps 1        # smaller
     python benchmarks/members.py --units 2048 --delays 0-8    # the retention recipe's reservoir and delays
+    python benchmarks/members.py --repeats 3                  # medians of 3 alternating rounds (3x the time)
 
 N members (reservoir seeds 0..N-1, data seeds 0..N-1, the one-hop recall task of ``ran crosspass``) are
 trained for a few steps twice: by :func:`ran.members.train_members` (members x episodes in one batch,
@@ -15,6 +16,7 @@ layer-input cache, as a population runs them today). Both wall times include wra
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python benchmarks/members.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import RESULTS, load_average, row, write_result  # noqa: E402
+from benchmarks.common import RESULTS, fmt_ratio, load_average, ratio, row, stats, write_result  # noqa: E402
 
 NAME = "members"
 # The two runs compute the same float32 sums in other batch shapes; over a few steps their losses agree to
@@ -32,7 +34,8 @@ NAME = "members"
 LOSS_TOLERANCE = 1e-4
 
 
-def run(member_counts: list[int], steps: int, units: int, delays: tuple[int, int], threads: int) -> dict[str, Any]:
+def run(member_counts: list[int], steps: int, units: int, delays: tuple[int, int], threads: int,
+        repeats: int = 1) -> dict[str, Any]:
     import torch
 
     from ran.loading import load_model
@@ -57,48 +60,56 @@ def run(member_counts: list[int], steps: int, units: int, delays: tuple[int, int
                        TrainConfig(steps=steps, seed=i), episodes_for_step) for i in range(n)]
 
     config = {"model": "smollm2-135m", "task": task.to_dict(), "units": units, "steps": steps, "threads": threads,
-              "members": member_counts, "ran": RanConfig(reservoir=ReservoirConfig(units=units)).to_dict()}
+              "repeats": repeats, "members": member_counts,
+              "ran": RanConfig(reservoir=ReservoirConfig(units=units)).to_dict()}
     results: dict[str, Any] = {"cases": []}
     summary = []
     for n in member_counts:
         members = population(n)
-        print(f"  {n} members, {steps} steps: loop ...", flush=True)
-        clock = time.perf_counter()
-        alone = []
-        for member in members:
-            model = wrap(base, member.ran)
-            try:
-                alone.append(train(model, renderer, member.episodes_for_step, member.train, progress=False))
-            finally:
-                model.unwrap()
-        loop_seconds = time.perf_counter() - clock
-        print(f"  {n} members, {steps} steps: one batch ...", flush=True)
-        clock = time.perf_counter()
-        batched = train_members(base, members, renderer)
-        batch_seconds = time.perf_counter() - clock
+
+        def loop(members: list[Member] = members) -> list:
+            alone = []
+            for member in members:
+                model = wrap(base, member.ran)
+                try:
+                    alone.append(train(model, renderer, member.episodes_for_step, member.train, progress=False))
+                finally:
+                    model.unwrap()
+            return alone
+
+        outcomes: dict[str, list] = {"loop": [], "batched": []}
+        ways = {"loop": loop, "batched": lambda members=members: train_members(base, members, renderer)}
+        seconds: dict[str, list[float]] = {"loop": [], "batched": []}
+        for round_index in range(repeats):  # the order alternates, so neither always runs on a quieter machine
+            for name in (["loop", "batched"] if round_index % 2 == 0 else ["batched", "loop"]):
+                print(f"  {n} members, {steps} steps: {name} (round {round_index + 1} of {repeats}) ...", flush=True)
+                clock = time.perf_counter()
+                outcomes[name].append(ways[name]())
+                seconds[name].append(time.perf_counter() - clock)
+        alone, batched = outcomes["loop"][0], outcomes["batched"][0]
         episodes = sum(result.episodes for result in alone)
-        difference = max(abs(a - b) / abs(b) for trained, solo in zip(batched, alone, strict=True)
-                         for a, b in zip(trained.result.losses, solo.losses, strict=True))
+        difference = max(abs(a - b) / abs(b) for trained in outcomes["batched"]
+                         for member, solo in zip(trained, alone, strict=True)
+                         for a, b in zip(member.result.losses, solo.losses, strict=True))
         same = difference <= LOSS_TOLERANCE and all(len(t.result.losses) == len(s.losses)
                                                     for t, s in zip(batched, alone, strict=True))
+        speed_up = ratio(seconds["loop"], seconds["batched"])
         case = {"members": n, "episodes": episodes, "passes": sum(result.passes for result in alone),
-                "seconds": {"loop": round(loop_seconds, 3), "batched": round(batch_seconds, 3)},
-                "train_seconds": {"loop": round(sum(r.seconds for r in alone), 3),
-                                  "batched": round(batched[0].result.seconds, 3)},
-                "episodes_per_second": {"loop": episodes / loop_seconds, "batched": episodes / batch_seconds},
-                "time_ratio": batch_seconds / loop_seconds, "speed_up": loop_seconds / batch_seconds,
+                "seconds": {name: stats(values) for name, values in seconds.items()},
+                "episodes_per_second": {name: episodes / statistics.median(values) for name, values in seconds.items()},
+                "time_ratio": 1 / speed_up["median"], "speed_up": speed_up,
                 "max_relative_loss_difference": difference, "same_losses": same}
         results["cases"].append(case)
-        print(f"  {n} members: loop {loop_seconds:.1f} s ({case['episodes_per_second']['loop']:.2f} ep/s), one batch "
-              f"{batch_seconds:.1f} s ({case['episodes_per_second']['batched']:.2f} ep/s): time ratio "
-              f"{case['time_ratio']:.3f} (speed-up {case['speed_up']:.2f}x); losses differ by <= {difference:.2g} "
+        rates = case["episodes_per_second"]
+        print(f"  {n} members: loop {statistics.median(seconds['loop']):.1f} s ({rates['loop']:.2f} ep/s), one batch "
+              f"{statistics.median(seconds['batched']):.1f} s ({rates['batched']:.2f} ep/s): time ratio "
+              f"{case['time_ratio']:.3f} (speed-up {fmt_ratio(speed_up)}); losses differ by <= {difference:.2g} "
               f"relative ({'same' if same else 'NOT THE SAME'})", flush=True)
-        value = {"median": case["speed_up"], "min": case["speed_up"], "max": case["speed_up"]}
         summary.append(row("members", f"kv K={units}, {n} members x {len(alone[0].losses)} steps, one batch vs loop",
-                           f"{case['episodes_per_second']['batched']:.2f} ep/s",
-                           f"loop {case['episodes_per_second']['loop']:.2f} ep/s", value,
+                           f"{rates['batched']:.2f} ep/s", f"loop {rates['loop']:.2f} ep/s", speed_up,
                            "speed-up (loop s / batch s)", "same losses", same))
-    notes = [f"one round per case (no repeats), torch threads {threads}; wall times include wrapping the members"]
+    notes = [f"{repeats} round(s) per case, loop and batch alternating; torch threads {threads}; wall times include "
+             "wrapping the members (building their reservoirs)"]
     return {"name": NAME, "config": config, "results": results, "summary": summary, "started": started,
             "load_before": load_before, "notes": notes}
 
@@ -110,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--units", type=int, default=512, help="reservoir size K (default: 512, crosspass's)")
     parser.add_argument("--delays", default="0-0", help="training delays LOW-HIGH (default: 0-0, one hop)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed rounds of each way, alternating (default: 1)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default: benchmarks/results)")
     args = parser.parse_args(argv)
     from ran.tasks.recall import parse_delays
 
-    if min(args.members) < 1 or args.steps < 1 or args.threads < 1:
-        parser.error("--members, --steps and --threads must be >= 1")
-    outcome = run(args.members, args.steps, args.units, parse_delays(args.delays), args.threads)
+    if min(args.members) < 1 or min(args.steps, args.threads, args.repeats) < 1:
+        parser.error("--members, --steps, --threads and --repeats must be >= 1")
+    outcome = run(args.members, args.steps, args.units, parse_delays(args.delays), args.threads, args.repeats)
     path = write_result(outcome["name"], outcome["config"], outcome["results"], outcome["summary"],
                         outcome["started"], outcome["load_before"], args.out, outcome["notes"])
     print(f"wrote {path}")
