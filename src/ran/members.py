@@ -141,24 +141,24 @@ class _Router:
     scatter the call's rows to their member's block (zero rows fill the shorter blocks) and gather them back.
     """
 
-    def __init__(self, n_members: int):
+    def __init__(self, n_members: int, device: torch.device):
         self.n_members = n_members
+        self.device = device
         self.episode_members = torch.zeros(0, dtype=torch.long)  # (E,) the member of each episode of the batch
-        self.members = torch.zeros(0, dtype=torch.long)  # (b,) the member of each row of the current call
         self.slots = torch.zeros(0, dtype=torch.long)  # (b,) each row's index in the flat (N * width) layout
         self.width = 0  # rows per member block: the most rows any member has in this call
 
     def route(self, rows: torch.Tensor) -> None:
-        """Place the rows of the next model call: ``rows`` (b,) are their episodes in the batch."""
-        members = self.episode_members.to(rows.device)[rows]  # (b,)
+        """Place the rows of the next model call: ``rows`` (b,) are their episodes in the batch (on the CPU,
+        so a GPU is not waited for)."""
+        members = self.episode_members[rows.cpu()]  # (b,)
         counts = torch.bincount(members, minlength=self.n_members)  # (N,)
         order = torch.argsort(members, stable=True)
         starts = torch.cumsum(counts, 0) - counts  # (N,) first sorted position of each member
         rank = torch.empty_like(members)
-        rank[order] = torch.arange(len(members), device=members.device) - starts[members[order]]
-        self.width = int(counts.max())  # the one host sync of a pass (a GPU waits here for the counts)
-        self.members = members
-        self.slots = members * self.width + rank
+        rank[order] = torch.arange(len(members)) - starts[members[order]]
+        self.width = int(counts.max())
+        self.slots = (members * self.width + rank).to(self.device)
 
     def to_blocks(self, rows: torch.Tensor) -> torch.Tensor:
         """(b, ...) -> (N, width, ...): each row in its member's block, zeros elsewhere."""
@@ -264,7 +264,7 @@ class _MemberBatch:
 
     def __init__(self, host: ReservoirModel, linears: dict[str, list[nn.Linear]], reservoirs: list[Reservoir]):
         self.host = host
-        self.router = _Router(len(reservoirs))
+        self.router = _Router(len(reservoirs), host.reservoir.w_in.device)
         self.linears = {path: _MemberLinear(copies, self.router) for path, copies in linears.items()}
         self.reservoirs = _MemberReservoirs(reservoirs, self.router)
         self._originals: dict[str, nn.Module] = {}

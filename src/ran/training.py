@@ -243,8 +243,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     reservoir; the stateless ablation's recurrence never carries). With a gate head, passes labelled
     speak/silent add a binary cross-entropy on p(speak) read from the state after the pass; with the
     gated read, passes labelled with what to read (``Pass.read``) add a binary cross-entropy on its
-    per-token gates. ``before_pass(rows)`` is called with the episodes (b,) of every model call before it
-    is made (:mod:`ran.members` routes each row to its member's parameters with it).
+    per-token gates. ``before_pass(rows)`` is called with the episodes (b,) of every model call (on the CPU)
+    before it is made (:mod:`ran.members` routes each row to its member's parameters with it).
     """
     device = model.reservoir.w_in.device
     carry = carry and getattr(model.reservoir, "carries_state", True)
@@ -271,7 +271,7 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
             if group.has_targets:
                 kwargs["logits_to_keep"] = group.labels.shape[1]
             if before_pass is not None:
-                before_pass(rows)
+                before_pass(group.rows)
             output = model(group.input_ids.to(device), attention_mask=mask, position_ids=group.position_ids.to(device),
                            state=start, read_index=group.read_index.to(device), read_only=not group.has_targets,
                            **kwargs)
