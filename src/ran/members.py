@@ -327,7 +327,11 @@ def _member_batch(base: PreTrainedModel, members: Sequence[Member]) -> _MemberBa
             model.unwrap()
         else:
             host = model
-    return _MemberBatch(host, linears, reservoirs)
+    try:
+        return _MemberBatch(host, linears, reservoirs)
+    except BaseException:  # e.g. out of memory while stacking: leave the base model as it was
+        host.unwrap()
+        raise
 
 
 def train_members(base: PreTrainedModel, members: Sequence[Member], renderer: Renderer, progress: bool = False,
