@@ -8,7 +8,8 @@ The layers, lowest first (a module may import from its own row and the rows abov
                   injection, passes, episodes, loading, provenance, tasks.texts, tasks.memory_texts
     tasks, files  tasks (every registered task and the mix), artifact (the files of a saved model)
     model         model (the wrapped model: passes and their state)
-    training      training (through the carried state), runtime (sessions, their gate and state files)
+    training      training (through the carried state), batched (a population in one batch), runtime
+                  (sessions, their gate and state files)
     runs          runner, grid, harm (one run: train, evaluate, measure), engine (members, records, backends)
     experiments   remember, crosspass, battery, population, probes, reproduce (reports over the engine's runs)
     interface     cli, web, __main__
@@ -36,7 +37,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
               "provenance", "tasks.texts", "tasks.memory_texts"),
     "tasks, files": ("tasks.*", "artifact"),
     "model": ("model",),
-    "training": ("training", "runtime.*"),
+    "training": ("training", "batched", "runtime.*"),
     "runs": ("runner", "grid", "harm", "engine.*"),
     "experiments": ("remember", "crosspass", "battery", "population.*", "probes.*", "reproduce"),
     "interface": ("cli.*", "web.*", "__main__"),

@@ -284,3 +284,21 @@ def test_read_only_pass_gives_the_same_next_state_without_logits(mode):
     torch.testing.assert_close(model.get_state(), full.state, atol=0, rtol=0)
     # The next pass runs normally: the read hook is re-armed.
     assert model(ids).logits.shape == full.logits.shape
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_the_kept_positions_logits_are_one_matmul_not_a_batched_one(architecture):
+    # transformers slices the logits_to_keep positions before the LM head; on that non-contiguous slice F.linear
+    # runs a batched matmul against the vocabulary matrix expanded per example (~7x slower on a CPU for SmolLM2).
+    model = wrap(tiny_model(architecture), RanConfig(reservoir=SMALL))
+    _randomise_readout(model)
+    ids, start = _ids(batch=3), torch.rand(3, 64) - 0.5
+    with torch.profiler.profile(record_shapes=True) as profiled:
+        kept = model(ids, state=start, logits_to_keep=1).logits
+    head = [event.name for event in profiled.events() if event.name in ("aten::mm", "aten::addmm", "aten::bmm")
+            and any(shape and shape[-1] == VOCAB for shape in event.input_shapes)]
+    assert head and "aten::bmm" not in head, head
+    full = model(ids, state=start).logits
+    assert_float32_close(kept[:, -1], full[:, -1], terms=TINY_WIDTH, depth=pass_depth(layers=4))
+    base = model.unwrap()
+    assert not base.get_output_embeddings()._forward_pre_hooks  # unwrap removes the hook

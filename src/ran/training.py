@@ -231,17 +231,20 @@ class EpisodeOutputs:
     scored: list[list[ScoredPass]]  # [episode][scored pass], in the episode's order (with keep=True)
     passes: int  # passes run (episode-passes, not model calls)
     final_state: torch.Tensor  # (B, K) each episode's state after its last pass
+    episode_losses: list[torch.Tensor | None] = field(default_factory=list)  # [episode] None: nothing scored
 
 
 def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carry: bool = True,
-                 cache: LayerInputCache | None = None, keep: bool = False) -> EpisodeOutputs:
+                 cache: LayerInputCache | None = None, keep: bool = False,
+                 before_pass: Callable[[torch.Tensor], None] | None = None) -> EpisodeOutputs:
     """Run a batch of rendered episodes pass by pass through the carried state (see ran.episodes).
 
     ``carry=False`` is the wiped-state control: every pass starts from the initial state (zero for the
     reservoir; the stateless ablation's recurrence never carries). With a gate head, passes labelled
     speak/silent add a binary cross-entropy on p(speak) read from the state after the pass; with the
     gated read, passes labelled with what to read (``Pass.read``) add a binary cross-entropy on its
-    per-token gates.
+    per-token gates. ``before_pass(rows)`` is called with the episodes (b,) of every model call (on the CPU)
+    before it is made (:mod:`ran.batched` routes each row to its member's parameters with it).
     """
     device = model.reservoir.w_in.device
     carry = carry and getattr(model.reservoir, "carries_state", True)
@@ -267,6 +270,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 kwargs["layer_input"] = cache.batch(group)
             if group.has_targets:
                 kwargs["logits_to_keep"] = group.labels.shape[1]
+            if before_pass is not None:
+                before_pass(group.rows)
             output = model(group.input_ids.to(device), attention_mask=mask, position_ids=group.position_ids.to(device),
                            state=start, read_index=group.read_index.to(device), read_only=not group.has_targets,
                            **kwargs)
@@ -306,15 +311,19 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                         logits[row, -len(step.target):].detach() if step.target else None, start[row].detach(),
                         float(speak[row]) if speak is not None and step.speak is not None else None))
         state = next_state
-    per_episode = []
+    episode_losses: list[torch.Tensor | None] = []
     for index in range(len(episodes)):
         parts = [total / count for total, count in ((token_loss[index], token_count[index]),
                                                     (gate_loss[index], gate_count[index]),
                                                     (read_loss[index], read_count[index])) if count]
-        if parts:
-            per_episode.append(sum(parts))
-    loss = torch.stack(per_episode).mean() if per_episode else zero
-    return EpisodeOutputs(loss, scored, passes, state)
+        episode_losses.append(sum(parts) if parts else None)
+    return EpisodeOutputs(mean_loss(episode_losses, zero), scored, passes, state, episode_losses)
+
+
+def mean_loss(episode_losses: list[torch.Tensor | None], zero: torch.Tensor) -> torch.Tensor:
+    """The mean of the episodes' losses (those with anything scored), ``zero`` where none has one."""
+    scored = [loss for loss in episode_losses if loss is not None]
+    return torch.stack(scored).mean() if scored else zero
 
 
 def cosine_schedule(step: int, total: int, warmup: int, decay: bool = True) -> float:
@@ -329,6 +338,15 @@ def cosine_schedule(step: int, total: int, warmup: int, decay: bool = True) -> f
 EpisodeSource = Callable[[int, torch.Generator], list[Episode]]
 
 
+def make_optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig
+                   ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``parameters`` and its schedule (warmup, then cosine decay or constant; stepped once a step)."""
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_schedule(step, config.steps, config.warmup_steps, config.schedule == "cosine"))
+    return optimizer, scheduler
+
+
 def train(model: ReservoirModel, renderer: Renderer, episodes_for_step: EpisodeSource, config: TrainConfig,
           progress: bool = True, description: str = "training", cache: LayerInputCache | None = None,
           start_at_layer: bool = True, carry: bool = True) -> TrainResult:
@@ -341,9 +359,7 @@ def train(model: ReservoirModel, renderer: Renderer, episodes_for_step: EpisodeS
     parameters = model.trainable_parameters()
     if not parameters:
         raise ConfigError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: cosine_schedule(step, config.steps, config.warmup_steps, config.schedule == "cosine"))
+    optimizer, scheduler = make_optimizer(parameters, config)
     generator = torch.Generator().manual_seed(config.seed)
     if not start_at_layer or not model.can_start_at_layer:
         cache = None
