@@ -38,8 +38,8 @@ def run(member_counts: list[int], steps: int, units: int, delays: tuple[int, int
         repeats: int = 1) -> dict[str, Any]:
     import torch
 
-    from ran.loading import load_model
     from ran.batched import Member, train_members
+    from ran.loading import load_model
     from ran.model import RanConfig, wrap
     from ran.passes import PassFormat, Renderer
     from ran.reservoir import ReservoirConfig

@@ -7,9 +7,9 @@ import torch
 from numerics import float32_tolerance, pass_depth
 from tiny_models import VOCAB, tiny_model, tiny_tokenizer
 
+from ran.batched import Member, train_members
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
-from ran.batched import Member, train_members
 from ran.model import WRAPPED_MARK, RanConfig, wrap
 from ran.passes import PassFormat, Renderer
 from ran.reservoir import ReservoirConfig
