@@ -182,10 +182,16 @@ def run(args: argparse.Namespace) -> int:
         return specs_for(args.model, ran_config, task_config, train, args.seeds, reservoir_seed, pass_format,
                          args.device, args.dtype)
 
+    # --compare-modes and --scalings are grid axes with names of their own; --capacity varies the task.
+    grid: dict[str, tuple] = {}
     if args.compare_modes:
-        kind, group_by, name = "compare-modes", ("mode",), "crosspass-modes"
-        all_specs = [s for mode in INJECTION_MODES for s in specs(replace(ran, mode=mode), task)]
-    elif args.capacity:
+        kind, name, grid = "compare-modes", "crosspass-modes", {"mode": tuple(INJECTION_MODES)}
+    elif args.scalings:
+        kind, name, grid = "input-scaling", f"scaling-{ran.mode}", {"input_scaling": tuple(args.scalings)}
+    elif args.grid:
+        grid = parse_grid(args.grid)
+        kind, name = "grid", "grid-" + "-".join(grid)
+    if args.capacity:
         kind, group_by, name = "capacity", ("n_keys",), f"capacity-{ran.mode}"
         if args.key_pool == "builtin":
             sets = [(RecallTask.with_n_keys(n).keys, task.heldout_keys[:0]) for n in args.capacity]
@@ -194,13 +200,8 @@ def run(args: argparse.Namespace) -> int:
             pooled = task_from(largest)
             sets = [(pooled.keys[:n], pooled.heldout_keys) for n in args.capacity]
         all_specs = [s for keys, heldout in sets for s in specs(ran, replace(task, keys=keys, heldout_keys=heldout))]
-    elif args.scalings:
-        kind, group_by, name = "input-scaling", ("input_scaling",), f"scaling-{ran.mode}"
-        all_specs = [s for scale in args.scalings
-                     for s in specs(replace(ran, reservoir=replace(ran.reservoir, input_scaling=scale)), task)]
-    elif args.grid:
-        grid = parse_grid(args.grid)
-        kind, group_by, name = "grid", tuple(grid), "grid-" + "-".join(grid)
+    elif grid:
+        group_by = tuple(grid)
         all_specs = []
         for values in itertools.product(*grid.values()):
             ran_point, train_point = apply_point(ran, train, dict(zip(grid, values, strict=True)))
