@@ -13,9 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ran.errors import ConfigError
 from ran.fileio import TEMP_MARK, atomic_write
 
-RECORD_SCHEMA = "ran.population-run/1"
+RECORD_SCHEMA = "ran.run/1"  # every experiment's runs: member, result (ran.runner's record), timing, git
+READABLE_RECORD_SCHEMAS = ("ran.population-run/1", RECORD_SCHEMA)  # the same layout, written by populations before
 TEMPORARY_SUFFIX = ".tmp"  # temporaries of earlier versions: ".<name>.<random>.tmp"
 
 
@@ -40,7 +42,16 @@ class RecordStore:
         return path
 
     def read(self, key: str) -> dict[str, Any]:
-        return json.loads(self.path(key).read_text())
+        path = self.path(key)
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path} is not a readable run record ({error}): delete it to run that run again") from None
+        schema = record.get("schema") if isinstance(record, dict) else None
+        if schema not in READABLE_RECORD_SCHEMAS:
+            raise ConfigError(f"{path} has record schema {schema!r}, which this version does not read "
+                              f"({', '.join(READABLE_RECORD_SCHEMAS)}): delete it to run that run again")
+        return record
 
     def read_all(self, keys: list[str]) -> list[dict[str, Any]]:
         """The records of these keys that are finished, in the order given."""
