@@ -78,9 +78,11 @@ def test_the_battery_registers_eight_tasks():
 
 def test_accumulate_needs_the_state_and_the_toy_model_learns_it():
     scores = _run(["accumulate"])["accumulate"]
-    # Totals 6, 7, 8 from two addends in {3, 4}: a stateless model can at best always say 7 (p = 0.5).
+    # Totals 6, 7, 8 from two addends in {3, 4}, each a third of the evaluation episodes: a model without the
+    # state says the same total in every episode, right in a third of them (the score's chance).
+    assert scores["carried"]["chance"] == pytest.approx(1 / 3)
     assert scores["carried"]["value"] >= 0.9
-    assert scores["stateless"]["value"] <= 0.6 and scores["wiped"]["value"] <= 0.6
+    assert scores["stateless"]["value"] <= 1 / 3 + 1e-9 and scores["wiped"]["value"] <= 1 / 3 + 1e-9
 
 
 def stateless_on_time_ceiling(task: TimedTask) -> float:
@@ -137,6 +139,20 @@ def test_perfect_predictions_score_one():
                 predicted[-1].candidate_scores = torch.nn.functional.one_hot(torch.tensor(index), len(task.keys))
         score = task.score(episodes, predictions, renderer)
         assert score["value"] == 1.0, name
+
+
+def test_accumulate_totals_are_balanced_so_only_the_state_tells_them_apart():
+    task = AccumulateTask()  # 2-3 addends in 1-4: totals 2-12
+    drawn = [e for seed in range(200) for e in task.training_episodes(torch.Generator().manual_seed(seed))]
+    for episode in drawn:
+        values = episode.info["values"]
+        assert sum(values) == episode.info["total"] and all(1 <= v <= 4 for v in values) and len(values) in (2, 3)
+    for count, totals in ((2, range(2, 9)), (3, range(3, 13))):  # each reachable total about equally often
+        seen = [e.info["total"] for e in drawn if len(e.info["values"]) == count]
+        shares = [seen.count(t) / len(seen) for t in totals]
+        assert max(shares) < 1.6 / len(totals) and min(shares) > 0.5 / len(totals), (count, shares)
+    evaluation = [e.info["total"] for e in task.evaluation_episodes()]
+    assert set(evaluation) == set(range(2, 13)) and max(map(evaluation.count, evaluation)) == 3  # chance 3/24
 
 
 def gate_predictions(task: TimedTask, episodes, speaks_at, words_right: bool = True):
@@ -208,6 +224,27 @@ def test_initiative_is_not_solved_by_counting_ticks_since_the_wipe():
 def test_bad_timed_settings_are_refused(settings, message):
     with pytest.raises(ConfigError, match=message):
         TimedTask(**settings)
+
+
+def test_sequence_holds_three_to_six_items_scored_exactly_and_by_edit_distance():
+    task = SequenceTask(words=words(40, 52), item_template="w22 {word}", ask_template="w23", separator=" w24")
+    episodes = task.evaluation_episodes()
+    lengths = [len(e.info["items"]) for e in episodes]
+    assert sorted(set(lengths)) == [3, 4, 5, 6] and all(lengths.count(n) == task.eval_count // 4 for n in (3, 4, 5, 6))
+    assert all(len(set(e.info["items"])) == len(e.info["items"]) for e in episodes)  # distinct items
+    renderer = Renderer(FORMAT, tiny_tokenizer())
+
+    def answering(items_of):
+        return [[Prediction(renderer.target(task.answer(items_of(e.info["items"]))))] for e in episodes]
+
+    perfect = task.score(episodes, answering(list), renderer)
+    assert perfect["value"] == 1.0 and perfect["edit_distance"] == 0.0
+    short = task.score(episodes, answering(lambda items: items[:-1]), renderer)  # the last item forgotten
+    assert short["value"] == 0.0
+    assert [(row["length"], row["exact"]) for row in short["groups"]] == [(n, 0.0) for n in (3, 4, 5, 6)]
+    assert [row["edit_distance"] for row in short["groups"]] == pytest.approx([1 / 3, 1 / 4, 1 / 5, 1 / 6])
+    swapped = task.score(episodes, answering(lambda items: [items[1], items[0], *items[2:]]), renderer)
+    assert swapped["value"] == 0.0 and swapped["groups"][0]["edit_distance"] == pytest.approx(2 / 3)
 
 
 def test_edit_distance():
