@@ -122,6 +122,8 @@ GOOD = {"heldout": True, "passes": [{"text": "w3 w10"}, {"idle": True, "wipe": T
      "line 2: passes[1].target ' w10' on an idle tick not labelled \"speak\": true"),
     ({"passes": [{"text": "w3", "target": " w10", "speak": False}]}, "line 2: passes[0].target ' w10' on a pass "
      "labelled \"speak\": false"),
+    ({"passes": [{"text": "w3"}, {"idle": True, "target": "<silent>", "speak": True}]},
+     "line 2: passes[1].target \"<silent>\" on a pass labelled \"speak\": true"),
     ({"passes": [{"text": "w3", "spek": True}]}, "line 2: passes[0]: unknown field 'spek'"),
     ({"passes": [{"text": "w3", "speak": "yes"}]}, "line 2: passes[0]: speak = 'yes' is not valid"),
     ({"passes": "w3"}, "line 2: passes = 'w3' is not valid: expected a list of objects"),
@@ -151,6 +153,12 @@ def test_a_malformed_line_is_refused_naming_the_line_and_the_field(tmp_path, bad
 def test_a_malformed_file_is_refused(tmp_path, lines, name, message):
     with pytest.raises(TaskFileError, match=message.replace("(", r"\(")):
         task_from_file(write(tmp_path / f"{name}.jsonl", lines))
+
+
+def test_a_silent_tick_may_be_trained_to_say_nothing(tmp_path):
+    silent = {"passes": [{"text": "w3"}, {"idle": True, "wipe": True, "target": "<silent>", "speak": False}]}
+    task = task_from_file(write(tmp_path / "quiet.jsonl", [silent, {**silent, "heldout": True}]))
+    assert task.evaluation_episodes()[0].passes[1].target == "<silent>"
 
 
 def test_targets_that_do_not_encode_are_refused_naming_the_line(tmp_path):

@@ -16,8 +16,9 @@ has the fields of :class:`ran.episodes.Pass`:
 - ``target``: what the model must say right after the pass (``"<silent>"``: nothing), or absent;
 - ``speak``: the gate head's label after the pass (true: speak, false: stay silent), or absent.
 
-A target on an idle tick is only allowed where the tick is labelled ``"speak": true`` (a tick says something
-only when the gate speaks), and a pass labelled ``"speak": false`` takes no target but ``"<silent>"``. Every
+A target on an idle tick (but ``"<silent>"``) is only allowed where the tick is labelled ``"speak": true`` (a
+tick says something only when the gate speaks); a pass labelled ``"speak": false`` takes no target but
+``"<silent>"``, and one labelled ``"speak": true`` not that one. Every
 episode must have a scored pass (a target or a speak label); the file needs training and held-out episodes.
 Every line is checked before anything runs, and a bad one is refused in one line naming the line and the field.
 
@@ -128,7 +129,10 @@ def parse_pass(data: Any, where: str) -> Pass:
     if line.target is not None and line.target != SILENT and line.speak is False:
         raise TaskFileError(f"{where}.target {line.target!r} on a pass labelled \"speak\": false: a silent pass takes "
                             "no target but \"<silent>\"")
-    if line.idle and line.target is not None and line.speak is not True:
+    if line.target == SILENT and line.speak is True:
+        raise TaskFileError(f"{where}.target \"{SILENT}\" on a pass labelled \"speak\": true: say what it speaks, or "
+                            "label it \"speak\": false")
+    if line.idle and line.target not in (None, SILENT) and line.speak is not True:
         raise TaskFileError(f"{where}.target {line.target!r} on an idle tick not labelled \"speak\": true: a tick "
                             "says something only when the gate speaks")
     wipe = (not line.idle) if line.wipe is None else line.wipe
