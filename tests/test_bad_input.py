@@ -67,6 +67,17 @@ BAD_MEMORY_TASKS = {
     "heldout-template-trained": {"heldout_store_templates": {"word": ["w3 {value} w4"]}},
     "kind-unknown": {"values": {"colour": ["w10"]}},
 }
+# name -> lines of @W/episode-files/<name>.jsonl (ran battery --episode-file): a good first line, then the bad one
+EPISODE = {"heldout": True, "passes": [{"text": "w3 w10"}, {"idle": True, "wipe": True, "speak": False},
+                                        {"idle": True, "target": " w10", "speak": True}]}
+BAD_EPISODE_FILES = {
+    "bad-json": [json.dumps(EPISODE), '{"passes": [{"text": "w3"}'],
+    "missing-field": [json.dumps(EPISODE), json.dumps({"passes": [{"target": " w10"}]})],
+    "idle-target": [json.dumps(EPISODE), json.dumps({"passes": [{"text": "w3"}, {"idle": True, "target": " w10"}]})],
+    "unknown-field": [json.dumps(EPISODE), json.dumps({"passes": [{"text": "w3", "traget": " w10"}]})],
+    "nothing-held": [json.dumps({**EPISODE, "heldout": False})],
+    "recall": [json.dumps(EPISODE), json.dumps({**EPISODE, "heldout": False})],
+}
 # name -> text of @W/scripts/<name>.txt
 SCRIPTS = {
     "slash": "w5 w6\n/\n",
@@ -331,6 +342,20 @@ ROWS = [
     ("battery", ["--out", "@W/file.txt"], "is a file"),
     ("battery", ["--save", "@W/file.txt/x"], "lies inside the file"),
     ("battery", ["--out", "@W/results"], "the file @W/results/battery.json already exists"),
+    ("battery", ["--episode-file", "@W/episode-files/bad-json.jsonl"],
+     "task file @W/episode-files/bad-json.jsonl, line 2: not valid JSON (Expecting ',' delimiter at column 27)"),
+    ("battery", ["--episode-file", "@W/episode-files/missing-field.jsonl"],
+     "missing-field.jsonl, line 2: passes[0]: missing field 'text'"),
+    ("battery", ["--episode-file", "@W/episode-files/idle-target.jsonl"],
+     "idle-target.jsonl, line 2: passes[1].target ' w10' on an idle tick not labelled \"speak\": true"),
+    ("battery", ["--episode-file", "@W/episode-files/unknown-field.jsonl"],
+     "unknown-field.jsonl, line 2: passes[0]: unknown field 'traget'; valid fields are text, target, idle, wipe"),
+    ("battery", ["--episode-file", "@W/episode-files/nothing-held.jsonl"], "no episode has \"heldout\": true"),
+    ("battery", ["--episode-file", "@W/episode-files/recall.jsonl"], "named 'recall', which is a built-in task"),
+    ("battery", ["--episode-file", "@W/nothing.jsonl"], "task file not found: @W/nothing.jsonl"),
+    ("battery", ["--episode-file", "@W/file.txt"], "task file @W/file.txt must end in .jsonl"),
+    ("battery", ["--episode-file", "@W/episode-files/idle-target.jsonl", "@W/idle-target.jsonl"],
+     "two task files would be named 'idle-target'"),
     # ----- remember -----------------------------------------------------------------------------------------
     ("remember", ["--steps", "0"], "--steps must be an integer in 1..10,000,000, got 0"),
     ("remember", ["--harm-fraction", "1"], "--harm-fraction must be a number in [0, 1), got 1.0"),
@@ -421,6 +446,9 @@ def world(tmp_path_factory):
     (root / "memory-tasks").mkdir()
     for name, content in BAD_MEMORY_TASKS.items():
         (root / "memory-tasks" / f"{name}.json").write_text(json.dumps({**MEMORY_TASK, **content}))
+    (root / "episode-files").mkdir()
+    for name, lines in BAD_EPISODE_FILES.items():
+        (root / "episode-files" / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
     (root / "scripts").mkdir()
     (root / "scripts" / "ok.txt").write_text("w5 w6\n/tick 2\n")
     for name, text in SCRIPTS.items():

@@ -17,5 +17,9 @@ class ArtifactError(RanError):
     """A saved artifact or state file is missing, corrupt, or does not match the model."""
 
 
+class TaskFileError(ConfigError):
+    """A task file (a JSONL file of episodes) is malformed: the message names the file, the line and the field."""
+
+
 class RanWarning(UserWarning):
     """Something the user should know that does not stop the work (the CLI prints it as one line)."""

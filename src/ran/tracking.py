@@ -103,13 +103,19 @@ def score_scalars(score: dict[str, Any], prefix: str = "") -> list[tuple[str, fl
 
 
 def _group_scalars(row: dict[str, Any], prefix: str) -> list[tuple[str, float, int]]:
-    labels = "/".join(f"{k}={v}" for k, v in row.items() if isinstance(v, str))
+    """A group's measurements, tagged by its labels (its strings and integers, as ``ran.tasks.base.group_key``
+    names a group, e.g. ``split=heldout/due=3``), with the delay as the step where the row has one."""
+    def is_label(key: str, value: Any) -> bool:
+        return key not in ("delay", "n") and (isinstance(value, str) or (isinstance(value, int)
+                                                                       and not isinstance(value, bool)))
+
+    labels = "/".join(f"{k}={v}" for k, v in row.items() if is_label(k, v))
     step = row.get("delay", 0)
     step = step if isinstance(step, int) and not isinstance(step, bool) else 0
     where = f"{labels}/" if labels else ""
     by = "by_delay/" if "delay" in row else ""
     return [(f"{prefix}{by}{where}{k}", float(v), step) for k, v in row.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("delay", "n")]
+            if isinstance(v, float) and not is_label(k, v) and k not in ("delay", "n")]
 
 
 def settings(record: dict[str, Any]) -> dict[str, Any]:

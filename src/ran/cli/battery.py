@@ -31,6 +31,7 @@ from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_battery
 from ran.schema import RANGE, parse_range
 from ran.tasks import BATTERY, task_class
+from ran.tasks.episode_file import task_from_file, task_name
 from ran.tasks.mix import TaskMix
 from ran.training import TrainConfig
 
@@ -46,8 +47,13 @@ def add_arguments(parser) -> None:
     add_reservoir_arguments(parser, RETENTION_RESERVOIR)
     parser.add_argument("--format", default="text", choices=FORMATS, help="pass format (default: text)")
     parser.add_argument("--idle-text", default=PassFormat().idle_text, help="what an idle tick reads")
-    parser.add_argument("--tasks", nargs="+", default=list(BATTERY), metavar="TASK",
-                        help=f"tasks to train and score (default: all eight: {' '.join(BATTERY)})")
+    parser.add_argument("--tasks", nargs="+", metavar="TASK",
+                        help=f"built-in tasks to train and score (default: all eight, {' '.join(BATTERY)}, unless "
+                             "--episode-file is given: then none)")
+    parser.add_argument("--episode-file", nargs="+", default=[], metavar="FILE.jsonl",
+                        help="a task you write as data: a JSONL file of episodes, one a line (passes with text, "
+                             "target, idle, wipe, speak; held-out episodes marked \"heldout\": true), trained and "
+                             "scored with the others under the file's name; see docs/tasks/appointments.jsonl")
     parser.add_argument("--set", nargs="+", default=[], metavar="TASK.FIELD=VALUE", dest="settings",
                         help="change a task's setting, e.g. deferred.eval_delays=[2,4,8,16] timed.turns=2-6 "
                              "(a JSON value, or LOW-HIGH for a range)")
@@ -97,10 +103,21 @@ def run(args) -> int:
     check_outputs(args)  # --out and --save writable, before anything is built
     if not args.seeds:
         raise ConfigError("give at least one seed")
-    if len(set(args.tasks)) != len(args.tasks):
+    builtin = args.tasks if args.tasks is not None else ([] if args.episode_file else list(BATTERY))
+    if len(set(builtin)) != len(builtin):
         raise ConfigError("a task is given twice in --tasks")
-    settings = parse_settings(args.settings, args.tasks)
-    tasks = tuple(task_class(name).from_dict(settings.get(name, {}), f"--set {name}") for name in args.tasks)
+    for name in builtin:
+        task_class(name)  # "unknown task" with a suggestion
+    from_files: dict[str, str] = {}
+    for path in args.episode_file:
+        name = task_name(path)
+        if name in from_files:
+            raise ConfigError(f"--episode-file {path}: two task files would be named '{name}' (a task is named after "
+                              "its file)")
+        from_files[name] = path
+    settings = parse_settings(args.settings, [*builtin, *from_files])
+    tasks = (*(task_class(name).from_dict(settings.get(name, {}), f"--set {name}") for name in builtin),
+             *(task_from_file(path, settings.get(name, {})) for name, path in from_files.items()))
     weights = tuple(args.weights) if args.weights is not None else (1.0,) * len(tasks)
     mix = TaskMix(tasks=tasks, weights=weights, episodes_per_step=args.episodes_per_step)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,

@@ -2,7 +2,11 @@
 
     "Add 3." / "Add 1." / "Add 4." / "The total is" -> " 8"
 
-Only the carried state connects the addends: each pass sees one number.
+Only the carried state connects the addends: each pass sees one number. The totals are balanced: an episode
+draws its total uniformly among those its number of addends can reach, then addends that make it, so no total
+is likelier than another and an answer that ignores the state is right at chance; the score reports that
+chance (the share of the commonest total among the evaluation episodes) beside the exact total, per number of
+addends too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from ran.errors import ConfigError
 from ran.passes import Renderer
 from ran.schema import check_template
 from ran.tasks.base import Prediction, SampledTask, register
-from ran.tasks.common import check_range, check_targets, draw, exact, mean
+from ran.tasks.common import EVAL_SEED, check_range, check_targets, draw, exact, mean
 
 
 @register
@@ -46,8 +50,30 @@ class AccumulateTask(SampledTask):
         totals = range(self.addends[0] * self.values[0], self.addends[1] * self.values[1] + 1)
         check_targets(renderer, self.name, [self.answer_template.format(total=t) for t in totals])
 
-    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
-        values = [draw(generator, *self.values) for _ in range(draw(generator, *self.addends))]
+    def sums(self) -> list[tuple[int, int]]:
+        """Every (number of addends, total) an episode can have."""
+        low, high = self.values
+        return [(count, total) for count in range(self.addends[0], self.addends[1] + 1)
+                for total in range(count * low, count * high + 1)]
+
+    def evaluation_episodes(self) -> list[Episode]:
+        """``eval_count`` episodes cycling through every (number of addends, total), so none is commoner than
+        another by more than one episode."""
+        generator = torch.Generator().manual_seed(EVAL_SEED)
+        sums = self.sums()
+        return [self.episode(generator, True, *sums[index % len(sums)]) for index in range(self.eval_count)]
+
+    def episode(self, generator: torch.Generator, evaluation: bool = False, count: int | None = None,
+                total: int | None = None) -> Episode:
+        """An episode of ``count`` addends making ``total`` (drawn where not given: the total uniformly among those
+        the count can reach)."""
+        low, high = self.values
+        count = draw(generator, *self.addends) if count is None else count
+        total = draw(generator, count * low, count * high) if total is None else total
+        values: list[int] = []
+        for left in range(count - 1, -1, -1):  # left: addends after this one, whose range must reach the rest
+            rest = total - sum(values)
+            values.append(draw(generator, max(low, rest - left * high), min(high, rest - left * low)))
         passes = [Pass(self.add_template.format(value=v)) for v in values]
         passes.append(Pass(self.ask_template, self.answer_template.format(total=sum(values))))
         return Episode(tuple(passes), label=str(sum(values)), group=f"addends={len(values)}",
@@ -62,7 +88,8 @@ class AccumulateTask(SampledTask):
         groups: dict[int, list[float]] = {}
         for episode, value in zip(episodes, correct, strict=True):
             groups.setdefault(len(episode.info["values"]), []).append(value)
-        return {"value": mean(correct),
-                "groups": [{"addends": n, "exact": mean(v)} for n, v in sorted(groups.items())],
+        totals = [e.info["total"] for e in episodes]
+        return {"value": mean(correct), "chance": max(map(totals.count, totals)) / len(totals),
+                "groups": [{"addends": n, "n": len(v), "exact": mean(v)} for n, v in sorted(groups.items())],
                 "predictions": [{"values": e.info["values"], "predicted": renderer.tokenizer.decode(p[-1].tokens)}
                                 for e, p in zip(episodes, predictions, strict=True)]}

@@ -2,8 +2,9 @@
 
     "Item: tiger." / "Item: stone." / "Item: apple." / "The items were" -> " tiger, stone, apple"
 
-Metrics: exact match of the whole answer, and the normalised edit distance between the predicted
-and the true item lists (0 = identical, 1 = nothing in common).
+Episodes hold 3-6 items; evaluation spreads its episodes evenly over the lengths. Metrics: exact match of the
+whole answer (the headline), and the normalised edit distance between the predicted and the true item lists
+(0 = identical, 1 = nothing in common), overall and per length (``groups``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ran.errors import ConfigError
 from ran.passes import Renderer
 from ran.schema import check_template
 from ran.tasks.base import Prediction, SampledTask, register
-from ran.tasks.common import check_range, check_targets, draw, exact, mean
+from ran.tasks.common import EVAL_SEED, check_range, check_targets, draw, exact, mean
 from ran.tasks.texts import DEFAULT_KEY_POOL
 
 
@@ -40,7 +41,7 @@ class SequenceTask(SampledTask):
     metric: ClassVar[str] = "exact sequence"
 
     words: tuple[str, ...] = DEFAULT_KEY_POOL[:12]
-    length: tuple[int, int] = (2, 3)  # items per episode (inclusive)
+    length: tuple[int, int] = (3, 6)  # items per episode (inclusive)
     item_template: str = "Item: {word}."
     ask_template: str = "The items were"
     separator: str = ","
@@ -61,24 +62,34 @@ class SequenceTask(SampledTask):
     def check(self, renderer: Renderer) -> None:
         check_targets(renderer, self.name, [self.answer(list(self.words[:self.length[1]]))])
 
-    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
-        count = draw(generator, *self.length)
+    def episode(self, generator: torch.Generator, evaluation: bool = False, count: int | None = None) -> Episode:
+        count = draw(generator, *self.length) if count is None else count
         order = torch.randperm(len(self.words), generator=generator)[:count].tolist()
         items = [self.words[i] for i in order]
         passes = [Pass(self.item_template.format(word=w)) for w in items]
         passes.append(Pass(self.ask_template, self.answer(items)))
         return Episode(tuple(passes), label=" ".join(items), group=f"length={count}", info={"items": items})
 
-
+    def evaluation_episodes(self) -> list[Episode]:
+        """``eval_count`` episodes, their lengths cycling through the range (so each length is scored alike)."""
+        generator = torch.Generator().manual_seed(EVAL_SEED)
+        lengths = range(self.length[0], self.length[1] + 1)
+        return [self.episode(generator, evaluation=True, count=lengths[index % len(lengths)])
+                for index in range(self.eval_count)]
 
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:
         exact_values, distances, details = [], [], []
+        by_length: dict[int, list[tuple[float, float]]] = {}
         for episode, prediction in zip(episodes, predictions, strict=True):
             items = episode.info["items"]
             exact_values.append(exact(prediction[-1], renderer, self.answer(items)))
             text = renderer.tokenizer.decode(prediction[-1].tokens)
             predicted = [w.strip() for w in text.split(self.separator) if w.strip()]
             distances.append(edit_distance(predicted, items) / max(len(items), len(predicted), 1))
+            by_length.setdefault(len(items), []).append((exact_values[-1], distances[-1]))
             details.append({"items": items, "predicted": text})
-        return {"value": mean(exact_values), "edit_distance": mean(distances), "predictions": details}
+        return {"value": mean(exact_values), "edit_distance": mean(distances),
+                "groups": [{"length": length, "n": len(rows), "exact": mean([e for e, _ in rows]),
+                            "edit_distance": mean([d for _, d in rows])} for length, rows in sorted(by_length.items())],
+                "predictions": details}

@@ -1,15 +1,24 @@
 """Timed action and self-initiation: stay silent on idle ticks until an item is due, then say it.
 
     timed:           "In 3 turns, say tiger."        / wipe / tick: silent / tick: silent / tick: " tiger" / silent
-    self-initiation: "Remind me about tiger later."  / wipe / tick: silent / tick: silent / tick: " tiger" / silent
+    self-initiation: "Remind me about tiger later."  / tick: silent / wipe / tick: silent / tick: " tiger" / silent
 
-The instruction's context is wiped before the ticks (as ``/reset context`` then ``/tick N`` in a
-session); the ticks continue each other's context. Whether to speak is the gate head's decision
-(p(speak) from the state after the tick, speak at >= 0.5); what to say is the language model's. Timed
-states N in the instruction; self-initiation always raises the item after ``delay`` ticks, unprompted.
+The ticks continue each other's context (as ``/tick N`` in a session); the instruction's context is wiped
+before one of them (as ``/reset context``), so from then on only the carried state knows the item. Whether to
+speak is the gate head's decision (p(speak) from the state after the tick, speak at >= 0.5); what to say is
+the language model's.
 
-Metrics: on time (the gate speaks at the due tick and the words are right), early (it speaks before),
-and silent after (it does not repeat itself on the tick after).
+- Timed states N and the word in the instruction: N is drawn from ``turns`` (1-8), and evaluation asks for
+  ``heldout_words``, which training never says, so a model must read both from the input. The context is wiped
+  before the first tick.
+- Self-initiation never states when: the item is due ``turns`` ticks after the instruction, but the context is
+  wiped before a tick drawn from ``wipe_ticks`` (at most the due tick), so the number of ticks since the wipe
+  does not tell when the item is due; only a clock started by the instruction does.
+
+Metrics, over the evaluation words (the held-out ones where there are any): **on time** (the headline: silent
+on every tick before the due one, speaking on it, and the word right), ``on_time_gate`` (the timing alone),
+``words_right`` (the word at the due tick, whatever the gate decided), ``early`` (it spoke before the due tick)
+and ``silent_after`` (silent on the tick after). ``groups`` has them per words split, due tick and wipe tick.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from ran.tasks.base import Prediction, SampledTask, register
 from ran.tasks.common import check_range, check_targets, draw, exact, gate_counts, mean, pick
 from ran.tasks.texts import DEFAULT_KEY_POOL
 
+MAX_TURNS = 32
+
 
 @register
 @dataclass(frozen=True)
@@ -34,63 +45,100 @@ class TimedTask(SampledTask):
     name: ClassVar[str] = "timed"
     metric: ClassVar[str] = "on time"
 
-    words: tuple[str, ...] = DEFAULT_KEY_POOL[18:24]
-    turns: tuple[int, int] = (2, 4)  # N: the tick on which the word is due (inclusive range)
+    words: tuple[str, ...] = DEFAULT_KEY_POOL[18:24]  # trained on
+    heldout_words: tuple[str, ...] = DEFAULT_KEY_POOL[36:42]  # evaluation only (empty: evaluate the trained words)
+    turns: tuple[int, int] = (1, 8)  # N: the tick on which the word is due, counted from the instruction
+    wipe_ticks: tuple[int, int] = (1, 1)  # the context is wiped before a tick drawn from this range (<= N)
     instruction: str = "In {turns} turns, say {word}."
     answer_template: str = " {word}"
     per_step: int = 8
-    eval_count: int = 24
+    eval_count: int = 24  # evaluation episodes per words split, spread evenly over (due tick, wipe tick)
 
     def __post_init__(self) -> None:
-        check_range("turns", self.turns, 1, 32)
+        check_range("turns", self.turns, 1, MAX_TURNS)
+        check_range("wipe_ticks", self.wipe_ticks, 1, MAX_TURNS)
+        if self.wipe_ticks[0] > self.turns[0]:
+            raise ConfigError(f"{self.name}: wipe_ticks starts at {self.wipe_ticks[0]}, after the earliest due tick "
+                              f"{self.turns[0]}: the context must be wiped by the time the item is due")
         check_template(self.instruction, f"{self.name} instruction", ("turns", "word"), required=("word",))
         check_template(self.answer_template, f"{self.name} answer_template", ("word",), required=("word",))
         if not self.words:
             raise ConfigError(f"{self.name}: give at least one word")
+        overlap = sorted(set(self.words) & set(self.heldout_words))
+        if overlap:
+            raise ConfigError(f"{self.name}: held-out word {overlap[0]!r} is also a training word")
         if self.per_step < 1 or self.eval_count < 1:
             raise ConfigError("per_step and eval_count must be >= 1")
+        if self.eval_count < len(self.moments()):
+            raise ConfigError(f"{self.name}: eval_count {self.eval_count} is fewer than the {len(self.moments())} "
+                              "(due tick, wipe tick) pairs to evaluate")
+
+    def moments(self) -> list[tuple[int, int]]:
+        """Every (due tick, wipe tick) an episode can have."""
+        return [(due, wipe) for due in range(self.turns[0], self.turns[1] + 1)
+                for wipe in range(self.wipe_ticks[0], min(self.wipe_ticks[1], due) + 1)]
 
     def check(self, renderer: Renderer) -> None:
-        check_targets(renderer, self.name, [self.answer_template.format(word=w) for w in self.words])
+        check_targets(renderer, self.name,
+                      [self.answer_template.format(word=w) for w in (*self.words, *self.heldout_words)])
 
-    def due(self, generator: torch.Generator) -> int:
-        return draw(generator, *self.turns)
-
-    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
-        word, due = pick(generator, self.words), self.due(generator)
-        ticks = [Pass.tick(wipe=index == 1, speak=index == due,
+    def make(self, word: str, due: int, wipe: int, split: str) -> Episode:
+        ticks = [Pass.tick(wipe=index == wipe, speak=index == due,
                            target=self.answer_template.format(word=word) if index == due else None)
                  for index in range(1, due + 2)]  # the due tick, and one more that must stay silent
         passes = (Pass(self.instruction.format(turns=due, word=word)), *ticks)
-        return Episode(passes, label=word, group=f"due={due}", info={"word": word, "due": due})
+        return Episode(passes, label=word, group=f"due={due}",
+                       info={"word": word, "due": due, "wipe": wipe, "split": split})
 
+    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
+        word, due = pick(generator, self.words), draw(generator, *self.turns)
+        return self.make(str(word), due, draw(generator, self.wipe_ticks[0], min(self.wipe_ticks[1], due)), "trained")
 
+    def evaluation_episodes(self) -> list[Episode]:
+        """``eval_count`` episodes per words split, cycling through every (due tick, wipe tick) and the words."""
+        moments = self.moments()
+        splits = [("trained", self.words)] + ([("heldout", self.heldout_words)] if self.heldout_words else [])
+        return [self.make(words[index % len(words)], *moments[index % len(moments)], split)
+                for split, words in splits for index in range(self.eval_count)]
 
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:
-        on_time, early, silent_after, said, details = [], [], [], [], []
+        rows: list[dict[str, Any]] = []
         for episode, ticks in zip(episodes, predictions, strict=True):
             due = episode.info["due"]  # ticks[due - 1] is the due tick; ticks[due] the one after
             speaks = [p.speak is not None and p.speak >= 0.5 for p in ticks]
             right = exact(ticks[due - 1], renderer, self.answer_template.format(word=episode.info["word"]))
-            on_time.append(float(speaks[due - 1] and right == 1.0))
-            early.append(float(any(speaks[:due - 1])))
-            silent_after.append(float(not speaks[due]))
-            said.append(right)
-            details.append({"word": episode.info["word"], "due": due, "speaks": speaks,
-                            "said": renderer.tokenizer.decode(ticks[due - 1].tokens)})
-        return {"value": mean(on_time), "early": mean(early), "silent_after": mean(silent_after),
-                "words_right": mean(said), "gate": gate_counts(episodes, predictions), "predictions": details}
+            timing = float(speaks[due - 1] and not any(speaks[:due - 1]))
+            rows.append({"split": episode.info["split"], "due": due, "wipe": episode.info["wipe"],
+                         "on_time": timing * right, "on_time_gate": timing, "words_right": right,
+                         "early": float(any(speaks[:due - 1])), "silent_after": float(not speaks[due]),
+                         "word": episode.info["word"], "speaks": speaks,
+                         "said": renderer.tokenizer.decode(ticks[due - 1].tokens)})
+        split = "heldout" if any(r["split"] == "heldout" for r in rows) else "trained"
+        measures = ("on_time", "on_time_gate", "words_right", "early", "silent_after")
+        headline = [r for r in rows if r["split"] == split]
+        groups = {}
+        for row in rows:
+            groups.setdefault((row["split"], row["due"], row["wipe"]), []).append(row)
+        return {"value": mean([r["on_time"] for r in headline]), "split": split,
+                **{m: mean([r[m] for r in headline]) for m in measures[1:]},
+                "groups": [{"split": s, "due": d, "wipe": w, "n": len(members),
+                            **{m: mean([r[m] for r in members]) for m in measures}}
+                           for (s, d, w), members in sorted(groups.items())],
+                "gate": gate_counts(episodes, predictions),
+                "predictions": [{k: r[k] for k in ("split", "word", "due", "wipe", "speaks", "said")} for r in rows]}
 
 
 @register
 @dataclass(frozen=True)
 class InitiativeTask(TimedTask):
-    """Self-initiation: the due tick is not stated; the model raises the pending item after ``turns`` ticks."""
+    """Self-initiation: the due tick is not stated, and the wipe comes at a varying tick before it."""
 
     name: ClassVar[str] = "initiative"
     metric: ClassVar[str] = "on time"
 
     words: tuple[str, ...] = DEFAULT_KEY_POOL[24:30]
+    heldout_words: tuple[str, ...] = ()
     turns: tuple[int, int] = (3, 3)
+    wipe_ticks: tuple[int, int] = (1, 3)
     instruction: str = "Remind me about the {word} later."
