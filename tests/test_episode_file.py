@@ -181,3 +181,16 @@ def test_the_battery_cli_trains_and_scores_a_task_file(tmp_path):
     assert {"carried", "wiped", "stateless"} <= set(row)
     assert results["config"]["mix"]["tasks"][0]["sha256"] == task_from_file(EXAMPLE).sha256
     assert "appointments" in result.stdout
+
+
+def test_an_episode_file_task_is_rebuilt_from_a_member_where_the_file_was_never_read():
+    """A Ray worker gets the task as its member's settings: the file is read, checked and registered there."""
+    from ran.engine import member_of, spec_of
+
+    task = task_from_file(EXAMPLE)
+    mix = TaskMix(tasks=(task,), weights=(1.0,), episodes_per_step=4)
+    member = member_of(RunSpec("tiny", RanConfig(), mix, TrainConfig(steps=1)))
+    del TASKS[task.name]  # as in a fresh process
+    rebuilt = spec_of(member).task.tasks[0]
+    assert rebuilt.name == task.name and rebuilt.to_dict() == task.to_dict()
+    assert rebuilt.evaluation_episodes() == task.evaluation_episodes()

@@ -15,7 +15,7 @@ from typing import Any
 from ran.model import RanConfig
 from ran.passes import PassFormat
 from ran.runner import RunSpec
-from ran.tasks import Task, task_class
+from ran.tasks import Task, task_from_settings
 from ran.tasks.mix import TaskMix
 from ran.training import TrainConfig
 
@@ -29,7 +29,7 @@ def task_description(task: Task | TaskMix) -> dict[str, Any]:
 def task_from_description(description: dict[str, Any]) -> Task | TaskMix:
     if description["name"] == TaskMix.name:
         return TaskMix.from_dict(description["settings"])
-    return task_class(description["name"]).from_dict(description["settings"])
+    return task_from_settings(description["name"], description["settings"])
 
 
 def member_of(spec: RunSpec, point: dict[str, Any] | None = None, stateless: bool = False,

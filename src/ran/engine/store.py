@@ -46,7 +46,8 @@ class RecordStore:
         try:
             record = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{path} is not a readable run record ({error}): delete it to run that run again") from None
+            raise ConfigError(f"{path} is not a readable run record ({error}): delete it to run that run "
+                              "again") from None
         schema = record.get("schema") if isinstance(record, dict) else None
         if schema not in READABLE_RECORD_SCHEMAS:
             raise ConfigError(f"{path} has record schema {schema!r}, which this version does not read "

@@ -73,8 +73,8 @@ class TaskMix:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskMix:
         """The mix of :meth:`to_dict`'s layout, each task's settings checked by its own ``from_dict``."""
-        from ran.tasks import task_class
+        from ran.tasks import task_from_settings
 
-        tasks = tuple(task_class(entry["name"]).from_dict({k: v for k, v in entry.items() if k != "name"})
+        tasks = tuple(task_from_settings(entry["name"], {k: v for k, v in entry.items() if k != "name"})
                       for entry in data["tasks"])
         return cls(tasks, tuple(data["weights"]), data["episodes_per_step"])
