@@ -3,7 +3,9 @@
 1. the device tests (tests/test_devices.py: non-destruction, cached == uncached generation, a training
    step, artifacts and a session pass, on CUDA) and the model tests;
 2. the headline on the GPU: ``ran crosspass --device DEVICE`` with its defaults, 3 seeds, timed;
-3. the forward, generation and training benchmarks with ``--device DEVICE --quick``.
+3. the forward, generation and training benchmarks with ``--device DEVICE --quick``;
+4. a population in one batch (``benchmarks/members.py --device DEVICE --members 1 32 --steps 5``): the
+   batched members' losses equal the loop's, and 32 members' cost against one member's (aim: <= 2x).
 
 It writes ``OUT/gpu-check.json`` (the card, versions, test counts, the headline's recall and time, the
 benchmark ratios) and prints a summary. Budget: under 5 minutes on one H100-class GPU.
@@ -36,6 +38,8 @@ def steps(device: str, out: Path) -> list[tuple[str, list[str]]]:
                       "--out", str(out / "headline"), "--no-progress"]),
         ("benchmarks", [python, "-m", "benchmarks", "--device", device, "--quick", "--only", "forward",
                         "generation", "training", "--out", str(out / "benchmarks")]),
+        ("members", [python, "benchmarks/members.py", "--device", device, "--members", "1", "32", "--steps", "5",
+                     "--out", str(out / "benchmarks")]),
     ]
 
 
@@ -72,6 +76,14 @@ def summarise(out: Path, seconds: dict[str, float], tests: dict[str, int], devic
                       "ratio": entry["ratio"], "target": entry["target"], "met": entry["met"]}
                      for entry in document["summary"]]
     summary["benchmarks"] = rows
+    members = out / "benchmarks" / "members.json"
+    if members.is_file():
+        cases = {case["members"]: case for case in json.loads(members.read_text())["results"]["cases"]}
+        if 1 in cases and 32 in cases:
+            one, many = (cases[n]["seconds"]["batched"]["median"] for n in (1, 32))
+            summary["members"] = {"one_member_seconds": one, "32_members_seconds": many, "cost_ratio": many / one,
+                                  "aim": "<= 2", "met": many / one <= 2,
+                                  "same_losses": all(case["same_losses"] for case in cases.values())}
     return summary
 
 
@@ -119,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     for entry in summary["benchmarks"]:
         ratio = entry["ratio"]["median"] if entry["ratio"] else float("nan")
         print(f"  {entry['benchmark']:>10}  {entry['case']:<60}  {ratio:.3g}x  {entry['target']}")
+    if "members" in summary:
+        members = summary["members"]
+        print(f"a population in one batch: 32 members {members['32_members_seconds']:.1f} s, one member "
+              f"{members['one_member_seconds']:.1f} s: {members['cost_ratio']:.2f}x (aim <= 2x); losses as in the "
+              f"loop: {members['same_losses']}")
     print(f"wrote {out / 'gpu-check.json'}")
     return 1 if failed else 0
 

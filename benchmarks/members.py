@@ -35,7 +35,7 @@ LOSS_TOLERANCE = 1e-4
 
 
 def run(member_counts: list[int], steps: int, units: int, delays: tuple[int, int], threads: int,
-        repeats: int = 1) -> dict[str, Any]:
+        repeats: int = 1, device: str = "cpu") -> dict[str, Any]:
     import torch
 
     from ran.batched import Member, train_members
@@ -48,7 +48,7 @@ def run(member_counts: list[int], steps: int, units: int, delays: tuple[int, int
 
     torch.set_num_threads(threads)
     started, load_before = time.perf_counter(), load_average()
-    base, tokenizer = load_model("smollm2-135m")
+    base, tokenizer = load_model("smollm2-135m", device=device)
     renderer = Renderer(PassFormat(), tokenizer)
     task = RecallTask(train_delays=delays, filler="distractor")
 
@@ -59,7 +59,8 @@ def run(member_counts: list[int], steps: int, units: int, delays: tuple[int, int
         return [Member(RanConfig(mode="kv", readout_seed=i, reservoir=ReservoirConfig(units=units, seed=i)),
                        TrainConfig(steps=steps, seed=i), episodes_for_step) for i in range(n)]
 
-    config = {"model": "smollm2-135m", "task": task.to_dict(), "units": units, "steps": steps, "threads": threads,
+    config = {"model": "smollm2-135m", "device": str(base.device), "dtype": str(base.dtype).removeprefix("torch."),
+              "task": task.to_dict(), "units": units, "steps": steps, "threads": threads,
               "repeats": repeats, "members": member_counts,
               "ran": RanConfig(reservoir=ReservoirConfig(units=units)).to_dict()}
     results: dict[str, Any] = {"cases": []}
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--units", type=int, default=512, help="reservoir size K (default: 512, crosspass's)")
     parser.add_argument("--delays", default="0-0", help="training delays LOW-HIGH (default: 0-0, one hop)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds of each way, alternating (default: 1)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default: benchmarks/results)")
     args = parser.parse_args(argv)
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if min(args.members) < 1 or min(args.steps, args.threads, args.repeats) < 1:
         parser.error("--members, --steps, --threads and --repeats must be >= 1")
-    outcome = run(args.members, args.steps, args.units, parse_delays(args.delays), args.threads, args.repeats)
+    outcome = run(args.members, args.steps, args.units, parse_delays(args.delays), args.threads, args.repeats,
+                  args.device)
     path = write_result(outcome["name"], outcome["config"], outcome["results"], outcome["summary"],
                         outcome["started"], outcome["load_before"], args.out, outcome["notes"])
     print(f"wrote {path}")

@@ -83,9 +83,14 @@ def test_gpu_check_plans_its_steps_and_reads_their_results(tmp_path):
         "machine": {"gpu": "NVIDIA H100"}, "summary": [{"case": "kv K=2048 short", "ran": "1 ms", "baseline": "1 ms",
                                                          "ratio": {"median": 1.02}, "target": "<= 1.05x",
                                                          "met": True}]}))
+    (tmp_path / "benchmarks" / "members.json").write_text(json.dumps({"results": {"cases": [
+        {"members": n, "seconds": {"batched": {"median": seconds}}, "same_losses": True}
+        for n, seconds in ((1, 2.0), (32, 5.0))]}}))
     summary = gpu_check.summarise(tmp_path, {"tests": 1.0}, {"passed": 12}, "cuda:0")
     assert summary["gpu"] == "NVIDIA H100" and summary["headline"]["recall"]["carried"] == 1.0
     assert summary["benchmarks"][0]["ratio"]["median"] == 1.02 and set(summary["git"]) == {"commit", "dirty"}
+    assert "--members" in plan["members"] and "cuda:0" in plan["members"]
+    assert summary["members"]["cost_ratio"] == 2.5 and summary["members"]["met"] is False  # 32 members: 2.5x one
 
 
 def test_gpu_check_without_a_gpu_is_one_clear_line(tmp_path):
