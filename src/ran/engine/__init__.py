@@ -1,6 +1,6 @@
 """One engine for every experiment: members in, one record per finished run out.
 
-An experiment (``ran crosspass``, ``ran battery``, ``ran population``) is a list of members
+An experiment (``ran crosspass``, ``ran battery``, ``ran remember``, ``ran population``) is a list of members
 (:mod:`ran.engine.members`: one run's whole configuration as a JSON dict). :func:`run_members` runs
 each member not yet on disk, in this process or on Ray (:mod:`ran.engine.backends`), writes its record
 atomically as it finishes (:mod:`ran.engine.store`) and returns the records in the members' order, so
