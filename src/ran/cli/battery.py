@@ -36,8 +36,9 @@ from ran.tasks.mix import TaskMix
 from ran.training import TrainConfig
 
 EPILOG = ("Time: the default run (3 seeds, the readout recipe) took 18 min on 2 cores of an AMD EPYC (per seed "
-          "2.7 min training, 2.8 min training the stateless ablation, the rest scoring); --seeds 0 takes a third "
-          "of that, and --recipe readout lora twice as long.")
+          "2.7 min training, 2.8 min training the stateless ablation, the rest scoring) before timed, initiative, "
+          "sequence and accumulate grew longer episodes (not measured since: expect more); --seeds 0 takes a "
+          "third of that, and --recipe readout lora twice as long.")
 
 STEPS = 150
 
