@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from killing import kill_after_records
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_models import tiny_model, tiny_tokenizer
 
@@ -346,11 +347,6 @@ def test_reservoir_driven_needs_carried_beyond_the_spread_over_seeds():
 
 
 def test_a_killed_battery_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
-    import signal
-    import time
-
-    from ran.engine import RecordStore
-
     directory = tmp_path / "tiny"
     tiny_model("llama").save_pretrained(directory)
     tiny_tokenizer().save_pretrained(directory)
@@ -361,15 +357,8 @@ def test_a_killed_battery_resumes_to_the_records_of_an_uninterrupted_one(tmp_pat
                 "--threads", "1", *TINY_TIMED]
 
     interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
-    process = subprocess.Popen([sys.executable, "-m", "ran", *argv(interrupted)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     records = interrupted / "battery.records"
-    deadline = time.monotonic() + 240
-    while len(RecordStore(records).keys()) < 1 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    finished = {p.name: p.stat().st_mtime_ns for p in kill_after_records(argv(interrupted), records, 1)}
     assert 1 <= len(finished) < 3, "the battery should be killed part-way"
     resumed = ran(*argv(interrupted))
     assert resumed.returncode == 0, resumed.stderr

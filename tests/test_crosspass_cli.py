@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from killing import kill_after_records
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_models import tiny_model, tiny_tokenizer
 
@@ -192,21 +193,10 @@ def _comparable(results):
 
 
 def test_a_killed_crosspass_resumes_on_the_engine(tiny_dir, task_file, tmp_path):
-    import signal
-    import time
-
-    from ran.engine import RecordStore
-
     interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
-    process = subprocess.Popen([sys.executable, "-m", "ran", *_crosspass(tiny_dir, task_file, interrupted)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = interrupted / "crosspass.records"
-    deadline = time.monotonic() + 120
-    while len(RecordStore(records).keys()) < 1 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    left = kill_after_records(_crosspass(tiny_dir, task_file, interrupted), records, 1)
+    finished = {p.name: p.stat().st_mtime_ns for p in left}
     assert 1 <= len(finished) < 3, "the run should be killed part-way"
     assert not (interrupted / "crosspass.json").exists()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from killing import kill_after_records
 from tiny_models import tiny_model, tiny_tokenizer
 
 from ran.cli import main
@@ -155,15 +156,9 @@ def test_records_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_a_killed_population_resumes_without_redoing_finished_runs(capsys, tmp_path, model_dir, task_file):
     interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
     argv = cli(model_dir, task_file, interrupted, "--reservoir-seeds", "0-2", "--train-seeds", "0-2")
-    process = subprocess.Popen([sys.executable, "-m", "ran", *argv], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     records = interrupted / "records"
-    deadline = time.monotonic() + 60
-    while len(RecordStore(records).keys()) < 2 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in records.glob("*.json")}
+    left = kill_after_records(argv, records, 2, timeout=60, cwd=REPO)
+    finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in left}
     assert 2 <= len(finished) < 9, "the population should be killed part-way"
     for path in records.glob("*.json"):
         json.loads(path.read_text())  # no torn record

@@ -116,23 +116,34 @@ def check_new(path: str | os.PathLike, flag: str, overwrite: bool, what: str = "
     return path
 
 
+def read_small_text(path: Path, what: str, limit: int, give: str, kind: str,
+                    error: type[ConfigError] = ConfigError) -> str:
+    """The text of a UTF-8 text file of at most ``limit`` bytes; a directory, a missing, oversized, binary or
+    unreadable file is one clear ``error`` naming ``what`` (e.g. "task file"), what to ``give`` instead (e.g.
+    "a JSON file") and, for the size, the ``kind`` of file the limit is for."""
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory: give {give}")
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise error(f"{what} {path} is {size:,} bytes, more than the {limit:,} {kind} may have")
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} {path} is not a text file (not UTF-8): give {give}") from None
+    except OSError as failure:
+        raise error(f"{what} {path} cannot be read ({failure.strerror or failure})") from None
+    return text
+
+
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     """A JSON object from ``path``; a missing file, a directory, a binary or unreadable file, bad JSON or another
     JSON type is one clear error."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a directory: give a JSON file")
-    if path.is_file() and path.stat().st_size > MAX_JSON_BYTES:
-        raise ConfigError(f"{what} {path} is {path.stat().st_size:,} bytes, more than the {MAX_JSON_BYTES:,} a "
-                          "settings file may have")
+    text = read_small_text(path, what, MAX_JSON_BYTES, "a JSON file", "a settings file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{what} not found: {path}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what} {path} is not a text file (not UTF-8): give a JSON file") from None
-    except OSError as error:
-        raise ConfigError(f"{what} {path} cannot be read ({error.strerror or error})") from None
+        data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as error:
         reason = error if isinstance(error, json.JSONDecodeError) else "nested too deeply"
         raise ConfigError(f"{what} {path} is not valid JSON: {reason}") from None

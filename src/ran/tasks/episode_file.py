@@ -40,6 +40,7 @@ import torch
 
 from ran.episodes import SILENT, Episode, Pass
 from ran.errors import ConfigError, TaskFileError
+from ran.fileio import read_small_text
 from ran.passes import Renderer
 from ran.schema import check_fields
 from ran.tasks.base import TASKS, Prediction, Task, register
@@ -87,22 +88,8 @@ def task_name(path: str | Path) -> str:
 
 def read_lines(path: Path) -> tuple[list[str], str]:
     """The file's lines and its SHA-256; a missing, oversized, binary or unreadable file is one clear error."""
-    if path.is_dir():
-        raise TaskFileError(f"task file {path} is a directory: give a {SUFFIX} file")
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise TaskFileError(f"task file {path} is {size:,} bytes, more than the {MAX_FILE_BYTES:,} a task file "
-                                "may have")
-        data = path.read_bytes()
-        text = data.decode("utf-8")
-    except FileNotFoundError:
-        raise TaskFileError(f"task file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise TaskFileError(f"task file {path} is not a text file (not UTF-8): give a {SUFFIX} file") from None
-    except OSError as error:
-        raise TaskFileError(f"task file {path} cannot be read ({error.strerror or error})") from None
-    return text.splitlines(), hashlib.sha256(data).hexdigest()
+    text = read_small_text(path, "task file", MAX_FILE_BYTES, f"a {SUFFIX} file", "a task file", TaskFileError)
+    return text.splitlines(), hashlib.sha256(text.encode("utf-8")).hexdigest()  # UTF-8 round-trips: the file's bytes
 
 
 def fields_of(cls: type, data: Any, where: str) -> dict[str, Any]:
