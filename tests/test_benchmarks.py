@@ -86,11 +86,18 @@ def test_gpu_check_plans_its_steps_and_reads_their_results(tmp_path):
     (tmp_path / "benchmarks" / "members.json").write_text(json.dumps({"results": {"cases": [
         {"members": n, "seconds": {"batched": {"median": seconds}}, "same_losses": True}
         for n, seconds in ((1, 2.0), (32, 5.0))]}}))
+    (tmp_path / "benchmarks" / "members-bfloat16.json").write_text(json.dumps({"results": {"cases": [
+        {"members": n, "dtype": "bfloat16", "seconds": {"batched": {"median": seconds}}, "time_ratio": 0.25,
+         "same_losses": n == 1} for n, seconds in ((1, 1.0), (32, 1.5))]}}))
     summary = gpu_check.summarise(tmp_path, {"tests": 1.0}, {"passed": 12}, "cuda:0")
     assert summary["gpu"] == "NVIDIA H100" and summary["headline"]["recall"]["carried"] == 1.0
     assert summary["benchmarks"][0]["ratio"]["median"] == 1.02 and set(summary["git"]) == {"commit", "dirty"}
     assert "--members" in plan["members"] and "cuda:0" in plan["members"]
     assert summary["members"]["cost_ratio"] == 2.5 and summary["members"]["met"] is False  # 32 members: 2.5x one
+    assert "bfloat16" in plan["members-bfloat16"]
+    bf16 = summary["members_bfloat16"]
+    assert (bf16["dtype"], bf16["cost_ratio"], bf16["met"], bf16["loop_over_batch"], bf16["same_losses"]) == (
+        "bfloat16", 1.5, True, 4.0, False)
 
 
 def test_gpu_check_without_a_gpu_is_one_clear_line(tmp_path):
