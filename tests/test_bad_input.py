@@ -401,6 +401,8 @@ ROWS = [
     ("population", ["--task-file", "@W/tasks/template-positional.json"], "has the field {0}"),
     ("population", ["--keys", "0"], "--keys must be"),
     ("population", ["--workers", "-1"], "--workers must be"),
+    ("crosspass", ["--batch-runs", "0"], "--batch-runs must be"),
+    ("battery", ["--batch-runs", "x"], "--batch-runs"),
     ("population", ["--threads", "0"], "--threads must be"),
     ("population", ["--workers", "2", "--ray-address", "127.0.0.1:1"], "not both"),
     ("population", ["--eval-delays", "999"], "--eval-delays must be"),

@@ -143,3 +143,23 @@ def test_members_whose_parameters_cannot_be_stacked_are_refused(ran, named):
         train_members(tiny_model("llama"), [Member(ran, TrainConfig(steps=1), toy_episodes)], RENDERER)
     with pytest.raises(ConfigError, match="no members"):
         train_members(tiny_model("llama"), [], RENDERER)
+
+
+def test_the_engine_batches_only_runs_of_one_shape_and_at_most_n_per_batch():
+    from ran.engine import Backend, batch_groups, member_of
+    from ran.runner import RunSpec
+    from ran.tasks import RecallTask
+
+    def member(seed: int, units: int = 32, steps: int = 3, lora_rank: int = 0, summary: str = "last"):
+        ran_config = RanConfig(mode="kv", summary=summary, lora_rank=lora_rank,
+                               reservoir=ReservoirConfig(units=units, seed=seed))
+        return member_of(RunSpec("tiny", ran_config, RecallTask(), TrainConfig(steps=steps, seed=seed)))
+
+    members = [member(0), member(1), member(2, units=64), member(3), member(4, lora_rank=2), member(5, steps=4),
+               member(6), member(7, summary="attention")]
+    assert batch_groups(list(range(8)), members, 1) == [[i] for i in range(8)]
+    assert batch_groups(list(range(8)), members, 3) == [[0, 1, 3], [2], [4], [5], [6], [7]]
+    assert batch_groups(list(range(8)), members, 2) == [[0, 1], [2], [3, 6], [4], [5], [7]]
+    assert batch_groups([1, 3], members, 8) == [[1, 3]]  # a resumed run batches only what is left
+    with pytest.raises(ConfigError, match="batch must be an integer >= 1"):
+        Backend(batch=0)

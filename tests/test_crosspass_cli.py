@@ -223,3 +223,20 @@ def test_crosspass_on_local_ray_workers_gives_the_in_process_results(tiny_dir, t
     assert in_process.returncode == 0, in_process.stderr
     assert _comparable(json.loads((tmp_path / "ray" / "crosspass.json").read_text())) == \
         _comparable(json.loads((tmp_path / "here" / "crosspass.json").read_text()))
+
+
+def test_runs_trained_in_one_batch_give_the_records_of_runs_trained_alone(tiny_dir, task_file, tmp_path):
+    alone = ran(*_crosspass(tiny_dir, task_file, tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stderr
+    batched = ran(*_crosspass(tiny_dir, task_file, tmp_path / "batched", "--batch-runs", "3"))
+    assert batched.returncode == 0, batched.stderr
+    assert "trained in 1 batch of 3 runs (--batch-runs 3)" in batched.stdout
+    (runs_alone, summary_alone), (runs_batched, summary_batched) = (
+        _comparable(json.loads((tmp_path / name / "crosspass.json").read_text())) for name in ("alone", "batched"))
+    assert summary_batched == summary_alone  # every score, carried / wiped / untrained, per delay
+    for one, other in zip(runs_batched, runs_alone, strict=True):
+        # float32 sums in other batch shapes: ~1e-6 relative over 30 steps (tests/test_batched.py)
+        assert one.pop("loss_curve") == pytest.approx(other.pop("loss_curve"), rel=1e-4)
+        assert one == other  # predictions, configs, fingerprints
+    records = [json.loads(path.read_text()) for path in (tmp_path / "batched" / "crosspass.records").glob("*.json")]
+    assert sorted(record["timing"]["batch"] for record in records) == [3, 3, 3]

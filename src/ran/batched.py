@@ -100,6 +100,15 @@ class TrainedMember:
         return model
 
 
+def batch_shape(ran: RanConfig, train: TrainConfig) -> tuple | None:
+    """What a run must share with others to train in one batch with them (before the layer default is
+    resolved); None for a run that trains alone (another recurrence, LoRA, the attention read)."""
+    if ran.recurrence != "reservoir" or ran.lora_rank or ran.summary == "attention":
+        return None
+    return (tuple(getattr(ran, name) for name in SHARED_RAN_FIELDS),
+            tuple(getattr(ran.reservoir, name) for name in SHARED_RESERVOIR_FIELDS), train.steps)
+
+
 def check_members(members: Sequence[Member], n_layers: int) -> None:
     """Refuse, in one line, members that cannot be rows of one batch (``n_layers``: the backbone's depth)."""
     if not members:
@@ -365,6 +374,8 @@ def train_members(base: PreTrainedModel, members: Sequence[Member], renderer: Re
                     _train_chunk(batch, rendered, parameters, optimizers, members, results, carry, cache)
                 for _, scheduler in optimizers:
                     scheduler.step()
+        for result in results:  # the one host sync of the losses (and the end of the GPU's queued work)
+            result.losses = torch.stack(result.losses).tolist() if result.losses else []
         seconds = time.perf_counter() - started
     finally:
         host.unwrap()
@@ -407,6 +418,6 @@ def _train_chunk(batch: _MemberBatch, rendered: dict[int, list[list[RenderedPass
     for index, loss in losses.items():
         torch.nn.utils.clip_grad_norm_(list(parameters[index].values()), members[index].train.grad_clip)
         optimizers[index][0].step()
-        results[index].losses.append(loss.item())
+        results[index].losses.append(loss.detach())  # a tensor until training ends: no host sync per member
         results[index].episodes += len(rendered[index])
         results[index].passes += sum(len(e) for e in rendered[index])

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ran.errors import ConfigError
 from ran.fileio import atomic_write
 from ran.loading import load_model
 from ran.model import RanConfig, ReservoirModel, wrap
@@ -24,7 +25,7 @@ from ran.provenance import source
 from ran.tasks import Task
 from ran.tasks.mix import TaskMix
 from ran.tracking import TrackConfig, log_run
-from ran.training import LayerInputCache, TrainConfig, predict, train
+from ran.training import LayerInputCache, TrainConfig, TrainResult, predict, train
 
 CONDITIONS = ("carried", "wiped", "untrained")
 
@@ -53,21 +54,26 @@ def evaluate(model: ReservoirModel, renderer: Renderer, task: Task | TaskMix, ca
     return task.score(episodes, predictions, renderer)
 
 
-def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: bool = True,
-             ran: RanConfig | None = None) -> tuple[ReservoirModel, LayerInputCache | None, Any, dict[str, Any]]:
-    """Wrap ``base``, score it untrained, train it on the spec's task; returns (model, cache, result, scores)."""
-    model = wrap(base, ran or spec.ran)
-    cache = LayerInputCache(model) if model.can_start_at_layer else None
-    scores = {"untrained": evaluate(model, renderer, spec.task, carry=carry, cache=cache)} if spec.untrained else {}
+def episode_source(spec: RunSpec):
+    """The spec's training episodes as ``(step, generator) -> episodes``, its curriculum's scaffold fading out."""
     curriculum = spec.train.curriculum_steps
 
     def episodes_for_step(step: int, generator: torch.Generator):
         scaffold = 1.0 - step / curriculum if curriculum and step < curriculum else 0.0
         return spec.task.training_episodes(generator, scaffold=scaffold)
 
+    return episodes_for_step
+
+
+def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: bool = True,
+             ran: RanConfig | None = None) -> tuple[ReservoirModel, LayerInputCache | None, Any, dict[str, Any]]:
+    """Wrap ``base``, score it untrained, train it on the spec's task; returns (model, cache, result, scores)."""
+    model = wrap(base, ran or spec.ran)
+    cache = LayerInputCache(model) if model.can_start_at_layer else None
+    scores = {"untrained": evaluate(model, renderer, spec.task, carry=carry, cache=cache)} if spec.untrained else {}
     label = f"{model.config.mode} {model.config.recurrence} seed {spec.train.seed}"
     try:
-        trained = train(model, renderer, episodes_for_step, spec.train, progress=progress, description=label,
+        trained = train(model, renderer, episode_source(spec), spec.train, progress=progress, description=label,
                         cache=cache, carry=carry)
     except BaseException:
         model.unwrap()
@@ -92,9 +98,68 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
     renderer = Renderer(spec.format, tokenizer)
     spec.task.check(renderer)
     model, cache, trained, scores = _trained(spec, base, renderer, progress)
+    record = _scored(spec, model, cache, trained, scores, renderer, save_to, after)
+    if stateless:
+        if spec.ran.lora_rank:
+            base, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
+        _add_stateless(record, spec, base, renderer, progress)
+    if track is not None:
+        record["tracked"] = str(log_run(track, record, label, save_to))
+    return record
+
+
+def run_together(specs: list[RunSpec], base, tokenizer, progress: bool = True,
+                 saves: list[Path | None] | None = None, stateless: list[bool] | None = None,
+                 afters: list[Callable[[ReservoirModel, Renderer], dict[str, Any]] | None] | None = None,
+                 ) -> list[dict[str, Any]]:
+    """:func:`run_one` for runs that share a shape, trained in one batch on ``base`` (:mod:`ran.batched`).
+
+    Each run is scored untrained, carried and wiped, measured by its ``after`` and saved exactly as
+    :func:`run_one` does; only its training ran beside the others', so its record equals its solo record up
+    to float rounding (``train_seconds`` is the whole batch's). Stateless ablations train alone.
+    """
+    from ran.batched import Member, train_members
+
+    saves, stateless, afters = (saves or [None] * len(specs), stateless or [False] * len(specs),
+                                afters or [None] * len(specs))
+    formats = {spec.format for spec in specs}
+    if len(formats) != 1:
+        raise ConfigError(f"runs trained in one batch share one pass format, got {len(formats)}")
+    renderer = Renderer(specs[0].format, tokenizer)
+    untrained: list[dict[str, Any]] = []
+    for spec in specs:
+        spec.task.check(renderer)
+        scores = {}
+        if spec.untrained:
+            model = wrap(base, spec.ran)
+            try:
+                cache = LayerInputCache(model) if model.can_start_at_layer else None
+                scores["untrained"] = evaluate(model, renderer, spec.task, carry=True, cache=cache)
+            finally:
+                model.unwrap()
+        untrained.append(scores)
+    members = [Member(spec.ran, spec.train, episode_source(spec)) for spec in specs]
+    trained = train_members(base, members, renderer, progress=progress, description=f"{len(specs)} runs")
+    records = []
+    for spec, done, scores, save_to, ablate, after in zip(specs, trained, untrained, saves, stateless, afters,
+                                                           strict=True):
+        model = done.wrap(base)
+        cache = LayerInputCache(model) if model.can_start_at_layer else None
+        record = _scored(spec, model, cache, done.result, scores, renderer, save_to, after)
+        if ablate:
+            _add_stateless(record, spec, base, renderer, progress)
+        records.append(record)
+    return records
+
+
+def _scored(spec: RunSpec, model: ReservoirModel, cache: LayerInputCache | None, trained: TrainResult,
+            scores: dict[str, Any], renderer: Renderer, save_to: Path | None,
+            after: Callable[[ReservoirModel, Renderer], dict[str, Any]] | None) -> dict[str, Any]:
+    """A trained run's record: scored carried and wiped, measured by ``after``, saved; ``model`` unwrapped."""
     try:
         for condition, carry in (("carried", True), ("wiped", False)):
             scores[condition] = evaluate(model, renderer, spec.task, carry=carry, cache=cache)
+        base = model.base
         record = {
             "task": spec.task.name,
             "mode": spec.ran.mode,
@@ -120,20 +185,19 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
             save_artifact(model, spec, record, save_to)
     finally:
         model.unwrap()
-    if stateless:
-        if spec.ran.lora_rank:
-            base, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
-        ablation, ablation_cache, ablation_trained, _ = _trained(
-            spec, base, renderer, progress, carry=False, ran=replace(spec.ran, recurrence="none"))
-        try:
-            record["scores"]["stateless"] = evaluate(ablation, renderer, spec.task, carry=False, cache=ablation_cache)
-            record["stateless_loss_curve"] = [round(loss, 6) for loss in ablation_trained.losses]
-            record["stateless_train_seconds"] = round(ablation_trained.seconds, 3)
-        finally:
-            ablation.unwrap()
-    if track is not None:
-        record["tracked"] = str(log_run(track, record, label, save_to))
     return record
+
+
+def _add_stateless(record: dict[str, Any], spec: RunSpec, base, renderer: Renderer, progress: bool) -> None:
+    """Train and score the run's stateless ablation into ``record`` (``scores.stateless`` and its curve)."""
+    ablation, ablation_cache, ablation_trained, _ = _trained(
+        spec, base, renderer, progress, carry=False, ran=replace(spec.ran, recurrence="none"))
+    try:
+        record["scores"]["stateless"] = evaluate(ablation, renderer, spec.task, carry=False, cache=ablation_cache)
+        record["stateless_loss_curve"] = [round(loss, 6) for loss in ablation_trained.losses]
+        record["stateless_train_seconds"] = round(ablation_trained.seconds, 3)
+    finally:
+        ablation.unwrap()
 
 
 ARTIFACT_RUN_FILE = "run.json"

@@ -127,6 +127,10 @@ def add_backend_arguments(parser: argparse.ArgumentParser, default_threads: int 
     where.add_argument("--ray-address", metavar="HOST:PORT",
                        help="run on an existing Ray cluster (started with `ray start --head --port=6379`); each run "
                             "asks for one GPU when the cluster has GPUs")
+    where.add_argument("--batch-runs", type=int, default=1, metavar="N",
+                       help="train up to N runs that share a shape (mode, layer, slots, read, reservoir size, steps) "
+                            "in one batch on the shared backbone (ran.batched; on Ray, one batch per task); each "
+                            "record equals the run's alone up to float rounding (default: 1, each run alone)")
     threads = ("torch's default in this process, 1 per Ray worker" if default_threads is None
                else str(default_threads))
     where.add_argument("--threads", type=int, default=default_threads,
@@ -138,7 +142,7 @@ def backend_from(args: argparse.Namespace):
     """The engine's backend of the flags of :func:`add_backend_arguments` (their ranges: ran.cli.validate)."""
     from ran.engine import Backend
 
-    return Backend(workers=args.workers, ray_address=args.ray_address)
+    return Backend(workers=args.workers, ray_address=args.ray_address, batch=args.batch_runs)
 
 
 def add_track_arguments(parser: argparse.ArgumentParser) -> None:

@@ -85,7 +85,7 @@ LIMITS: dict[str, Limit] = {
     "new_tokens": _integer(0, 4_096), "max_new_tokens": _integer(0, 4_096), "temperature": _real(0.0, 100.0),
     "sample_seed": SEED, "sinks": COUNT, "window": COUNT, "heavy": COUNT, "max_entropy": _real(0.0, 1_000.0),
     # populations
-    "threads": _integer(1, 1_024), "workers": _integer(0, 1_024),
+    "threads": _integer(1, 1_024), "workers": _integer(0, 1_024), "batch_runs": _integer(1, 4_096),
     # ran serve
     "port": _integer(0, 65_535),
     # the probes

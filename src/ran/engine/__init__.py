@@ -24,8 +24,8 @@ from ran.engine.worker import run_member, runner_record
 from ran.errors import ConfigError
 from ran.tracking import TrackConfig, log_run
 
-__all__ = ["Backend", "RecordStore", "member_key", "member_of", "run_member", "run_members", "runner_record",
-           "spec_of"]
+__all__ = ["Backend", "RecordStore", "batch_groups", "member_key", "member_of", "run_member", "run_members",
+           "runner_record", "spec_of"]
 
 
 def run_members(members: list[dict[str, Any]], directory: str | Path, backend: Backend | None = None,
@@ -56,9 +56,13 @@ def run_members(members: list[dict[str, Any]], directory: str | Path, backend: B
     if todo:
         saves = saves or [None] * len(members)
         in_process = not backend.uses_ray
+        groups = batch_groups(todo, members, backend.batch)
+        if backend.batch > 1:
+            log(f"trained in {len(groups)} batch{'es' if len(groups) > 1 else ''} of "
+                f"{', '.join(str(len(group)) for group in groups)} runs (--batch-runs {backend.batch})")
         with tqdm(total=len(todo), desc="runs", disable=not progress or len(todo) < 2, dynamic_ncols=True) as bar:
-            runs = execute([members[i] for i in todo], backend, threads, [saves[i] for i in todo],
-                           progress=progress and in_process)
+            runs = execute([[members[i] for i in group] for group in groups], backend, threads,
+                           [[saves[i] for i in group] for group in groups], progress=progress and in_process)
             with closing(runs):  # closing stops Ray at once on an error
                 for record in runs:
                     if track is not None:
@@ -68,3 +72,27 @@ def run_members(members: list[dict[str, Any]], directory: str | Path, backend: B
                     store.write(record)
                     bar.update()
     return store.read_all(keys)
+
+
+def batch_groups(todo: list[int], members: list[dict[str, Any]], batch: int) -> list[list[int]]:
+    """``todo`` (indices into ``members``) split into groups trained in one batch: runs of one model, device,
+    dtype, pass format and shape (:func:`ran.batched.batch_shape`), at most ``batch`` per group, in order;
+    a run that must train alone (or ``batch`` 1) is a group of its own."""
+    if batch <= 1:
+        return [[i] for i in todo]
+    from ran.batched import batch_shape
+
+    open_groups: dict[Any, list[int]] = {}
+    groups: list[list[int]] = []
+    for i in todo:
+        spec = spec_of(members[i])
+        shape = batch_shape(spec.ran, spec.train)
+        if shape is None:
+            groups.append([i])
+            continue
+        key = (spec.model, spec.device, spec.dtype, spec.format, shape)
+        if key not in open_groups or len(open_groups[key]) == batch:
+            open_groups[key] = []
+            groups.append(open_groups[key])
+        open_groups[key].append(i)
+    return groups

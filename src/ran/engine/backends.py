@@ -3,8 +3,10 @@
 ``Backend(workers=N)`` starts a private local Ray instance with N CPUs (one run per CPU);
 ``Backend(ray_address=ADDR)`` joins an existing cluster (``ray start --head --port=6379`` on the head
 node, ``ray start --address=HEAD:6379`` on the others). Either way each run is :func:`run_member` as a
-remote task, asking for one GPU when the cluster has any. A cluster address is probed with a plain TCP
-connect first, so an address that does not answer fails in seconds with one line instead of hanging.
+remote task, asking for one GPU when the cluster has any. ``batch=N`` trains up to N runs that share a
+shape in one batch (:func:`run_group`, :mod:`ran.batched`), one group per task. A cluster address is
+probed with a plain TCP connect first, so an address that does not answer fails in seconds with one line
+instead of hanging.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ran.engine.worker import run_member
+from ran.engine.worker import run_group
 from ran.errors import ConfigError, RanError
 
 PROBE_TIMEOUT_SECONDS = 3.0
@@ -34,10 +36,13 @@ class Backend:
 
     workers: int = 0
     ray_address: str | None = None
+    batch: int = 1  # runs of one shape trained in one batch, at most (1: each alone)
 
     def __post_init__(self) -> None:
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ConfigError(f"workers must be an integer >= 0 (0 = in-process), got {self.workers!r}")
+        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or self.batch < 1:
+            raise ConfigError(f"batch must be an integer >= 1 (1 = each run trains alone), got {self.batch!r}")
         if self.workers and self.ray_address:
             raise ConfigError("give --workers (local Ray workers) or --ray-address (an existing cluster), not both")
 
@@ -115,15 +120,16 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def execute(members: list[dict[str, Any]], backend: Backend, threads: int | None = 1,
-            saves: list[str | None] | None = None, progress: bool = False) -> Iterator[dict[str, Any]]:
-    """Run every member; yields each record as its run finishes (in completion order on Ray). ``threads``
-    is per run (None: in-process, torch's current number; on Ray, 1); ``saves[i]`` is where member i's
-    artifact goes (None: not saved); ``progress`` shows an in-process run's training steps."""
-    saves = saves or [None] * len(members)
+def execute(groups: list[list[dict[str, Any]]], backend: Backend, threads: int | None = 1,
+            saves: list[list[str | None]] | None = None, progress: bool = False) -> Iterator[dict[str, Any]]:
+    """Run every group of members (one member, or several trained in one batch: :func:`run_group`); yields
+    each record as its group finishes (in completion order on Ray). ``threads`` is per group (None:
+    in-process, torch's current number; on Ray, 1); ``saves[g][i]`` is where member i of group g saves its
+    artifact (None: not saved); ``progress`` shows an in-process group's training steps."""
+    saves = saves or [[None] * len(group) for group in groups]
     if not backend.uses_ray:
-        for member, save_to in zip(members, saves, strict=True):
-            yield run_member(member, threads, save_to=save_to, progress=progress)
+        for group, group_saves in zip(groups, saves, strict=True):
+            yield from run_group(group, threads, saves=group_saves, progress=progress)
         return
     threads = threads or 1
     with ray_session(backend, threads) as ray:
@@ -132,19 +138,19 @@ def execute(members: list[dict[str, Any]], backend: Backend, threads: int | None
             raise ConfigError(f"no Ray node has {threads} CPUs for one run (the largest has {largest:g}): "
                               "lower --threads")
         gpus = ray.cluster_resources().get("GPU", 0)
-        remote = ray.remote(run_member).options(num_cpus=threads, num_gpus=1 if gpus else 0)
-        pending = [remote.remote(member, threads, save_to) for member, save_to in zip(members, saves, strict=True)]
+        remote = ray.remote(run_group).options(num_cpus=threads, num_gpus=1 if gpus else 0)
+        pending = [remote.remote(group, threads, group_saves) for group, group_saves in zip(groups, saves, strict=True)]
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                yield _result(ray, done[0])
+                yield from _result(ray, done[0])
         finally:
             for reference in pending:  # an error or an interrupt: stop the runs still queued
                 ray.cancel(reference, force=True)
 
 
-def _result(ray, reference) -> dict[str, Any]:
-    """The record of a finished task; a user-facing error inside it comes back as that error."""
+def _result(ray, reference) -> list[dict[str, Any]]:
+    """The records of a finished task; a user-facing error inside it comes back as that error."""
     try:
         return ray.get(reference)
     except ray.exceptions.RayTaskError as error:

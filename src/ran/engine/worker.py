@@ -1,4 +1,5 @@
-"""One run of the engine: a plain function of its member dict that returns its results record.
+"""One run of the engine: a plain function of its member dict that returns its results record (and one
+group of runs that share a shape, trained in one batch: :func:`run_group`).
 
 The same function runs in-process and as a Ray task, so a record does not depend on the backend:
 a run uses a fixed number of CPU threads (the order of floating-point sums in a matmul depends on
@@ -20,7 +21,7 @@ from ran.engine.store import RECORD_SCHEMA
 from ran.harm import task_harm
 from ran.loading import load_model
 from ran.provenance import source
-from ran.runner import run_one
+from ran.runner import run_one, run_together
 
 # Fields of a runner record that measure the machine, not the model: kept apart, under "timing".
 TIMING_FIELDS = ("train_seconds", "episodes_per_second", "passes_per_second")
@@ -48,6 +49,38 @@ def run_member(member: dict[str, Any], threads: int | None = 1, save_to: str | P
     timing.update({"seconds": round(time.perf_counter() - started, 3), "threads": threads, "host": platform.node()})
     return {"schema": RECORD_SCHEMA, "key": member_key(member), "member": member, "result": result, "timing": timing,
             "git": source()}  # the code this worker ran
+
+
+def run_group(members: list[dict[str, Any]], threads: int | None = 1, saves: list[str | Path | None] | None = None,
+              progress: bool = False) -> list[dict[str, Any]]:
+    """Train ``members`` (one shape: :func:`ran.batched.batch_shape`) in one batch and evaluate each as
+    :func:`run_member` does; returns their records, each equal to its solo record up to float rounding. Its
+    timing holds the whole group's seconds and ``batch``, the number of runs trained together."""
+    saves = saves or [None] * len(members)
+    if len(members) == 1:
+        return [run_member(members[0], threads, save_to=saves[0], progress=progress)]
+    started = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    threads = threads or previous_threads
+    torch.set_num_threads(threads)
+    try:
+        specs = [spec_of(member) for member in members]
+        base, tokenizer = shared_base_model(specs[0].model, specs[0].device, specs[0].dtype)
+        afters = [(lambda model, renderer, task=spec.task: task_harm(model, renderer, task)) if member.get("harm")
+                  else None for member, spec in zip(members, specs, strict=True)]
+        results = run_together(specs, base, tokenizer, progress=progress,
+                               saves=[None if path is None else Path(path) for path in saves],
+                               stateless=[bool(member.get("stateless")) for member in members], afters=afters)
+    finally:
+        torch.set_num_threads(previous_threads)
+    seconds = round(time.perf_counter() - started, 3)
+    records = []
+    for member, result in zip(members, results, strict=True):
+        timing = {name: result.pop(name) for name in TIMING_FIELDS if name in result}
+        timing.update({"seconds": seconds, "threads": threads, "host": platform.node(), "batch": len(members)})
+        records.append({"schema": RECORD_SCHEMA, "key": member_key(member), "member": member, "result": result,
+                        "timing": timing, "git": source()})
+    return records
 
 
 def runner_record(record: dict[str, Any]) -> dict[str, Any]:
