@@ -7,7 +7,9 @@
 4. a population in one batch (``benchmarks/members.py --device DEVICE --members 1 32 --steps 5``), in
    float32 (the batched members' losses equal the loop's at every step) and in bfloat16 (the first step's
    losses agree within bf16 rounding; see the benchmark's LOSS_TOLERANCE), and 32 members' cost against
-   one member's (aim: <= 2x).
+   one member's (aim: <= 2x);
+5. a profile of the retention recipe's training steps (``benchmarks/profile_training.py``: one run and 32
+   in one batch; kernel launches, waits for the GPU and the top operators per step).
 
 It writes ``OUT/gpu-check.json`` (the card, versions, test counts, the headline's recall and time, the
 benchmark ratios) and prints a summary. Budget: under 5 minutes on one H100-class GPU.
@@ -44,6 +46,8 @@ def steps(device: str, out: Path) -> list[tuple[str, list[str]]]:
                      "--out", str(out / "benchmarks")]),
         ("members-bfloat16", [python, "benchmarks/members.py", "--device", device, "--dtype", "bfloat16",
                               "--members", "1", "32", "--steps", "5", "--out", str(out / "benchmarks")]),
+        ("profile", [python, "benchmarks/profile_training.py", "--device", device, "--members", "1", "32",
+                     "--label", "gpu", "--out", str(out / "benchmarks")]),
     ]
 
 
@@ -91,6 +95,11 @@ def summarise(out: Path, seconds: dict[str, float], tests: dict[str, int], devic
                                 "met": many / one <= 2, "loop_over_batch": 1 / cases[32]["time_ratio"]
                                 if "time_ratio" in cases[32] else None,
                                 "same_losses": all(case["same_losses"] for case in cases.values())}
+    profile = out / "benchmarks" / "profile-gpu.json"
+    if profile.is_file():
+        summary["profile"] = {name: {key: case[key] for key in ("seconds_per_step", "kernel_launches_per_step",
+                                                                "host_syncs_per_step", "operator_calls_per_step")}
+                              for name, case in json.loads(profile.read_text())["results"].items()}
     return summary
 
 

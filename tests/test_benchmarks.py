@@ -111,3 +111,29 @@ def test_gpu_check_without_a_gpu_is_one_clear_line(tmp_path):
                           cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "has no CUDA GPU" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "gpu-check.json").exists()
+
+
+def test_the_training_profile_counts_per_step_and_shares_of_self_time():
+    from types import SimpleNamespace
+
+    from benchmarks import profile_training
+
+    def event(key, count, self_cpu=0.0, device=0.0, total=0.0):
+        return SimpleNamespace(key=key, count=count, self_cpu_time_total=self_cpu, self_device_time_total=device,
+                               cpu_time_total=total)
+
+    events = [event("aten::mm", 40, 600.0, 300.0), event("aten::add", 20, 200.0, 100.0),
+              event("aten::_local_scalar_dense", 8, 200.0), event("cudaLaunchKernel", 120),
+              event("cudaStreamSynchronize", 4), event("Optimizer.step#AdamW.step", 2, total=500_000.0)]
+    on_cpu = profile_training.summarise(events, steps=2, seconds=4.0, on_gpu=False)
+    assert (on_cpu["operator_calls_per_step"], on_cpu["scalar_reads_per_step"]) == (34, 4)
+    assert on_cpu["host_syncs_per_step"] is None and on_cpu["kernel_launches_per_step"] is None
+    assert [row["op"] for row in on_cpu["top"][:2]] == ["aten::mm", "aten::add"]
+    assert on_cpu["top"][0]["share"] == pytest.approx(0.6) and on_cpu["optimizer_share_of_wall"] == pytest.approx(0.125)
+    on_gpu = profile_training.summarise(events, steps=2, seconds=4.0, on_gpu=True)
+    assert (on_gpu["kernel_launches_per_step"], on_gpu["host_syncs_per_step"]) == (60, 2)
+    assert on_gpu["top"][0]["share"] == pytest.approx(0.75)  # of the device's self time
+    text = profile_training.markdown("t", {"config": {"recipe": "r", "steps": 2, "device": "cuda:0",
+                                                      "dtype": "bfloat16", "threads": 1}, "cases": {"one": on_gpu}},
+                                     "abc1234")
+    assert "2 waits for the GPU, 60 kernel launches per step" in text and "| `aten::mm` | 20 | 75.0% |" in text
