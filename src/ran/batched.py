@@ -408,9 +408,8 @@ def _train_chunk(batch: _MemberBatch, rendered: dict[int, list[list[RenderedPass
     batch.router.episode_members = torch.tensor(owners)
     batch.restack()
     outputs = run_episodes(batch.host, episodes, carry=carry, cache=cache, before_pass=batch.route)
-    zero = outputs.loss.new_zeros(())
-    losses = {index: mean_loss([loss for loss, owner in zip(outputs.episode_losses, owners, strict=True)
-                                if owner == index], zero) for index in rendered}
+    losses = {index: mean_loss(outputs, [row for row, owner in enumerate(owners) if owner == index])
+              for index in rendered}
     for index in rendered:
         optimizers[index][0].zero_grad(set_to_none=True)
     # Members share no parameter, so the gradient of the sum is each member's own loss's gradient.

@@ -31,6 +31,7 @@ from ran.passes import Renderer
 CONDITIONS = ("carried", "wiped")
 PREFIX_HEAD = 6  # sequences are indexed by their first tokens when looking for a computed prefix
 SCHEDULES = ("cosine", "constant")
+LOSS_PARTS = ("token", "gate", "read")  # an episode's loss: the mean of each it has, added in this order
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,17 @@ class LayerInputCache:
         if missing:
             self._compute(missing)
         width = group.input_ids.shape[1]
-        first = self._entries[sequences[0]]
-        hidden = first.new_zeros(len(sequences), width, first.shape[-1])
-        for row, sequence in enumerate(sequences):
-            entry = self._entries[sequence]
+        entries = []
+        for sequence in sequences:
+            entries.append(self._entries[sequence])
             self._entries.move_to_end(sequence)
-            hidden[row, width - entry.shape[0]:] = entry
-        return hidden
+        # One copy for the whole group (not one per row, each a kernel on a GPU): the rows' tokens,
+        # concatenated, land at their left-padded places of the flattened (b * T, d) batch.
+        places = torch.cat([torch.arange((row + 1) * width - len(entry), (row + 1) * width)
+                            for row, entry in enumerate(entries)])
+        hidden = entries[0].new_zeros(len(sequences) * width, entries[0].shape[-1])
+        hidden[places.to(hidden.device)] = torch.cat(entries)
+        return hidden.view(len(sequences), width, -1)
 
     def _longest_prefix(self, sequence: tuple[int, ...], known: set[tuple[int, ...]] | None = None
                         ) -> tuple[int, ...] | None:
@@ -231,7 +236,8 @@ class EpisodeOutputs:
     scored: list[list[ScoredPass]]  # [episode][scored pass], in the episode's order (with keep=True)
     passes: int  # passes run (episode-passes, not model calls)
     final_state: torch.Tensor  # (B, K) each episode's state after its last pass
-    episode_losses: list[torch.Tensor | None] = field(default_factory=list)  # [episode] None: nothing scored
+    episode_losses: torch.Tensor  # (B,) each episode's loss (0 where nothing is scored)
+    has_loss: list[bool]  # [episode] whether anything of it is scored (only these count in a mean)
 
 
 def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carry: bool = True,
@@ -250,9 +256,9 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     carry = carry and getattr(model.reservoir, "carries_state", True)
     state = model.reservoir.initial_state(len(episodes), device)  # (B, K)
     zero = torch.zeros((), device=device)
-    token_loss, token_count = [zero] * len(episodes), [0] * len(episodes)
-    gate_loss, gate_count = [zero] * len(episodes), [0] * len(episodes)
-    read_loss, read_count = [zero] * len(episodes), [0] * len(episodes)
+    # Per episode, each loss's sum over its passes and how many passes added to it (the counts on the CPU).
+    totals = {part: torch.zeros(len(episodes), device=device) for part in LOSS_PARTS}
+    counts = {part: [0] * len(episodes) for part in LOSS_PARTS}
     scored: list[list[ScoredPass]] = [[] for _ in episodes]
     passes = 0
     use_cache = cache is not None and model.can_start_at_layer
@@ -295,35 +301,49 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 wanted = torch.tensor([float(bool(step.speak)) for step in group.passes], device=device)
                 speak_losses = F.binary_cross_entropy_with_logits(speak_logits, wanted, reduction="none")
                 speak = torch.sigmoid(speak_logits).detach()
-            for row, episode in enumerate(group.rows.tolist()):
+            episode_of = group.rows.tolist()
+            # Each row's losses added to its episode's totals in one index_add per part (not one op per row).
+            for part, row_losses, counted in (
+                    ("token", None if losses is None else losses.sum(dim=1), lambda step: len(step.target)),
+                    ("gate", speak_losses if speak is not None else None, lambda step: step.speak is not None),
+                    ("read", read_losses, lambda step: bool(step.read))):
+                if row_losses is None:
+                    continue
+                rows_counted = [row for row, step in enumerate(group.passes) if counted(step)]
+                for row in rows_counted:
+                    counts[part][episode_of[row]] += int(counted(group.passes[row]))
+                if rows_counted:
+                    index = torch.tensor(rows_counted, device=device)
+                    totals[part] = totals[part].index_add(
+                        0, torch.tensor([episode_of[row] for row in rows_counted], device=device),
+                        row_losses.index_select(0, index))
+            for row, episode in enumerate(episode_of):
                 step = group.passes[row]
-                if step.target:
-                    token_loss[episode] = token_loss[episode] + losses[row].sum()
-                    token_count[episode] += len(step.target)
-                if speak is not None and step.speak is not None:
-                    gate_loss[episode] = gate_loss[episode] + speak_losses[row]
-                    gate_count[episode] += 1
-                if read_losses is not None and step.read:
-                    read_loss[episode] = read_loss[episode] + read_losses[row]
-                    read_count[episode] += 1
                 if keep and (step.target or step.speak is not None):
                     scored[episode].append(ScoredPass(
                         logits[row, -len(step.target):].detach() if step.target else None, start[row].detach(),
                         float(speak[row]) if speak is not None and step.speak is not None else None))
         state = next_state
-    episode_losses: list[torch.Tensor | None] = []
-    for index in range(len(episodes)):
-        parts = [total / count for total, count in ((token_loss[index], token_count[index]),
-                                                    (gate_loss[index], gate_count[index]),
-                                                    (read_loss[index], read_count[index])) if count]
-        episode_losses.append(sum(parts) if parts else None)
-    return EpisodeOutputs(mean_loss(episode_losses, zero), scored, passes, state, episode_losses)
+    # An episode's loss: the mean of each part it has (its total over its count), added in LOSS_PARTS order.
+    episode_losses = zero.expand(len(episodes))
+    for part in LOSS_PARTS:
+        count = torch.tensor(counts[part], dtype=torch.float32)
+        if count.any():
+            mean = totals[part] / count.clamp_min(1).to(device)
+            episode_losses = episode_losses + torch.where(count.to(device) > 0, mean, zero)
+    has_loss = [any(counts[part][index] for part in LOSS_PARTS) for index in range(len(episodes))]
+    outputs = EpisodeOutputs(zero, scored, passes, state, episode_losses, has_loss)
+    outputs.loss = mean_loss(outputs, range(len(episodes)))
+    return outputs
 
 
-def mean_loss(episode_losses: list[torch.Tensor | None], zero: torch.Tensor) -> torch.Tensor:
-    """The mean of the episodes' losses (those with anything scored), ``zero`` where none has one."""
-    scored = [loss for loss in episode_losses if loss is not None]
-    return torch.stack(scored).mean() if scored else zero
+def mean_loss(outputs: EpisodeOutputs, episodes) -> torch.Tensor:
+    """The mean loss of ``episodes`` (indices into the batch) over those with anything scored; zero if none."""
+    chosen = [index for index in episodes if outputs.has_loss[index]]
+    if not chosen:
+        return outputs.episode_losses.new_zeros(())
+    index = torch.tensor(chosen, device=outputs.episode_losses.device)
+    return outputs.episode_losses.index_select(0, index).mean()
 
 
 def cosine_schedule(step: int, total: int, warmup: int, decay: bool = True) -> float:
