@@ -75,6 +75,7 @@ def test_seed_summary_is_the_sample_std_and_a_t_interval():
     assert summary["ci95"] == pytest.approx([0.7054, 1.1835], abs=1e-4)
     assert (summary["min"], summary["max"], summary["n"], summary["values"]) == (5 / 6, 1.0, 3, values)
     assert format_interval(summary) == "[0.71, 1.18]"
+    assert format_interval(summary, bounds=(0.0, 1.0)) == "[0.71, 1.00]"  # a rate's interval, as README prints it
     assert seed_summary([0.5, 0.5]) == {"mean": 0.5, "std": 0.0, "min": 0.5, "max": 0.5, "n": 2,
                                         "ci95": [0.5, 0.5], "values": [0.5, 0.5]}
     one = seed_summary([0.25])

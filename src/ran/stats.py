@@ -40,9 +40,12 @@ def seed_summary(values: Iterable[float]) -> dict[str, Any]:
             "values": values}
 
 
-def format_interval(summary: dict[str, Any], digits: int = 2) -> str:
-    """'[low, high]' of a summary's 95% interval; '-' where it has none (one seed, or an older file)."""
+def format_interval(summary: dict[str, Any], digits: int = 2,
+                    bounds: tuple[float, float] = (-math.inf, math.inf)) -> str:
+    """'[low, high]' of a summary's 95% interval, clipped to ``bounds`` (a rate's [0, 1]); '-' where it has
+    none (one seed, or an older file)."""
     interval = summary.get("ci95")
     if not interval:
         return "-"
-    return f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    low, high = (min(max(value, bounds[0]), bounds[1]) for value in interval)
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"

@@ -268,6 +268,6 @@ def print_table(results: dict) -> None:
         for point in points:
             cells = [f"{point['recall'][c]['mean']:.2f} [{point['recall'][c]['min']:.2f}]"
                      for c in ("carried", "wiped", "untrained")]
-            interval = format_interval(point["recall"]["carried"])
+            interval = format_interval(point["recall"]["carried"], bounds=(0.0, 1.0))  # a rate: clipped as in README
             print(f"{point['filler']:>10}  {point['delay']:>3}  {cells[0]:>11}  {interval:>14}  {cells[1]:>11}  "
                   f"{cells[2]:>11}")
