@@ -10,6 +10,7 @@ from killing import kill_after_records
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_models import tiny_model, tiny_tokenizer
 
+from ran.engine.report import read_results
 from ran.episodes import Prediction
 from ran.errors import ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
@@ -321,8 +322,9 @@ def test_battery_cli_writes_its_table(tmp_path):
                  "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(tmp_path / "out"),
                  "--no-progress", "--track", "tensorboard", "--track-dir", str(tmp_path / "tb"), *TINY_TIMED)
     assert result.returncode == 0, result.stderr
-    results = json.loads((tmp_path / "out" / "battery.json").read_text())
-    assert results["schema"] == "ran.battery/1" and set(results["git"]) == {"commit", "dirty"}
+    results = read_results(tmp_path / "out" / "battery.json", "battery")  # the shared schema, read back
+    assert (results["schema"], results["experiment"]) == ("ran.results/1", "battery")
+    assert set(results["git"]) == {"commit", "dirty"} and results["config"]["recipes"].keys() == {"readout"}
     assert [row["task"] for row in results["summary"]] == ["timed", "silence"]
     assert {"carried", "wiped", "stateless"} <= set(results["summary"][0])
     assert (tmp_path / "out" / "battery.png").stat().st_size > 0

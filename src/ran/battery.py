@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ran.engine import Backend, member_of, run_members, runner_record
+from ran.engine.report import results_document
 from ran.model import RanConfig
 from ran.passes import PassFormat
-from ran.provenance import environment
 from ran.runner import RunSpec
 from ran.stats import seed_summary
 from ran.tasks import BATTERY, Task, task_class
@@ -35,7 +35,6 @@ from ran.tasks.mix import TaskMix
 from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
-SCHEMA = "ran.battery/1"
 RECORDS_SUFFIX = ".records"  # <out>/<name>.records/<key>.json: one record per finished run (ran.engine)
 CONDITIONS = ("carried", "wiped", "stateless", "untrained")
 
@@ -144,14 +143,6 @@ def experiment(specs_by_recipe: dict[str, list[RunSpec]], records: Path, progres
                            label_of=lambda member: member["point"]["recipe"], saves=saves)
     runs = [battery_record(runner_record(record), RECIPES[recipe], [task.name for task in spec.task.tasks])
             for record, (recipe, spec) in zip(finished, named, strict=True)]
-    return {
-        "schema": SCHEMA,
-        **environment(),
-        "model": first.model,
-        "config": {"ran": first.ran.to_dict(), "mix": first.task.to_dict(), "train": first.train.to_dict(),
-                   "format": first.format.to_dict(),
-                   "recipes": {name: RECIPES[name].__dict__ for name in specs_by_recipe}},
-        "runs": runs,
-        "summary": summarise(runs),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    config = {"ran": first.ran.to_dict(), "mix": first.task.to_dict(), "train": first.train.to_dict(),
+              "format": first.format.to_dict(), "recipes": {name: RECIPES[name].__dict__ for name in specs_by_recipe}}
+    return results_document("battery", first.model, config, runs, summarise(runs), time.perf_counter() - started)
