@@ -8,8 +8,8 @@ schema :data:`RESULTS_SCHEMA`, laid out as::
     versions, machine, created, git     where and when it ran (ran.provenance.environment)
     model       the base model
     config      the settings shared by every run
-    ...         the experiment's own fields (crosspass: kind, varied; memory: varied, arms; population: backend,
-                threads, runs_expected, runs_found, missing, groups, comparisons)
+    ...         the experiment's own fields (crosspass: kind, varied; battery: varied; memory: varied, arms;
+                population: backend, threads, runs_expected, runs_found, missing, groups, comparisons)
     runs        one entry per run, the experiment's layout
     summary     rows over seeds (ran.stats.seed_summary); a population's are its groups' metrics
     seconds     wall time of the experiment (null for a population report written apart from its runs)
