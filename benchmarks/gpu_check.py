@@ -61,12 +61,13 @@ def pytest_counts(output: str) -> dict[str, int]:
 
 def summarise(out: Path, seconds: dict[str, float], tests: dict[str, int], device: str) -> dict[str, Any]:
     """The check's summary, read from the JSON files the steps wrote (nothing is re-measured)."""
+    from ran.engine.report import read_results
     from ran.provenance import environment
 
     summary: dict[str, Any] = {"device": device, "tests": tests, "step_seconds": seconds, **environment()}
     headline = out / "headline" / "crosspass.json"
     if headline.is_file():
-        results = json.loads(headline.read_text())
+        results = read_results(headline, "crosspass")
         row = results["summary"][0]
         summary["headline"] = {
             "recall": {c: row["recall"][c]["mean"] for c in ("carried", "wiped", "untrained")},

@@ -10,6 +10,7 @@ from killing import kill_after_records
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_models import tiny_model, tiny_tokenizer
 
+from ran.engine.report import read_results
 from ran.episodes import Prediction
 from ran.errors import ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
@@ -321,8 +322,9 @@ def test_battery_cli_writes_its_table(tmp_path):
                  "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(tmp_path / "out"),
                  "--no-progress", "--track", "tensorboard", "--track-dir", str(tmp_path / "tb"), *TINY_TIMED)
     assert result.returncode == 0, result.stderr
-    results = json.loads((tmp_path / "out" / "battery.json").read_text())
-    assert results["schema"] == "ran.battery/1" and set(results["git"]) == {"commit", "dirty"}
+    results = read_results(tmp_path / "out" / "battery.json", "battery")  # the shared schema, read back
+    assert (results["schema"], results["experiment"]) == ("ran.results/1", "battery")
+    assert set(results["git"]) == {"commit", "dirty"} and results["config"]["recipes"].keys() == {"readout"}
     assert [row["task"] for row in results["summary"]] == ["timed", "silence"]
     assert {"carried", "wiped", "stateless"} <= set(results["summary"][0])
     assert (tmp_path / "out" / "battery.png").stat().st_size > 0
@@ -330,6 +332,33 @@ def test_battery_cli_writes_its_table(tmp_path):
     events = EventAccumulator(str(tracked))
     events.Reload()
     assert {"stateless/timed/value", "carried/silence/value", "loss/stateless"} <= set(events.Tags()["scalars"])
+
+
+def test_battery_grid_makes_each_point_an_arm(tmp_path, capsys):
+    """--grid as ran crosspass --grid has it: every recipe at every point, each an arm with its own runs and rows."""
+    from ran.cli import main
+
+    directory = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    out = tmp_path / "out"
+    assert main(["battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0",
+                 "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(out), "--no-progress",
+                 "--grid", "leak_rate=0.3,1.0", "steps=2,3,3", "--save", str(tmp_path / "saved"), *TINY_TIMED]) == 0
+    results = read_results(out / "battery.json", "battery")
+    points = [{"leak_rate": rate, "steps": steps} for rate in (0.3, 1.0) for steps in (2, 3)]  # 3 given twice
+    assert results["varied"] == ["leak_rate", "steps"] and [run["point"] for run in results["runs"]] == points
+    for run in results["runs"]:  # each run trained with its point's settings, under the recipe
+        assert run["ran_config"]["reservoir"]["leak_rate"] == run["point"]["leak_rate"]
+        assert len(run["loss_curve"]) == run["point"]["steps"] and run["recipe"] == "readout"
+    assert [(row["point"], row["task"]) for row in results["summary"]] == [(p, t) for p in points
+                                                                           for t in ("timed", "silence")]
+    curves = [run["loss_curve"] for run in results["runs"]]
+    assert curves[0] != curves[2] and curves[1][:2] != curves[3][:2]  # another leak rate, another training
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == sorted(
+        f"battery-readout-leak_rate{p['leak_rate']}-steps{p['steps']}-seed0" for p in points)
+    table = capsys.readouterr().out
+    assert "readout leak_rate=0.3 steps=2       timed" in table and (out / "battery.png").stat().st_size > 0
 
 
 def test_reservoir_driven_needs_carried_beyond_the_spread_over_seeds():

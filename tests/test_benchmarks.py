@@ -74,6 +74,7 @@ def test_gpu_check_plans_its_steps_and_reads_their_results(tmp_path):
         "passed": 12, "failed": 1, "skipped": 3, "errors": 0}
     (tmp_path / "headline").mkdir()
     (tmp_path / "headline" / "crosspass.json").write_text(json.dumps({
+        "schema": "ran.results/1", "experiment": "crosspass",
         "summary": [{"recall": {c: {"mean": v} for c, v in (("carried", 1.0), ("wiped", 0.0), ("untrained", 0.0))},
                      "seeds": [0, 1, 2]}],
         "seconds": 9.5, "runs": [{"train_seconds": 3.0, "device": "cuda:0", "dtype": "bfloat16"}] * 3,

@@ -10,6 +10,8 @@ from killing import kill_after_records
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_models import tiny_model, tiny_tokenizer
 
+from ran.engine.report import read_results
+
 
 def ran(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "ran", *args], capture_output=True, text=True, timeout=timeout)
@@ -39,8 +41,10 @@ def test_crosspass_writes_results_and_eval_reproduces(tiny_dir, task_file, tmp_p
                  "--eval-delays", "0", "1", "3", "--out", str(out), "--save", str(saved), "--no-progress",
                  "--track", "tensorboard", "--track-dir", str(tmp_path / "tb"))
     assert result.returncode == 0, result.stderr
-    results = json.loads((out / "crosspass.json").read_text())
-    assert results["schema"] == "ran.crosspass/2" and (out / "crosspass.png").stat().st_size > 0
+    results = read_results(out / "crosspass.json", "crosspass")  # the shared schema, read back by its reader
+    assert (results["schema"], results["experiment"]) == ("ran.results/1", "crosspass")
+    assert results["kind"] == "recall" and results["varied"] == ["mode"] and results["model"] == str(tiny_dir)
+    assert (out / "crosspass.png").stat().st_size > 0
     assert set(results["git"]) == {"commit", "dirty"}  # the code that made the figures
     assert (out / "crosspass-retention.png").stat().st_size > 0
     assert [run["seed"] for run in results["runs"]] == [0, 1]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from tiny_models import tiny_chat_tokenizer, tiny_model
 
+from ran.engine.report import read_results
 from ran.episodes import Episode, Pass, render
 from ran.errors import ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
@@ -253,8 +254,9 @@ def test_remember_trains_scores_and_reports_no_harm(tiny_chat_dir, tmp_path, cap
     out = tmp_path / "out"
     assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
                     "--steps", "3", "--seeds", "0", "1", "--idle-text", "w9", "--out", str(out), "--no-progress") == 0
-    results = json.loads((out / "memory.json").read_text())
-    assert results["schema"] == "ran.memory/1" and (out / "memory.png").stat().st_size > 0
+    results = read_results(out / "memory.json", "memory")  # the shared schema, read back by its reader
+    assert (results["schema"], results["experiment"]) == ("ran.results/1", "memory") and results["arms"] == [{}]
+    assert (out / "memory.png").stat().st_size > 0
     assert [r["seed"] for r in results["runs"]] == [0, 1]
     for run in results["runs"]:
         assert {(g["values"], g["phrasing"], g["delay"]) for g in run["groups"]} == {

@@ -18,6 +18,7 @@ from tiny_models import tiny_model, tiny_tokenizer
 
 from ran.cli import main
 from ran.engine.backends import split_address
+from ran.engine.report import read_results
 from ran.engine.store import RecordStore
 from ran.errors import ConfigError
 from ran.fileio import atomic_write
@@ -172,8 +173,11 @@ def test_a_killed_population_resumes_without_redoing_finished_runs(capsys, tmp_p
     assert main(cli(model_dir, task_file, whole, "--reservoir-seeds", "0-2", "--train-seeds", "0-2",
                     "--track", "tensorboard", "--track-dir", str(tmp_path / "tb"))) == 0
     assert len(list((tmp_path / "tb" / "whole").iterdir())) == 9  # each run logged as it arrived
-    resumed = json.loads((interrupted / "population.json").read_text())
-    uninterrupted = json.loads((whole / "population.json").read_text())
+    resumed = read_results(interrupted / "population.json", "population")  # the shared schema, read back
+    uninterrupted = read_results(whole / "population.json", "population")
+    assert (resumed["schema"], resumed["experiment"], resumed["model"]) == ("ran.results/1", "population",
+                                                                          resumed["config"]["model"])
+    assert [row["metrics"] for row in resumed["summary"]] == [group["metrics"] for group in resumed["groups"]]
     assert resumed["runs_found"] == 9 and set(resumed["git"]) == {"commit", "dirty"}
     assert all(set(json.loads(p.read_text())["git"]) == {"commit", "dirty"} for p in records.glob("*.json"))
     assert comparable(resumed) == comparable(uninterrupted)
@@ -247,7 +251,7 @@ def synthetic_records(values: dict[tuple[int, int], float], recurrence: str = "r
 def test_anova_finds_a_strong_reservoir_effect_and_no_effect_in_noise():
     noise = np.random.default_rng(0)
     strong = {(r, t): 0.1 * r + noise.normal(0, 0.01) for r in range(6) for t in range(4)}
-    report = build_report({"model": "synthetic", "task": {"name": "recall"}}, [], synthetic_records(strong), {})
+    report = build_report({"model": "synthetic", "task": {"name": "recall"}}, [], synthetic_records(strong))
     (group,) = report["groups"]
     factors = {f["factor"]: f for f in group["anova"]["carried"]["factors"]}
     assert factors["reservoir_seed"]["p"] < 0.01 and factors["reservoir_seed"]["eta_squared"] > 0.9
@@ -258,14 +262,14 @@ def test_anova_finds_a_strong_reservoir_effect_and_no_effect_in_noise():
 
     null = {(r, t): noise.normal(0.5, 0.1) for r in range(6) for t in range(4)}
     factors = {f["factor"]: f for f in two_way_anova(build_report({"model": "m", "task": {"name": "recall"}}, [],
-               synthetic_records(null), {})["runs"], "carried")["factors"]}
+               synthetic_records(null))["runs"], "carried")["factors"]}
     assert factors["reservoir_seed"]["p"] > 0.05 and factors["train_seed"]["p"] > 0.05
 
 
 def test_anova_matches_the_textbook_formulas_and_explains_a_constant_metric():
     table = np.array([[0.2, 0.5, 0.4], [0.6, 0.9, 0.7], [0.1, 0.3, 0.5], [0.8, 0.6, 0.9]])  # reservoir x training
     values = {(r, t): float(table[r, t]) for r in range(4) for t in range(3)}
-    rows = build_report({"model": "m", "task": {"name": "recall"}}, [], synthetic_records(values), {})["runs"]
+    rows = build_report({"model": "m", "task": {"name": "recall"}}, [], synthetic_records(values))["runs"]
     anova = two_way_anova(rows, "carried")
     grand = table.mean()
     ss_rows = 3 * ((table.mean(axis=1) - grand) ** 2).sum()
@@ -278,7 +282,7 @@ def test_anova_matches_the_textbook_formulas_and_explains_a_constant_metric():
     assert factors["reservoir_seed"]["eta_squared"] == pytest.approx(ss_rows / ss_total)
 
     constant = build_report({"model": "m", "task": {"name": "recall"}}, [],
-                            synthetic_records({(r, t): 1.0 for r in range(3) for t in range(2)}), {})
+                            synthetic_records({(r, t): 1.0 for r in range(3) for t in range(2)}))
     assert "no variance" in constant["groups"][0]["anova"]["carried"]["note"]
 
 
@@ -286,13 +290,13 @@ def test_gru_is_compared_with_the_reservoir_on_the_same_seeds_and_the_figure_rea
     seeds = [(r, t) for r in range(3) for t in range(3)]
     records = (synthetic_records({s: 0.5 + 0.01 * i for i, s in enumerate(seeds)}) +
                synthetic_records({s: 0.7 + 0.01 * i for i, s in enumerate(seeds)}, recurrence="gru"))
-    report = build_report({"model": "m", "task": {"name": "recall"}}, [], records, {})
+    report = build_report({"model": "m", "task": {"name": "recall"}}, [], records)
     (comparison,) = report["comparisons"]
     difference = comparison["metrics"]["carried"]["gru_minus_reservoir"]
     assert comparison["n_pairs"] == 9 and difference["mean"] == pytest.approx(0.2)
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))
-    assert plot_population(json.loads(path.read_text()), tmp_path / "population.png").stat().st_size > 0
+    assert plot_population(read_results(path, "population"), tmp_path / "population.png").stat().st_size > 0
 
 
 # ----- the trained-recurrence baseline -------------------------------------------------------------------------

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from ran.engine.report import read_results
 from ran.reproduce import argv_of, load_spec, lookup, main
 
 REPO = Path(__file__).resolve().parents[1]
-# A fake experiment: writes {"summary": [{"retention": [{"delay": D, "recall": R}, ...]}]} to argv[1].
+# A fake experiment: writes a results file {"schema": ..., "summary": [{"retention": [{"delay": D, "recall": R},
+# ...]}]} to argv[1].
 WRITER = ("import json, sys; rows = [{'delay': d, 'recall': r} for d, r in ((8, 1.0), (16, 0.9), (32, 0.5))]; "
-          "json.dump({'summary': [{'retention': rows}]}, open(sys.argv[1], 'w'))")
+          "json.dump({'schema': 'ran.results/1', 'experiment': 'crosspass', 'summary': [{'retention': rows}]}, "
+          "open(sys.argv[1], 'w'))")
 
 
 def figure(name, delay, interval):
@@ -73,6 +76,13 @@ def test_a_failed_command_never_passes_on_a_stale_results_file(tmp_path, capsys)
     assert reproduce(tmp_path) == 1
     assert "the command wrote no runs/out.json" in capsys.readouterr().out
 
+    unknown = ("import json, sys; json.dump({'summary': [{'retention': [{'delay': 8, 'recall': 1.0}]}]}, "
+               "open(sys.argv[1], 'w'))")
+    write_spec(tmp_path, [{"name": "unknown", "command": ["python", "-c", unknown, "runs/out.json"],
+                           "results": "runs/out.json", "figures": [figure("D=8", 8, [0.0, 1.0])]}])
+    assert reproduce(tmp_path) == 1  # a file of no results schema is not read, though its figure would pass
+    assert "has schema None, which is not a results file this version reads" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize("change, message", [
     ({"results": "results/crosspass.json"}, "must be a JSON path under runs/"),
@@ -124,6 +134,6 @@ def test_the_committed_spec_holds_the_committed_figures():
     for run in runs:
         assert run.results.startswith("runs/") and run.command[0] == "ran"
         for figure_ in run.figures:
-            committed = json.loads((REPO / figure_.committed).read_text())
+            committed = read_results(REPO / figure_.committed)
             low, high = figure_.interval
             assert low <= lookup(committed, figure_.value) <= high, figure_.figure

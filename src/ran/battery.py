@@ -15,19 +15,24 @@ recipes can be compared: ``readout`` (only the readout and gate head train, lear
 zero: the original study's "retention recipe", which leaves the stateless shortcut little capacity)
 and ``lora`` (LoRA rank 8 on the upper layers' attention, constant learning rate: the plain recipe).
 Spreads over seeds are :func:`ran.stats.seed_summary`'s: the sample std (ddof=1) and a 95% t-interval.
+
+An *arm* is a recipe at one point of a settings grid (``ran battery --grid``, the grid of ``ran crosspass
+--grid``: :mod:`ran.grid`); without a grid each recipe is one arm. Runs and summary rows carry their recipe
+and their ``point`` (the grid's values; files written before the grid have no ``point``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ran.engine import Backend, member_of, run_members, runner_record
+from ran.engine.report import results_document
 from ran.model import RanConfig
 from ran.passes import PassFormat
-from ran.provenance import environment
 from ran.runner import RunSpec
 from ran.stats import seed_summary
 from ran.tasks import BATTERY, Task, task_class
@@ -35,7 +40,6 @@ from ran.tasks.mix import TaskMix
 from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
-SCHEMA = "ran.battery/1"
 RECORDS_SUFFIX = ".records"  # <out>/<name>.records/<key>.json: one record per finished run (ran.engine)
 CONDITIONS = ("carried", "wiped", "stateless", "untrained")
 
@@ -78,15 +82,27 @@ def specs_for(model: str, ran: RanConfig, mix: TaskMix, train: TrainConfig, seed
     return specs
 
 
-def artifact_name(recipe: str, spec: RunSpec) -> str:
-    return f"battery-{recipe}-seed{spec.train.seed}"
+Arm = tuple[str, dict[str, Any]]  # (recipe name, grid point): one arm of the battery
 
 
-def battery_record(record: dict[str, Any], recipe: Recipe, names: list[str]) -> dict[str, Any]:
+def artifact_name(arm: Arm, spec: RunSpec) -> str:
+    recipe, point = arm
+    settings = "".join(f"-{name}{value}" for name, value in point.items())
+    return f"battery-{recipe}{settings}-seed{spec.train.seed}"
+
+
+def arm_label(recipe: str, point: dict[str, Any]) -> str:
+    """How an arm is named in tables, plots and tracked runs: its recipe, then its grid values."""
+    return " ".join([recipe, *(f"{name}={value}" for name, value in point.items())])
+
+
+def battery_record(record: dict[str, Any], recipe: Recipe, names: list[str],
+                   point: dict[str, Any] | None = None) -> dict[str, Any]:
     """A runner record with its per-task scores laid out as ``tasks[name][condition]``, in the mix's order
-    ``names`` (a record on disk has its keys sorted)."""
+    ``names`` (a record on disk has its keys sorted), and its arm: the recipe and the grid ``point``."""
     scores = record.pop("scores")
     record["recipe"] = recipe.name
+    record["point"] = dict(point or {})
     record["tasks"] = {name: {c: scores[c]["tasks"][name] for c in CONDITIONS if c in scores} for name in names}
     record["gate"] = {c: gate_summary(scores[c]["tasks"]) for c in CONDITIONS if c in scores}
     return record
@@ -105,13 +121,16 @@ def gate_summary(task_scores: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per recipe and task, over seeds, each condition's headline value: :func:`ran.stats.seed_summary`."""
+    """Per arm (recipe and grid point) and task, over seeds, each condition's headline value:
+    :func:`ran.stats.seed_summary`."""
+    arms: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        arms.setdefault((run["recipe"], json.dumps(run.get("point", {}), sort_keys=True)), []).append(run)
     rows = []
-    for recipe in dict.fromkeys(r["recipe"] for r in runs):
-        members = [r for r in runs if r["recipe"] == recipe]
+    for (recipe, _), members in arms.items():
         for name in members[0]["tasks"]:
-            row: dict[str, Any] = {"recipe": recipe, "task": name, "metric": task_class(name).metric,
-                                   "seeds": [m["seed"] for m in members]}
+            row: dict[str, Any] = {"recipe": recipe, "point": members[0].get("point", {}), "task": name,
+                                   "metric": task_class(name).metric, "seeds": [m["seed"] for m in members]}
             for condition in CONDITIONS:
                 values = [m["tasks"][name][condition]["value"] for m in members if condition in m["tasks"][name]]
                 if values:
@@ -124,34 +143,30 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def members_of(specs_by_recipe: dict[str, list[RunSpec]]) -> list[dict[str, Any]]:
-    """The engine's members (``ran.engine.members``): every run with its recipe and its stateless ablation."""
-    return [member_of(spec, {"recipe": recipe}, stateless=True)
-            for recipe, specs in specs_by_recipe.items() for spec in specs]
+def members_of(arms: list[tuple[Arm, list[RunSpec]]]) -> list[dict[str, Any]]:
+    """The engine's members (``ran.engine.members``): every run with its arm (its point: the recipe, then the
+    grid's values) and its stateless ablation."""
+    return [member_of(spec, {"recipe": recipe, **point}, stateless=True) for (recipe, point), specs in arms
+            for spec in specs]
 
 
-def experiment(specs_by_recipe: dict[str, list[RunSpec]], records: Path, progress: bool = True,
+def experiment(arms: list[tuple[Arm, list[RunSpec]]], records: Path, progress: bool = True,
                save_dir: Path | None = None, track: TrackConfig | None = None, backend: Backend | None = None,
-               threads: int | None = None) -> dict[str, Any]:
-    """Train and score every spec with its stateless ablation on the engine (``ran.engine``: one record per
-    run under ``records``, so a killed battery resumes; in-process or on Ray); the results document."""
+               threads: int | None = None, varied: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train and score every arm's specs with their stateless ablations on the engine (``ran.engine``: one record
+    per run under ``records``, so a killed battery resumes; in-process or on Ray); the results document.
+    ``varied``: the grid's fields (the config is the first run's)."""
     started = time.perf_counter()
-    first = next(iter(specs_by_recipe.values()))[0]
-    named = [(recipe, spec) for recipe, specs in specs_by_recipe.items() for spec in specs]
-    members = members_of(specs_by_recipe)
-    saves = [None if save_dir is None else save_dir / artifact_name(recipe, spec) for recipe, spec in named]
-    finished = run_members(members, records, backend, threads, progress, track=track,
-                           label_of=lambda member: member["point"]["recipe"], saves=saves)
-    runs = [battery_record(runner_record(record), RECIPES[recipe], [task.name for task in spec.task.tasks])
-            for record, (recipe, spec) in zip(finished, named, strict=True)]
-    return {
-        "schema": SCHEMA,
-        **environment(),
-        "model": first.model,
-        "config": {"ran": first.ran.to_dict(), "mix": first.task.to_dict(), "train": first.train.to_dict(),
-                   "format": first.format.to_dict(),
-                   "recipes": {name: RECIPES[name].__dict__ for name in specs_by_recipe}},
-        "runs": runs,
-        "summary": summarise(runs),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    first = arms[0][1][0]
+    named = [(arm, spec) for arm, specs in arms for spec in specs]
+    saves = [None if save_dir is None else save_dir / artifact_name(arm, spec) for arm, spec in named]
+    finished = run_members(members_of(arms), records, backend, threads, progress, track=track,
+                           label_of=lambda member: arm_label(member["point"]["recipe"], {
+                               k: v for k, v in member["point"].items() if k != "recipe"}), saves=saves)
+    runs = [battery_record(runner_record(record), RECIPES[recipe], [task.name for task in spec.task.tasks], point)
+            for record, ((recipe, point), spec) in zip(finished, named, strict=True)]
+    recipes = dict.fromkeys(recipe for (recipe, _), _ in arms)
+    config = {"ran": first.ran.to_dict(), "mix": first.task.to_dict(), "train": first.train.to_dict(),
+              "format": first.format.to_dict(), "recipes": {name: RECIPES[name].__dict__ for name in recipes}}
+    return results_document("battery", first.model, config, runs, summarise(runs), time.perf_counter() - started,
+                            varied=list(varied))

@@ -7,7 +7,8 @@ fraction of keys whose answer is the greedy continuation over the whole vocabula
 restricts the choice to the keys (chance = 1 / number of keys). The run's ``recall`` is the one-hop
 figure (delay 0) when it was evaluated, else the mean over delays; ``retention`` has every delay.
 
-Results schema ``ran.crosspass/2``; files of ``ran.crosspass/1`` (one hop only) stay readable.
+Results in the shared schema (``ran.engine.report``, experiment ``crosspass``); files of ``ran.crosspass/1`` (one
+hop only) and ``ran.crosspass/2`` stay readable.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ran.engine import Backend, member_key, member_of, run_members, runner_record
+from ran.engine.report import results_document
 from ran.model import RanConfig
 from ran.passes import PassFormat
-from ran.provenance import environment
 from ran.runner import CONDITIONS, RunSpec
 from ran.stats import seed_summary
 from ran.tasks import RecallTask
@@ -28,8 +29,6 @@ from ran.tasks.base import group_key
 from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
-SCHEMA = "ran.crosspass/2"
-READABLE_SCHEMAS = ("ran.crosspass/1", SCHEMA)
 METRICS = ("recall", "among_keys")
 RECORDS_SUFFIX = ".records"  # <out>/<name>.records/<key>.json: one record per finished run (ran.engine)
 
@@ -145,18 +144,10 @@ def experiment(kind: str, specs: list[RunSpec], group_by: tuple[str, ...], recor
                            label_of=lambda member: labels[member_key(member)], saves=saves)
     runs = [crosspass_record(runner_record(record), spec.task) for record, spec in zip(finished, specs, strict=True)]
     first = specs[0]
-    return {
-        "schema": SCHEMA,
-        "kind": kind,
-        **environment(),
-        "model": first.model,
-        "config": {"ran": first.ran.to_dict(), "task": first.task.to_dict(), "train": first.train.to_dict(),
-                   "format": first.format.to_dict()},
-        "varied": list(group_by),
-        "runs": runs,
-        "summary": summarise(runs, group_by),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    config = {"ran": first.ran.to_dict(), "task": first.task.to_dict(), "train": first.train.to_dict(),
+              "format": first.format.to_dict()}
+    return results_document("crosspass", first.model, config, runs, summarise(runs, group_by),
+                            time.perf_counter() - started, kind=kind, varied=list(group_by))
 
 
 def specs_for(model: str, ran: RanConfig, task: RecallTask, train_config: TrainConfig, seeds: list[int],

@@ -134,13 +134,17 @@ def plot_retention(results: dict[str, Any], path: str | Path, metric: str = "rec
 
 
 def plot_battery(results: dict[str, Any], path: str | Path) -> Path:
-    """Per task: carried vs wiped vs stateless (mean bars, seeds as dots), one panel per recipe."""
-    recipes = list(dict.fromkeys(row["recipe"] for row in results["summary"]))
-    figure, axes = plt.subplots(len(recipes), 1, figsize=(8.0, 3.6 * len(recipes)), squeeze=False)
+    """Per task: carried vs wiped vs stateless (mean bars, seeds as dots), one panel per arm (recipe and grid
+    point; files written before the grid have none)."""
+    def arm(row: dict[str, Any]) -> str:
+        return " ".join([row["recipe"], *(f"{name}={value}" for name, value in row.get("point", {}).items())])
+
+    arms = list(dict.fromkeys(arm(row) for row in results["summary"]))
+    figure, axes = plt.subplots(len(arms), 1, figsize=(8.0, 3.6 * len(arms)), squeeze=False)
     colours = {**COLOURS, "stateless": "#ff7f0e"}
     width = 0.26
-    for axis, recipe in zip(axes[:, 0], recipes, strict=True):
-        rows = [row for row in results["summary"] if row["recipe"] == recipe]
+    for axis, name in zip(axes[:, 0], arms, strict=True):
+        rows = [row for row in results["summary"] if arm(row) == name]
         for offset, condition in enumerate(("carried", "wiped", "stateless")):
             xs = [i + (offset - 1) * width for i in range(len(rows))]
             means = [row[condition]["mean"] if condition in row else 0.0 for row in rows]
@@ -152,7 +156,7 @@ def plot_battery(results: dict[str, Any], path: str | Path) -> Path:
         axis.set_xticks(range(len(rows)), [f"{row['task']}\n({row['metric']})" for row in rows], fontsize=7)
         axis.set_ylim(-0.05, 1.05)
         axis.set_ylabel("score")
-        axis.set_title(f"recipe: {recipe}", fontsize=9)
+        axis.set_title(f"recipe: {name}", fontsize=9)
         axis.legend(fontsize=7, ncol=3)
     seeds = sorted({s for row in results["summary"] for s in row["seeds"]})
     figure.suptitle(f"stateful battery on {results['model']} (seeds {seeds})", fontsize=9)

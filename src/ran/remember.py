@@ -7,8 +7,8 @@ episodes end in an ordinary turn whose target is the base model's own reply. It 
 trained parameters with the state carried and wiped, per (kind, value split, phrasing split, delay), and
 runs the standard no-harm check (``ran.harm``).
 
-:data:`RECIPE` holds the defaults chosen by the design study (README, "One memory"). Results schema
-``ran.memory/1``.
+:data:`RECIPE` holds the defaults chosen by the design study (README, "One memory"). Results in the shared
+schema (``ran.engine.report``, experiment ``memory``); files of ``ran.memory/1`` stay readable.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ran.engine import Backend, member_of, run_members, runner_record
+from ran.engine.report import results_document
 from ran.engine.worker import shared_base_model
 from ran.harm import with_base_replies
 from ran.model import RanConfig
@@ -36,7 +37,6 @@ from ran.tasks.vocab import vocabulary_words
 from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
-SCHEMA = "ran.memory/1"
 RECORDS_SUFFIX = ".records"  # <out>/<name>.records/<key>.json: one record per finished run (ran.engine)
 CONDITIONS = ("carried", "wiped")
 
@@ -87,7 +87,7 @@ def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", 
                records: Path | None = None, backend: Backend | None = None,
                threads: int | None = None) -> dict[str, Any]:
     """Train and score the recipe for every (arm, seed) on the engine (``ran.engine``: one record per run
-    under ``records``, so a killed run resumes; in-process or on Ray); returns the ``ran.memory/1`` document.
+    under ``records``, so a killed run resumes; in-process or on Ray); returns the results document.
 
     ``arms`` are settings applied to the configs (``ran.grid.apply_point``), e.g. ``{"summary": "last"}``;
     one arm with no changes by default. The reservoir and readout seeds follow the run's seed. Without
@@ -102,18 +102,10 @@ def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", 
                                label_of=lambda member: ",".join(f"{k}={v}" for k, v in sorted(member["point"].items())),
                                saves=saves)
     runs = [memory_record(runner_record(record), arm) for record, (arm, _) in zip(finished, named, strict=True)]
-    return {
-        "schema": SCHEMA,
-        **provenance,
-        "model": model,
-        "config": {"ran": ran.to_dict(), "train": train.to_dict(), "format": pass_format.to_dict(),
-                   "task": describe(task)},
-        "varied": sorted({name for arm in arms or [{}] for name in arm}),
-        "arms": arms or [{}],
-        "runs": runs,
-        "summary": summarise(runs),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    config = {"ran": ran.to_dict(), "train": train.to_dict(), "format": pass_format.to_dict(), "task": describe(task)}
+    return results_document("memory", model, config, runs, summarise(runs), time.perf_counter() - started,
+                            provenance, varied=sorted({name for arm in arms or [{}] for name in arm}),
+                            arms=arms or [{}])
 
 
 def memory_runs(task: MemoryTask, seeds: list[int], model: str, ran: RanConfig, train: TrainConfig,

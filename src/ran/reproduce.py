@@ -1,7 +1,8 @@
 """Rerun the README's headline figures and check each against its committed interval (``make reproduce``).
 
 The spec (``results/reproduce.json``, schema ``ran.reproduce/1``) lists runs; a run is a command, the
-results JSON it writes (under ``runs/``, never the committed ``results/``) and the figures read from it:
+results JSON it writes (under ``runs/``, never the committed ``results/``; any schema
+:func:`ran.engine.report.read_results` reads) and the figures read from it:
 
     {"schema": "ran.reproduce/1",
      "runs": [{"name": "one-hop", "budget": "3 seeds x 120 steps, ~2 min on 2 cores",
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ran.engine.report import read_results
 from ran.errors import ConfigError, RanError
 from ran.fileio import atomic_write
 
@@ -209,8 +211,12 @@ def execute(run: Run, root: Path, out: Path, log=print) -> dict[str, Any]:
     elif not results.is_file():
         record["figures"] = [_failed(f, f"the command wrote no {run.results}") for f in run.figures]
     else:
-        document = json.loads(results.read_text())
-        record["figures"] = [check(f, document) for f in run.figures]
+        try:
+            document = read_results(results)
+        except ConfigError as error:
+            record["figures"] = [_failed(f, str(error)) for f in run.figures]
+        else:
+            record["figures"] = [check(f, document) for f in run.figures]
     return record
 
 

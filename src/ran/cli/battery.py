@@ -1,13 +1,15 @@
 """``ran battery``: train on a weighted mix of the eight stateful tasks and score each one carried / wiped /
-stateless (see ran.battery).
+stateless (see ran.battery); ``--grid`` runs every recipe at every combination of settings (the grid of
+``ran crosspass --grid``), each an arm of the report.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
-from ran.battery import RECIPES, RECORDS_SUFFIX, artifact_name, experiment, members_of, specs_for
+from ran.battery import RECIPES, RECORDS_SUFFIX, arm_label, artifact_name, experiment, members_of, specs_for
 from ran.cli.common import (
     DEFAULT_OUT,
     RETENTION_RESERVOIR,
@@ -26,6 +28,7 @@ from ran.cli.common import (
 from ran.devices import resolve
 from ran.errors import ConfigError
 from ran.fileio import atomic_write
+from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_battery
@@ -41,6 +44,8 @@ EPILOG = ("Time: the default run (3 seeds, the readout recipe) took 18 min on 2 
           "third of that, and --recipe readout lora twice as long.")
 
 STEPS = 150
+# The grid of ran crosspass --grid, less the LoRA rank: each recipe sets its own (readout 0, lora 8).
+GRID = {name: field for name, field in GRID_FIELDS.items() if name != "lora_rank"}
 
 
 def add_arguments(parser) -> None:
@@ -67,6 +72,10 @@ def add_arguments(parser) -> None:
                         help="readout: readout + gate head, decayed rate (the retention recipe); lora: LoRA rank 8, "
                              "constant rate (the plain recipe); give both to compare (default: readout)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--grid", nargs="+", default=[], metavar="FIELD=V1,V2",
+                        help="every combination of these settings, each recipe at each point an arm of the report "
+                             "(the syntax of ran crosspass --grid), e.g. --grid leak_rate=0.1,0.3 units=512; "
+                             "fields: " + ", ".join(GRID))
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default: {DEFAULT_OUT})")
     parser.add_argument("--name", default="battery", help="results file name (default: battery)")
     parser.add_argument("--save", help="save each trained artifact (with its gate head) under this directory")
@@ -116,6 +125,9 @@ def run(args) -> int:
             raise ConfigError(f"--episode-file {path}: two task files would be named '{name}' (a task is named after "
                               "its file)")
         from_files[name] = path
+    if "lora_rank" in {item.partition("=")[0] for item in args.grid}:
+        raise ConfigError("--grid lora_rank: the battery's LoRA rank is the recipe's (--recipe readout: 0, lora: 8)")
+    grid = parse_grid(args.grid, GRID)
     settings = parse_settings(args.settings, [*builtin, *from_files])
     tasks = (*(task_class(name).from_dict(settings.get(name, {}), f"--set {name}") for name in builtin),
              *(task_from_file(path, settings.get(name, {})) for name, path in from_files.items()))
@@ -125,18 +137,22 @@ def run(args) -> int:
                     reservoir=reservoir_config_from(args))
     train = TrainConfig(steps=args.steps, learning_rate=args.lr)
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
-    specs = {name: specs_for(args.model, ran, mix, train, args.seeds, RECIPES[name], pass_format, args.device,
-                             args.dtype) for name in dict.fromkeys(args.recipe)}
+    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    arms = []
+    for name, point in itertools.product(dict.fromkeys(args.recipe), points):
+        ran_point, train_point = apply_point(ran, train, point)
+        arms.append(((name, point), specs_for(args.model, ran_point, mix, train_point, args.seeds, RECIPES[name],
+                                              pass_format, args.device, args.dtype)))
     out = Path(args.out)
     save_dir = Path(args.save) if args.save else None
     backend = backend_from(args)
     track = track_config_from(args, stem)
     records = out / f"{stem}{RECORDS_SUFFIX}"
-    check_engine_outputs(args, [out / f"{stem}.json", out / f"{stem}.png"], records, members_of(specs),
-                         [save_dir / artifact_name(recipe, spec) for recipe, group in specs.items() for spec in group]
+    check_engine_outputs(args, [out / f"{stem}.json", out / f"{stem}.png"], records, members_of(arms),
+                         [save_dir / artifact_name(arm, spec) for arm, group in arms for spec in group]
                          if save_dir else None)
-    results = experiment(specs, records, progress=not args.no_progress, save_dir=save_dir, track=track,
-                         backend=backend, threads=args.threads)
+    results = experiment(arms, records, progress=not args.no_progress, save_dir=save_dir, track=track,
+                         backend=backend, threads=args.threads, varied=tuple(grid))
     path = atomic_write(out / f"{stem}.json", json.dumps(results, indent=1) + "\n")
     figure = plot_battery(results, out / f"{stem}.png")
     print_table(results)
@@ -147,19 +163,21 @@ def run(args) -> int:
 def print_table(results: dict) -> None:
     print(f"\nstateful battery on {results['model']}: mean ± std over seeds; reservoir-driven = carried beats "
           "stateless beyond the spread")
-    header = f"{'recipe':>8}  {'task':>10}  {'metric':>14}  {'carried':>11}  {'wiped':>11}  {'stateless':>11}  driven"
+    width = max([8] + [len(arm_label(row["recipe"], row.get("point", {}))) for row in results["summary"]])
+    header = (f"{'recipe':>{width}}  {'task':>10}  {'metric':>14}  {'carried':>11}  {'wiped':>11}  {'stateless':>11}  "
+              "driven")
     print(header)
     print("-" * len(header))
     for row in results["summary"]:
         cells = [f"{row[c]['mean']:.2f}±{row[c]['std']:.2f}" if c in row else "-"
                  for c in ("carried", "wiped", "stateless")]
         driven = {True: "yes", False: "no"}.get(row.get("reservoir_driven"), "-")
-        print(f"{row['recipe']:>8}  {row['task']:>10}  {row['metric']:>14}  {cells[0]:>11}  {cells[1]:>11}  "
-              f"{cells[2]:>11}  {driven}")
+        print(f"{arm_label(row['recipe'], row.get('point', {})):>{width}}  {row['task']:>10}  {row['metric']:>14}  "
+              f"{cells[0]:>11}  {cells[1]:>11}  {cells[2]:>11}  {driven}")
     for run in results["runs"]:
         gate = run["gate"]["carried"]
         if not gate["true_speak"] + gate["missed"] + gate["false_speak"] + gate["true_silent"]:
             continue  # no task in the mix labels speak / silent
-        print(f"gate ({run['recipe']}, seed {run['seed']}, carried): precision {gate['precision']:.2f}, "
-              f"recall {gate['recall']:.2f} over {gate['true_speak'] + gate['missed']} due and "
-              f"{gate['false_speak'] + gate['true_silent']} silent passes")
+        print(f"gate ({arm_label(run['recipe'], run.get('point', {}))}, seed {run['seed']}, carried): precision "
+              f"{gate['precision']:.2f}, recall {gate['recall']:.2f} over {gate['true_speak'] + gate['missed']} due "
+              f"and {gate['false_speak'] + gate['true_silent']} silent passes")

@@ -5,7 +5,7 @@ An experiment (``ran crosspass``, ``ran battery``, ``ran remember``, ``ran popul
 each member not yet on disk, in this process or on Ray (:mod:`ran.engine.backends`), writes its record
 atomically as it finishes (:mod:`ran.engine.store`) and returns the records in the members' order, so
 a killed experiment, rerun with the same settings, runs only what is missing. The experiments are
-reports over these records.
+reports over these records, written in one results schema (:mod:`ran.engine.report`).
 """
 
 from __future__ import annotations

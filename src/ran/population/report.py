@@ -1,23 +1,34 @@
-"""The population report: a JSON document (config, every run's metrics, the statistics) and its text tables."""
+"""The population report: a JSON document (config, every run's metrics, the statistics) and its text tables.
+
+The document is in the shared results schema (``ran.engine.report``, experiment ``population``); reports of
+``ran.population/1`` hold the same fields without ``experiment``, ``model`` and ``summary``, and stay readable.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ran.engine.report import results_document
 from ran.population.analysis import analyse
 
-SCHEMA = "ran.population/1"
 LABELS = {"carried": "carried", "carried_over_delays": "carried, mean over delays",
           "carried_among_keys": "carried, among keys", "final_train_loss": "final training loss (lower better)",
           "wiped": "wiped (control)", "untrained": "untrained (control)"}
 
 
 def build_report(config: dict[str, Any], keys: list[str], records: list[dict[str, Any]],
-                 provenance: dict[str, Any]) -> dict[str, Any]:
-    """The report of a population whose members have ``keys``, from the ``records`` found on disk."""
-    return {"schema": SCHEMA, **provenance, "config": config, "runs_expected": len(keys),
-            "runs_found": len(records), "missing": [k for k in keys if k not in {r["key"] for r in records}],
-            **analyse(records)}
+                 provenance: dict[str, Any] | None = None, backend: str = "in-process", threads: int = 1,
+                 seconds: float | None = None) -> dict[str, Any]:
+    """The report of a population whose members have ``keys``, from the ``records`` found on disk; its summary is
+    every group's metrics over seeds (the groups keep the ANOVA, the per-reservoir means and the pick).
+    ``provenance``: :func:`ran.provenance.environment` (default: now); ``backend``: where the runs ran."""
+    found = {r["key"] for r in records}
+    analysis = analyse(records)
+    summary = [{k: group[k] for k in ("recurrence", "point", "n_runs", "metrics")} for group in analysis["groups"]]
+    return results_document("population", config["model"], config, analysis["runs"], summary, seconds, provenance,
+                            backend=backend, threads=threads, runs_expected=len(keys), runs_found=len(records),
+                            missing=[k for k in keys if k not in found], groups=analysis["groups"],
+                            comparisons=analysis["comparisons"])
 
 
 def point_label(recurrence: str, point: dict[str, Any]) -> str:
@@ -83,8 +94,8 @@ def format_report(report: dict[str, Any]) -> str:
 
 def comparable(report: dict[str, Any]) -> dict[str, Any]:
     """The report without what depends on when and where it ran (for comparing two runs of a population)."""
-    return {key: report[key] for key in ("config", "runs_expected", "runs_found", "missing", "runs", "groups",
-                                         "comparisons")}
+    return {key: report[key] for key in ("config", "runs_expected", "runs_found", "missing", "runs", "summary",
+                                         "groups", "comparisons")}
 
 
 def _interval(ci: list[float] | None) -> str:

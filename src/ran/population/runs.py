@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ran.engine import Backend, RecordStore, member_key, run_members
+from ran.engine.report import read_results
 from ran.errors import ConfigError
 from ran.fileio import atomic_write
 from ran.population.grid import PopulationConfig, check_size, members
@@ -52,11 +53,10 @@ def write_report(config: PopulationConfig, directory: str | Path, backend: Backe
     directory = Path(directory)
     keys = [member_key(m) for m in members(config)]
     records = RecordStore(directory / RECORDS_DIRECTORY).read_all(keys)
-    provenance = {**environment(), "backend": (backend or Backend()).describe(), "threads": threads,
-                  "seconds": None if seconds is None else round(seconds, 1)}
-    report = build_report(config.to_dict(), keys, records, provenance)
+    report = build_report(config.to_dict(), keys, records, environment(), (backend or Backend()).describe(), threads,
+                          seconds)
     atomic_write(directory / REPORT_FILE, json.dumps(report, indent=1) + "\n")
     atomic_write(directory / TABLE_FILE, format_report(report))
     if records:
-        plot_population(json.loads((directory / REPORT_FILE).read_text()), directory / FIGURE_FILE)
+        plot_population(read_results(directory / REPORT_FILE, "population"), directory / FIGURE_FILE)
     return report

@@ -1,0 +1,97 @@
+"""One results schema (``ran.engine.report``): every committed results file, of every older schema, still loads
+and draws through its experiment's readers; the envelope is one function's; anything else is one clear error."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ran.engine.report import EXPERIMENTS, LEGACY_SCHEMAS, RESULTS_SCHEMA, experiment_of, read_results, results_document
+from ran.errors import ConfigError
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+NOT_EXPERIMENTS = ("probes/", "session/", "reproduce.json")  # probe outputs, session transcripts, the reproduce spec
+
+
+def committed() -> dict[str, list[Path]]:
+    """Every committed results file of an experiment, by experiment; a file elsewhere fails the test."""
+    found: dict[str, list[Path]] = {name: [] for name in EXPERIMENTS}
+    for path in sorted(RESULTS.rglob("*.json")):
+        relative = path.relative_to(RESULTS).as_posix()
+        if relative.startswith(NOT_EXPERIMENTS):
+            continue
+        found[experiment_of(json.loads(path.read_text()), relative)].append(path)
+    return found
+
+
+def draw_and_print(experiment: str, results: dict, out: Path) -> list[Path]:
+    """What ``ran crosspass`` / ``battery`` / ``remember`` / ``population`` draw and print from a results file."""
+    from ran.cli.battery import print_table as print_battery
+    from ran.cli.crosspass import print_table as print_crosspass
+    from ran.cli.remember import print_table as print_memory
+    from ran.plots import plot_battery, plot_crosspass, plot_heldout, plot_memory, plot_retention
+    from ran.population.plot import plot_population
+    from ran.population.report import format_report
+
+    if experiment == "crosspass":
+        print_crosspass(results)
+        figures = [plot_crosspass(results, out / "crosspass.png",
+                                  metric="among_keys" if results["kind"] == "capacity" else "recall")]
+        if len({p["delay"] for row in results["summary"] for p in row.get("retention", [])}) > 1:
+            figures.append(plot_retention(results, out / "retention.png"))
+        if any("heldout" in row for row in results["summary"]):
+            figures.append(plot_heldout(results, out / "heldout.png"))
+        return figures
+    if experiment == "battery":
+        print_battery(results)
+        return [plot_battery(results, out / "battery.png")]
+    if experiment == "memory":
+        print_memory(results)
+        return [plot_memory(results, out / "memory.png")]
+    print(format_report(results))
+    return [plot_population(results, out / "population.png")]
+
+
+def test_every_committed_results_file_loads_and_draws_through_its_readers(tmp_path, capsys):
+    found = committed()
+    assert all(found.values()), {name: len(paths) for name, paths in found.items()}  # each experiment has files
+    seen = set()
+    for experiment, paths in found.items():
+        for path in paths:
+            results = read_results(path, experiment)
+            seen.add(results["schema"])
+            for figure in draw_and_print(experiment, results, tmp_path):
+                assert figure.stat().st_size > 0, path
+                figure.unlink()
+    assert seen == set(LEGACY_SCHEMAS)  # every older schema is among the committed files
+    assert "carried" in capsys.readouterr().out
+
+
+def test_the_envelope_is_shared_and_the_experiments_fields_follow_the_config():
+    provenance = {"versions": {"ran": "x"}, "machine": {"cores": 2}, "created": "2026-11-30T00:00:00+00:00",
+                  "git": {"commit": None, "dirty": None}, "load": "not kept"}
+    document = results_document("battery", "m", {"steps": 3}, [{"seed": 0}], [{"task": "t"}], 12.345, provenance,
+                                note="own")
+    assert list(document) == ["schema", "experiment", "versions", "machine", "created", "git", "model", "config",
+                              "note", "runs", "summary", "seconds"]
+    assert (document["schema"], document["experiment"], document["seconds"]) == (RESULTS_SCHEMA, "battery", 12.3)
+    assert experiment_of(json.loads(json.dumps(document))) == "battery"
+    with pytest.raises(ValueError, match="git, schema belong to the envelope"):
+        results_document("battery", "m", {}, [], [], 1.0, provenance, schema="mine", git=None)
+    with pytest.raises(ValueError, match="unknown experiment 'sweep'"):
+        results_document("sweep", "m", {}, [], [], 1.0, provenance)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"schema": "ran.crosspass/3", "runs": []}', "has schema 'ran.crosspass/3', which is not a results file"),
+    ('{"schema": "ran.results/1", "experiment": "sweep"}', "has experiment 'sweep': expected one of crosspass"),
+    ('[1, 2]', "has schema None"),
+    ('{"torn', "cannot be read"),
+    ('{"schema": "ran.battery/1"}', "holds a battery experiment, not crosspass"),
+])
+def test_a_file_that_is_not_a_readable_results_file_is_one_line(tmp_path, content, message):
+    path = tmp_path / "crosspass.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as error:
+        read_results(path, "crosspass")
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
