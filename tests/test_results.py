@@ -10,7 +10,9 @@ from ran.engine.report import EXPERIMENTS, LEGACY_SCHEMAS, RESULTS_SCHEMA, exper
 from ran.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-NOT_EXPERIMENTS = ("probes/", "session/", "reproduce.json")  # probe outputs, session transcripts, the reproduce spec
+NOT_EXPERIMENTS = ("probes/", "session/", "reproduce.json",  # probe outputs, session transcripts, the reproduce spec
+                   "gpu/gpu-check-h200.json")  # make gpu-check's summary of its steps
+BENCHMARK_SCHEMA = "ran.benchmark/1"  # benchmark files (benchmarks/common.py), read by the benchmarks' summary
 
 
 def committed() -> dict[str, list[Path]]:
@@ -18,9 +20,10 @@ def committed() -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {name: [] for name in EXPERIMENTS}
     for path in sorted(RESULTS.rglob("*.json")):
         relative = path.relative_to(RESULTS).as_posix()
-        if relative.startswith(NOT_EXPERIMENTS):
+        document = json.loads(path.read_text())
+        if relative.startswith(NOT_EXPERIMENTS) or document.get("schema") == BENCHMARK_SCHEMA:
             continue
-        found[experiment_of(json.loads(path.read_text()), relative)].append(path)
+        found[experiment_of(document, relative)].append(path)
     return found
 
 
