@@ -244,3 +244,22 @@ def test_runs_trained_in_one_batch_give_the_records_of_runs_trained_alone(tiny_d
         assert one == other  # predictions, configs, fingerprints
     records = [json.loads(path.read_text()) for path in (tmp_path / "batched" / "crosspass.records").glob("*.json")]
     assert sorted(record["timing"]["batch"] for record in records) == [3, 3, 3]
+
+
+def test_the_number_of_keys_is_a_grid_axis_and_capacity_is_that_axis(tiny_dir, task_file, tmp_path):
+    common = ["crosspass", "--model", str(tiny_dir), "--task", str(task_file), "--units", "32", "--steps", "2",
+              "--seeds", "0", "--eval-delays", "0", "--no-progress", "--threads", "1"]
+    grid = ran(*common, "--grid", "keys=2,3", "leak_rate=0.5,1.0", "--out", str(tmp_path / "grid"))
+    assert grid.returncode == 0, grid.stderr
+    results = json.loads((tmp_path / "grid" / "grid-keys-leak_rate.json").read_text())
+    points = [(run["n_keys"], run["ran_config"]["reservoir"]["leak_rate"]) for run in results["runs"]]
+    assert sorted(points) == [(2, 0.5), (2, 1.0), (3, 0.5), (3, 1.0)]
+    assert results["varied"] == ["n_keys", "leak_rate"]
+    capacity = ran(*common, "--capacity", "2", "3", "--out", str(tmp_path / "capacity"))
+    assert capacity.returncode == 0, capacity.stderr
+    sized = json.loads((tmp_path / "capacity" / "capacity-kv.json").read_text())
+    assert sized["kind"] == "capacity" and [run["n_keys"] for run in sized["runs"]] == [2, 3]
+    assert [sorted({p["key"] for p in run["predictions"]}) for run in sized["runs"]] == [
+        ["w10", "w11"], ["w10", "w11", "w12"]]  # the first N of the task file's keys (not the built-in pool's)
+    too_many = ran(*common, "--capacity", "5", "--out", str(tmp_path / "too-many"))  # the file gives 4 keys
+    assert too_many.returncode == 2 and "choose 1..4 (the keys given)" in too_many.stderr

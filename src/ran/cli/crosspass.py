@@ -49,6 +49,7 @@ from ran.tasks.vocab import SOURCES, KeyPool, resolve_keys
 from ran.training import TrainConfig
 
 DEFAULT_SEEDS = [0, 1, 2]
+CROSSPASS_GRID_FIELDS = {**GRID_FIELDS, "keys": ("task", int)}  # keys: the number of training keys (the task's)
 DEFAULTS = TrainConfig()
 EPILOG = ("Time on 2 cores of an AMD EPYC: --train-delays 0-8 trains a seed in about 2 min (300 steps), and the "
           "three seeds with their evaluation to 64 passes take about 6 min; --key-pool vocab --keys 2000 "
@@ -117,12 +118,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="use --reservoir-seed for every run instead of the run's seed")
     which = parser.add_argument_group("experiment").add_mutually_exclusive_group()
     which.add_argument("--compare-modes", action="store_true", help="additive vs prefix vs kv, each with its control")
-    which.add_argument("--capacity", type=int, nargs="+", metavar="N", help="sweep the number of keys, e.g. 6 12 24 48")
+    which.add_argument("--capacity", type=int, nargs="+", metavar="N",
+                       help="sweep the number of keys, e.g. 6 12 24 48 (the grid axis keys, scored among the keys)")
     which.add_argument("--scalings", type=float, nargs="+", metavar="S", help="sweep the input scaling")
     which.add_argument("--grid", nargs="+", metavar="FIELD=V1,V2",
                        help="every combination of these settings, 3 seeds each unless --seeds says otherwise, e.g. "
                             "--grid leak_rate=0.1,0.3 input_scaling=0.02,0.2 units=2048; fields: "
-                            + ", ".join(GRID_FIELDS))
+                            + ", ".join(CROSSPASS_GRID_FIELDS))
     parser.add_argument("--name", help="results file name (default: from the experiment)")
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help=f"directory for the results JSON and plots (default: {DEFAULT_OUT}, not tracked by git)")
@@ -164,6 +166,23 @@ def task_from(args: argparse.Namespace) -> RecallTask:
     return RecallTask.from_dict({**settings, **given}, what)
 
 
+def tasks_of_sizes(args: argparse.Namespace, task: RecallTask, sizes: tuple[int, ...]) -> list[RecallTask]:
+    """The task with each number of training keys (the grid axis ``keys``, ``--capacity``): the first N of the
+    keys given (a task file's or --key-list), else of the built-in pool, else nested sets from one vocabulary
+    split with the same held-out keys at every size."""
+    given = args.key_list is not None or (args.task is not None and "keys" in read_json_object(args.task, "task file"))
+    for size in sizes:
+        if size < 1 or (given and size > len(task.keys)):
+            limit = f"1..{len(task.keys)} (the keys given)" if given else "at least 1"
+            raise ConfigError(f"grid keys={size} is not a number of keys this task has: choose {limit}")
+    if given:
+        return [replace(task, keys=task.keys[:size]) for size in sizes]
+    if args.key_pool == "builtin":
+        return [replace(task, keys=RecallTask.with_n_keys(size).keys, heldout_keys=()) for size in sizes]
+    pooled = task_from(argparse.Namespace(**{**vars(args), "keys": max(sizes)}))
+    return [replace(task, keys=pooled.keys[:size], heldout_keys=pooled.heldout_keys) for size in sizes]
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.seeds:
         raise ConfigError("give at least one seed")
@@ -178,38 +197,32 @@ def run(args: argparse.Namespace) -> int:
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
     reservoir_seed = args.reservoir_seed if args.fixed_reservoir_seed else None
 
-    def specs(ran_config: RanConfig, task_config: RecallTask):
-        return specs_for(args.model, ran_config, task_config, train, args.seeds, reservoir_seed, pass_format,
-                         args.device, args.dtype)
-
-    # --compare-modes and --scalings are grid axes with names of their own; --capacity varies the task.
+    # --compare-modes, --scalings and --capacity are grid axes with names of their own (mode, input_scaling,
+    # keys); keys varies the task, every other field the configs.
     grid: dict[str, tuple] = {}
     if args.compare_modes:
         kind, name, grid = "compare-modes", "crosspass-modes", {"mode": tuple(INJECTION_MODES)}
     elif args.scalings:
         kind, name, grid = "input-scaling", f"scaling-{ran.mode}", {"input_scaling": tuple(args.scalings)}
+    elif args.capacity:
+        kind, name, grid = "capacity", f"capacity-{ran.mode}", {"keys": tuple(args.capacity)}
     elif args.grid:
-        grid = parse_grid(args.grid)
+        grid = parse_grid(args.grid, CROSSPASS_GRID_FIELDS)
         kind, name = "grid", "grid-" + "-".join(grid)
-    if args.capacity:
-        kind, group_by, name = "capacity", ("n_keys",), f"capacity-{ran.mode}"
-        if args.key_pool == "builtin":
-            sets = [(RecallTask.with_n_keys(n).keys, task.heldout_keys[:0]) for n in args.capacity]
-        else:  # nested training sets from one split, the same held-out keys at every size
-            largest = argparse.Namespace(**{**vars(args), "keys": max(args.capacity)})
-            pooled = task_from(largest)
-            sets = [(pooled.keys[:n], pooled.heldout_keys) for n in args.capacity]
-        all_specs = [s for keys, heldout in sets for s in specs(ran, replace(task, keys=keys, heldout_keys=heldout))]
-    elif grid:
-        group_by = tuple(grid)
+    if grid:
+        group_by = tuple("n_keys" if field == "keys" else field for field in grid)
+        configs = {field: values for field, values in grid.items() if field != "keys"}
+        tasks = tasks_of_sizes(args, task, grid["keys"]) if "keys" in grid else [task]
         all_specs = []
-        for values in itertools.product(*grid.values()):
-            ran_point, train_point = apply_point(ran, train, dict(zip(grid, values, strict=True)))
-            all_specs += specs_for(args.model, ran_point, task, train_point, args.seeds, reservoir_seed, pass_format,
-                                   args.device, args.dtype)
+        for task_point in tasks:
+            for values in itertools.product(*configs.values()):
+                ran_point, train_point = apply_point(ran, train, dict(zip(configs, values, strict=True)))
+                all_specs += specs_for(args.model, ran_point, task_point, train_point, args.seeds, reservoir_seed,
+                                       pass_format, args.device, args.dtype)
     else:
         kind, group_by, name = "recall", ("mode",), "crosspass"
-        all_specs = specs(ran, task)
+        all_specs = specs_for(args.model, ran, task, train, args.seeds, reservoir_seed, pass_format, args.device,
+                              args.dtype)
 
     out = Path(args.out)
     name = results_name(args, name)
