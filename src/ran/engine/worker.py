@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +35,12 @@ def run_member(member: dict[str, Any], threads: int | None = 1, save_to: str | P
     """Train and evaluate one member with ``threads`` CPU threads (None: torch's current number); returns its
     record. ``save_to`` also saves the trained artifact there (``ran.runner.save_artifact``)."""
     started = time.perf_counter()
-    previous_threads = torch.get_num_threads()
-    threads = threads or previous_threads
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads) as threads:
         spec = spec_of(member)
         base, tokenizer = shared_base_model(spec.model, spec.device, spec.dtype)
-        after = (lambda model, renderer: task_harm(model, renderer, spec.task)) if member.get("harm") else None
         result = run_one(spec, base, tokenizer, progress=progress, save_to=None if save_to is None else Path(save_to),
-                         stateless=bool(member.get("stateless")), after=after)
-    finally:
-        torch.set_num_threads(previous_threads)
-    timing = {name: result.pop(name) for name in TIMING_FIELDS if name in result}
-    timing.update({"seconds": round(time.perf_counter() - started, 3), "threads": threads, "host": platform.node()})
-    return {"schema": RECORD_SCHEMA, "key": member_key(member), "member": member, "result": result, "timing": timing,
-            "git": source()}  # the code this worker ran
+                         stateless=bool(member.get("stateless")), after=_after(member, spec))
+    return _record(member, result, {"seconds": round(time.perf_counter() - started, 3), "threads": threads})
 
 
 def run_group(members: list[dict[str, Any]], threads: int | None = 1, saves: list[str | Path | None] | None = None,
@@ -60,27 +52,39 @@ def run_group(members: list[dict[str, Any]], threads: int | None = 1, saves: lis
     if len(members) == 1:
         return [run_member(members[0], threads, save_to=saves[0], progress=progress)]
     started = time.perf_counter()
-    previous_threads = torch.get_num_threads()
-    threads = threads or previous_threads
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads) as threads:
         specs = [spec_of(member) for member in members]
         base, tokenizer = shared_base_model(specs[0].model, specs[0].device, specs[0].dtype)
-        afters = [(lambda model, renderer, task=spec.task: task_harm(model, renderer, task)) if member.get("harm")
-                  else None for member, spec in zip(members, specs, strict=True)]
         results = run_together(specs, base, tokenizer, progress=progress,
                                saves=[None if path is None else Path(path) for path in saves],
-                               stateless=[bool(member.get("stateless")) for member in members], afters=afters)
+                               stateless=[bool(member.get("stateless")) for member in members],
+                               afters=[_after(member, spec) for member, spec in zip(members, specs, strict=True)])
+    timing = {"seconds": round(time.perf_counter() - started, 3), "threads": threads, "batch": len(members)}
+    return [_record(member, result, timing) for member, result in zip(members, results, strict=True)]
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """torch's CPU threads set to ``threads`` (None: as they are) for the block, then restored; yields the number."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        yield threads or previous
     finally:
-        torch.set_num_threads(previous_threads)
-    seconds = round(time.perf_counter() - started, 3)
-    records = []
-    for member, result in zip(members, results, strict=True):
-        timing = {name: result.pop(name) for name in TIMING_FIELDS if name in result}
-        timing.update({"seconds": seconds, "threads": threads, "host": platform.node(), "batch": len(members)})
-        records.append({"schema": RECORD_SCHEMA, "key": member_key(member), "member": member, "result": result,
-                        "timing": timing, "git": source()})
-    return records
+        torch.set_num_threads(previous)
+
+
+def _after(member: dict[str, Any], spec) -> Any:
+    """The member's measure after training: the no-harm check (``ran.harm.task_harm``) if it asks for it."""
+    return (lambda model, renderer: task_harm(model, renderer, spec.task)) if member.get("harm") else None
+
+
+def _record(member: dict[str, Any], result: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
+    """The engine's record of a finished run: its result, with what measures the machine under ``timing``."""
+    timing = {**{name: result.pop(name) for name in TIMING_FIELDS if name in result}, **timing,
+              "host": platform.node()}
+    return {"schema": RECORD_SCHEMA, "key": member_key(member), "member": member, "result": result, "timing": timing,
+            "git": source()}  # the code this worker ran
 
 
 def runner_record(record: dict[str, Any]) -> dict[str, Any]:
