@@ -402,38 +402,35 @@ def test_a_killed_battery_resumes_to_the_records_of_an_uninterrupted_one(tmp_pat
     assert comparable(interrupted) == comparable(whole)
 
 
+def _two_seed_battery(tmp_path, where: str, *extra: str):
+    """``ran battery`` of two seeds (timed and silence) on the tiny model under ``tmp_path / where``: its
+    result, and its runs without what measures the machine."""
+    directory = tmp_path / "tiny"
+    if not directory.exists():
+        tiny_model("llama").save_pretrained(directory)
+        tiny_tokenizer().save_pretrained(directory)
+    result = ran("battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0", "1",
+                 "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(tmp_path / where),
+                 "--no-progress", "--threads", "1", *TINY_TIMED, *extra)
+    assert result.returncode == 0, result.stderr
+    runs = json.loads((tmp_path / where / "battery.json").read_text())["runs"]
+    return result, [{k: v for k, v in run.items() if not k.endswith(("seconds", "per_second"))} for run in runs]
+
+
 @pytest.mark.slow  # Ray's start and workers importing torch: minutes on 2 busy cores
 def test_the_battery_on_local_ray_workers_gives_the_in_process_results(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (make setup installs the [ray] extra)")
-    directory = tmp_path / "tiny"
-    tiny_model("llama").save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
-    outputs = {}
-    for where, extra in (("ray", ["--workers", "2"]), ("here", [])):
-        result = ran("battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0", "1",
-                     "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(tmp_path / where),
-                     "--no-progress", "--threads", "1", *TINY_TIMED, *extra)
-        assert result.returncode == 0, result.stderr
-        runs = json.loads((tmp_path / where / "battery.json").read_text())["runs"]
-        outputs[where] = [{k: v for k, v in run.items() if not k.endswith(("seconds", "per_second"))} for run in runs]
-    assert outputs["ray"] == outputs["here"]
+    _, on_ray = _two_seed_battery(tmp_path, "ray", "--workers", "2")
+    _, here = _two_seed_battery(tmp_path, "here")
+    assert on_ray == here
 
 
 @pytest.mark.slow  # ~90 s; the engine's batched path is in the default run (tests/test_crosspass_cli.py)
 def test_battery_runs_trained_in_one_batch_score_as_runs_trained_alone(tmp_path):
-    directory = tmp_path / "tiny"
-    tiny_model("llama").save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
-    outputs = {}
-    for where, extra in (("batched", ["--batch-runs", "2"]), ("alone", [])):
-        result = ran("battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0", "1",
-                     "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(tmp_path / where),
-                     "--no-progress", "--threads", "1", *TINY_TIMED, *extra)
-        assert result.returncode == 0, result.stderr
-        assert ("trained in 1 batch of 2 runs" in result.stdout) == (where == "batched")
-        runs = json.loads((tmp_path / where / "battery.json").read_text())["runs"]
-        outputs[where] = [{k: v for k, v in run.items() if not k.endswith(("seconds", "per_second"))} for run in runs]
-    for batched, alone in zip(outputs["batched"], outputs["alone"], strict=True):
+    together, outputs_batched = _two_seed_battery(tmp_path, "batched", "--batch-runs", "2")
+    alone_result, outputs_alone = _two_seed_battery(tmp_path, "alone")
+    assert "trained in 1 batch of 2 runs" in together.stdout and "trained in" not in alone_result.stdout
+    for batched, alone in zip(outputs_batched, outputs_alone, strict=True):
         # float32 sums in other batch shapes: ~1e-6 relative (tests/test_batched.py); the gate head batches too
         assert batched.pop("loss_curve") == pytest.approx(alone.pop("loss_curve"), rel=1e-4)
         assert all("stateless" in task for task in batched["tasks"].values())  # the ablation trains alone
