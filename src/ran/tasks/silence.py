@@ -1,9 +1,20 @@
-"""Learned silence: passes with nothing to say, where the gate head must keep the model silent.
+"""Silence on request: hold every reply from "don't interrupt me until I say go" until "go".
 
-Each episode is a few distractor sentences (context wiped) and idle ticks (continuing it), every one
-labelled "silent". Metric: the fraction of passes on which the gate stays silent; its complement is
-the false-speak rate. (Passes where speaking is due come from the timed and initiative tasks; the
-battery reports the gate's precision and recall over all of them.)
+    hold: "Don't interrupt me until I say go." (silent) / "The bus was crowded." (silent) / tick (silent) /
+          "Go ahead." (speak) / "The soup needs salt." (speak)
+    free: "The bus was crowded." (speak) / tick (silent) / "The soup needs salt." (speak)
+
+Every input pass starts from a wiped context, so a statement reads the same in both kinds of episode: only
+the carried state knows whether a hold is on, and whether it has been released. The labels are the gate
+head's (speak or stay silent after the pass; no reply is trained): a statement gets a reply unless a hold is
+on, an idle tick never does, the hold itself is not answered and the release is. In a live session this is
+``SessionConfig(gate_prompted=True)``: the gate decides after the user's turns too.
+
+Metric: the share of episodes in which every label is met (the headline). A model without the state treats a
+statement alike in both kinds, and every hold episode has statements both under the hold and after its
+release, so it meets every label of at most one kind: 0.5, with hold and free episodes alternating in
+evaluation. Beside it: ``held`` (silent on statements under a hold), ``replied`` (speaking on statements with
+no hold on), ``ticks_silent`` and ``released`` (speaking after the release).
 """
 
 from __future__ import annotations
@@ -17,49 +28,101 @@ from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
 from ran.tasks.base import Prediction, SampledTask, register
-from ran.tasks.common import check_range, draw, gate_counts, mean, pick
+from ran.tasks.common import EVAL_SEED, check_range, draw, gate_counts, mean, pick
 from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
+
+TRAIN_HOLDS = ("Don't interrupt me until I say go.", "Please stay quiet until I say go.",
+               "Hold your replies until I say go.", "Let me think, and wait until I say go.")
+EVAL_HOLDS = ("Don't say anything until I say go.", "Please wait quietly until I say go.")
+TRAIN_RELEASES = ("Go.", "Go ahead.", "Okay, go.")
+EVAL_RELEASES = ("Go, I'm done.", "Alright, go now.")
 
 
 @register
 @dataclass(frozen=True)
 class SilenceTask(SampledTask):
     name: ClassVar[str] = "silence"
-    metric: ClassVar[str] = "silent"
+    metric: ClassVar[str] = "every reply held and released"
 
-    passes: tuple[int, int] = (2, 5)  # passes per episode (inclusive)
-    idle_fraction: float = 0.5  # the share of passes that are idle ticks
+    held: tuple[int, int] = (1, 4)  # statements and ticks under the hold (inclusive; at least one statement)
+    after: tuple[int, int] = (1, 2)  # statements after the release (free episodes: this many more statements)
+    idle_fraction: float = 0.3  # the share of passes under the hold that are idle ticks
+    hold_fraction: float = 0.5  # the share of training episodes with a hold (evaluation alternates)
+    train_holds: tuple[str, ...] = TRAIN_HOLDS
+    eval_holds: tuple[str, ...] = EVAL_HOLDS
+    train_releases: tuple[str, ...] = TRAIN_RELEASES
+    eval_releases: tuple[str, ...] = EVAL_RELEASES
     train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS
     eval_distractors: tuple[str, ...] = EVAL_DISTRACTORS
     per_step: int = 6
     eval_count: int = 24
 
     def __post_init__(self) -> None:
-        check_range("passes", self.passes, 1, 64)
-        if not 0 <= self.idle_fraction <= 1:
-            raise ConfigError(f"idle_fraction must be in [0, 1], got {self.idle_fraction}")
-        if not self.train_distractors or not self.eval_distractors:
-            raise ConfigError("silence needs training and evaluation distractors")
-        if self.per_step < 1 or self.eval_count < 1:
-            raise ConfigError("per_step and eval_count must be >= 1")
+        check_range("held", self.held, 1, 64)
+        check_range("after", self.after, 1, 64)
+        for name in ("idle_fraction", "hold_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"silence {name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("train_holds", "eval_holds", "train_releases", "eval_releases", "train_distractors",
+                     "eval_distractors"):
+            if not getattr(self, name):
+                raise ConfigError(f"silence needs at least one text in {name}")
+        if self.per_step < 1 or self.eval_count < 2:
+            raise ConfigError("silence: per_step must be >= 1 and eval_count >= 2 (hold and free episodes alternate)")
 
     def check(self, renderer: Renderer) -> None:
         renderer.idle_tokens  # noqa: B018  (refuses an idle text without tokens)
 
-    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
-        pool = self.eval_distractors if evaluation else self.train_distractors
+    def make(self, generator: torch.Generator, hold: bool, evaluation: bool) -> Episode:
+        statements = self.eval_distractors if evaluation else self.train_distractors
         passes = []
-        for _ in range(draw(generator, *self.passes)):
-            if passes and bool(torch.rand((), generator=generator) < self.idle_fraction):
-                passes.append(Pass.tick(speak=False))
-            else:
-                passes.append(Pass(str(pick(generator, pool)), speak=False))
-        return Episode(tuple(passes), info={"n": len(passes)})
+        if hold:
+            passes.append(Pass(str(pick(generator, self.eval_holds if evaluation else self.train_holds)), speak=False))
+            count = draw(generator, *self.held)
+            ticks = [index > 0 and bool(torch.rand((), generator=generator) < self.idle_fraction)
+                     for index in range(count)]  # the first pass under the hold is a statement
+            passes += [Pass.tick(speak=False) if tick else Pass(str(pick(generator, statements)), speak=False)
+                       for tick in ticks]
+            release = self.eval_releases if evaluation else self.train_releases
+            passes.append(Pass(str(pick(generator, release)), speak=True))
+        else:
+            passes.append(Pass(str(pick(generator, statements)), speak=True))
+            passes.append(Pass.tick(speak=False))
+        passes += [Pass(str(pick(generator, statements)), speak=True) for _ in range(draw(generator, *self.after))]
+        return Episode(tuple(passes), label="hold" if hold else "free", group="hold" if hold else "free",
+                       info={"hold": hold})
 
+    def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
+        return self.make(generator, bool(torch.rand((), generator=generator) < self.hold_fraction), evaluation)
 
+    def evaluation_episodes(self) -> list[Episode]:
+        """``eval_count`` episodes, hold and free alternating (so a stateless policy is right in at most half)."""
+        generator = torch.Generator().manual_seed(EVAL_SEED)
+        return [self.make(generator, index % 2 == 0, evaluation=True) for index in range(self.eval_count)]
 
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:
-        silent = [float(p.speak is not None and p.speak < 0.5) for ps in predictions for p in ps]
-        return {"value": mean(silent), "false_speak": 1.0 - mean(silent) if silent else float("nan"),
-                "gate": gate_counts(episodes, predictions)}
+        rows: dict[str, list[float]] = {"held": [], "replied": [], "ticks_silent": [], "released": []}
+        met, by_kind = [], {"hold": [], "free": []}
+        for episode, predicted in zip(episodes, predictions, strict=True):
+            spoke = [p.speak is not None and p.speak >= 0.5 for p in predicted]
+            right = [s == bool(step.speak) for step, s in zip(episode.passes, spoke, strict=True)]
+            met.append(float(all(right)))
+            by_kind[episode.group].append(met[-1])
+            under_hold = episode.info["hold"]
+            for index, (step, said) in enumerate(zip(episode.passes, spoke, strict=True)):
+                if step.idle:
+                    rows["ticks_silent"].append(float(not said))
+                elif under_hold and index == 0:
+                    continue  # the hold itself: scored in the headline only
+                elif under_hold and step.speak:  # the release
+                    rows["released"].append(float(said))
+                    under_hold = False
+                else:
+                    rows["held" if under_hold else "replied"].append(float(said != under_hold))
+        return {"value": mean(met), **{name: mean(values) for name, values in rows.items()},
+                "groups": [{"kind": kind, "n": len(values), "every_label": mean(values)}
+                           for kind, values in by_kind.items()],
+                "gate": gate_counts(episodes, predictions),
+                "predictions": [{"kind": e.group, "speaks": [p.speak for p in ps]}
+                                for e, ps in zip(episodes, predictions, strict=True)]}

@@ -49,7 +49,7 @@ class TimedTask(SampledTask):
     heldout_words: tuple[str, ...] = DEFAULT_KEY_POOL[36:42]  # evaluation only (empty: evaluate the trained words)
     turns: tuple[int, int] = (1, 8)  # N: the tick on which the word is due, counted from the instruction
     wipe_ticks: tuple[int, int] = (1, 1)  # the context is wiped before a tick drawn from this range (<= N)
-    instruction: str = "In {turns} turns, say {word}."
+    instruction: str = "In {turns} turn{s}, say {word}."  # {s}: "s" unless N is 1
     answer_template: str = " {word}"
     per_step: int = 8
     eval_count: int = 24  # evaluation episodes per words split, spread evenly over (due tick, wipe tick)
@@ -60,7 +60,7 @@ class TimedTask(SampledTask):
         if self.wipe_ticks[0] > self.turns[0]:
             raise ConfigError(f"{self.name}: wipe_ticks starts at {self.wipe_ticks[0]}, after the earliest due tick "
                               f"{self.turns[0]}: the context must be wiped by the time the item is due")
-        check_template(self.instruction, f"{self.name} instruction", ("turns", "word"), required=("word",))
+        check_template(self.instruction, f"{self.name} instruction", ("turns", "s", "word"), required=("word",))
         check_template(self.answer_template, f"{self.name} answer_template", ("word",), required=("word",))
         if not self.words:
             raise ConfigError(f"{self.name}: give at least one word")
@@ -86,7 +86,7 @@ class TimedTask(SampledTask):
         ticks = [Pass.tick(wipe=index == wipe, speak=index == due,
                            target=self.answer_template.format(word=word) if index == due else None)
                  for index in range(1, due + 2)]  # the due tick, and one more that must stay silent
-        passes = (Pass(self.instruction.format(turns=due, word=word)), *ticks)
+        passes = (Pass(self.instruction.format(turns=due, s="" if due == 1 else "s", word=word)), *ticks)
         return Episode(passes, label=word, group=f"due={due}",
                        info={"word": word, "due": due, "wipe": wipe, "split": split})
 
@@ -138,7 +138,7 @@ class InitiativeTask(TimedTask):
     metric: ClassVar[str] = "on time"
 
     words: tuple[str, ...] = DEFAULT_KEY_POOL[24:30]
-    heldout_words: tuple[str, ...] = ()
+    heldout_words: tuple[str, ...] = DEFAULT_KEY_POOL[42:48]
     turns: tuple[int, int] = (3, 3)
     wipe_ticks: tuple[int, int] = (1, 3)
     instruction: str = "Remind me about the {word} later."
