@@ -6,6 +6,7 @@ import random
 import resource
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,10 @@ def test_gates_decide_emission():
     state = torch.randn(1, SMALL.units)
     assert StateGate(state[0], bias=0.0).decide(state, logits).emit
     assert not StateGate(-state[0], bias=0.0).decide(state, logits).emit
+    # A prompted pass always replies, unless the gate is asked to decide there too (gate_prompted).
+    assert Session(model, _config(), gate=NEVER).prompt([9, 10]).emitted
+    held = Session(model, replace(_config(), gate_prompted=True), gate=NEVER).prompt([9, 10])
+    assert not held.emitted and held.tokens == []
 
 
 def test_state_gate_is_stored_in_the_artifact_and_checked(tmp_path):
@@ -409,6 +414,7 @@ def test_ran_run_resumes_and_refuses_bad_sessions(tmp_path, capsys):
     assert transcript["end"]["tick"] == 4 and list((tmp_path / "out1").glob("run-s-*.png"))
     assert transcript["events"][0]["model_calls"] <= 5
     assert transcript["session_config"]["policy"]["window"] == 20
+    assert transcript["session_config"]["gate_prompted"] is False  # every turn gets a reply unless asked
 
     resume = ["run", "--session", "s", "--resume"]
     code, out, err = _ran(capsys, *resume, "--out", str(tmp_path / "out2"), *common)
@@ -436,6 +442,11 @@ def test_ran_run_resumes_and_refuses_bad_sessions(tmp_path, capsys):
     assert code == 2 and len(lines) == 1 and "truncated or corrupt" in lines[0], err
     assert state_file.read_bytes() == original[: len(original) - 100]  # left untouched
     assert not (tmp_path / "bad").exists()  # no transcript for a refused run
+    state_file.write_bytes(original)
+    code, out, err = _ran(capsys, *resume, "--gate-prompted", "--out", str(tmp_path / "out3"), *common)
+    assert code == 0, err
+    held = json.loads(next((tmp_path / "out3").glob("run-s-*.json")).read_text())
+    assert held["session_config"]["gate_prompted"] is True
 
 
 def test_ran_chat_streams_ticks_and_resumes(tmp_path, capsys, monkeypatch):

@@ -29,7 +29,8 @@ RESERVOIR_FLAGS = {"units": "units", "spectral_radius": "spectral_radius", "leak
                    "input_scaling": "input_scaling", "connectivity": "connectivity", "activation": "activation",
                    "reservoir_seed": "seed", "leak_rate_min": "leak_rate_min"}
 SESSION_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "sample_seed": 0, "policy": "streaming",
-                    "sinks": 4, "window": 252, "heavy": 0, "max_entropy": DEFAULT_MAX_ENTROPY}
+                    "sinks": 4, "window": 252, "heavy": 0, "max_entropy": DEFAULT_MAX_ENTROPY,
+                    "gate_prompted": False}
 HELP = "commands: /tick [N]  /state  /reset [all|state|context]  /save  /help  /quit  (other lines: input)"
 
 
@@ -59,6 +60,9 @@ def add_session_arguments(parser: argparse.ArgumentParser, default_session: str 
     group.add_argument("--max-entropy", type=float,
                        help=f"fallback gate: speak when next-token entropy <= this many nats "
                             f"(default: {DEFAULT_MAX_ENTROPY})")
+    group.add_argument("--gate-prompted", action=argparse.BooleanOptionalAction,
+                       help="the gate decides after your turns too, so the model may stay silent when you type "
+                            "(the battery's silence task trains this); default: every turn gets a reply")
     group.add_argument("--format", choices=FORMATS,
                        help="pass format (default: the artifact's; without one, chat for ChatML tokenizers)")
     group.add_argument("--idle-text", help="text read at every idle tick (default: the format's, a newline)")
@@ -104,7 +108,7 @@ def open_session(args: argparse.Namespace, check: Callable[[Renderer, Any], None
     renderer = Renderer(_pass_format(args, tokenizer, artifact, stored), tokenizer)
     config = SessionConfig.for_renderer(renderer, max_new_tokens=settings["max_new_tokens"],
                                         temperature=settings["temperature"], sample_seed=settings["sample_seed"],
-                                        policy=policy)
+                                        gate_prompted=settings["gate_prompted"], policy=policy)
     gate = load_gate(artifact, model.reservoir, settings["max_entropy"])
     if check is not None:
         check(renderer, config.policy, model)
