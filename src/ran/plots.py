@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,8 @@ def plot_battery(results: dict[str, Any], path: str | Path) -> Path:
                 if condition in row:
                     axis.scatter([x] * len(row[condition]["values"]), row[condition]["values"], s=9, color="black",
                                  zorder=3)
-        axis.set_xticks(range(len(rows)), [f"{row['task']}\n({row['metric']})" for row in rows], fontsize=7)
+        axis.set_xticks(range(len(rows)), [f"{row['task']}\n" + textwrap.fill(f"({row['metric']})", 18)
+                                                for row in rows], fontsize=7)
         axis.set_ylim(-0.05, 1.05)
         axis.set_ylabel("score")
         axis.set_title(f"recipe: {name}", fontsize=9)
