@@ -120,6 +120,9 @@ def test_silence_follows_the_state_so_a_model_without_it_is_right_at_most_half_t
     task = SilenceTask()
     episodes = task.evaluation_episodes()
     assert [e.info["hold"] for e in episodes] == [True, False] * (task.eval_count // 2)
+    for train, evaluation in ((task.train_holds, task.eval_holds), (task.train_releases, task.eval_releases),
+                              (task.train_distractors, task.eval_distractors)):
+        assert not set(train) & set(evaluation)  # evaluation reads phrasings and statements training never reads
     held = [e for e in episodes if e.info["hold"]]
     for episode in held:  # the hold, statements (and ticks) held, the release, statements replied to again
         labels = [(p.idle, p.speak) for p in episode.passes]
