@@ -126,7 +126,7 @@ def test_silence_follows_the_state_so_a_model_without_it_is_right_at_most_half_t
     held = [e for e in episodes if e.info["hold"]]
     for episode in held:  # the hold, statements (and ticks) held, the release, statements replied to again
         labels = [(p.idle, p.speak) for p in episode.passes]
-        release = [p.text for p in episode.passes].index(next(p.text for p in episode.passes[1:] if p.speak))
+        release = next(index for index, step in enumerate(episode.passes) if step.speak)
         assert episode.passes[0].text in task.eval_holds and episode.passes[release].text in task.eval_releases
         assert (False, False) in labels[1:release] and all(not speak for _, speak in labels[:release])
         assert all(speak and not idle for idle, speak in labels[release:])
