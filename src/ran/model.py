@@ -280,18 +280,19 @@ class ReservoirModel(nn.Module):
 
     @contextmanager
     def open_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                  state: torch.Tensor | None = None) -> Iterator[OpenPass]:
+                  state: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> Iterator[OpenPass]:
         """One pass whose base-model calls the caller makes (e.g. a token loop that streams with the cache).
 
         Inside the block call ``model.base(**p.inputs, use_cache=True)`` once (the prefill: layer L is
         read there), then any decode steps with the returned cache; the write-back from ``p.state``
         stays on throughout. On normal exit the reservoir ticks once and ``p.next_state()`` becomes the
-        carried state; if the block raises, nothing ticks.
+        carried state; if the block raises, nothing ticks. ``position_ids`` (B, T) for left-padded rows:
+        ``p.inputs`` then holds them (shifted past any prefix), and a decode step's are one past its last.
         """
         batch, length = input_ids.shape
         state = self._state_for(batch, state)
         with self._pass(state, attention_mask, batch, length) as read:
-            handle = OpenPass(inputs=self._model_inputs(input_ids, None, attention_mask, None),
+            handle = OpenPass(inputs=self._model_inputs(input_ids, None, attention_mask, position_ids),
                               n_prefix=self._n_prefix(), state=state, _reservoir=self.reservoir, _read=read)
             yield handle
             next_state = handle.next_state()

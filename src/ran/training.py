@@ -452,23 +452,28 @@ def predict(model: ReservoirModel, renderer: Renderer, episodes: list[Episode], 
 def _decode_greedily(model: ReservoirModel, items: list[tuple[RenderedPass, list[int], torch.Tensor]],
                      stop_tokens: tuple[int, ...] = (), extra_tokens: int = 0) -> None:
     """Extend each item's tokens (in place) greedily to its target's length (plus ``extra_tokens``, ending
-    at a stop token): one batched forward per new token, every row with the slots of its own state and
-    its read at its prompt's end."""
+    at a stop token), as one pass: a prefill of every row's prompt with its own state (the read at the
+    prompt's end), then one cached step per new token. Rows that have finished are fed along (their
+    tokens ignored), so the cache keeps one shape."""
     device = model.reservoir.w_in.device
 
     def unfinished(item) -> bool:
         step, tokens, _ = item
         return len(tokens) < len(step.target) + extra_tokens and tokens[-1] not in stop_tokens
 
-    while items := [item for item in items if unfinished(item)]:
-        sequences = [list(step.prompt) + tokens for step, tokens, _ in items]
-        ids, mask, positions = left_pad(sequences)
-        width = ids.shape[1]
-        read_index = torch.tensor([width - len(seq) + len(step.prompt) - 1
-                                   for seq, (step, _, _) in zip(sequences, items, strict=True)])
-        states = torch.stack([state for _, _, state in items])  # (b, K)
-        output = model(ids.to(device), attention_mask=mask.to(device),
-                       position_ids=positions.to(device), state=states,
-                       read_index=read_index.to(device), logits_to_keep=1)
-        for (_, tokens, _), token in zip(items, output.logits[:, -1].argmax(-1).tolist(), strict=True):
-            tokens.append(int(token))
+    if not any(unfinished(item) for item in items):
+        return
+    ids, mask, positions = left_pad([list(step.prompt) for step, _, _ in items])
+    states = torch.stack([state for _, _, state in items]).to(device)  # (b, K)
+    with model.open_pass(ids.to(device), mask.to(device), state=states, position_ids=positions.to(device)) as p:
+        output = model.base(**p.inputs, use_cache=True, logits_to_keep=1)
+        mask, position = p.inputs["attention_mask"], p.inputs["position_ids"][:, -1:]
+        while any(live := [unfinished(item) for item in items]):
+            fed = torch.tensor([[tokens[-1]] for _, tokens, _ in items], device=device)  # (b, 1)
+            mask, position = torch.cat([mask, mask.new_ones(len(items), 1)], dim=1), position + 1
+            output = model.base(input_ids=fed, attention_mask=mask, position_ids=position, cache=output.cache,
+                                use_cache=True)
+            for (_, tokens, _), token, growing in zip(items, output.logits[:, -1].argmax(-1).tolist(), live,
+                                                      strict=True):
+                if growing:
+                    tokens.append(int(token))
