@@ -13,7 +13,7 @@ from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import STOP, PassFormat, Renderer
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.tasks.memory import MemoryTask, builtin_values
-from ran.training import TrainConfig, predict, train
+from ran.training import TrainConfig, predict, run_episodes, train
 
 WORDS = tuple(f"w{i}" for i in range(40, 56))
 HELDOUT = tuple(f"w{i}" for i in range(56, 60))
@@ -171,11 +171,46 @@ def test_a_gated_write_keeps_the_state_through_a_shut_pass_and_steps_fully_throu
                                    always(ids, state=state, read_only=True).state)
 
 
+def test_a_switched_write_steps_fully_or_not_at_all_and_training_teaches_it_from_the_read_labels(renderer):
+    config = RanConfig(summary="gated", write="switched",
+                       reservoir=ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5))
+    model = wrap(tiny_model("llama", 0), config)
+    always = wrap(tiny_model("llama", 0), RanConfig(summary="gated", reservoir=config.reservoir))
+    ids = torch.tensor([[10, 11, 40, 12]])
+    state = torch.randn(1, 64) * 0.5
+    with torch.no_grad():
+        for bias, steps in ((-0.1, False), (0.1, True)):  # just under and just over the switch's 1/2
+            for wrapped in (model, always):
+                wrapped.read_gate.bias.fill_(bias)
+            switched = model(ids, state=state, read_only=True).state
+            stepped = always(ids, state=state, read_only=True).state
+            torch.testing.assert_close(switched, stepped if steps else state, atol=1e-12 if not steps else None,
+                                       rtol=0 if not steps else None)
+        # Taught in training: the labels decide where they are given (1 step, 0 keep, -1 the gates).
+        taught = model(ids.repeat(3, 1), state=state.repeat(3, 1), read_only=True,
+                       taught_write=torch.tensor([0, 1, -1])).state
+        torch.testing.assert_close(taught[0], state[0], atol=1e-12, rtol=0)
+        torch.testing.assert_close(taught[1], stepped[0])
+        torch.testing.assert_close(taught[2], stepped[0])  # the gates (bias 0.1: open)
+    # run_episodes teaches the writes only when asked (training), never in evaluation.
+    with torch.no_grad():
+        model.read_gate.bias.fill_(-1.0)  # every gate under 1/2: untaught, nothing is ever written
+    episode = render(Episode((Pass("w10 w11 w40 w12", read="w40"), Pass("w13 w14", " w40" + STOP, read=""))),
+                     renderer)
+    with torch.no_grad():
+        untaught = run_episodes(model, [episode], keep=True).scored[0][0].state
+        taught = run_episodes(model, [episode], keep=True, teach_writes=True).scored[0][0].state
+    assert float(untaught.abs().max()) == 0.0
+    assert float(taught.abs().max()) > 0.01
+
+
 def test_a_gated_write_needs_the_gated_read():
     with pytest.raises(ConfigError, match="needs summary 'gated'"):
         RanConfig(summary="last", write="gated")
     with pytest.raises(ConfigError, match="unknown write"):
         RanConfig(summary="gated", write="sometimes")
+    with pytest.raises(ConfigError, match="needs summary 'gated'"):
+        RanConfig(summary="mean", write="switched")
 
 
 def test_a_gated_read_round_trips_through_an_artifact(tmp_path):

@@ -64,7 +64,7 @@ class RanConfig:
     readout_seed: int = 0  # initialisation of the readout and LoRA (the reservoir has its own seed)
     recurrence: str = "reservoir"  # reservoir (fixed, random) | gru (a trained GRU cell: a baseline) | none
     gate: bool = False  # a trained speak/silent head on the state after each pass (saved as gate.safetensors)
-    write: str = "always"  # always: the reservoir steps every pass | gated: by the gated read's strongest gate
+    write: str = "always"  # always: the reservoir steps every pass | gated | switched: by the gated read's gates
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -76,8 +76,8 @@ class RanConfig:
             raise ConfigError(f"unknown summary '{self.summary}': choose one of {', '.join(SUMMARIES)}")
         if self.write not in WRITES:
             raise ConfigError(f"unknown write '{self.write}': choose one of {', '.join(WRITES)}")
-        if self.write == "gated" and self.summary != "gated":
-            raise ConfigError(f"write 'gated' opens with the gated read's gates: it needs summary 'gated', "
+        if self.write != "always" and self.summary != "gated":
+            raise ConfigError(f"write '{self.write}' opens with the gated read's gates: it needs summary 'gated', "
                               f"not '{self.summary}'")
         if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
             raise ConfigError(f"lora_rank must be an integer >= 0, got {self.lora_rank!r}")
@@ -149,7 +149,8 @@ class _ReadPoint:
     token_mask: torch.Tensor | None  # (B, T) real-token mask for the mean summary
     summary: torch.Tensor | None = None  # (B, d) the reservoir's input x(t)
     read_logits: torch.Tensor | None = None  # (B, T) the gated read's per-token logits (summary "gated")
-    write: torch.Tensor | None = None  # (B,) how far the state moves to the reservoir's step (write "gated")
+    write: torch.Tensor | None = None  # (B,) how far the state moves to the reservoir's step (gated, switched)
+    taught_write: torch.Tensor | None = None  # (B,) a switched write's 0/1 given in training; -1: the gates decide
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
 
     def next_state(self, reservoir: Reservoir, state: torch.Tensor) -> torch.Tensor:
@@ -226,7 +227,7 @@ class ReservoirModel(nn.Module):
                 state: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, read_only: bool = False,
                 read_index: torch.Tensor | None = None, layer_input: torch.Tensor | None = None,
-                **kwargs) -> RanOutput:
+                taught_write: torch.Tensor | None = None, **kwargs) -> RanOutput:
         """One pass. Extra keyword arguments go to the base model (e.g. ``use_cache``, ``logits_to_keep``).
 
         ``read_only=True`` stops the pass once the reservoir has read layer L: the next state is the
@@ -235,12 +236,14 @@ class ReservoirModel(nn.Module):
         teacher-forced pass reads at the end of its prompt, before the target tokens.
         ``layer_input`` (B, T, d) is layer L's input for these tokens, from :meth:`layer_input`: the
         layers below L are skipped (they do not depend on the state in kv and additive mode).
+        ``taught_write`` (B,) sets a switched write in training (1 step, 0 keep; -1: the gates decide).
         """
         tokens = input_ids if input_ids is not None else inputs_embeds
         batch, length = tokens.shape[0], tokens.shape[1]
         state = self._state_for(batch, state)
         with self._pass(state, attention_mask, batch, length, read_index) as read:
             read.stop_after_read = read_only
+            read.taught_write = taught_write
             inputs = self._model_inputs(input_ids, inputs_embeds, attention_mask, position_ids)
             try:
                 with self._starting_at_layer(layer_input):
@@ -404,8 +407,13 @@ class ReservoirModel(nn.Module):
             mask = read.token_mask if read.token_mask is not None else torch.ones(hidden.shape[:2], dtype=torch.bool)
             mask = mask.to(hidden.device)
             read.summary, read.read_logits = gated_read(hidden, mask, self.read_gate)
-            if self.config.write == "gated":  # the strongest gate of the pass: nothing read, nothing written
-                read.write = (torch.sigmoid(read.read_logits) * mask).amax(dim=1)
+            strongest = (torch.sigmoid(read.read_logits) * mask).amax(dim=1)  # nothing read, nothing written
+            if self.config.write == "gated":
+                read.write = strongest
+            elif self.config.write == "switched":
+                read.write = (strongest > 0.5).float().detach()
+                if read.taught_write is not None:
+                    read.write = torch.where(read.taught_write >= 0, read.taught_write.float(), read.write)
         else:
             read.summary = summarise(hidden, self.config.summary, read.last_index, read.token_mask, self.read_query)
         if read.stop_after_read:

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 SUMMARIES = ("last", "mean", "attention", "gated")
-WRITES = ("always", "gated")  # when the reservoir steps: every pass, or as far as the gated read opens
+# When the reservoir steps: every pass; as far as the gated read's strongest gate opens; or (switched) fully
+# where that gate is open (> 1/2) and not at all elsewhere, trained by the read labels (teacher-forced writes).
+WRITES = ("always", "gated", "switched")
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 
 

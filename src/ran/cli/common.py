@@ -41,9 +41,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "prompt's tokens, a trained attention read, or a trained per-token gated read "
                              "(default: %(default)s)")
     parser.add_argument("--write", default="always", choices=list(WRITES),
-                        help="when the reservoir steps: every pass, or (gated, with --summary gated) as far as the "
+                        help="when the reservoir steps: every pass; (gated, with --summary gated) as far as the "
                              "pass's strongest read gate opens, so passes with nothing to keep leave the state "
-                             "as it was (default: %(default)s)")
+                             "as it was; or (switched) fully where that gate is open and not at all elsewhere, "
+                             "the writes taught by the passes' read labels in training (default: %(default)s)")
 
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None,
