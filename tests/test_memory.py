@@ -1,6 +1,7 @@
 """The one-memory recipe: its task, the gated read, the leak spread, replies that stop, and the no-harm check."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -230,6 +231,76 @@ def test_a_gated_read_round_trips_through_an_artifact(tmp_path):
         after = loaded(ids, state=state)
     torch.testing.assert_close(after.logits, before.logits)
     torch.testing.assert_close(after.state, before.state)
+
+
+# ----- the switched recall ---------------------------------------------------------------------------------------
+def _switched_recall_model(seed=0) -> ReservoirModel:
+    config = RanConfig(summary="gated", recall="switched", n_slots=4,
+                       reservoir=ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5))
+    model = wrap(tiny_model("llama", seed), config)
+    with torch.no_grad():
+        for parameter in model.injector.parameters():
+            parameter.normal_(std=0.5)  # slots that move the model
+    return model
+
+
+def test_a_shut_recall_switch_runs_the_base_model_and_an_open_one_shows_the_slots():
+    model = _switched_recall_model()
+    always = wrap(tiny_model("llama", 0), replace(model.config, recall="always"))
+    always.injector.load_state_dict(model.injector.state_dict())
+    always.read_gate.load_state_dict(model.read_gate.state_dict())
+    ids, mask = torch.tensor([[0, 10, 11, 40, 12], [13, 14, 15, 16, 17]]), torch.tensor([[0, 1, 1, 1, 1], [1] * 5])
+    state = torch.randn(2, 64) * 0.5
+    with torch.no_grad():
+        with model.injection_disabled():
+            base = model(ids, attention_mask=mask, state=state).logits
+        shown = always(ids, attention_mask=mask, state=state).logits
+        assert float((shown - base)[mask.bool()].abs().max()) > 0.1  # the slots matter here
+        for bias, expected in ((-10.0, base), (10.0, shown)):
+            model.recall_gate.bias.fill_(bias)
+            torch.testing.assert_close(model(ids, attention_mask=mask, state=state).logits[mask.bool()],
+                                       expected[mask.bool()])
+        # Taught in training: the labels decide where given (1 shown, 0 hidden), the switch elsewhere (open).
+        taught = model(ids, attention_mask=mask, state=state, taught_recall=torch.tensor([0, -1])).logits
+        torch.testing.assert_close(taught[0][mask[0].bool()], base[0][mask[0].bool()])
+        torch.testing.assert_close(taught[1], shown[1])
+
+
+def test_training_teaches_the_recall_switch_to_open_for_recall_and_stay_shut_otherwise(renderer):
+    task = tiny_task(values={"word": WORDS[:8]}, train_delays=(0, 1), harm_fraction=0.25,
+                     replies={"w20 w21": " w21" + STOP, "w22": " w22" + STOP, "w23 w24": " w24" + STOP,
+                              "w25": " w25" + STOP})
+    model = _switched_recall_model()
+    train(model, renderer, lambda step, g: task.training_episodes(g), TrainConfig(steps=60, learning_rate=0.03),
+          progress=False)
+    with torch.no_grad():
+        logits = {text: float(model(torch.tensor([renderer.turn(text)]), read_only=True,
+                                    state=torch.zeros(1, 64)).recall_logits[0])
+                  for text in ("w13 w14", "w10 w11 w40 w12", "w30 w31", "w20 w21")}
+    # The training phrasings (a random tiny model has nothing to carry a switch to phrasings it never read).
+    assert logits["w13 w14"] > 0, logits
+    assert all(logits[t] < 0 for t in ("w10 w11 w40 w12", "w30 w31", "w20 w21")), logits
+
+
+def test_a_switched_recall_round_trips_through_an_artifact_and_refuses_other_modes(tmp_path):
+    model = _switched_recall_model()
+    with torch.no_grad():
+        model.recall_gate.weight.normal_()
+    ids = torch.tensor([[10, 11, 40, 12]])
+    state = torch.randn(1, 64) * 0.5
+    with torch.no_grad():
+        before = model(ids, state=state)
+    model.save_pretrained(tmp_path / "artifact")
+    model.unwrap()
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
+    with torch.no_grad():
+        after = loaded(ids, state=state)
+    torch.testing.assert_close(after.recall_logits, before.recall_logits)
+    torch.testing.assert_close(after.logits, before.logits)
+    with pytest.raises(ConfigError, match="needs mode 'kv'"):
+        RanConfig(mode="prefix", recall="switched")
+    with pytest.raises(ConfigError, match="unknown recall"):
+        RanConfig(recall="sometimes")
 
 
 # ----- decoding as a session does -----------------------------------------------------------------------------

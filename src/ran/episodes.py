@@ -39,12 +39,13 @@ class Pass:
     speak: bool | None = None  # the gate head's label after this pass: speak, stay silent, or no label
     reply: str | None = None  # what was said after a pass without a target: joins the context, is not trained
     read: str | None = None  # what of ``text`` a trained read should take in ("" = nothing); None = no label
+    recall: bool | None = None  # whether this pass needs the memory (a switched recall's label); None = no label
 
     @classmethod
     def tick(cls, target: str | None = None, wipe: bool = False, speak: bool | None = None,
-             read: str | None = None) -> Pass:
+             read: str | None = None, recall: bool | None = None) -> Pass:
         """An idle tick, which continues the context like an idle tick in a session."""
-        return cls(text="", target=target, idle=True, wipe=wipe, speak=speak, read=read)
+        return cls(text="", target=target, idle=True, wipe=wipe, speak=speak, read=read, recall=recall)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class RenderedPass:
     target: tuple[int, ...]  # token ids the model must produce next; () = no target
     speak: bool | None = None  # the gate head's label after this pass
     read: tuple[int, ...] = ()  # per prompt token: 1 read it, 0 do not, -1 no label; () = no labels at all
+    recall: bool | None = None  # whether the pass needs the memory (a switched recall's label); None = no label
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -95,7 +97,7 @@ def render(episode: Episode, renderer: Renderer) -> list[RenderedPass]:
         if step.read is not None:  # the context keeps no labels: only this pass's own turn is labelled
             labels = [0] * len(turn) if step.idle else renderer.turn_labels(step.text, step.read)
             read = (-1,) * len(context) + tuple(labels)
-        rendered.append(RenderedPass(tuple(prompt), tuple(target), step.speak, read))
+        rendered.append(RenderedPass(tuple(prompt), tuple(target), step.speak, read, step.recall))
         if step.target is None:
             reply = renderer.target(step.reply) if step.reply else []
         else:
@@ -116,6 +118,7 @@ class PassGroup:
     read_index: torch.Tensor  # (b,) the end of each prompt
     labels: torch.Tensor | None  # (b, M): target ids at the last M positions, NO_TARGET elsewhere; None = no targets
     read_labels: torch.Tensor | None = None  # (b, T): 1 read, 0 do not, -1 no label; None = no pass is labelled
+    recall_labels: torch.Tensor | None = None  # (b,): 1 needs the memory, 0 does not, -1 no label; None = none
 
     @property
     def has_targets(self) -> bool:
@@ -151,8 +154,11 @@ def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGrou
             if step.read:
                 start = width - len(step.tokens)
                 read_labels[row, start:start + len(step.read)] = torch.tensor(step.read)
+    recall_labels = None
+    if any(p.recall is not None for p in passes):
+        recall_labels = torch.tensor([-1 if p.recall is None else int(p.recall) for p in passes], dtype=torch.long)
     return PassGroup(torch.tensor(rows), passes, input_ids, attention_mask, position_ids, read_index, labels,
-                     read_labels)
+                     read_labels, recall_labels)
 
 
 def schedule(episodes: list[list[RenderedPass]], pad_id: int) -> list[list[PassGroup]]:

@@ -14,7 +14,8 @@ GRID_FIELDS: dict[str, tuple[str, type]] = {
     "units": ("reservoir", int), "leak_rate": ("reservoir", float), "input_scaling": ("reservoir", float),
     "spectral_radius": ("reservoir", float), "connectivity": ("reservoir", float),
     "leak_rate_min": ("reservoir", float),
-    "n_slots": ("ran", int), "summary": ("ran", str), "write": ("ran", str), "lora_rank": ("ran", int),
+    "n_slots": ("ran", int), "summary": ("ran", str), "write": ("ran", str), "recall": ("ran", str),
+    "lora_rank": ("ran", int),
     "mode": ("ran", str),
     "steps": ("train", int), "learning_rate": ("train", float),
 }

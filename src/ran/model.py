@@ -40,12 +40,13 @@ from ran.artifact import (
 from ran.errors import ArtifactError, ConfigError
 from ran.injection import injector_class
 from ran.passes import PassFormat
-from ran.reading import GATED_READ_BIAS, SUMMARIES, WRITES, gated_read, last_real_index, summarise
+from ran.reading import GATED_READ_BIAS, RECALLS, SUMMARIES, WRITES, gated_read, last_real_index, summarise
 from ran.recurrence import RECURRENCES, make_recurrence
 from ran.reservoir import Reservoir, ReservoirConfig
 
 READ_QUERY = "read_query"  # the trained read's query, stored with the readout
 READ_GATE = "read_gate."  # the gated read's per-token gate (weight, bias), stored with the readout
+RECALL_GATE = "recall_gate."  # the switched recall's gate (weight, bias), stored with the readout
 WRAPPED_MARK = "_ran_wrapped"  # set on a base model while a ReservoirModel's hooks are installed on it
 LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
@@ -65,6 +66,7 @@ class RanConfig:
     recurrence: str = "reservoir"  # reservoir (fixed, random) | gru (a trained GRU cell: a baseline) | none
     gate: bool = False  # a trained speak/silent head on the state after each pass (saved as gate.safetensors)
     write: str = "always"  # always: the reservoir steps every pass | gated | switched: by the gated read's gates
+    recall: str = "always"  # always: every pass sees the kv slots | switched: where a trained switch opens
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -79,6 +81,11 @@ class RanConfig:
         if self.write != "always" and self.summary != "gated":
             raise ConfigError(f"write '{self.write}' opens with the gated read's gates: it needs summary 'gated', "
                               f"not '{self.summary}'")
+        if self.recall not in RECALLS:
+            raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
+        if self.recall == "switched" and self.mode != "kv":
+            raise ConfigError(f"recall 'switched' hides the kv slots from a pass: it needs mode 'kv', not "
+                              f"'{self.mode}'")
         if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
             raise ConfigError(f"lora_rank must be an integer >= 0, got {self.lora_rank!r}")
         if not self.lora_alpha > 0 or not math.isfinite(self.lora_alpha):
@@ -120,6 +127,7 @@ class RanOutput:
     state: torch.Tensor  # (B, K): the state after this pass
     cache: Any = None
     read_logits: torch.Tensor | None = None  # (B, T): the gated read's per-token logits (summary "gated")
+    recall_logits: torch.Tensor | None = None  # (B,): the switched recall's logit of showing the memory
 
 
 @dataclass
@@ -151,6 +159,8 @@ class _ReadPoint:
     read_logits: torch.Tensor | None = None  # (B, T) the gated read's per-token logits (summary "gated")
     write: torch.Tensor | None = None  # (B,) how far the state moves to the reservoir's step (gated, switched)
     taught_write: torch.Tensor | None = None  # (B,) a switched write's 0/1 given in training; -1: the gates decide
+    recall_logits: torch.Tensor | None = None  # (B,) the switched recall's logits (set once per pass, at layer L)
+    taught_recall: torch.Tensor | None = None  # (B,) a switched recall's 0/1 given in training; -1: the switch
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
 
     def next_state(self, reservoir: Reservoir, state: torch.Tensor) -> torch.Tensor:
@@ -210,8 +220,16 @@ class ReservoirModel(nn.Module):
         if self.gate_head is not None:
             nn.init.zeros_(self.gate_head.weight)
             nn.init.zeros_(self.gate_head.bias)
+        # The switched recall (recall "switched"): whether a pass sees the slots, from layer L's input.
+        self.recall_gate = nn.Linear(geometry.hidden_size, 1).to(device) if config.recall == "switched" else None
+        if self.recall_gate is not None:
+            nn.init.zeros_(self.recall_gate.weight)
+            nn.init.zeros_(self.recall_gate.bias)
         self.injector.install(base)
         self._read_hook = decoder_layers(base)[layer].register_forward_hook(self._capture)
+        self._recall_hook = (None if self.recall_gate is None else
+                             decoder_layers(base)[layer].register_forward_pre_hook(self._switch_recall,
+                                                                                   with_kwargs=True))
         # transformers slices the kept positions (logits_to_keep) before the LM head; F.linear on that
         # non-contiguous slice runs as a batched matmul against the vocabulary matrix expanded per example,
         # ~7x slower on a CPU than one matmul (SmolLM2, 48 rows, one thread: 2.1 s against 0.3 s).
@@ -227,7 +245,8 @@ class ReservoirModel(nn.Module):
                 state: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, read_only: bool = False,
                 read_index: torch.Tensor | None = None, layer_input: torch.Tensor | None = None,
-                taught_write: torch.Tensor | None = None, **kwargs) -> RanOutput:
+                taught_write: torch.Tensor | None = None, taught_recall: torch.Tensor | None = None,
+                **kwargs) -> RanOutput:
         """One pass. Extra keyword arguments go to the base model (e.g. ``use_cache``, ``logits_to_keep``).
 
         ``read_only=True`` stops the pass once the reservoir has read layer L: the next state is the
@@ -236,14 +255,15 @@ class ReservoirModel(nn.Module):
         teacher-forced pass reads at the end of its prompt, before the target tokens.
         ``layer_input`` (B, T, d) is layer L's input for these tokens, from :meth:`layer_input`: the
         layers below L are skipped (they do not depend on the state in kv and additive mode).
-        ``taught_write`` (B,) sets a switched write in training (1 step, 0 keep; -1: the gates decide).
+        ``taught_write`` (B,) sets a switched write in training (1 step, 0 keep; -1: the gates decide), and
+        ``taught_recall`` (B,) a switched recall (1 the slots are seen, 0 hidden; -1: the switch decides).
         """
         tokens = input_ids if input_ids is not None else inputs_embeds
         batch, length = tokens.shape[0], tokens.shape[1]
         state = self._state_for(batch, state)
         with self._pass(state, attention_mask, batch, length, read_index) as read:
             read.stop_after_read = read_only
-            read.taught_write = taught_write
+            read.taught_write, read.taught_recall = taught_write, taught_recall
             inputs = self._model_inputs(input_ids, inputs_embeds, attention_mask, position_ids)
             try:
                 with self._starting_at_layer(layer_input):
@@ -253,9 +273,10 @@ class ReservoirModel(nn.Module):
         next_state = self._tick(state, read)
         read_logits = None if read.read_logits is None else read.read_logits[:, -length:]
         if output is None:
-            return RanOutput(logits=None, state=next_state, read_logits=read_logits)
+            return RanOutput(logits=None, state=next_state, read_logits=read_logits, recall_logits=read.recall_logits)
         logits = output.logits[:, -length:]  # drop prefix positions (a no-op with logits_to_keep)
-        return RanOutput(logits=logits, state=next_state, cache=getattr(output, "cache", None), read_logits=read_logits)
+        return RanOutput(logits=logits, state=next_state, cache=getattr(output, "cache", None), read_logits=read_logits,
+                         recall_logits=read.recall_logits)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -357,7 +378,7 @@ class ReservoirModel(nn.Module):
 
         for index in range(self.config.layer):
             layers[index] = _PassThrough()
-        handle = layers[self.config.layer].register_forward_pre_hook(substitute, with_kwargs=True)
+        handle = layers[self.config.layer].register_forward_pre_hook(substitute, with_kwargs=True, prepend=True)
         try:
             yield
         finally:
@@ -418,6 +439,23 @@ class ReservoirModel(nn.Module):
             read.summary = summarise(hidden, self.config.summary, read.last_index, read.token_mask, self.read_query)
         if read.stop_after_read:
             raise _ReadComplete
+
+    def _switch_recall(self, module, args, kwargs) -> None:
+        """Before layer L, once per pass: show the slots to the rows whose switch opens (a logit > 0 on the
+        RMS-normalised layer input at the prompt's end), or where training says so (``taught_recall``)."""
+        read = self._read
+        if read is None or read.recall_logits is not None or not self.injection_enabled:
+            return
+        hidden = args[0] if args else kwargs["hidden_states"]  # (B', T, d)
+        hidden = hidden[:: hidden.shape[0] // read.batch]
+        at_end = hidden[torch.arange(read.batch, device=hidden.device), read.last_index.to(hidden.device)].float()
+        normed = at_end * torch.rsqrt(at_end.pow(2).mean(-1, keepdim=True) + 1e-6)  # (B, d)
+        read.recall_logits = self.recall_gate(normed)[:, 0]
+        visible = read.recall_logits.detach() > 0
+        if read.taught_recall is not None:
+            taught = read.taught_recall.to(visible.device)
+            visible = torch.where(taught >= 0, taught > 0, visible)
+        self.injector.slots.visible = visible
 
     def _tick(self, state: torch.Tensor, read: _ReadPoint) -> torch.Tensor:
         next_state = read.next_state(self.reservoir, state)  # raises if layer L did not run
@@ -535,6 +573,8 @@ class ReservoirModel(nn.Module):
             readout[READ_QUERY] = self.read_query
         if self.read_gate is not None:
             readout.update({READ_GATE + name: t for name, t in self.read_gate.state_dict().items()})
+        if self.recall_gate is not None:
+            readout.update({RECALL_GATE + name: t for name, t in self.recall_gate.state_dict().items()})
         parts = {"readout": readout}
         if self.config.lora_rank:
             parts["adapter"] = self._lora_state()
@@ -583,6 +623,9 @@ class ReservoirModel(nn.Module):
         if self.read_gate is not None:
             names = [name for name in readout if name.startswith(READ_GATE)]
             self.read_gate.load_state_dict({name[len(READ_GATE):]: readout.pop(name) for name in names})
+        if self.recall_gate is not None:
+            names = [name for name in readout if name.startswith(RECALL_GATE)]
+            self.recall_gate.load_state_dict({name[len(RECALL_GATE):]: readout.pop(name) for name in names})
         self.injector.load_state_dict(readout)
         if self.reservoir.state_dict():
             self.reservoir.load_state_dict(read_artifact_part(directory, description, "recurrence"))
@@ -601,6 +644,8 @@ class ReservoirModel(nn.Module):
         """Remove every hook and attention override; the base model is as before (LoRA layers stay)."""
         self.injector.uninstall()
         self._read_hook.remove()
+        if self._recall_hook is not None:
+            self._recall_hook.remove()
         if self._head_hook is not None:
             self._head_hook.remove()
         setattr(self.base, WRAPPED_MARK, False)

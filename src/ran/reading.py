@@ -16,6 +16,9 @@ SUMMARIES = ("last", "mean", "attention", "gated")
 # When the reservoir steps: every pass; as far as the gated read's strongest gate opens; or (switched) fully
 # where that gate is open (> 1/2) and not at all elsewhere, trained by the read labels (teacher-forced writes).
 WRITES = ("always", "gated", "switched")
+# Whether a pass's queries see the memory (kv slots): always; or (switched) where a trained switch on layer L's
+# input at the prompt's end opens, so a pass that does not need the memory runs exactly as the base model does.
+RECALLS = ("always", "switched")
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 
 

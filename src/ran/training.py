@@ -31,7 +31,7 @@ from ran.passes import Renderer
 CONDITIONS = ("carried", "wiped")
 PREFIX_HEAD = 6  # sequences are indexed by their first tokens when looking for a computed prefix
 SCHEDULES = ("cosine", "constant")
-LOSS_PARTS = ("token", "gate", "read")  # an episode's loss: the mean of each it has, added in this order
+LOSS_PARTS = ("token", "gate", "read", "recall")  # an episode's loss: the mean of each it has, added in this order
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,9 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     per-token gates. ``before_pass(rows)`` is called with the episodes (b,) of every model call (on the CPU)
     before it is made (:mod:`ran.batched` routes each row to its member's parameters with it).
     ``teach_writes`` (training only): a switched write steps on the passes whose read labels mark
-    something to read and keeps the state on the others (teacher forcing; unlabelled passes: the gates).
+    something to read and keeps the state on the others, and a switched recall shows the slots to the
+    passes labelled as needing the memory and hides them from the others (teacher forcing; unlabelled
+    passes: the switches). Labelled passes add a binary cross-entropy on the switched recall's logit.
     """
     device = model.reservoir.w_in.device
     carry = carry and getattr(model.reservoir, "carries_state", True)
@@ -281,6 +283,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 kwargs["logits_to_keep"] = group.labels.shape[1]
             if teach_writes and model.config.write == "switched" and group.read_labels is not None:
                 kwargs["taught_write"] = group.read_labels.amax(dim=1).clamp_max(1).to(device)  # -1: no labels
+            if teach_writes and model.config.recall == "switched" and group.recall_labels is not None:
+                kwargs["taught_recall"] = group.recall_labels.to(device)
             if before_pass is not None:
                 before_pass(group.rows)
             output = model(group.input_ids.to(device), attention_mask=mask, position_ids=group.position_ids.to(device),
@@ -300,6 +304,11 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 per_token = F.binary_cross_entropy_with_logits(
                     output.read_logits, wanted_read.clamp_min(0).float(), reduction="none") * known
                 read_losses = per_token.sum(dim=1) / known.sum(dim=1).clamp_min(1)  # (b,) mean over labelled tokens
+            recall_losses = None
+            if group.recall_labels is not None and output.recall_logits is not None:
+                wanted_recall = group.recall_labels.to(device)  # (b,)
+                recall_losses = F.binary_cross_entropy_with_logits(
+                    output.recall_logits, wanted_recall.clamp_min(0).float(), reduction="none") * (wanted_recall >= 0)
             labelled = [row for row, step in enumerate(group.passes) if step.speak is not None]
             if gated and labelled:
                 speak_logits = model.speak_logit(output.state)  # (b,)
@@ -311,7 +320,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
             for part, row_losses, counted in (
                     ("token", None if losses is None else losses.sum(dim=1), lambda step: len(step.target)),
                     ("gate", speak_losses if speak is not None else None, lambda step: step.speak is not None),
-                    ("read", read_losses, lambda step: bool(step.read))):
+                    ("read", read_losses, lambda step: bool(step.read)),
+                    ("recall", recall_losses, lambda step: step.recall is not None)):
                 if row_losses is None:
                     continue
                 rows_counted = [row for row, step in enumerate(group.passes) if counted(step)]

@@ -14,7 +14,7 @@ from ran.errors import ConfigError
 from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
-from ran.reading import SUMMARIES, WRITES
+from ran.reading import RECALLS, SUMMARIES, WRITES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
 from ran.tracking import DEFAULT_DIRECTORY, TRACKERS, TrackConfig
 
@@ -45,6 +45,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "pass's strongest read gate opens, so passes with nothing to keep leave the state "
                              "as it was; or (switched) fully where that gate is open and not at all elsewhere, "
                              "the writes taught by the passes' read labels in training (default: %(default)s)")
+    parser.add_argument("--recall", default="always", choices=list(RECALLS),
+                        help="which passes see the memory (kv mode): every pass, or (switched) those where a "
+                             "trained switch on layer L's input opens, taught by the passes' recall labels in "
+                             "training, so the others run exactly as the base model (default: %(default)s)")
 
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None,

@@ -30,11 +30,13 @@ IMPLEMENTATION_PREFIX = "ran_"
 
 
 class SlotSource:
-    """This pass's slot keys and values, (B, n_kv_heads, n_slots, head_dim) each, or None when off."""
+    """This pass's slot keys and values, (B, n_kv_heads, n_slots, head_dim) each, or None when off; and
+    ``visible`` (B,) bool, which rows' queries may see the slots (a switched recall), None: every row."""
 
     def __init__(self) -> None:
         self.keys: torch.Tensor | None = None
         self.values: torch.Tensor | None = None
+        self.visible: torch.Tensor | None = None
 
 
 def _stock_attention(base: str, module: nn.Module) -> Callable:
@@ -45,8 +47,9 @@ def _stock_attention(base: str, module: nn.Module) -> Callable:
 
 
 def _slot_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor,
-               n_slots: int) -> torch.Tensor:
-    """The token mask with n_slots always-visible columns appended on the right.
+               n_slots: int, visible: torch.Tensor | None = None) -> torch.Tensor:
+    """The token mask with n_slots columns appended on the right: visible to every query, or only in the
+    rows where ``visible`` (B,) is true (a hidden slot takes no attention at all: the stock layer).
 
     When transformers hands no mask (SDPA's causal shortcut), build the causal mask here: with slots
     appended, ``is_causal`` would align the triangle to the wrong columns.
@@ -55,13 +58,17 @@ def _slot_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key: to
     if attention_mask is None:
         rows = torch.arange(q_len, device=query.device)[:, None] + (kv_len - q_len)
         attention_mask = (torch.arange(kv_len, device=query.device)[None, :] <= rows)[None, None]  # (1,1,q,kv)
-    batch = attention_mask.shape[0]
+    batch = max(attention_mask.shape[0], 1 if visible is None else visible.shape[0])
+    attention_mask = attention_mask.expand(batch, *attention_mask.shape[1:])
+    seen = (torch.ones(batch, dtype=torch.bool, device=query.device) if visible is None
+            else visible.to(query.device))[:, None, None, None]  # (B, 1, 1, 1)
     if attention_mask.dtype == torch.bool:
-        visible = torch.ones(batch, 1, q_len, n_slots, dtype=torch.bool, device=query.device)
+        slots = seen.expand(batch, 1, q_len, n_slots)
     else:
-        visible = torch.zeros(batch, 1, q_len, n_slots, dtype=attention_mask.dtype, device=query.device)
+        hidden = torch.finfo(attention_mask.dtype).min
+        slots = torch.where(seen, 0.0, hidden).to(attention_mask.dtype).expand(batch, 1, q_len, n_slots)
     heads = attention_mask.shape[1]
-    return torch.cat([attention_mask, visible.expand(batch, heads, q_len, n_slots)], dim=-1)
+    return torch.cat([attention_mask, slots.expand(batch, heads, q_len, n_slots)], dim=-1)
 
 
 def _make_attention(base: str) -> Callable:
@@ -74,7 +81,8 @@ def _make_attention(base: str) -> Callable:
         slot_keys = _match_batch(slots.keys, batch).to(key.dtype)  # (B, kv_heads, S, hd)
         slot_values = _match_batch(slots.values, batch).to(value.dtype)
         n_slots = slot_keys.shape[2]
-        mask = _slot_mask(attention_mask, query, key, n_slots)
+        visible = None if slots.visible is None else _match_batch(slots.visible, batch)
+        mask = _slot_mask(attention_mask, query, key, n_slots, visible)
         key = torch.cat([key, slot_keys], dim=2)  # (B, kv_heads, T_kv + S, hd)
         value = torch.cat([value, slot_values], dim=2)
         return stock(module, query, key, value, mask, **kwargs)
@@ -136,3 +144,4 @@ class KVInjector(Injector):
     def end_pass(self) -> None:
         self.slots.keys = None
         self.slots.values = None
+        self.slots.visible = None

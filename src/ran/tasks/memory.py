@@ -251,19 +251,20 @@ class MemoryTask(Task):
         for _ in range(delay):
             kind = kinds[int(torch.multinomial(weights, 1, generator=generator))]
             if kind == "idle":
-                passes.append(Pass.tick(read=""))
+                passes.append(Pass.tick(read="", recall=False))
             elif kind == "distractor":
-                passes.append(Pass(str(pick(generator, distractors)), read=""))
+                passes.append(Pass(str(pick(generator, distractors)), read="", recall=False))
             else:
                 turn = str(pick(generator, turns))
                 keep = bool(torch.rand((), generator=generator) < self.keep_context)
-                passes.append(Pass(turn, wipe=not keep, reply=self.replies.get(turn), read=""))
+                passes.append(Pass(turn, wipe=not keep, reply=self.replies.get(turn), read="", recall=False))
         return passes
 
     @staticmethod
     def store(template: str, value: str) -> Pass:
-        """The store pass (a new context); its label tells a trained read to take in the value."""
-        return Pass(template.replace(SLOT, value), read=value)
+        """The store pass (a new context); its labels tell a trained read to take in the value, and a
+        switched recall that the pass needs no memory."""
+        return Pass(template.replace(SLOT, value), read=value, recall=False)
 
     def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
         low, high = self.train_delays
@@ -276,9 +277,10 @@ class MemoryTask(Task):
             fillers = self._fillers(draw(generator, low, high), False, generator)
             if index < harm:  # an ordinary turn with the value in the state: the base model's reply
                 turn = str(pick(generator, self.turns))
-                last = Pass(turn, target=self.replies[turn], read="")
+                last = Pass(turn, target=self.replies[turn], read="", recall=False)
             else:
-                last = Pass(str(pick(generator, self.recall_templates[kind])), target=self.answer(value), read="")
+                last = Pass(str(pick(generator, self.recall_templates[kind])), target=self.answer(value), read="",
+                            recall=True)
             episodes.append(Episode((store, *fillers, last), label=value))
         return episodes
 
