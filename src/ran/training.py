@@ -253,9 +253,11 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     per-token gates. ``before_pass(rows)`` is called with the episodes (b,) of every model call (on the CPU)
     before it is made (:mod:`ran.batched` routes each row to its member's parameters with it).
     ``teach_writes`` (training only): a switched write steps on the passes whose read labels mark
-    something to read and keeps the state on the others, and a switched recall shows the slots to the
-    passes labelled as needing the memory and hides them from the others (teacher forcing; unlabelled
-    passes: the switches). Labelled passes add a binary cross-entropy on the switched recall's logit.
+    something to read and keeps the state on the others (teacher forcing; unlabelled passes: the gates);
+    and a switched recall shows the slots to the scored passes labelled as needing the memory and hides
+    them from the scored ones that do not. A pass without a target runs as its switch decides, as it would
+    in a session, so what the write reads there is what it will read at evaluation. Labelled passes add a
+    binary cross-entropy on the switched recall's logit.
     """
     device = model.reservoir.w_in.device
     carry = carry and getattr(model.reservoir, "carries_state", True)
@@ -283,7 +285,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 kwargs["logits_to_keep"] = group.labels.shape[1]
             if teach_writes and model.config.write == "switched" and group.read_labels is not None:
                 kwargs["taught_write"] = group.read_labels.amax(dim=1).clamp_max(1).to(device)  # -1: no labels
-            if teach_writes and model.config.recall == "switched" and group.recall_labels is not None:
+            if (teach_writes and model.config.recall == "switched" and group.recall_labels is not None
+                    and group.has_targets):
                 kwargs["taught_recall"] = group.recall_labels.to(device)
             if before_pass is not None:
                 before_pass(group.rows)
