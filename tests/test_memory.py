@@ -205,6 +205,25 @@ def test_a_switched_write_steps_fully_or_not_at_all_and_training_teaches_it_from
     assert float(taught.abs().max()) > 0.01
 
 
+def test_a_switched_write_weighs_the_values_tokens_as_much_as_the_rest_in_its_read_loss(renderer):
+    """The switch opens at 1/2, so its read loss is the mean over the value's tokens plus the mean over the
+    others (the plain mean over a pass's tokens pays little for a value token left under 1/2)."""
+    import torch.nn.functional as F
+
+    model = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write="switched",
+                                                   reservoir=ReservoirConfig(units=64, leak_rate=1.0)))
+    store = render(Episode((MemoryTask.store("w10 w11 {value} w12", "w57"),)), renderer)
+    with torch.no_grad():
+        model.read_gate.weight.normal_()
+        loss = run_episodes(model, [store]).loss
+        logits = model(torch.tensor([store[0].prompt]), state=torch.zeros(1, 64), read_only=True).read_logits[0]
+    labels = torch.tensor(store[0].read)
+    per_token = F.binary_cross_entropy_with_logits(logits, labels.clamp_min(0).float(), reduction="none")
+    expected = per_token[labels == 1].mean() + per_token[labels == 0].mean()
+    assert int((labels == 1).sum()) == 1 and int((labels == 0).sum()) > 3
+    torch.testing.assert_close(loss, expected)
+
+
 def test_a_gated_write_needs_the_gated_read():
     with pytest.raises(ConfigError, match="needs summary 'gated'"):
         RanConfig(summary="last", write="gated")

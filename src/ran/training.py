@@ -306,7 +306,11 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 known = wanted_read >= 0
                 per_token = F.binary_cross_entropy_with_logits(
                     output.read_logits, wanted_read.clamp_min(0).float(), reduction="none") * known
-                read_losses = per_token.sum(dim=1) / known.sum(dim=1).clamp_min(1)  # (b,) mean over labelled tokens
+                if model.config.write == "switched":  # a switch at 1/2: the value's tokens weigh as much as the rest
+                    read_losses = sum((per_token * part).sum(dim=1) / part.sum(dim=1).clamp_min(1)
+                                      for part in (wanted_read == 1, wanted_read == 0))  # (b,)
+                else:
+                    read_losses = per_token.sum(dim=1) / known.sum(dim=1).clamp_min(1)  # (b,) mean over labelled tokens
             recall_losses = None
             if group.recall_labels is not None and output.recall_logits is not None:
                 wanted_recall = group.recall_labels.to(device)  # (b,)
