@@ -200,7 +200,7 @@ def test_a_switched_write_steps_fully_or_not_at_all_and_training_teaches_it_from
                      renderer)
     with torch.no_grad():
         untaught = run_episodes(model, [episode], keep=True).scored[0][0].state
-        taught = run_episodes(model, [episode], keep=True, teach_writes=True).scored[0][0].state
+        taught = run_episodes(model, [episode], keep=True, teach_switches=True).scored[0][0].state
     assert float(untaught.abs().max()) == 0.0
     assert float(taught.abs().max()) > 0.01
 

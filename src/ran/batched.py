@@ -411,7 +411,7 @@ def _train_chunk(batch: _MemberBatch, rendered: dict[int, list[list[RenderedPass
         owners += [index] * len(member_episodes)
     batch.router.episode_members = torch.tensor(owners)
     batch.restack()
-    outputs = run_episodes(batch.host, episodes, carry=carry, cache=cache, before_pass=batch.route, teach_writes=True)
+    outputs = run_episodes(batch.host, episodes, carry=carry, cache=cache, before_pass=batch.route, teach_switches=True)
     losses = {index: mean_loss(outputs, [row for row, owner in enumerate(owners) if owner == index])
               for index in rendered}
     for index in rendered:

@@ -243,7 +243,7 @@ class EpisodeOutputs:
 def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carry: bool = True,
                  cache: LayerInputCache | None = None, keep: bool = False,
                  before_pass: Callable[[torch.Tensor], None] | None = None,
-                 teach_writes: bool = False) -> EpisodeOutputs:
+                 teach_switches: bool = False) -> EpisodeOutputs:
     """Run a batch of rendered episodes pass by pass through the carried state (see ran.episodes).
 
     ``carry=False`` is the wiped-state control: every pass starts from the initial state (zero for the
@@ -252,7 +252,7 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     gated read, passes labelled with what to read (``Pass.read``) add a binary cross-entropy on its
     per-token gates. ``before_pass(rows)`` is called with the episodes (b,) of every model call (on the CPU)
     before it is made (:mod:`ran.batched` routes each row to its member's parameters with it).
-    ``teach_writes`` (training only): a switched write steps on the passes whose read labels mark
+    ``teach_switches`` (training only): a switched write steps on the passes whose read labels mark
     something to read and keeps the state on the others (teacher forcing; unlabelled passes: the gates);
     and a switched recall shows the slots to the scored passes labelled as needing the memory and hides
     them from the scored ones that do not. A pass without a target runs as its switch decides, as it would
@@ -283,9 +283,9 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 kwargs["layer_input"] = cache.batch(group)
             if group.has_targets:
                 kwargs["logits_to_keep"] = group.labels.shape[1]
-            if teach_writes and model.config.write == "switched" and group.read_labels is not None:
+            if teach_switches and model.config.write == "switched" and group.read_labels is not None:
                 kwargs["taught_write"] = group.read_labels.amax(dim=1).clamp_max(1).to(device)  # -1: no labels
-            if (teach_writes and model.config.recall == "switched" and group.recall_labels is not None
+            if (teach_switches and model.config.recall == "switched" and group.recall_labels is not None
                     and group.has_targets):
                 kwargs["taught_recall"] = group.recall_labels.to(device)
             if before_pass is not None:
@@ -417,7 +417,7 @@ def train(model: ReservoirModel, renderer: Renderer, episodes_for_step: EpisodeS
         size = config.batch_size or len(episodes)
         for start in range(0, len(order), size):
             chunk = [render(episodes[i], renderer) for i in order[start:start + size]]
-            outputs = run_episodes(model, chunk, carry=carry, cache=cache, teach_writes=True)
+            outputs = run_episodes(model, chunk, carry=carry, cache=cache, teach_switches=True)
             optimizer.zero_grad(set_to_none=True)
             outputs.loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
