@@ -505,3 +505,28 @@ def test_a_session_reads_exactly_the_passes_training_renders(kind):
     # The same state up to float32 rounding (another sequence length, so other kernels): 4 passes read at
     # layer 2 of the tiny Llama (3 layers deep), 64 reservoir units.
     assert_float32_close(session.state, trained_view.final_state, TINY_WIDTH, pass_depth(layers=3, passes=4))
+
+
+def test_a_new_sessions_model_takes_the_read_write_and_recall_flags():
+    """Without an artifact, the flags given build the session's model (each one, not only some)."""
+    import argparse
+
+    from ran.cli.sessions import _build_model, add_session_arguments
+
+    parser = argparse.ArgumentParser()
+    add_session_arguments(parser)
+    args = parser.parse_args(["--session", "s", "--summary", "gated", "--write", "switched", "--recall", "switched",
+                              "--slots", "4", "--units", "64"])
+    model = _build_model(args, tiny_model("llama"), None, None)
+    try:
+        config = model.config
+        assert (config.summary, config.write, config.recall, config.n_slots, config.reservoir.units) == \
+            ("gated", "switched", "switched", 4, 64)
+        assert model.recall_gate is not None
+    finally:
+        model.unwrap()
+    stored = _build_model(parser.parse_args(["--session", "s"]), tiny_model("llama"), None, config.to_dict())
+    try:
+        assert (stored.config.write, stored.config.recall) == ("switched", "switched")  # kept on --resume
+    finally:
+        stored.unwrap()
