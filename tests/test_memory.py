@@ -322,6 +322,50 @@ def test_a_switched_recall_round_trips_through_an_artifact_and_refuses_other_mod
         RanConfig(recall="sometimes")
 
 
+# ----- the pass-switched write -------------------------------------------------------------------------------------
+def test_a_pass_switched_write_steps_or_keeps_the_whole_state_by_one_decision_per_pass():
+    config = RanConfig(summary="gated", write="pass-switched",
+                       reservoir=ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5))
+    model = wrap(tiny_model("llama", 0), config)
+    always = wrap(tiny_model("llama", 0), replace(config, write="always"))
+    always.read_gate.load_state_dict(model.read_gate.state_dict())
+    ids = torch.tensor([[10, 11, 40, 12], [13, 14, 15, 16]])
+    state = torch.randn(2, 64) * 0.5
+    with torch.no_grad():
+        stepped = always(ids, state=state, read_only=True).state
+        for bias, expected in ((-10.0, state), (10.0, stepped)):
+            model.write_gate.bias.fill_(bias)
+            torch.testing.assert_close(model(ids, state=state, read_only=True).state, expected)
+        taught = model(ids, state=state, read_only=True, taught_write=torch.tensor([0, -1])).state  # open: +10
+        torch.testing.assert_close(taught[0], state[0], atol=1e-12, rtol=0)
+        torch.testing.assert_close(taught[1], stepped[1])
+    with pytest.raises(ConfigError, match="pass-level switch"):
+        from ran.batched import Member, check_members
+        check_members([Member(config, TrainConfig(), lambda step, g: [])], 4)
+
+
+def test_training_teaches_the_pass_switched_write_to_open_on_stores_only_and_it_round_trips(renderer, tmp_path):
+    task = tiny_task(values={"word": WORDS[:8]}, train_delays=(1, 2))
+    model = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write="pass-switched", n_slots=4,
+                                                   reservoir=ReservoirConfig(units=64, leak_rate=1.0)))
+    train(model, renderer, lambda step, g: task.training_episodes(g), TrainConfig(steps=60, learning_rate=0.03),
+          progress=False)
+
+    def write_logit(wrapped, text):
+        with torch.no_grad():
+            tokens = renderer.idle_tokens if text is None else renderer.turn(text)
+            return float(wrapped(torch.tensor([tokens]), read_only=True, state=torch.zeros(1, 64)).write_logits[0])
+
+    texts = ("w10 w11 w40 w12", "w10 w11 w45 w12", "w30 w31", None, "w13 w14")  # stores, distractor, tick, recall
+    logits = {text: write_logit(model, text) for text in texts}
+    assert logits["w10 w11 w40 w12"] > 0 and logits["w10 w11 w45 w12"] > 0, logits
+    assert all(logits[text] < 0 for text in ("w30 w31", None, "w13 w14")), logits
+    model.save_pretrained(tmp_path / "artifact")
+    model.unwrap()
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
+    assert {text: write_logit(loaded, text) for text in texts} == pytest.approx(logits, abs=1e-5)
+
+
 # ----- decoding as a session does -----------------------------------------------------------------------------
 def test_evaluation_decodes_past_the_target_until_a_stop_token(renderer):
     model = _gated_model()

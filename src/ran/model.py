@@ -40,13 +40,23 @@ from ran.artifact import (
 from ran.errors import ArtifactError, ConfigError
 from ran.injection import injector_class
 from ran.passes import PassFormat
-from ran.reading import GATED_READ_BIAS, RECALLS, SUMMARIES, WRITES, gated_read, last_real_index, summarise
+from ran.reading import (
+    GATED_READ_BIAS,
+    RECALLS,
+    SUMMARIES,
+    TOKEN_GATED_WRITES,
+    WRITES,
+    gated_read,
+    last_real_index,
+    summarise,
+)
 from ran.recurrence import RECURRENCES, make_recurrence
 from ran.reservoir import Reservoir, ReservoirConfig
 
 READ_QUERY = "read_query"  # the trained read's query, stored with the readout
 READ_GATE = "read_gate."  # the gated read's per-token gate (weight, bias), stored with the readout
 RECALL_GATE = "recall_gate."  # the switched recall's gate (weight, bias), stored with the readout
+WRITE_GATE = "write_gate."  # the pass-switched write's gate (weight, bias), stored with the readout
 WRAPPED_MARK = "_ran_wrapped"  # set on a base model while a ReservoirModel's hooks are installed on it
 LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
@@ -65,7 +75,7 @@ class RanConfig:
     readout_seed: int = 0  # initialisation of the readout and LoRA (the reservoir has its own seed)
     recurrence: str = "reservoir"  # reservoir (fixed, random) | gru (a trained GRU cell: a baseline) | none
     gate: bool = False  # a trained speak/silent head on the state after each pass (saved as gate.safetensors)
-    write: str = "always"  # always: the reservoir steps every pass | gated | switched: by the gated read's gates
+    write: str = "always"  # always: the reservoir steps every pass | gated | switched | pass-switched (reading.WRITES)
     recall: str = "always"  # always: every pass sees the kv slots | switched: where a trained switch opens
 
     def __post_init__(self) -> None:
@@ -78,7 +88,7 @@ class RanConfig:
             raise ConfigError(f"unknown summary '{self.summary}': choose one of {', '.join(SUMMARIES)}")
         if self.write not in WRITES:
             raise ConfigError(f"unknown write '{self.write}': choose one of {', '.join(WRITES)}")
-        if self.write != "always" and self.summary != "gated":
+        if self.write in TOKEN_GATED_WRITES and self.summary != "gated":
             raise ConfigError(f"write '{self.write}' opens with the gated read's gates: it needs summary 'gated', "
                               f"not '{self.summary}'")
         if self.recall not in RECALLS:
@@ -128,6 +138,7 @@ class RanOutput:
     cache: Any = None
     read_logits: torch.Tensor | None = None  # (B, T): the gated read's per-token logits (summary "gated")
     recall_logits: torch.Tensor | None = None  # (B,): the switched recall's logit of showing the memory
+    write_logits: torch.Tensor | None = None  # (B,): the pass-switched write's logit of stepping
 
 
 @dataclass
@@ -161,6 +172,8 @@ class _ReadPoint:
     taught_write: torch.Tensor | None = None  # (B,) a switched write's 0/1 given in training; -1: the gates decide
     recall_logits: torch.Tensor | None = None  # (B,) the switched recall's logits (set once per pass, at layer L)
     taught_recall: torch.Tensor | None = None  # (B,) a switched recall's 0/1 given in training; -1: the switch
+    write_logits: torch.Tensor | None = None  # (B,) the pass-switched write's logits (set once per pass, at layer L)
+    switched: bool = False  # the pass-level switches of this pass are decided
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
 
     def next_state(self, reservoir: Reservoir, state: torch.Tensor) -> torch.Tensor:
@@ -227,9 +240,14 @@ class ReservoirModel(nn.Module):
             nn.init.zeros_(self.recall_gate.bias)
         self.injector.install(base)
         self._read_hook = decoder_layers(base)[layer].register_forward_hook(self._capture)
-        self._recall_hook = (None if self.recall_gate is None else
-                             decoder_layers(base)[layer].register_forward_pre_hook(self._switch_recall,
-                                                                                   with_kwargs=True))
+        # The pass-switched write (write "pass-switched"): whether the reservoir steps, from layer L's input.
+        self.write_gate = (nn.Linear(geometry.hidden_size, 1).to(device) if config.write == "pass-switched"
+                           else None)
+        if self.write_gate is not None:
+            nn.init.zeros_(self.write_gate.weight)
+            nn.init.zeros_(self.write_gate.bias)
+        self._switch_hook = (None if self.recall_gate is None and self.write_gate is None else
+                             decoder_layers(base)[layer].register_forward_pre_hook(self._switch, with_kwargs=True))
         # transformers slices the kept positions (logits_to_keep) before the LM head; F.linear on that
         # non-contiguous slice runs as a batched matmul against the vocabulary matrix expanded per example,
         # ~7x slower on a CPU than one matmul (SmolLM2, 48 rows, one thread: 2.1 s against 0.3 s).
@@ -273,10 +291,11 @@ class ReservoirModel(nn.Module):
         next_state = self._tick(state, read)
         read_logits = None if read.read_logits is None else read.read_logits[:, -length:]
         if output is None:
-            return RanOutput(logits=None, state=next_state, read_logits=read_logits, recall_logits=read.recall_logits)
+            return RanOutput(logits=None, state=next_state, read_logits=read_logits, recall_logits=read.recall_logits,
+                             write_logits=read.write_logits)
         logits = output.logits[:, -length:]  # drop prefix positions (a no-op with logits_to_keep)
         return RanOutput(logits=logits, state=next_state, cache=getattr(output, "cache", None), read_logits=read_logits,
-                         recall_logits=read.recall_logits)
+                         recall_logits=read.recall_logits, write_logits=read.write_logits)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -440,22 +459,32 @@ class ReservoirModel(nn.Module):
         if read.stop_after_read:
             raise _ReadComplete
 
-    def _switch_recall(self, module, args, kwargs) -> None:
-        """Before layer L, once per pass: show the slots to the rows whose switch opens (a logit > 0 on the
-        RMS-normalised layer input at the prompt's end), or where training says so (``taught_recall``)."""
+    def _switch(self, module, args, kwargs) -> None:
+        """Before layer L, once per pass, from the RMS-normalised layer input at the prompt's end (a logit > 0
+        opens a switch, or training says so: ``taught_recall``, ``taught_write``): show the slots to the rows
+        whose recall switch opens, and step the reservoir for the rows whose write switch opens."""
         read = self._read
-        if read is None or read.recall_logits is not None or not self.injection_enabled:
+        if read is None or read.switched or not self.injection_enabled:
             return
+        read.switched = True
         hidden = args[0] if args else kwargs["hidden_states"]  # (B', T, d)
         hidden = hidden[:: hidden.shape[0] // read.batch]
         at_end = hidden[torch.arange(read.batch, device=hidden.device), read.last_index.to(hidden.device)].float()
         normed = at_end * torch.rsqrt(at_end.pow(2).mean(-1, keepdim=True) + 1e-6)  # (B, d)
-        read.recall_logits = self.recall_gate(normed)[:, 0]
-        visible = read.recall_logits.detach() > 0
-        if read.taught_recall is not None:
-            taught = read.taught_recall.to(visible.device)
-            visible = torch.where(taught >= 0, taught > 0, visible)
-        self.injector.slots.visible = visible
+
+        def decide(gate: nn.Linear, taught: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = gate(normed)[:, 0]
+            opened = logits.detach() > 0
+            if taught is not None:
+                taught = taught.to(opened.device)
+                opened = torch.where(taught >= 0, taught > 0, opened)
+            return logits, opened
+
+        if self.recall_gate is not None:
+            read.recall_logits, self.injector.slots.visible = decide(self.recall_gate, read.taught_recall)
+        if self.write_gate is not None:
+            read.write_logits, opened = decide(self.write_gate, read.taught_write)
+            read.write = opened.float()
 
     def _tick(self, state: torch.Tensor, read: _ReadPoint) -> torch.Tensor:
         next_state = read.next_state(self.reservoir, state)  # raises if layer L did not run
@@ -573,8 +602,9 @@ class ReservoirModel(nn.Module):
             readout[READ_QUERY] = self.read_query
         if self.read_gate is not None:
             readout.update({READ_GATE + name: t for name, t in self.read_gate.state_dict().items()})
-        if self.recall_gate is not None:
-            readout.update({RECALL_GATE + name: t for name, t in self.recall_gate.state_dict().items()})
+        for prefix, gate in ((RECALL_GATE, self.recall_gate), (WRITE_GATE, self.write_gate)):
+            if gate is not None:
+                readout.update({prefix + name: t for name, t in gate.state_dict().items()})
         parts = {"readout": readout}
         if self.config.lora_rank:
             parts["adapter"] = self._lora_state()
@@ -623,9 +653,10 @@ class ReservoirModel(nn.Module):
         if self.read_gate is not None:
             names = [name for name in readout if name.startswith(READ_GATE)]
             self.read_gate.load_state_dict({name[len(READ_GATE):]: readout.pop(name) for name in names})
-        if self.recall_gate is not None:
-            names = [name for name in readout if name.startswith(RECALL_GATE)]
-            self.recall_gate.load_state_dict({name[len(RECALL_GATE):]: readout.pop(name) for name in names})
+        for prefix, gate in ((RECALL_GATE, self.recall_gate), (WRITE_GATE, self.write_gate)):
+            if gate is not None:
+                names = [name for name in readout if name.startswith(prefix)]
+                gate.load_state_dict({name[len(prefix):]: readout.pop(name) for name in names})
         self.injector.load_state_dict(readout)
         if self.reservoir.state_dict():
             self.reservoir.load_state_dict(read_artifact_part(directory, description, "recurrence"))
@@ -644,8 +675,8 @@ class ReservoirModel(nn.Module):
         """Remove every hook and attention override; the base model is as before (LoRA layers stay)."""
         self.injector.uninstall()
         self._read_hook.remove()
-        if self._recall_hook is not None:
-            self._recall_hook.remove()
+        if self._switch_hook is not None:
+            self._switch_hook.remove()
         if self._head_hook is not None:
             self._head_hook.remove()
         setattr(self.base, WRAPPED_MARK, False)

@@ -13,9 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 SUMMARIES = ("last", "mean", "attention", "gated")
-# When the reservoir steps: every pass; as far as the gated read's strongest gate opens; or (switched) fully
-# where that gate is open (> 1/2) and not at all elsewhere, trained by the read labels (teacher-forced writes).
-WRITES = ("always", "gated", "switched")
+# When the reservoir steps: every pass; as far as the gated read's strongest gate opens; (switched) fully
+# where that gate is open (> 1/2) and not at all elsewhere; or (pass-switched) fully where a trained switch on
+# layer L's input at the prompt's end opens, one decision per pass. Both switches learn from the read labels
+# (and are teacher-forced in training).
+WRITES = ("always", "gated", "switched", "pass-switched")
+TOKEN_GATED_WRITES = ("gated", "switched")  # the writes that open with the gated read's per-token gates
 # Whether a pass's queries see the memory (kv slots): always; or (switched) where a trained switch on layer L's
 # input at the prompt's end opens, so a pass that does not need the memory runs exactly as the base model does.
 RECALLS = ("always", "switched")

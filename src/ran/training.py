@@ -31,7 +31,8 @@ from ran.passes import Renderer
 CONDITIONS = ("carried", "wiped")
 PREFIX_HEAD = 6  # sequences are indexed by their first tokens when looking for a computed prefix
 SCHEDULES = ("cosine", "constant")
-LOSS_PARTS = ("token", "gate", "read", "recall")  # an episode's loss: the mean of each it has, added in this order
+# An episode's loss: the mean of each part it has, added in this order.
+LOSS_PARTS = ("token", "gate", "read", "recall", "write")
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     and a switched recall shows the slots to the scored passes labelled as needing the memory and hides
     them from the scored ones that do not. A pass without a target runs as its switch decides, as it would
     in a session, so what the write reads there is what it will read at evaluation. Labelled passes add a
-    binary cross-entropy on the switched recall's logit.
+    binary cross-entropy on the switched recall's logit, and on the pass-switched write's (a pass whose read
+    labels mark something to read should step).
     """
     device = model.reservoir.w_in.device
     carry = carry and getattr(model.reservoir, "carries_state", True)
@@ -283,8 +285,10 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 kwargs["layer_input"] = cache.batch(group)
             if group.has_targets:
                 kwargs["logits_to_keep"] = group.labels.shape[1]
-            if teach_switches and model.config.write == "switched" and group.read_labels is not None:
-                kwargs["taught_write"] = group.read_labels.amax(dim=1).clamp_max(1).to(device)  # -1: no labels
+            # Per pass: 1 its read labels mark something to read, 0 they mark nothing, -1 no labels.
+            wanted_write = None if group.read_labels is None else group.read_labels.amax(dim=1).clamp_max(1).to(device)
+            if teach_switches and model.config.write in ("switched", "pass-switched") and wanted_write is not None:
+                kwargs["taught_write"] = wanted_write
             if (teach_switches and model.config.recall == "switched" and group.recall_labels is not None
                     and group.has_targets):
                 kwargs["taught_recall"] = group.recall_labels.to(device)
@@ -316,6 +320,10 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 wanted_recall = group.recall_labels.to(device)  # (b,)
                 recall_losses = F.binary_cross_entropy_with_logits(
                     output.recall_logits, wanted_recall.clamp_min(0).float(), reduction="none") * (wanted_recall >= 0)
+            write_losses = None
+            if wanted_write is not None and output.write_logits is not None:
+                write_losses = F.binary_cross_entropy_with_logits(
+                    output.write_logits, wanted_write.clamp_min(0).float(), reduction="none") * (wanted_write >= 0)
             labelled = [row for row, step in enumerate(group.passes) if step.speak is not None]
             if gated and labelled:
                 speak_logits = model.speak_logit(output.state)  # (b,)
@@ -328,7 +336,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                     ("token", None if losses is None else losses.sum(dim=1), lambda step: len(step.target)),
                     ("gate", speak_losses if speak is not None else None, lambda step: step.speak is not None),
                     ("read", read_losses, lambda step: bool(step.read)),
-                    ("recall", recall_losses, lambda step: step.recall is not None)):
+                    ("recall", recall_losses, lambda step: step.recall is not None),
+                    ("write", write_losses, lambda step: any(label >= 0 for label in step.read))):
                 if row_losses is None:
                     continue
                 rows_counted = [row for row, step in enumerate(group.passes) if counted(step)]

@@ -43,8 +43,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write", default="always", choices=list(WRITES),
                         help="when the reservoir steps: every pass; (gated, with --summary gated) as far as the "
                              "pass's strongest read gate opens, so passes with nothing to keep leave the state "
-                             "as it was; or (switched) fully where that gate is open and not at all elsewhere, "
-                             "the writes taught by the passes' read labels in training (default: %(default)s)")
+                             "as it was; (switched) fully where that gate is open and not at all elsewhere; or "
+                             "(pass-switched) fully where a trained switch on layer L's input at the prompt's end "
+                             "opens, one decision per pass; the switches are taught by the passes' read labels in "
+                             "training (default: %(default)s)")
     parser.add_argument("--recall", default="always", choices=list(RECALLS),
                         help="which passes see the memory (kv mode): every pass, or (switched) those where a "
                              "trained switch on layer L's input opens, taught by the passes' recall labels in "
