@@ -233,21 +233,26 @@ def test_a_gated_write_needs_the_gated_read():
         RanConfig(summary="mean", write="switched")
 
 
+def _outputs_before_and_after_saving(model: ReservoirModel, directory) -> tuple:
+    """One pass of ``model`` (a tiny llama, seed 0, 64 units), and the same pass of it saved and loaded again."""
+    ids = torch.tensor([[10, 11, 40, 12]])
+    state = torch.randn(1, 64) * 0.5
+    with torch.no_grad():
+        before = model(ids, state=state)
+    model.save_pretrained(directory / "artifact")
+    model.unwrap()
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), directory / "artifact")
+    with torch.no_grad():
+        return before, loaded(ids, state=state)
+
+
 def test_a_gated_read_round_trips_through_an_artifact(tmp_path):
     model = _gated_model()
     with torch.no_grad():
         model.read_gate.weight.normal_()
         for parameter in model.injector.parameters():
             parameter.normal_(std=0.3)
-    ids = torch.tensor([[10, 11, 40, 12]])
-    state = torch.randn(1, 64) * 0.5
-    with torch.no_grad():
-        before = model(ids, state=state)
-    model.save_pretrained(tmp_path / "artifact")
-    model.unwrap()
-    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
-    with torch.no_grad():
-        after = loaded(ids, state=state)
+    before, after = _outputs_before_and_after_saving(model, tmp_path)
     torch.testing.assert_close(after.logits, before.logits)
     torch.testing.assert_close(after.state, before.state)
 
@@ -305,15 +310,7 @@ def test_a_switched_recall_round_trips_through_an_artifact_and_refuses_other_mod
     model = _switched_recall_model()
     with torch.no_grad():
         model.recall_gate.weight.normal_()
-    ids = torch.tensor([[10, 11, 40, 12]])
-    state = torch.randn(1, 64) * 0.5
-    with torch.no_grad():
-        before = model(ids, state=state)
-    model.save_pretrained(tmp_path / "artifact")
-    model.unwrap()
-    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
-    with torch.no_grad():
-        after = loaded(ids, state=state)
+    before, after = _outputs_before_and_after_saving(model, tmp_path)
     torch.testing.assert_close(after.recall_logits, before.recall_logits)
     torch.testing.assert_close(after.logits, before.logits)
     with pytest.raises(ConfigError, match="needs mode 'kv'"):
