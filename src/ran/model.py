@@ -159,6 +159,13 @@ class OpenPass:
         return self._next_state
 
 
+def _switch_gate(width: int, device) -> nn.Linear:
+    gate = nn.Linear(width, 1).to(device)
+    nn.init.zeros_(gate.weight)
+    nn.init.zeros_(gate.bias)
+    return gate
+
+
 @dataclass
 class _ReadPoint:
     """Where the reservoir reads this pass, and what it read (filled by the layer hook once per pass)."""
@@ -233,19 +240,12 @@ class ReservoirModel(nn.Module):
         if self.gate_head is not None:
             nn.init.zeros_(self.gate_head.weight)
             nn.init.zeros_(self.gate_head.bias)
-        # The switched recall (recall "switched"): whether a pass sees the slots, from layer L's input.
-        self.recall_gate = nn.Linear(geometry.hidden_size, 1).to(device) if config.recall == "switched" else None
-        if self.recall_gate is not None:
-            nn.init.zeros_(self.recall_gate.weight)
-            nn.init.zeros_(self.recall_gate.bias)
+        # Pass-level switches on layer L's input, starting undecided (logit 0, shut): whether a pass sees the
+        # slots (recall "switched") and whether the reservoir steps (write "pass-switched").
+        self.recall_gate = _switch_gate(geometry.hidden_size, device) if config.recall == "switched" else None
+        self.write_gate = _switch_gate(geometry.hidden_size, device) if config.write == "pass-switched" else None
         self.injector.install(base)
         self._read_hook = decoder_layers(base)[layer].register_forward_hook(self._capture)
-        # The pass-switched write (write "pass-switched"): whether the reservoir steps, from layer L's input.
-        self.write_gate = (nn.Linear(geometry.hidden_size, 1).to(device) if config.write == "pass-switched"
-                           else None)
-        if self.write_gate is not None:
-            nn.init.zeros_(self.write_gate.weight)
-            nn.init.zeros_(self.write_gate.bias)
         self._switch_hook = (None if self.recall_gate is None and self.write_gate is None else
                              decoder_layers(base)[layer].register_forward_pre_hook(self._switch, with_kwargs=True))
         # transformers slices the kept positions (logits_to_keep) before the LM head; F.linear on that
