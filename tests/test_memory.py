@@ -205,21 +205,26 @@ def test_a_switched_write_steps_fully_or_not_at_all_and_training_teaches_it_from
     assert float(taught.abs().max()) > 0.01
 
 
-def test_a_switched_write_weighs_the_values_tokens_as_much_as_the_rest_in_its_read_loss(renderer):
-    """The switch opens at 1/2, so its read loss is the mean over the value's tokens plus the mean over the
-    others (the plain mean over a pass's tokens pays little for a value token left under 1/2)."""
+@pytest.mark.parametrize("write", ["switched", "pass-switched"])
+def test_a_switched_write_weighs_the_values_tokens_as_much_as_the_rest_in_its_read_loss(renderer, write):
+    """A switched write steps fully, so what it writes is the gates' own weighting: its read loss is the mean
+    over the value's tokens plus the mean over the others (the plain mean pays little for a value token
+    left at 0.3)."""
     import torch.nn.functional as F
 
-    model = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write="switched",
+    model = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write=write,
                                                    reservoir=ReservoirConfig(units=64, leak_rate=1.0)))
     store = render(Episode((MemoryTask.store("w10 w11 {value} w12", "w57"),)), renderer)
     with torch.no_grad():
         model.read_gate.weight.normal_()
         loss = run_episodes(model, [store]).loss
-        logits = model(torch.tensor([store[0].prompt]), state=torch.zeros(1, 64), read_only=True).read_logits[0]
+        output = model(torch.tensor([store[0].prompt]), state=torch.zeros(1, 64), read_only=True)
     labels = torch.tensor(store[0].read)
-    per_token = F.binary_cross_entropy_with_logits(logits, labels.clamp_min(0).float(), reduction="none")
+    per_token = F.binary_cross_entropy_with_logits(output.read_logits[0], labels.clamp_min(0).float(),
+                                                   reduction="none")
     expected = per_token[labels == 1].mean() + per_token[labels == 0].mean()
+    if write == "pass-switched":  # and the pass's write switch is taught to open on a store
+        expected = expected + F.binary_cross_entropy_with_logits(output.write_logits[0], torch.tensor(1.0))
     assert int((labels == 1).sum()) == 1 and int((labels == 0).sum()) > 3
     torch.testing.assert_close(loss, expected)
 

@@ -19,6 +19,7 @@ SUMMARIES = ("last", "mean", "attention", "gated")
 # (and are teacher-forced in training).
 WRITES = ("always", "gated", "switched", "pass-switched")
 TOKEN_GATED_WRITES = ("gated", "switched")  # the writes that open with the gated read's per-token gates
+SWITCHED_WRITES = ("switched", "pass-switched")  # the writes that step fully or not at all
 # Whether a pass's queries see the memory (kv slots): always; or (switched) where a trained switch on layer L's
 # input at the prompt's end opens, so a pass that does not need the memory runs exactly as the base model does.
 RECALLS = ("always", "switched")

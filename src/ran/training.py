@@ -27,6 +27,7 @@ from ran.episodes import NO_TARGET, Episode, PassGroup, Prediction, RenderedPass
 from ran.errors import ConfigError
 from ran.model import ReservoirModel
 from ran.passes import Renderer
+from ran.reading import SWITCHED_WRITES
 
 CONDITIONS = ("carried", "wiped")
 PREFIX_HEAD = 6  # sequences are indexed by their first tokens when looking for a computed prefix
@@ -310,7 +311,9 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 known = wanted_read >= 0
                 per_token = F.binary_cross_entropy_with_logits(
                     output.read_logits, wanted_read.clamp_min(0).float(), reduction="none") * known
-                if model.config.write == "switched":  # a switch at 1/2: the value's tokens weigh as much as the rest
+                # A switched write steps fully, so what it writes is the gates' own weighting: the value's tokens
+                # weigh as much as the rest (the plain mean pays little for a value token left at 0.3).
+                if model.config.write in SWITCHED_WRITES:
                     read_losses = sum((per_token * part).sum(dim=1) / part.sum(dim=1).clamp_min(1)
                                       for part in (wanted_read == 1, wanted_read == 0))  # (b,)
                 else:
