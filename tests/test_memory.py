@@ -368,6 +368,34 @@ def test_training_teaches_the_pass_switched_write_to_open_on_stores_only_and_it_
     assert {text: write_logit(loaded, text) for text in texts} == pytest.approx(logits, abs=1e-5)
 
 
+# ----- where the switches open, per kind of pass -------------------------------------------------------------------
+def test_switch_rates_report_each_switchs_decision_per_kind_of_pass(renderer):
+    from ran.switches import switch_passes, switch_rates
+
+    task = tiny_task()
+    passes = switch_passes(task)
+    assert passes[("store", "trained")] == ["w10 w11 w56 w12"] and passes[("store", "heldout")] == ["w15 w56"]
+    assert passes[("recall", "heldout")] == ["w16"] and passes[("turn", "heldout")] == ["w23 w24", "w25"]
+    model = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write="pass-switched", recall="switched",
+                                                   reservoir=ReservoirConfig(units=64, leak_rate=1.0)))
+    with torch.no_grad():  # the write opens on everything, the recall on nothing: every non-store pass is wrong
+        model.write_gate.bias.fill_(10.0)
+        model.recall_gate.bias.fill_(-10.0)
+    rows = {(r["pass"], r["phrasing"]): r for r in switch_rates(model, renderer, task)["switches"]}
+    assert all(r["write"] == 1.0 and r["recall"] == 0.0 for r in rows.values())
+    assert rows[("store", "trained")]["wrong"] == [] and rows[("recall", "trained")]["wrong"] == ["w13 w14"]
+    assert rows[("turn", "heldout")] == {"pass": "turn", "phrasing": "heldout", "n": 2, "write": 1.0,
+                                         "recall": 0.0, "wrong": ["w23 w24", "w25"]}
+    switched = wrap(tiny_model("llama", 1), RanConfig(summary="gated", write="switched",
+                                                      reservoir=ReservoirConfig(units=64, leak_rate=1.0)))
+    # The switched write opens where its strongest read gate is over 1/2: shut at the start (bias -3.5).
+    assert all(r["write"] == 0.0 for r in switch_rates(switched, renderer, task)["switches"])
+    switched.unwrap()
+    always = wrap(tiny_model("llama", 1), RanConfig(reservoir=ReservoirConfig(units=64)))  # no switches: all open
+    rows = switch_rates(always, renderer, task)["switches"]
+    assert all(r["write"] == 1.0 and r["recall"] == 1.0 for r in rows)
+
+
 # ----- decoding as a session does -----------------------------------------------------------------------------
 def test_evaluation_decodes_past_the_target_until_a_stop_token(renderer):
     model = _gated_model()

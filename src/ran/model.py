@@ -139,6 +139,8 @@ class RanOutput:
     read_logits: torch.Tensor | None = None  # (B, T): the gated read's per-token logits (summary "gated")
     recall_logits: torch.Tensor | None = None  # (B,): the switched recall's logit of showing the memory
     write_logits: torch.Tensor | None = None  # (B,): the pass-switched write's logit of stepping
+    wrote: torch.Tensor | None = None  # (B,): how far the state moved to the reservoir's step; None: fully (always)
+    shown: torch.Tensor | None = None  # (B,) bool: whether the pass saw the memory (a switched recall's decision)
 
 
 @dataclass
@@ -180,6 +182,7 @@ class _ReadPoint:
     recall_logits: torch.Tensor | None = None  # (B,) the switched recall's logits (set once per pass, at layer L)
     taught_recall: torch.Tensor | None = None  # (B,) a switched recall's 0/1 given in training; -1: the switch
     write_logits: torch.Tensor | None = None  # (B,) the pass-switched write's logits (set once per pass, at layer L)
+    shown: torch.Tensor | None = None  # (B,) bool: the switched recall's decision (set once per pass, at layer L)
     switched: bool = False  # the pass-level switches of this pass are decided
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
 
@@ -289,13 +292,13 @@ class ReservoirModel(nn.Module):
             except _ReadComplete:
                 output = None
         next_state = self._tick(state, read)
-        read_logits = None if read.read_logits is None else read.read_logits[:, -length:]
+        switches = {"read_logits": None if read.read_logits is None else read.read_logits[:, -length:],
+                    "recall_logits": read.recall_logits, "write_logits": read.write_logits, "wrote": read.write,
+                    "shown": read.shown}
         if output is None:
-            return RanOutput(logits=None, state=next_state, read_logits=read_logits, recall_logits=read.recall_logits,
-                             write_logits=read.write_logits)
+            return RanOutput(logits=None, state=next_state, **switches)
         logits = output.logits[:, -length:]  # drop prefix positions (a no-op with logits_to_keep)
-        return RanOutput(logits=logits, state=next_state, cache=getattr(output, "cache", None), read_logits=read_logits,
-                         recall_logits=read.recall_logits, write_logits=read.write_logits)
+        return RanOutput(logits=logits, state=next_state, cache=getattr(output, "cache", None), **switches)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -481,7 +484,8 @@ class ReservoirModel(nn.Module):
             return logits, opened
 
         if self.recall_gate is not None:
-            read.recall_logits, self.injector.slots.visible = decide(self.recall_gate, read.taught_recall)
+            read.recall_logits, read.shown = decide(self.recall_gate, read.taught_recall)
+            self.injector.slots.visible = read.shown
         if self.write_gate is not None:
             read.write_logits, opened = decide(self.write_gate, read.taught_write)
             read.write = opened.float()

@@ -189,6 +189,13 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                           for c in ("base", "wiped", "carried")},
             "perplexity_rise": {c: seed_summary([h["perplexity"]["rise"][c] for h in harm]) for c in CONDITIONS},
         }
+        if all("switches" in m for m in members):  # where the write and the recall open, per kind of pass
+            row["switches"] = [
+                {**{k: where[k] for k in ("pass", "phrasing", "n")},
+                 **{switch: seed_summary([next(r[switch] for r in m["switches"] if r["pass"] == where["pass"]
+                                               and r["phrasing"] == where["phrasing"]) for m in members])
+                    for switch in ("write", "recall")}}
+                for where in first["switches"]]
         row["train_seconds"] = seed_summary([m["train_seconds"] for m in members])
         rows.append(row)
     return rows

@@ -25,6 +25,7 @@ from ran.loading import load_model
 from ran.model import ReservoirModel
 from ran.passes import Renderer
 from ran.runner import ARTIFACT_RUN_FILE, evaluate
+from ran.switches import switch_rates
 from ran.tasks import MemoryTask, RecallTask, Task, task_class
 from ran.tasks.base import group_key
 
@@ -90,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     task.check(renderer)
     measured = {c: evaluate(model, renderer, task, carry=c == "carried") for c in ("carried", "wiped")}
     _print_harm(harm_report(model, renderer, *harm_inputs(task)))
+    if isinstance(task, MemoryTask):
+        _print_switches(switch_rates(model, renderer, task)["switches"])
     if not own_task:
         _print_groups(measured)
         return 0
@@ -133,3 +136,10 @@ def _print_harm(report: dict[str, Any]) -> None:
           f"{agreement['wiped']['agreement']:.2f} wiped (base {agreement['base']['agreement']:.2f}); perplexity of "
           f"held-out text {perplexity['carried']:.2f} carried, {perplexity['wiped']:.2f} wiped, "
           f"{perplexity['base']:.2f} base ({perplexity['rise']['carried']:+.1%} carried)")
+
+
+def _print_switches(rows: list[dict[str, Any]]) -> None:
+    """Where the write and the recall open, per kind of pass (``ran.switches``)."""
+    print(f"{'pass':>10}  {'phrasing':>8}  {'n':>3}  {'writes':>6}  {'recalls':>7}")
+    for row in rows:
+        print(f"{row['pass']:>10}  {row['phrasing']:>8}  {row['n']:>3}  {row['write']:>6.2f}  {row['recall']:>7.2f}")

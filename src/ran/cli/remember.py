@@ -181,3 +181,7 @@ def print_table(results: dict) -> None:
               f"wiped {_cell(harm['agreement']['wiped'])} (base itself {harm['agreement']['base']['mean']:.2f}); "
               f"perplexity rise carried {harm['perplexity_rise']['carried']['mean']:+.1%}, "
               f"wiped {harm['perplexity_rise']['wiped']['mean']:+.1%}")
+        if "switches" in row:
+            print("switches (share of passes that write / that see the memory): " + "; ".join(
+                f"{s['pass']} ({s['phrasing']}, {s['n']}) {s['write']['mean']:.2f} / {s['recall']['mean']:.2f}"
+                for s in row["switches"]))

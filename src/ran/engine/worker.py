@@ -23,6 +23,8 @@ from ran.harm import task_harm
 from ran.loading import load_model
 from ran.provenance import source
 from ran.runner import run_one, run_together
+from ran.switches import switch_rates
+from ran.tasks.memory import MemoryTask
 
 # Fields of a runner record that measure the machine, not the model: kept apart, under "timing".
 TIMING_FIELDS = ("train_seconds", "episodes_per_second", "passes_per_second")
@@ -75,8 +77,14 @@ def torch_threads(threads: int | None):
 
 
 def _after(member: dict[str, Any], spec) -> Any:
-    """The member's measure after training: the no-harm check (``ran.harm.task_harm``) if it asks for it."""
-    return (lambda model, renderer: task_harm(model, renderer, spec.task)) if member.get("harm") else None
+    """The member's measures after training, if it asks for them: the no-harm check (``ran.harm.task_harm``)
+    and, for a memory artifact, where its switches open (``ran.switches``)."""
+    if not member.get("harm"):
+        return None
+    if isinstance(spec.task, MemoryTask):
+        return lambda model, renderer: {**task_harm(model, renderer, spec.task),
+                                        **switch_rates(model, renderer, spec.task)}
+    return lambda model, renderer: task_harm(model, renderer, spec.task)
 
 
 def _record(member: dict[str, Any], result: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,68 @@
+"""Where a trained memory artifact's switches open, per kind of pass a session has.
+
+Two decisions shape a pass: whether it *writes* (the reservoir steps and the state changes) and whether it
+*recalls* (layer L's queries see the memory's slots). A good artifact writes on stores only and recalls on
+recall questions only; a write on a distractor or an ordinary turn overwrites the stored value, and a recall
+on an ordinary turn is where the memory can harm the model's replies. :func:`switch_rates` measures both on
+single passes of every kind, each in a new context and from the wiped state, with values and phrasings
+training never read where the task has them:
+
+    store      the store phrasings (training and held-out), each with a held-out value of each kind
+    recall     the recall phrasings (training and held-out)
+    distractor the evaluation distractors
+    turn       the held-out ordinary turns
+
+A write counts as open where the state moves more than half-way to the reservoir's step (``always``: every
+pass; ``gated``: its strongest read gate; the switched writes: their decision); a recall where the pass sees
+the memory (every pass unless the recall is switched).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ran.episodes import Episode, Pass, render
+from ran.model import ReservoirModel
+from ran.passes import Renderer
+from ran.tasks.memory import SLOT, MemoryTask
+
+PASS_KINDS = ("store", "recall", "distractor", "turn")
+
+
+def switch_passes(task: MemoryTask) -> dict[tuple[str, str], list[str]]:
+    """(pass kind, phrasing split) -> the texts of its passes."""
+    texts: dict[tuple[str, str], list[str]] = {}
+    for split, stores, recalls in (("trained", task.store_templates, task.recall_templates),
+                                   ("heldout", task.heldout_store_templates, task.heldout_recall_templates)):
+        texts[("store", split)] = [template.replace(SLOT, task.heldout_values[kind][0])
+                                   for kind in task.kinds for template in stores.get(kind, ())]
+        texts[("recall", split)] = [template for kind in task.kinds for template in recalls.get(kind, ())]
+    texts[("distractor", "heldout")] = list(task.eval_distractors)
+    texts[("turn", "heldout")] = list(task.heldout_turns)
+    return {where: items for where, items in texts.items() if items}
+
+
+@torch.no_grad()
+def switch_rates(model: ReservoirModel, renderer: Renderer, task: MemoryTask) -> dict[str, Any]:
+    """``{"switches": [...]}``: per (pass kind, phrasing split), how many passes and the share whose write
+    opens and whose recall opens, with the texts where either switch decided against its kind (a write
+    anywhere but a store, a recall anywhere but a recall question, or either missing where it belongs)."""
+    device = model.reservoir.w_in.device
+    rows = []
+    for (kind, split), texts in switch_passes(task).items():
+        writes, recalls, wrong = [], [], []
+        for text in texts:
+            prompt = render(Episode((Pass(text),)), renderer)[0].prompt
+            output = model(torch.tensor([prompt], device=device), state=model.reservoir.initial_state(1, device),
+                           read_only=True)
+            wrote = 1.0 if output.wrote is None else float(output.wrote[0])
+            shown = True if output.shown is None else bool(output.shown[0])
+            writes.append(wrote > 0.5)
+            recalls.append(shown)
+            if writes[-1] != (kind == "store") or recalls[-1] != (kind == "recall"):
+                wrong.append(text)
+        rows.append({"pass": kind, "phrasing": split, "n": len(texts), "write": sum(writes) / len(texts),
+                     "recall": sum(recalls) / len(texts), "wrong": wrong})
+    return {"switches": rows}
