@@ -28,8 +28,6 @@ from ran.model import ReservoirModel
 from ran.passes import Renderer
 from ran.tasks.memory import SLOT, MemoryTask
 
-PASS_KINDS = ("store", "recall", "distractor", "turn")
-
 
 def switch_passes(task: MemoryTask) -> dict[tuple[str, str], list[str]]:
     """(pass kind, phrasing split) -> the texts of its passes."""
