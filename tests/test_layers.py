@@ -10,7 +10,8 @@ The layers, lowest first (a module may import from its own row and the rows abov
     model         model (the wrapped model: passes and their state)
     training      training (through the carried state), batched (a population in one batch), runtime
                   (sessions, their gate and state files)
-    runs          runner, grid, harm (one run: train, evaluate, measure), engine (members, records, backends)
+    runs          runner, grid, harm, switches (one run: train, evaluate, measure), engine (members, records,
+                  backends)
     experiments   remember, crosspass, battery, population, probes, reproduce (reports over the engine's runs)
     interface     cli, web, __main__
 
@@ -38,7 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "tasks, files": ("tasks.*", "artifact"),
     "model": ("model",),
     "training": ("training", "batched", "runtime.*"),
-    "runs": ("runner", "grid", "harm", "engine.*"),
+    "runs": ("runner", "grid", "harm", "switches", "engine.*"),
     "experiments": ("remember", "crosspass", "battery", "population.*", "probes.*", "reproduce"),
     "interface": ("cli.*", "web.*", "__main__"),
 }
