@@ -368,6 +368,103 @@ def test_training_teaches_the_pass_switched_write_to_open_on_stores_only_and_it_
     assert {text: write_logit(loaded, text) for text in texts} == pytest.approx(logits, abs=1e-5)
 
 
+# ----- the token drive: a value of several tokens enters the state in order ------------------------------------------
+def test_drive_tokens_steps_once_per_open_token_in_order_and_a_shut_token_changes_nothing():
+    from ran.reading import drive_tokens
+
+    reservoir = Reservoir(ReservoirConfig(units=32, leak_rate=1.0, leak_rate_min=0.05, input_scaling=0.5), 8)
+    state, inputs = torch.randn(2, 32) * 0.5, torch.randn(2, 3, 8)
+    step = reservoir.step
+    one_hot = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    torch.testing.assert_close(drive_tokens(step, state, inputs, one_hot), step(state, inputs[:, 1]))
+    torch.testing.assert_close(drive_tokens(step, state, inputs, torch.zeros(2, 3)), state, atol=0, rtol=0)
+    in_order = drive_tokens(step, state, inputs, torch.tensor([[1.0, 0.0, 1.0]] * 2))
+    torch.testing.assert_close(in_order, step(step(state, inputs[:, 0]), inputs[:, 2]))
+    reversed_order = step(step(state, inputs[:, 2]), inputs[:, 0])
+    assert float((in_order - reversed_order).abs().max()) > 0.01  # the state knows which came first
+    half = torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5]])
+    halfway = state + 0.5 * (step(state, inputs[:, 2]) - state)
+    torch.testing.assert_close(drive_tokens(step, state, inputs, half), halfway)
+
+
+def _token_driven(write: str = "always") -> tuple[ReservoirModel, ReservoirModel]:
+    """A tiny llama with the token drive, and the same model with the pass drive (one read gate for both)."""
+    config = RanConfig(summary="gated", drive="token", write=write,
+                       reservoir=ReservoirConfig(units=64, leak_rate=1.0, leak_rate_min=0.1, input_scaling=0.5))
+    token, per_pass = wrap(tiny_model("llama", 0), config), wrap(tiny_model("llama", 0), replace(config, drive="pass"))
+    per_pass.read_gate.load_state_dict(token.read_gate.state_dict())
+    return token, per_pass
+
+
+def test_a_token_drive_steps_on_each_open_token_of_layer_L_in_turn_and_keeps_the_state_where_all_are_shut():
+    model, per_pass = _token_driven()
+    ids, state = torch.tensor([[10, 11, 40, 12]]), torch.randn(1, 64) * 0.5
+    captured = {}
+    layer = model.base.model.layers[model.config.layer]
+    handle = layer.register_forward_hook(lambda module, args, output: captured.setdefault(
+        "hidden", (output[0] if isinstance(output, tuple) else output).detach()), prepend=True)  # before the read
+    with torch.no_grad():
+        model.read_gate.bias.fill_(-40.0)  # every gate shut: unlike one step per pass, nothing moves
+        torch.testing.assert_close(model(ids, state=state, read_only=True).state, state, atol=0, rtol=0)
+        assert float((per_pass(ids, state=state, read_only=True).state - state).abs().max()) > 0.01
+        model.read_gate.bias.fill_(40.0)  # every gate open: one full step per token, first to last
+        captured.clear()
+        driven = model(ids, state=state, read_only=True).state
+    handle.remove()
+    hidden = captured["hidden"].float()[0]
+    normed = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + 1e-6)
+    expected = state
+    for x in normed:
+        expected = model.reservoir.step(expected, x[None])
+    torch.testing.assert_close(driven, expected)
+    with torch.no_grad():  # one token: one step on it, exactly what one step per pass takes
+        per_pass.read_gate.bias.fill_(40.0)
+        torch.testing.assert_close(model(ids[:, :1], state=state, read_only=True).state,
+                                   per_pass(ids[:, :1], state=state, read_only=True).state)
+
+
+def test_a_token_drive_gives_each_row_of_a_padded_batch_its_solo_state_and_trains_the_read_gate():
+    model, _ = _token_driven(write="pass-switched")
+    with torch.no_grad():
+        model.read_gate.weight.normal_()
+        model.write_gate.bias.fill_(10.0)
+    rows = [[10, 11, 40, 12, 13], [14, 41]]
+    state = torch.randn(2, 64) * 0.5
+    from ran.episodes import left_pad
+
+    ids, mask, positions = left_pad(rows)  # as training batches its passes
+    assert int(mask.sum()) == 7 and mask.shape == (2, 5)
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask, position_ids=positions, state=state, read_only=True).state
+        for index, row in enumerate(rows):
+            solo = model(torch.tensor([row]), state=state[index:index + 1], read_only=True).state
+            torch.testing.assert_close(batched[index:index + 1], solo, atol=1e-5, rtol=1e-5)
+    model(ids, attention_mask=mask, position_ids=positions, state=state, read_only=True).state.pow(2).sum().backward()
+    assert float(model.read_gate.weight.grad.abs().max()) > 0  # the gates learn through every token's step
+
+
+def test_a_token_drive_needs_the_gated_read_trains_alone_and_round_trips_through_an_artifact(tmp_path):
+    with pytest.raises(ConfigError, match="drive 'token' .* needs summary 'gated'"):
+        RanConfig(summary="last", drive="token")
+    with pytest.raises(ConfigError, match="unknown drive 'word'"):
+        RanConfig(summary="gated", drive="word")
+    model, _ = _token_driven(write="pass-switched")
+    from ran.batched import Member, batch_shape, check_members
+    assert batch_shape(replace(model.config, write="always"), TrainConfig()) is None
+    with pytest.raises(ConfigError, match="drive 'token'"):
+        check_members([Member(replace(model.config, write="always"), TrainConfig(), lambda step, g: [])], 4)
+    with torch.no_grad():
+        model.read_gate.weight.normal_()
+        model.write_gate.bias.fill_(10.0)
+        for parameter in model.injector.parameters():
+            parameter.normal_(std=0.3)
+    before, after = _outputs_before_and_after_saving(model, tmp_path)
+    torch.testing.assert_close(after.state, before.state)
+    torch.testing.assert_close(after.logits, before.logits)
+    saved = json.loads((tmp_path / "artifact" / "ran_config.json").read_text())
+    assert saved["config"]["drive"] == "token"
+
+
 # ----- where the switches open, per kind of pass -------------------------------------------------------------------
 def test_switch_rates_report_each_switchs_decision_per_kind_of_pass(renderer):
     from ran.switches import switch_passes, switch_rates

@@ -507,7 +507,7 @@ def test_a_session_reads_exactly_the_passes_training_renders(kind):
     assert_float32_close(session.state, trained_view.final_state, TINY_WIDTH, pass_depth(layers=3, passes=4))
 
 
-def test_a_new_sessions_model_takes_the_read_write_and_recall_flags():
+def test_a_new_sessions_model_takes_the_read_write_recall_and_drive_flags():
     """Without an artifact, the flags given build the session's model (each one, not only some)."""
     import argparse
 
@@ -516,17 +516,17 @@ def test_a_new_sessions_model_takes_the_read_write_and_recall_flags():
     parser = argparse.ArgumentParser()
     add_session_arguments(parser)
     args = parser.parse_args(["--session", "s", "--summary", "gated", "--write", "switched", "--recall", "switched",
-                              "--slots", "4", "--units", "64"])
+                              "--drive", "token", "--slots", "4", "--units", "64"])
     model = _build_model(args, tiny_model("llama"), None, None)
     try:
         config = model.config
-        assert (config.summary, config.write, config.recall, config.n_slots, config.reservoir.units) == \
-            ("gated", "switched", "switched", 4, 64)
+        assert (config.summary, config.write, config.recall, config.drive, config.n_slots, config.reservoir.units) == \
+            ("gated", "switched", "switched", "token", 4, 64)
         assert model.recall_gate is not None
     finally:
         model.unwrap()
     stored = _build_model(parser.parse_args(["--session", "s"]), tiny_model("llama"), None, config.to_dict())
     try:
-        assert (stored.config.write, stored.config.recall) == ("switched", "switched")  # kept on --resume
+        assert (stored.config.write, stored.config.recall, stored.config.drive) == ("switched", "switched", "token")
     finally:
         stored.unwrap()

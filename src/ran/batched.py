@@ -103,9 +103,9 @@ class TrainedMember:
 def batch_shape(ran: RanConfig, train: TrainConfig) -> tuple | None:
     """What a run must share with others to train in one batch with them (before the layer default is
     resolved); None for a run that trains alone (another recurrence, LoRA, the attention read, a switched
-    recall, a pass-switched write)."""
+    recall, a pass-switched write, a token drive)."""
     if (ran.recurrence != "reservoir" or ran.lora_rank or ran.summary == "attention" or ran.recall != "always"
-            or ran.write == "pass-switched"):
+            or ran.write == "pass-switched" or ran.drive != "pass"):
         return None
     return (tuple(getattr(ran, name) for name in SHARED_RAN_FIELDS),
             tuple(getattr(ran.reservoir, name) for name in SHARED_RESERVOIR_FIELDS), train.steps)
@@ -131,6 +131,9 @@ def check_members(members: Sequence[Member], n_layers: int) -> None:
         if ran.recall != "always" or ran.write == "pass-switched":
             raise ConfigError(f"member {index} has recall '{ran.recall}' and write '{ran.write}': a pass-level "
                               "switch is not stacked yet; train it alone with ran.training.train")
+        if ran.drive != "pass":
+            raise ConfigError(f"member {index} has drive '{ran.drive}', whose per-token steps are not stacked yet: "
+                              "train it alone with ran.training.train")
 
     def shape(member: Member) -> dict[str, object]:
         ran = member.ran

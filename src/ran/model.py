@@ -41,14 +41,17 @@ from ran.errors import ArtifactError, ConfigError
 from ran.injection import injector_class
 from ran.passes import PassFormat
 from ran.reading import (
+    DRIVES,
     GATED_READ_BIAS,
     RECALLS,
     SUMMARIES,
     TOKEN_GATED_WRITES,
     WRITES,
-    gated_read,
+    drive_tokens,
+    gated_summary,
     last_real_index,
     summarise,
+    token_gates,
 )
 from ran.recurrence import RECURRENCES, make_recurrence
 from ran.reservoir import Reservoir, ReservoirConfig
@@ -77,6 +80,7 @@ class RanConfig:
     gate: bool = False  # a trained speak/silent head on the state after each pass (saved as gate.safetensors)
     write: str = "always"  # always: the reservoir steps every pass | gated | switched | pass-switched (reading.WRITES)
     recall: str = "always"  # always: every pass sees the kv slots | switched: where a trained switch opens
+    drive: str = "pass"  # pass: one reservoir step per pass | token: one per token, as far as its gate opens
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -91,6 +95,11 @@ class RanConfig:
         if self.write in TOKEN_GATED_WRITES and self.summary != "gated":
             raise ConfigError(f"write '{self.write}' opens with the gated read's gates: it needs summary 'gated', "
                               f"not '{self.summary}'")
+        if self.drive not in DRIVES:
+            raise ConfigError(f"unknown drive '{self.drive}': choose one of {', '.join(DRIVES)}")
+        if self.drive == "token" and self.summary != "gated":
+            raise ConfigError(f"drive 'token' steps the reservoir on each token as far as the gated read's gate opens: "
+                              f"it needs summary 'gated', not '{self.summary}'")
         if self.recall not in RECALLS:
             raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
         if self.recall == "switched" and self.mode != "kv":
@@ -183,15 +192,21 @@ class _ReadPoint:
     taught_recall: torch.Tensor | None = None  # (B,) a switched recall's 0/1 given in training; -1: the switch
     write_logits: torch.Tensor | None = None  # (B,) the pass-switched write's logits (set once per pass, at layer L)
     shown: torch.Tensor | None = None  # (B,) bool: the switched recall's decision (set once per pass, at layer L)
+    tokens: torch.Tensor | None = None  # (B, T, d) the normalised tokens a token drive steps on (drive "token")
+    token_gates: torch.Tensor | None = None  # (B, T) how far each token's step is taken (drive "token")
     switched: bool = False  # the pass-level switches of this pass are decided
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
 
     def next_state(self, reservoir: Reservoir, state: torch.Tensor) -> torch.Tensor:
-        """(B, K) the state after this pass: the reservoir's step, or with a gated write
-        ``state + w * (step - state)``, so a pass whose read gates stay shut leaves the state as it was."""
+        """(B, K) the state after this pass: the reservoir's step (one on the summary, or with a token drive one
+        per token, :func:`ran.reading.drive_tokens`), or with a gated write ``state + w * (step - state)``, so a
+        pass whose read gates stay shut leaves the state as it was."""
         if self.summary is None:
             raise RuntimeError("the reservoir's layer has not run in this pass yet; nothing to read")
-        stepped = reservoir.step(state, self.summary)
+        if self.tokens is None:
+            stepped = reservoir.step(state, self.summary)
+        else:
+            stepped = drive_tokens(reservoir.step, state, self.tokens, self.token_gates)
         if self.write is None:
             return stepped
         return state + self.write[:, None] * (stepped - state)
@@ -449,7 +464,10 @@ class ReservoirModel(nn.Module):
         if self.config.summary == "gated":
             mask = read.token_mask if read.token_mask is not None else torch.ones(hidden.shape[:2], dtype=torch.bool)
             mask = mask.to(hidden.device)
-            read.summary, read.read_logits = gated_read(hidden, mask, self.read_gate)
+            normed, gates, read.read_logits = token_gates(hidden, mask, self.read_gate)
+            read.summary = gated_summary(normed, gates)
+            if self.config.drive == "token":
+                read.tokens, read.token_gates = normed, gates
             strongest = (torch.sigmoid(read.read_logits) * mask).amax(dim=1)  # nothing read, nothing written
             if self.config.write == "gated":
                 read.write = strongest

@@ -8,6 +8,8 @@ read real activations the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +25,10 @@ SWITCHED_WRITES = ("switched", "pass-switched")  # the writes that step fully or
 # Whether a pass's queries see the memory (kv slots): always; or (switched) where a trained switch on layer L's
 # input at the prompt's end opens, so a pass that does not need the memory runs exactly as the base model does.
 RECALLS = ("always", "switched")
+# How a pass drives the reservoir: one step on the pass's summary x (pass); or (token, with the gated read) one
+# step per token of the prompt, each taken as far as its token's gate opens, so a value of several tokens
+# enters the state in order (a name's first token, then its second) instead of as their unordered average.
+DRIVES = ("pass", "token")
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 
 
@@ -62,7 +68,34 @@ def summarise(hidden: torch.Tensor, summary: str, last_index: torch.Tensor,
 
 def gated_read(hidden: torch.Tensor, mask: torch.Tensor, gate: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
     """The gated summary (see :func:`summarise`) of (B, T, d) hidden states: (x (B, d), gate logits (B, T))."""
-    normed = hidden.float() * torch.rsqrt(hidden.float().pow(2).mean(-1, keepdim=True) + 1e-6)  # (B, T, d)
-    logits = gate(normed)[..., 0]  # (B, T)
-    gates = torch.sigmoid(logits) * mask
-    return (normed * gates[..., None]).sum(dim=1) / gates.sum(dim=1, keepdim=True).clamp_min(1.0), logits
+    normed, gates, logits = token_gates(hidden, mask, gate)
+    return gated_summary(normed, gates), logits
+
+
+def gated_summary(normed: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    """(B, d) sum_t g_t n(h_t) / max(1, sum_t g_t) from :func:`token_gates`' n(h_t) (B, T, d) and g_t (B, T)."""
+    return (normed * gates[..., None]).sum(dim=1) / gates.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+def token_gates(hidden: torch.Tensor, mask: torch.Tensor,
+                gate: nn.Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gated read's parts for (B, T, d) hidden states: n(h_t) (B, T, d), the gates g_t (B, T), zero off
+    ``mask``, and their logits (B, T)."""
+    normed = hidden.float() * torch.rsqrt(hidden.float().pow(2).mean(-1, keepdim=True) + 1e-6)
+    logits = gate(normed)[..., 0]
+    return normed, torch.sigmoid(logits) * mask, logits
+
+
+def drive_tokens(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], state: torch.Tensor,
+                 inputs: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    """The state after driving the recurrence token by token: for t = 1..T, s <- s + g_t (step(s, x_t) - s).
+
+    ``state`` (B, K), ``inputs`` (B, T, d), ``gates`` (B, T) in [0, 1]. A token whose gate is shut leaves the
+    state as it was, so the state holds the open tokens in their order; positions shut in every row (padding)
+    are skipped, which changes nothing.
+    """
+    state = state.float()
+    for t in (gates > 0).any(dim=0).nonzero()[:, 0].tolist():
+        gate = gates[:, t, None].to(state.dtype)
+        state = state + gate * (step(state, inputs[:, t]) - state)
+    return state

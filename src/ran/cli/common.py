@@ -14,7 +14,7 @@ from ran.errors import ConfigError
 from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
-from ran.reading import RECALLS, SUMMARIES, WRITES
+from ran.reading import DRIVES, RECALLS, SUMMARIES, WRITES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
 from ran.tracking import DEFAULT_DIRECTORY, TRACKERS, TrackConfig
 
@@ -51,6 +51,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which passes see the memory (kv mode): every pass, or (switched) those where a "
                              "trained switch on layer L's input opens, taught by the passes' recall labels in "
                              "training, so the others run exactly as the base model (default: %(default)s)")
+    parser.add_argument("--drive", default="pass", choices=list(DRIVES),
+                        help="how a pass drives the reservoir: one step on the pass's summary, or (token, with "
+                             "--summary gated) one step per token, each as far as its read gate opens, so a value "
+                             "of several tokens (a name, a number) enters the state in order "
+                             "(default: %(default)s)")
 
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None,

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give at least one seed")
     resolve(args.device, args.dtype)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    recall=args.recall,
+                    recall=args.recall, drive=args.drive,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
