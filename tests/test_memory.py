@@ -579,6 +579,26 @@ def test_remember_trains_scores_and_reports_no_harm(tiny_chat_dir, tmp_path, cap
     assert [r["harm"]["agreement"] for r in again["runs"]] == [r["harm"]["agreement"] for r in results["runs"]]
 
 
+def test_remembers_flags_default_to_the_recipe_the_python_api_uses():
+    """``ran remember`` with no flags trains what ``run_memory(MemoryTask(...))`` trains: the design study's arm."""
+    import argparse
+
+    from ran.cli.remember import add_arguments
+    from ran.remember import RECIPE
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.summary, args.write, args.recall, args.drive) == (
+        RECIPE.ran.summary, RECIPE.ran.write, RECIPE.ran.recall, RECIPE.ran.drive) == (
+        "gated", "pass-switched", "switched", "pass")
+    assert (args.leak_rate, args.leak_rate_min, args.input_scaling, args.units) == (1.0, 0.01, 0.05, 2048)
+    assert (args.steps, args.lr, tuple(args.kinds)) == (RECIPE.train.steps, RECIPE.train.learning_rate, RECIPE.kinds)
+    assert (args.train_delays, args.harm_fraction, args.per_step, tuple(args.eval_delays)) == (
+        "0-1", MemoryTask.harm_fraction, MemoryTask.per_step, MemoryTask.eval_delays)
+    assert MemoryTask.train_delays == (0, 1)
+
+
 @pytest.mark.parametrize("task, message", [
     ({"values": {"word": []}}, "no entries for kind 'word'"),
     ({"store_templates": {"word": ["w10"]}}, "exactly once"),

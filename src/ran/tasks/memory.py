@@ -123,7 +123,9 @@ class MemoryTask(Task):
     heldout_recall_templates: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(HELDOUT_RECALL_TEMPLATES))
     answer_template: str = " {value}" + STOP  # the recall's target: the value, then the end of the reply
-    train_delays: tuple[int, int] = (0, 8)  # intervening passes in training, drawn per episode (inclusive)
+    # Intervening passes in training, drawn per episode (inclusive). With a switched write, 0-1 keeps a value
+    # to 32 passes (README, "One memory").
+    train_delays: tuple[int, int] = (0, 1)
     eval_delays: tuple[int, ...] = (0, 2, 4, 8, 16, 32)
     filler_weights: dict[str, float] = field(default_factory=lambda: {"distractor": 1.0, "idle": 1.0, "turn": 1.0})
     keep_context: float = 0.5  # probability that an ordinary turn continues the context (else a new one)
@@ -133,8 +135,9 @@ class MemoryTask(Task):
     train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS
     eval_distractors: tuple[str, ...] = EVAL_DISTRACTORS
     replies: dict[str, str] = field(default_factory=dict)  # turn -> the base model's greedy reply (stop included)
-    per_step: int = 16  # training episodes per step
-    harm_fraction: float = 0.25  # of them, episodes ending in an ordinary turn (the base reply as target)
+    per_step: int = 32  # training episodes per step
+    # Of them, episodes ending in an ordinary turn (the base reply as target); none needed with a switched recall.
+    harm_fraction: float = 0.0
     eval_values: int = 25  # held-out values per kind evaluated at every delay (and as many trained ones)
     heldout_template_delays: tuple[int, ...] = (0, 4, 8)  # delays at which held-out phrasings are evaluated
 
