@@ -1,9 +1,10 @@
 """The one-memory recipe: one artifact that keeps any value a user states, across many turns, and replies cleanly.
 
 A run trains the readout (and the gated read, and LoRA where asked) on the memory task
-(``ran.tasks.memory``): values of four kinds with held-out splits, many phrasings, intervening passes of
-every kind a session has, the chat format, and a stop token at the end of every answer; a quarter of the
-episodes end in an ordinary turn whose target is the base model's own reply. It then scores the same
+(``ran.tasks.memory``): values of up to four kinds with held-out splits, many phrasings, intervening passes
+of every kind a session has, the chat format, and a stop token at the end of every answer; a fraction
+(``harm_fraction``, none by default) of the episodes end in an ordinary turn whose target is the base model's
+own reply. It then scores the same
 trained parameters with the state carried and wiped, per (kind, value split, phrasing split, delay), and
 runs the standard no-harm check (``ran.harm``).
 

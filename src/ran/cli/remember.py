@@ -42,7 +42,7 @@ from ran.tasks.memory import FILLERS, KINDS, MemoryTask
 from ran.tasks.recall import parse_delays
 from ran.training import TrainConfig
 
-EPILOG = ("Time on 2 cores of an AMD EPYC: a seed of the default 300 steps of 32 episodes trains in 11-14 min "
+EPILOG = ("Time on 2 cores of an AMD EPYC: a seed of the default 300 steps of 32 episodes trains in 10-14 min "
           "and is evaluated in about 3 (README, 'One memory', r14). The defaults recall held-out single-token words "
           "(0.82 [0.80] over 3 seeds); names, numbers and places are not learned yet.")
 
