@@ -468,7 +468,7 @@ class ReservoirModel(nn.Module):
             read.summary = gated_summary(normed, gates)
             if self.config.drive == "token":
                 read.tokens, read.token_gates = normed, gates
-            strongest = (torch.sigmoid(read.read_logits) * mask).amax(dim=1)  # nothing read, nothing written
+            strongest = gates.amax(dim=1)  # nothing read, nothing written
             if self.config.write == "gated":
                 read.write = strongest
             elif self.config.write == "switched":
