@@ -33,7 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "monitor": ("ran.cli.probe:monitor", "= ran probe monitor: clock probe, drift, STOP interruptibility"),
     "crosspass": ("ran.cli.crosspass", "train and measure cross-pass recall, carried state vs wiped control"),
     "remember": ("ran.cli.remember", "train the one-memory recipe: any value, in your own words, across many turns"),
-    "eval": ("ran.cli.eval", "reload a saved crosspass artifact and measure its recall again"),
+    "eval": ("ran.cli.eval", "score a saved crosspass or remember artifact again, carried vs wiped"),
     "battery": ("ran.cli.battery", "train the eight stateful tasks together; each carried vs wiped vs stateless"),
     "population": ("ran.cli.population", "reservoir seeds x training seeds: ANOVA, best reservoir, GRU baseline, Ray"),
 }

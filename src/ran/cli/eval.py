@@ -34,12 +34,14 @@ GROUP_COLUMNS = {"split": 8, "kind": 7, "values": 8, "phrasing": 8, "filler": 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("artifact", help="artifact directory written by ran crosspass --save")
+    parser.add_argument("artifact", help="artifact directory written by --save (ran crosspass or ran remember)")
     parser.add_argument("--model", help="base model (default: the one the artifact was trained on)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default: auto)")
     other = parser.add_mutually_exclusive_group()
-    other.add_argument("--task", help="score on this recall task file instead of the artifact's own task")
+    other.add_argument("--task", help="score on this task file instead of the artifact's own task: a recall "
+                                      "task for a crosspass artifact; settings that replace the memory task's own "
+                                      "(e.g. heldout_values) for a ran remember artifact")
     other.add_argument("--key-list", help="also score these comma-separated keys, as held-out keys (the artifact's "
                                           "templates; keys it trained on are refused)")
     parser.add_argument("--eval-delays", type=int, nargs="+", metavar="D",
@@ -51,7 +53,8 @@ def saved_run(directory: Path) -> tuple[dict[str, Any], Task, dict[str, dict[str
     path = directory / ARTIFACT_RUN_FILE
     legacy = directory / LEGACY_RUN_FILE
     if not path.is_file() and not legacy.is_file():
-        raise ArtifactError(f"{directory} has no {ARTIFACT_RUN_FILE}: it was not saved by ran crosspass --save")
+        raise ArtifactError(f"{directory} has no {ARTIFACT_RUN_FILE}: it was not saved by --save of ran crosspass "
+                            "or ran remember")
     source = path if path.is_file() else legacy
     try:
         saved = json.loads(source.read_text())
