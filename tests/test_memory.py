@@ -465,6 +465,70 @@ def test_a_token_drive_needs_the_gated_read_trains_alone_and_round_trips_through
     assert saved["config"]["drive"] == "token"
 
 
+# ----- the ordered read: a value's tokens reach the reservoir in their places ---------------------------------------
+def test_the_ordered_read_puts_each_open_token_in_its_own_place_in_order():
+    from ran.reading import gated_summary, ordered_summary
+
+    normed = torch.randn(2, 5, 4)
+    open_at = torch.tensor([[0.0, 1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0, 0.0]])
+    x = ordered_summary(normed, open_at, places=4).view(2, 4, 4)
+    root3 = 3 ** 0.5  # three open tokens in row 0: divided by sqrt(3)
+    torch.testing.assert_close(x[0], torch.stack([normed[0, 1], normed[0, 3], normed[0, 4], torch.zeros(4)]) / root3)
+    torch.testing.assert_close(x[1], torch.stack([normed[1, 0]] + [torch.zeros(4)] * 3))
+    swapped = ordered_summary(normed[:, [0, 3, 2, 1, 4]], open_at, places=4).view(2, 4, 4)
+    torch.testing.assert_close(swapped[0, :2], x[0, [1, 0]])  # order matters: the places swap with the tokens
+    # One place is the pooled read's input up to its own scale; beyond the last place tokens pile into it.
+    torch.testing.assert_close(ordered_summary(normed, open_at, places=1)[0] / root3, gated_summary(normed, open_at)[0])
+    torch.testing.assert_close(ordered_summary(normed, open_at, places=2).view(2, 2, 4)[0, 1],
+                               (normed[0, 3] + normed[0, 4]) / root3)
+    torch.testing.assert_close(ordered_summary(normed, torch.zeros(2, 5), places=3), torch.zeros(2, 12))
+
+
+def test_an_ordered_read_feeds_layer_Ls_open_tokens_to_the_reservoir_in_places_and_round_trips(tmp_path):
+    config = RanConfig(summary="gated", read_places=3,
+                       reservoir=ReservoirConfig(units=64, leak_rate=1.0, leak_rate_min=0.1, input_scaling=0.5))
+    model = wrap(tiny_model("llama", 0), config)
+    assert model.reservoir.input_dim == 3 * model.geometry.hidden_size
+    ids, state = torch.tensor([[10, 11, 40, 12]]), torch.randn(1, 64) * 0.5
+    captured = {}
+    layer = model.base.model.layers[model.config.layer]
+    handle = layer.register_forward_hook(lambda module, args, output: captured.setdefault(
+        "hidden", (output[0] if isinstance(output, tuple) else output).detach()), prepend=True)  # before the read
+    with torch.no_grad():
+        model.read_gate.bias.fill_(40.0)  # every gate open: four tokens, the last two in the third place
+        stepped = model(ids, state=state, read_only=True).state
+    handle.remove()
+    hidden = captured["hidden"].float()[0]
+    normed = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + 1e-6)
+    x = torch.cat([normed[0], normed[1], normed[2] + normed[3]]) / 2  # sqrt(4 open tokens)
+    torch.testing.assert_close(stepped, model.reservoir.step(state, x[None]))
+    with torch.no_grad():  # gates part open, so their gradient is not lost to a saturated sigmoid
+        model.read_gate.bias.fill_(0.0)
+        model.read_gate.weight.normal_(std=0.1)
+    model(ids, state=state, read_only=True).state.pow(2).sum().backward()
+    assert float(model.read_gate.weight.grad.abs().max()) > 0  # the gates learn where the places start
+    with torch.no_grad():
+        for parameter in model.injector.parameters():
+            parameter.normal_(std=0.3)
+    before, after = _outputs_before_and_after_saving(model, tmp_path)
+    torch.testing.assert_close(after.state, before.state)
+    assert json.loads((tmp_path / "artifact" / "ran_config.json").read_text())["config"]["read_places"] == 3
+
+
+def test_an_ordered_read_needs_the_gated_read_and_the_pass_drive_and_trains_alone():
+    for summary, drive in (("last", "pass"), ("gated", "token")):
+        with pytest.raises(ConfigError, match="read_places 2 orders the gated read's open tokens"):
+            RanConfig(summary=summary, drive=drive, read_places=2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="read_places must be an integer >= 1"):
+            RanConfig(summary="gated", read_places=bad)
+    from ran.batched import Member, batch_shape, check_members
+    config = RanConfig(summary="gated", read_places=2)
+    assert batch_shape(config, TrainConfig()) is None and batch_shape(RanConfig(summary="gated"), TrainConfig())
+    with pytest.raises(ConfigError, match="read_places 2"):
+        check_members([Member(config, TrainConfig(), lambda step, g: [])], 4)
+
+
 # ----- where the switches open, per kind of pass -------------------------------------------------------------------
 def test_switch_rates_report_each_switchs_decision_per_kind_of_pass(renderer):
     from ran.switches import switch_passes, switch_rates

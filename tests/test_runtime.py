@@ -507,7 +507,7 @@ def test_a_session_reads_exactly_the_passes_training_renders(kind):
     assert_float32_close(session.state, trained_view.final_state, TINY_WIDTH, pass_depth(layers=3, passes=4))
 
 
-def test_a_new_sessions_model_takes_the_read_write_recall_and_drive_flags():
+def test_a_new_sessions_model_takes_the_read_write_recall_drive_and_places_flags():
     """Without an artifact, the flags given build the session's model (each one, not only some)."""
     import argparse
 
@@ -525,6 +525,12 @@ def test_a_new_sessions_model_takes_the_read_write_recall_and_drive_flags():
         assert model.recall_gate is not None
     finally:
         model.unwrap()
+    ordered = _build_model(parser.parse_args(["--session", "s", "--summary", "gated", "--read-places", "3",
+                                              "--units", "64"]), tiny_model("llama"), None, None)
+    try:
+        assert ordered.config.read_places == 3 and ordered.reservoir.input_dim == 3 * ordered.geometry.hidden_size
+    finally:
+        ordered.unwrap()
     stored = _build_model(parser.parse_args(["--session", "s"]), tiny_model("llama"), None, config.to_dict())
     try:
         assert (stored.config.write, stored.config.recall, stored.config.drive) == ("switched", "switched", "token")

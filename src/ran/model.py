@@ -50,6 +50,7 @@ from ran.reading import (
     drive_tokens,
     gated_summary,
     last_real_index,
+    ordered_summary,
     summarise,
     token_gates,
 )
@@ -81,6 +82,7 @@ class RanConfig:
     write: str = "always"  # always: the reservoir steps every pass | gated | switched | pass-switched (reading.WRITES)
     recall: str = "always"  # always: every pass sees the kv slots | switched: where a trained switch opens
     drive: str = "pass"  # pass: one reservoir step per pass | token: one per token, as far as its gate opens
+    read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -100,6 +102,11 @@ class RanConfig:
         if self.drive == "token" and self.summary != "gated":
             raise ConfigError(f"drive 'token' steps the reservoir on each token as far as the gated read's gate opens: "
                               f"it needs summary 'gated', not '{self.summary}'")
+        if not isinstance(self.read_places, int) or isinstance(self.read_places, bool) or self.read_places < 1:
+            raise ConfigError(f"read_places must be an integer >= 1, got {self.read_places!r}")
+        if self.read_places > 1 and (self.summary != "gated" or self.drive != "pass"):
+            raise ConfigError(f"read_places {self.read_places} orders the gated read's open tokens: it needs summary "
+                              f"'gated' and drive 'pass', not '{self.summary}' and '{self.drive}'")
         if self.recall not in RECALLS:
             raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
         if self.recall == "switched" and self.mode != "kv":
@@ -238,7 +245,7 @@ class ReservoirModel(nn.Module):
         self.base = base
         base.requires_grad_(False)
         device = next(base.parameters()).device
-        self.reservoir = make_recurrence(config, geometry.hidden_size).to(device)
+        self.reservoir = make_recurrence(config, geometry.hidden_size * config.read_places).to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.readout_seed)
             self.injector = injector_class(config.mode)(geometry, config.reservoir.units, layer, config.n_slots)
@@ -465,7 +472,8 @@ class ReservoirModel(nn.Module):
             mask = read.token_mask if read.token_mask is not None else torch.ones(hidden.shape[:2], dtype=torch.bool)
             mask = mask.to(hidden.device)
             normed, gates, read.read_logits = token_gates(hidden, mask, self.read_gate)
-            read.summary = gated_summary(normed, gates)
+            read.summary = (gated_summary(normed, gates) if self.config.read_places == 1
+                            else ordered_summary(normed, gates, self.config.read_places))
             if self.config.drive == "token":
                 read.tokens, read.token_gates = normed, gates
             strongest = gates.amax(dim=1)  # nothing read, nothing written

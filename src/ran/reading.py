@@ -29,6 +29,9 @@ RECALLS = ("always", "switched")
 # step per token of the prompt, each taken as far as its token's gate opens, so a value of several tokens
 # enters the state in order (a name's first token, then its second) instead of as their unordered average.
 DRIVES = ("pass", "token")
+# The gated read with read_places P > 1 keeps the pass's first P open tokens apart, in order (an ordered read):
+# x = [x_1, ..., x_P], x_j the tokens whose running count of open gates is near j, so "284588" reaches the
+# reservoir as six digits in six places (each through its own columns of W_in) rather than as their average.
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 
 
@@ -75,6 +78,22 @@ def gated_read(hidden: torch.Tensor, mask: torch.Tensor, gate: nn.Linear) -> tup
 def gated_summary(normed: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
     """(B, d) sum_t g_t n(h_t) / max(1, sum_t g_t) from :func:`token_gates`' n(h_t) (B, T, d) and g_t (B, T)."""
     return (normed * gates[..., None]).sum(dim=1) / gates.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+def ordered_summary(normed: torch.Tensor, gates: torch.Tensor, places: int) -> torch.Tensor:
+    """(B, places * d): the ordered read of :func:`token_gates`' n(h_t) (B, T, d) and g_t (B, T).
+
+    c_t = sum_{s <= t} g_s counts the open tokens up to t (1 at the first, 2 at the second, ...); place j takes
+    sum_t g_t max(0, 1 - |min(c_t, P) - j|) n(h_t), so each open token lands in its own place and tokens beyond
+    the P-th pile into the last. The whole is divided by sqrt(max(1, sum_t g_t)), which keeps one open token's
+    input the size the pooled read gives it and lets a long value's input grow only as the root of its length.
+    """
+    count = gates.cumsum(dim=1).clamp_max(places)  # (B, T)
+    centres = torch.arange(1, places + 1, device=gates.device, dtype=gates.dtype)
+    weights = gates[..., None] * (1 - (count[..., None] - centres).abs()).clamp_min(0)  # (B, T, P)
+    placed = torch.einsum("btp,btd->bpd", weights, normed)  # (B, P, d)
+    scale = gates.sum(dim=1).clamp_min(1.0).rsqrt()[:, None]  # (B, 1)
+    return placed.flatten(1) * scale
 
 
 def token_gates(hidden: torch.Tensor, mask: torch.Tensor,

@@ -56,6 +56,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "--summary gated) one step per token, each as far as its read gate opens, so a value "
                              "of several tokens (a name, a number) enters the state in order "
                              "(default: %(default)s)")
+    parser.add_argument("--read-places", type=int, default=1, metavar="P",
+                        help="with --summary gated: 1 averages the tokens the read takes in; P > 1 keeps the first P "
+                             "apart, in order, each in its own place of the reservoir's input, so a value of several "
+                             "tokens keeps its order (default: %(default)s)")
 
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None,
