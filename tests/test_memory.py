@@ -295,6 +295,56 @@ def test_a_shut_recall_switch_runs_the_base_model_and_an_open_one_shows_the_slot
         torch.testing.assert_close(taught[1], shown[1])
 
 
+def test_with_a_switched_recall_lora_moves_only_the_rows_that_see_the_memory_and_the_base_stays_the_base():
+    config = RanConfig(summary="gated", recall="switched", n_slots=4, lora_rank=2,
+                       reservoir=ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5))
+    model, bare = wrap(tiny_model("llama", 0), config), tiny_model("llama", 0)
+    with torch.no_grad():
+        for name, parameter in model.base.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)  # LoRA updates that move the model
+    slots_only = wrap(tiny_model("llama", 0), replace(config, lora_rank=0))
+    slots_only.injector.load_state_dict(model.injector.state_dict())
+    slots_only.read_gate.load_state_dict(model.read_gate.state_dict())
+    ids, mask = torch.tensor([[0, 10, 11, 40, 12], [13, 14, 15, 16, 17]]), torch.tensor([[0, 1, 1, 1, 1], [1] * 5])
+    state = torch.randn(2, 64) * 0.5
+    real = mask.bool()
+    with torch.no_grad():
+        base = bare(input_ids=ids, attention_mask=mask).logits
+        with model.injection_disabled():  # the base model: no slots and no LoRA
+            torch.testing.assert_close(model(ids, attention_mask=mask, state=state).logits[real], base[real])
+        model.recall_gate.bias.fill_(-10.0)  # shut on both rows: exactly the base model
+        torch.testing.assert_close(model(ids, attention_mask=mask, state=state).logits[real], base[real])
+        slots_only.recall_gate.bias.fill_(10.0)
+        with_slots = slots_only(ids, attention_mask=mask, state=state).logits
+        taught = model(ids, attention_mask=mask, state=state, taught_recall=torch.tensor([0, 1])).logits
+        torch.testing.assert_close(taught[0][real[0]], base[0][real[0]])  # hidden: no slots, no LoRA
+        assert float((taught[1] - with_slots[1]).abs().max()) > 0.1  # shown: the slots and LoRA's update
+        assert not any(p.requires_grad for n, p in bare.named_parameters())
+    trainable = {n: p.requires_grad for n, p in model.base.named_parameters()}
+    with model.injection_disabled():
+        pass
+    assert {n: p.requires_grad for n, p in model.base.named_parameters()} == trainable  # flags as they were
+    model(ids, attention_mask=mask, state=state, taught_recall=torch.tensor([1, 0])).logits[0].sum().backward()
+    assert any(float(p.grad.abs().max()) > 0 for n, p in model.base.named_parameters() if "lora_B" in n)
+    model.unwrap()
+    with torch.no_grad():  # unwrapped, the LoRA layers stay and count everywhere again
+        assert float((model.base(input_ids=ids, attention_mask=mask).logits - base)[real].abs().max()) > 0.1
+
+
+def test_the_base_of_a_lora_model_with_every_pass_seeing_the_memory_is_the_model_before_lora():
+    model = wrap(tiny_model("llama", 0), RanConfig(n_slots=4, lora_rank=2, reservoir=ReservoirConfig(units=64)))
+    with torch.no_grad():
+        for name, parameter in model.base.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+        ids = torch.tensor([[10, 11, 40, 12]])
+        base = tiny_model("llama", 0)(input_ids=ids).logits
+        with model.injection_disabled():
+            torch.testing.assert_close(model(ids, state=torch.zeros(1, 64)).logits, base)
+        assert float((model(ids, state=torch.zeros(1, 64)).logits - base).abs().max()) > 0.1
+
+
 def test_training_teaches_the_recall_switch_to_open_for_recall_and_stay_shut_otherwise(renderer):
     task = tiny_task(values={"word": WORDS[:8]}, train_delays=(0, 1), harm_fraction=0.25,
                      replies={"w20 w21": " w21" + STOP, "w22": " w22" + STOP, "w23 w24": " w24" + STOP,

@@ -31,7 +31,7 @@ from ran.episodes import Episode, Pass, left_pad, render
 from ran.errors import ConfigError
 from ran.fileio import atomic_write
 from ran.loading import cache_dir
-from ran.model import ReservoirModel
+from ran.model import ReservoirModel, adapters_disabled
 from ran.passes import STOP, Renderer
 from ran.tasks.memory import SLOT, MemoryTask
 from ran.tasks.memory_texts import HELDOUT_TEXTS, HELDOUT_TURNS
@@ -62,7 +62,8 @@ def base_replies(base: PreTrainedModel, renderer: Renderer, prompts: list[str],
             cached = {}
     missing = [p for p in dict.fromkeys(prompts) if p not in cached]
     if missing:
-        cached.update(_decode_replies(base, renderer, missing, max_reply_tokens))
+        with adapters_disabled(base):  # the base model's replies, not those of LoRA layers a run added to it
+            cached.update(_decode_replies(base, renderer, missing, max_reply_tokens))
         try:
             atomic_write(path, json.dumps(cached, indent=0, sort_keys=True))
         except OSError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -74,7 +75,8 @@ class RanConfig:
     n_slots: int = 8  # slot keys/values (kv) or pseudo-tokens (prefix); unused by additive
     summary: str = "last"  # what the reservoir reads: last | mean | attention | gated (see summarise)
     reservoir: ReservoirConfig = field(default_factory=ReservoirConfig)
-    lora_rank: int = 0  # 0 = readout only; > 0 adds LoRA on attention at and above the layer
+    lora_rank: int = 0  # 0 = readout only; > 0 adds LoRA on attention at and above the layer (with recall
+    # "switched", only on the passes whose recall switch opens: the others run as the base model)
     lora_alpha: float = 16.0
     readout_seed: int = 0  # initialisation of the readout and LoRA (the reservoir has its own seed)
     recurrence: str = "reservoir"  # reservoir (fixed, random) | gru (a trained GRU cell: a baseline) | none
@@ -282,6 +284,9 @@ class ReservoirModel(nn.Module):
         self._read: _ReadPoint | None = None
         self.state: torch.Tensor | None = None
         self.injection_enabled = True
+        # With a switched recall, LoRA's updates count only on the rows whose switch shows the memory.
+        self._lora_hooks = ([module.register_forward_hook(self._switched_lora) for module in self._lora_updates()]
+                            if config.lora_rank and config.recall == "switched" else [])
 
     # ----- passes --------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
@@ -516,6 +521,15 @@ class ReservoirModel(nn.Module):
             read.write_logits, opened = decide(self.write_gate, read.taught_write)
             read.write = opened.float()
 
+    def _switched_lora(self, module, args, output: torch.Tensor) -> torch.Tensor:
+        """A LoRA update (B', T, out) kept on the rows whose recall switch showed the memory this pass, and
+        zeroed elsewhere: on the other rows, outside a pass and with the injection off, the layer is the base's."""
+        read = self._read
+        if read is None or read.shown is None or not self.injection_enabled:
+            return output * 0
+        shown = read.shown.to(output.dtype).repeat_interleave(output.shape[0] // read.batch)
+        return output * shown.view(-1, *([1] * (output.dim() - 1)))
+
     def _tick(self, state: torch.Tensor, read: _ReadPoint) -> torch.Tensor:
         next_state = read.next_state(self.reservoir, state)  # raises if layer L did not run
         self.state = next_state
@@ -580,10 +594,12 @@ class ReservoirModel(nn.Module):
     # ----- switches and parameters ---------------------------------------------------------------
     @contextmanager
     def injection_disabled(self) -> Iterator[None]:
-        """Within the block the model computes exactly the base model's logits (the reservoir still ticks)."""
+        """Within the block the model computes exactly the base model's logits (the reservoir still ticks; LoRA's
+        adapters are off)."""
         previous, self.injection_enabled = self.injection_enabled, False
         try:
-            yield
+            with adapters_disabled(self.base):
+                yield
         finally:
             self.injection_enabled = previous
 
@@ -613,6 +629,11 @@ class ReservoirModel(nn.Module):
         inject_adapter_in_model(lora, self.base)
         for name, parameter in self.base.named_parameters():
             parameter.requires_grad_("lora_" in name)
+
+    def _lora_updates(self) -> list[nn.Module]:
+        """The modules whose output is a LoRA update (peft's ``lora_B``), one per adapted projection."""
+        return [module for name, module in self.base.named_modules() if ".lora_B." in f"{name}."
+                and isinstance(module, nn.Linear)]
 
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.base.named_parameters() if "lora_" in name}
@@ -709,8 +730,29 @@ class ReservoirModel(nn.Module):
             self._switch_hook.remove()
         if self._head_hook is not None:
             self._head_hook.remove()
+        for hook in self._lora_hooks:
+            hook.remove()
         setattr(self.base, WRAPPED_MARK, False)
         return self.base
+
+
+@contextmanager
+def adapters_disabled(base: nn.Module) -> Iterator[None]:
+    """Within the block a base model that carries LoRA adapters (``RanConfig.lora_rank``) computes as it did
+    before them; their trainable flags are as before afterwards."""
+    tuners = sys.modules.get("peft.tuners.tuners_utils")  # adapters come from peft: none if it was never imported
+    layers = [] if tuners is None else [module for module in base.modules()
+                                        if isinstance(module, tuners.BaseTunerLayer) and not module.disable_adapters]
+    trainable = {parameter: parameter.requires_grad for layer in layers for parameter in layer.parameters()}
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+        for parameter, flag in trainable.items():
+            parameter.requires_grad_(flag)
 
 
 def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
