@@ -766,3 +766,17 @@ def test_read_labels_train_the_gate_to_take_the_value_and_nothing_else(renderer)
     value = [i for i, label in enumerate(store.read) if label == 1]
     others = [i for i, label in enumerate(store.read) if label == 0]
     assert float(logits[value].min()) > 0 > float(logits[others].max())  # a held-out value, too
+
+
+def test_the_diverse_names_task_file_holds_out_every_piece_of_its_held_out_names():
+    from pathlib import Path
+
+    from ran.fileio import read_json_object
+
+    path = Path(__file__).parent.parent / "docs" / "tasks" / "names-diverse.json"
+    given = read_json_object(str(path), "task file")
+    task = MemoryTask.from_dict(given)  # the built-in phrasings and conversation; its own names
+    assert task.kinds == ("name",) and len(task.values["name"]) == 1000
+    assert task.heldout_values["name"] == builtin_values("name", 200, heldout=True)
+    trained_pieces = {piece for name in task.values["name"] for piece in name.split()}
+    assert not trained_pieces & {piece for name in task.heldout_values["name"] for piece in name.split()}
