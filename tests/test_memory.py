@@ -446,13 +446,23 @@ def _token_driven(write: str = "always") -> tuple[ReservoirModel, ReservoirModel
     return token, per_pass
 
 
-def test_a_token_drive_steps_on_each_open_token_of_layer_L_in_turn_and_keeps_the_state_where_all_are_shut():
-    model, per_pass = _token_driven()
-    ids, state = torch.tensor([[10, 11, 40, 12]]), torch.randn(1, 64) * 0.5
+def _capture_layer_L_output(model: ReservoirModel) -> tuple[dict, object]:
+    """({"hidden": layer L's output of the first pass run}, the hook's handle): captured before the read sees it."""
     captured = {}
     layer = model.base.model.layers[model.config.layer]
     handle = layer.register_forward_hook(lambda module, args, output: captured.setdefault(
-        "hidden", (output[0] if isinstance(output, tuple) else output).detach()), prepend=True)  # before the read
+        "hidden", (output[0] if isinstance(output, tuple) else output).detach()), prepend=True)
+    return captured, handle
+
+
+def _rms_normed(hidden: torch.Tensor) -> torch.Tensor:
+    return hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+def test_a_token_drive_steps_on_each_open_token_of_layer_L_in_turn_and_keeps_the_state_where_all_are_shut():
+    model, per_pass = _token_driven()
+    ids, state = torch.tensor([[10, 11, 40, 12]]), torch.randn(1, 64) * 0.5
+    captured, handle = _capture_layer_L_output(model)
     with torch.no_grad():
         model.read_gate.bias.fill_(-40.0)  # every gate shut: unlike one step per pass, nothing moves
         torch.testing.assert_close(model(ids, state=state, read_only=True).state, state, atol=0, rtol=0)
@@ -461,8 +471,7 @@ def test_a_token_drive_steps_on_each_open_token_of_layer_L_in_turn_and_keeps_the
         captured.clear()
         driven = model(ids, state=state, read_only=True).state
     handle.remove()
-    hidden = captured["hidden"].float()[0]
-    normed = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + 1e-6)
+    normed = _rms_normed(captured["hidden"].float()[0])
     expected = state
     for x in normed:
         expected = model.reservoir.step(expected, x[None])
@@ -540,16 +549,12 @@ def test_an_ordered_read_feeds_layer_Ls_open_tokens_to_the_reservoir_in_places_a
     model = wrap(tiny_model("llama", 0), config)
     assert model.reservoir.input_dim == 3 * model.geometry.hidden_size
     ids, state = torch.tensor([[10, 11, 40, 12]]), torch.randn(1, 64) * 0.5
-    captured = {}
-    layer = model.base.model.layers[model.config.layer]
-    handle = layer.register_forward_hook(lambda module, args, output: captured.setdefault(
-        "hidden", (output[0] if isinstance(output, tuple) else output).detach()), prepend=True)  # before the read
+    captured, handle = _capture_layer_L_output(model)
     with torch.no_grad():
         model.read_gate.bias.fill_(40.0)  # every gate open: four tokens, the last two in the third place
         stepped = model(ids, state=state, read_only=True).state
     handle.remove()
-    hidden = captured["hidden"].float()[0]
-    normed = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + 1e-6)
+    normed = _rms_normed(captured["hidden"].float()[0])
     x = torch.cat([normed[0], normed[1], normed[2] + normed[3]]) / 2  # sqrt(4 open tokens)
     torch.testing.assert_close(stepped, model.reservoir.step(state, x[None]))
     with torch.no_grad():  # gates part open, so their gradient is not lost to a saturated sigmoid
