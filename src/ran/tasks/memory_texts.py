@@ -50,39 +50,86 @@ PLACE_NAMES: tuple[str, ...] = tuple((
 # Held out by position: every fifth component is never combined into a training value.
 HELDOUT_EVERY = 5
 
-# Store phrasings per kind: "{value}" marks the value. Training reads the first list, evaluation also
-# the held-out one (phrasings training never reads).
+# Store phrasings per kind: "{value}" marks the value. Training reads the first fifteen, evaluation also the
+# held-out ones (phrasings training never reads). Both switches are linear on layer L's input at the prompt's
+# end, so they generalise only from many phrasings: with six store phrasings per kind, r19's write stayed shut
+# on held-out name stores (README, "One memory"; docs/tasks/probe_switches.py measures it).
 STORE_TEMPLATES: dict[str, tuple[str, ...]] = {
     "word": ("The secret word is {value}.", "Please remember the word {value}.", "My favourite word is {value}.",
              "Keep this word in mind: {value}.", "{value} is the word I want you to remember.",
-             "Here is a word to hold on to: {value}. Thanks!"),
+             "Here is a word to hold on to: {value}. Thanks!", "Remember this word for me: {value}.",
+             "The word of the day is {value}.", "I'd like you to keep the word {value} in mind.",
+             "Our password for today is {value}.", "Can you hold on to the word {value} for me?",
+             "Note the word {value}; I will need it later.", "{value}, that's the word to remember.",
+             "I picked the word {value} for our game.", "Let's say the magic word is {value}."),
     "name": ("My friend's name is {value}.", "I just met someone called {value}.",
              "{value} is my new neighbour.", "Please remember the name {value}.",
-             "Yesterday I had lunch with {value} at the harbour.", "My new manager is called {value}."),
+             "Yesterday I had lunch with {value} at the harbour.", "My new manager is called {value}.",
+             "I work with a woman named {value}.", "Have you heard of {value}? She's my new colleague.",
+             "Our new teacher is {value}.", "The author of that book is {value}.",
+             "Remember the name {value} for me.", "I'm meeting {value} for coffee tomorrow.",
+             "{value} called me this morning.", "My landlord's name is {value}.",
+             "The doctor I saw today was {value}."),
     "number": ("My locker code is {value}.", "The number to remember is {value}.", "Please note the number {value}.",
                "{value} is my room number at the hotel.", "The parcel's tracking number is {value}, keep it safe.",
-               "My bank sent me the code {value} this morning."),
+               "My bank sent me the code {value} this morning.", "My PIN is {value}.",
+               "The code for the gate is {value}.", "Remember the number {value} for me.",
+               "Can you keep the number {value} in mind?", "Flight {value} leaves at noon.",
+               "I live at number {value} on the main road.", "My order number is {value}.",
+               "{value} is the code for the storage unit.", "The ticket number they gave me was {value}."),
     "place": ("I grew up in {value}.", "Next summer we are travelling to {value}.", "My sister lives in {value}.",
               "Please remember the place {value}.", "{value} is where the conference takes place.",
-              "We stopped in {value} on the way home last week."),
+              "We stopped in {value} on the way home last week.", "My grandparents live in {value}.",
+              "Have you ever been to {value}? We are going there soon.", "Remember the place {value} for me.",
+              "The wedding will be in {value}.", "I was born in {value}.", "{value} is my favourite town.",
+              "Our new office is in {value}.", "We spent our holiday in {value}.",
+              "The train goes through {value} at noon."),
 }
 HELDOUT_STORE_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "word": ("Don't forget the word {value}, I'll ask you later.", "Today's code word is {value}."),
-    "name": ("Did I tell you that my cousin married {value}?", "The plumber who fixed our sink was {value}."),
-    "number": ("Write this down for later: {value}.", "Our booking reference is {value}."),
-    "place": ("We once got lost near {value} on a road trip.", "Have you ever heard of {value}? My aunt moved there."),
+    "word": ("Don't forget the word {value}, I'll ask you later.", "Today's code word is {value}.",
+             "Here's a word for you to keep, {value}, and I'll quiz you on it.",
+             "Would you remember {value} as our code word?"),
+    "name": ("Did I tell you that my cousin married {value}?", "The plumber who fixed our sink was {value}.",
+             "Do you know {value}? We went to school together.", "Last night {value} gave a wonderful talk."),
+    "number": ("Write this down for later: {value}.", "Our booking reference is {value}.",
+               "Did you catch that the code is {value}?", "They told me {value} is the reference for my claim."),
+    "place": ("We once got lost near {value} on a road trip.", "Have you ever heard of {value}? My aunt moved there.",
+              "My cousin opened a bakery in {value} last year.", "Is {value} far from the coast?"),
 }
+# Recall phrasings: fifteen per kind, because a switched recall is a linear switch on layer L's input at the
+# prompt's end, and three phrasings per kind taught it those three only (README, "One memory": r18's held-out
+# phrasing stayed shut; a probe of the switch on 15 phrasings per kind opened on 16 of 16 held-out ones).
 RECALL_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "word": ("What was the secret word?", "Which word did I ask you to remember?", "Tell me the word I gave you."),
-    "name": ("What is my friend's name?", "What was the name I told you?", "Who did I mention earlier?"),
-    "number": ("What was the number?", "Which number did I give you?", "Tell me the number I mentioned."),
-    "place": ("Which place did I mention?", "What was the place I told you about?", "Where did I say?"),
+    "word": ("What was the secret word?", "Which word did I ask you to remember?", "Tell me the word I gave you.",
+             "What word did I tell you?", "Do you remember the word?", "Say the word I mentioned.",
+             "What was that word again?", "Which word was it?", "Could you tell me the word from earlier?",
+             "What's the word I wanted you to keep?", "Repeat the word, please.", "I forgot the word. What was it?",
+             "Give me back the word.", "What word did I give you to hold on to?", "Quick question: the word?"),
+    "name": ("What is my friend's name?", "What was the name I told you?", "Who did I mention earlier?",
+             "What's the name of the person I told you about?", "Who was it I met?", "Do you remember the name?",
+             "Tell me the name again.", "What was their name?", "Who did I say my neighbour was?",
+             "I forgot the name. Who was it?", "What name did I give you?", "Which person did I talk about?",
+             "Can you tell me who that was?", "Say the name I mentioned.", "Who was that again?"),
+    "number": ("What was the number?", "Which number did I give you?", "Tell me the number I mentioned.",
+               "What's the code I told you?", "Do you remember the number?", "Say the number again.",
+               "What number did I ask you to keep?", "I forgot the number. What was it?", "What were the digits?",
+               "Give me the number back.", "Which code was it?", "What's my number?",
+               "Tell me the digits I gave you.", "Could you repeat the code?", "What number did I mention earlier?"),
+    "place": ("Which place did I mention?", "What was the place I told you about?", "Where did I say?",
+              "What town did I talk about?", "Do you remember the place?", "Where was it I mentioned?",
+              "Tell me the place again.", "I forgot the place. Where was it?", "Which city did I name?",
+              "What's the place I told you?", "Say the place I mentioned.", "Where did I tell you about?",
+              "Which place was that?", "What location did I give you?", "Where was that again?"),
 }
 HELDOUT_RECALL_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "word": ("Remind me, which word was it?",),
-    "name": ("Remind me, what was that person called?",),
-    "number": ("Can you repeat the number from before?",),
-    "place": ("Remind me, which town was it?",),
+    "word": ("Remind me, which word was it?", "Earlier I gave you a word; what was it?", "Any idea what the word was?",
+             "The word, what was it?"),
+    "name": ("Remind me, what was that person called?", "Who was the person I brought up?", "And the name was?",
+             "Whose name did I share with you?"),
+    "number": ("Can you repeat the number from before?", "The number I gave you, what was it?",
+               "Recall the code for me.", "What digits did I share?"),
+    "place": ("Remind me, which town was it?", "Where was the place I spoke of?", "What was the location again?",
+              "The place, what was it?"),
 }
 
 # Ordinary user turns: questions, instructions and small talk. Training reads TURNS (with the base
