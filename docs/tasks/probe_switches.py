@@ -6,8 +6,8 @@ unit, with the trainer's initialisation (zeros) and optimiser (Adam, lr 1e-2, fu
 SmolLM2-135M's features of the built-in passes, and counts where it opens on passes training never reads:
 the held-out store and recall phrasings (held-out values in the stores), the held-out ordinary turns and
 the evaluation distractors. It compares the first 6 store / 3 recall phrasings per kind (the pools r14-r21
-trained on) with the whole pools, for the four kinds together and for one kind (numbers, as r18 trained), in
-minutes, without training a memory.
+trained on; coined words came later) with the whole pools, for every kind together and for one kind
+(numbers, as r18 trained), in minutes, without training a memory.
 
     python docs/tasks/probe_switches.py   # writes results/memory/diagnostics/switch-probe.json
 """
@@ -31,21 +31,20 @@ from ran.tasks.memory_texts import (
     TURNS,
 )
 from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
+from ran.tasks.vocab import coined_words
 
 OUT = Path(__file__).resolve().parents[2] / "results" / "memory" / "diagnostics" / "switch-probe.json"
 POOLS = {"old pools (6 store, 3 recall per kind)": (6, 3), "whole pools": (None, None)}
 WORDS = ("apple", "river", "candle", "window")  # stand-ins for vocabulary words; held-out: the others
 HELDOUT_WORDS = ("kettle", "meadow", "pepper", "lantern")
+VALUES = 4  # values per kind in each store phrasing
 STEPS = 300
 
 
-def stores(templates: dict[str, tuple[str, ...]], count: int | None, heldout: bool,
+def stores(templates: dict[str, tuple[str, ...]], count: int | None, values: dict[str, tuple[str, ...]],
            kinds: tuple[str, ...]) -> list[str]:
-    texts = []
-    for kind in kinds:
-        values = (HELDOUT_WORDS if heldout else WORDS) if kind == "word" else builtin_values(kind, 4, heldout)
-        texts += [template.replace(SLOT, value) for template in templates[kind][:count] for value in values]
-    return texts
+    return [template.replace(SLOT, value) for kind in kinds for template in templates[kind][:count]
+            for value in values[kind]]
 
 
 def recalls(templates: dict[str, tuple[str, ...]], count: int | None, kinds: tuple[str, ...]) -> list[str]:
@@ -56,6 +55,11 @@ def main() -> None:
     model, tokenizer = load_model("smollm2-135m")
     renderer = Renderer(PassFormat("chat"), tokenizer)
     layer = model.config.num_hidden_layers // 2
+    coined = coined_words(tokenizer, VALUES, VALUES)
+    trained_values = {"word": WORDS, "coined": coined[0],
+                      **{kind: builtin_values(kind, VALUES, False) for kind in ("name", "number", "place")}}
+    heldout_values = {"word": HELDOUT_WORDS, "coined": coined[1],
+                      **{kind: builtin_values(kind, VALUES, True) for kind in ("name", "number", "place")}}
 
     @torch.no_grad()
     def features(texts: list[str]) -> torch.Tensor:
@@ -85,11 +89,11 @@ def main() -> None:
     heldout_ordinary = features(list(HELDOUT_TURNS) + list(EVAL_DISTRACTORS))
     rows = []
     for kinds in (KINDS, ("number",)):
-        heldout_store_texts = stores(HELDOUT_STORE_TEMPLATES, None, True, kinds)
+        heldout_store_texts = stores(HELDOUT_STORE_TEMPLATES, None, heldout_values, kinds)
         heldout_recall_texts = recalls(HELDOUT_RECALL_TEMPLATES, None, kinds)
         heldout_stores, heldout_recalls = features(heldout_store_texts), features(heldout_recall_texts)
         for pools, (store_count, recall_count) in POOLS.items():
-            trained_stores = features(stores(STORE_TEMPLATES, store_count, False, kinds))
+            trained_stores = features(stores(STORE_TEMPLATES, store_count, trained_values, kinds))
             trained_recalls = features(recalls(RECALL_TEMPLATES, recall_count, kinds))
             for switch, positive, negative, heldout_positive, texts, heldout_other in (
                     ("write", trained_stores, torch.cat([trained_recalls, ordinary]), heldout_stores,

@@ -1,7 +1,7 @@
 """The one-memory recipe: one artifact that keeps any value a user states, across many turns, and replies cleanly.
 
 A run trains the readout (and the gated read, and LoRA where asked) on the memory task
-(``ran.tasks.memory``): values of up to four kinds with held-out splits, many phrasings, intervening passes
+(``ran.tasks.memory``): values of up to five kinds with held-out splits, many phrasings, intervening passes
 of every kind a session has, the chat format, and a stop token at the end of every answer; a fraction
 (``harm_fraction``, none by default) of the episodes end in an ordinary turn whose target is the base model's
 own reply. It then scores the same
@@ -32,9 +32,9 @@ from ran.provenance import environment
 from ran.reservoir import ReservoirConfig
 from ran.runner import RunSpec
 from ran.stats import seed_summary
-from ran.tasks.memory import SLOT, MemoryTask
+from ran.tasks.memory import KINDS, SLOT, MemoryTask, builtin_values
 from ran.tasks.texts import words_of
-from ran.tasks.vocab import vocabulary_words
+from ran.tasks.vocab import coined_words, vocabulary_words
 from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
@@ -72,17 +72,20 @@ def vocabulary_split(tokenizer, train: int, heldout: int, exclude: set[str], spl
 
 def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECIPE.heldout_words,
                  per_kind: int = 1000, heldout_per_kind: int = 200, **settings) -> MemoryTask:
-    """The built-in memory task: vocabulary words that occur in none of its texts, and ``per_kind``
-    (``heldout_per_kind``) names, numbers and places."""
-    probe = MemoryTask(values={k: ("_",) for k in ("word", "name", "number", "place")},
-                       heldout_values={k: ("-",) for k in ("word", "name", "number", "place")},
+    """The built-in memory task: vocabulary words that occur in none of its texts, as many coined words made
+    of pieces no held-out name or place contains, and ``per_kind`` (``heldout_per_kind``) names, numbers and
+    places."""
+    probe = MemoryTask(values={k: ("_",) for k in KINDS}, heldout_values={k: ("-",) for k in KINDS},
                        **{k: v for k, v in settings.items() if k not in ("values", "heldout_values")})
     texts = [t for pool in (probe.store_templates, probe.recall_templates, probe.heldout_store_templates,
                             probe.heldout_recall_templates) for items in pool.values() for t in items]
     texts += [*probe.turns, *probe.heldout_turns, *probe.train_distractors, *probe.eval_distractors]
     exclude = set().union(*(words_of(t.replace(SLOT, "")) for t in texts))
     train, heldout = vocabulary_split(tokenizer, words, heldout_words, exclude)
-    return MemoryTask.builtin(train, heldout, per_kind, heldout_per_kind, **settings)
+    heldout_pieces = {token for kind in ("name", "place") for value in builtin_values(kind, heldout_per_kind, True)
+                      for token in tokenizer.encode(f" {value}", add_special_tokens=False)}
+    coined = coined_words(tokenizer, words, heldout_per_kind, exclude_tokens=heldout_pieces)
+    return MemoryTask.builtin(train, heldout, per_kind, heldout_per_kind, coined=coined, **settings)
 
 
 def run_memory(task: MemoryTask, seeds: list[int], model: str = "smollm2-135m", ran: RanConfig = RECIPE.ran,

@@ -61,12 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"kinds of values (default: {' '.join(RECIPE.kinds)}; numbers need --read-places, and "
                            "held-out names and places are not learned yet)")
     task.add_argument("--words", type=int, default=RECIPE.words,
-                      help=f"training words from the vocabulary (default: {RECIPE.words})")
+                      help=f"training words from the vocabulary, and as many coined words (default: {RECIPE.words})")
     task.add_argument("--heldout-words", type=int, default=RECIPE.heldout_words,
                       help=f"held-out words (default: {RECIPE.heldout_words})")
     task.add_argument("--values-per-kind", type=int, default=1000,
                       help="training names, numbers and places each (default: 1000)")
-    task.add_argument("--heldout-values-per-kind", type=int, default=200, help="held-out ones each (default: 200)")
+    task.add_argument("--heldout-values-per-kind", type=int, default=200,
+                      help="held-out names, numbers, places and coined words each (default: 200)")
     task.add_argument("--task", metavar="FILE",
                       help="JSON object of memory-task settings that override the built-in ones, e.g. your own "
                            '"values", "heldout_values", "store_templates", "recall_templates" (kind -> list)')

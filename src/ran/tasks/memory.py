@@ -5,10 +5,10 @@
     -- context wiped; only the reservoir state carries over --
     pass d+2: "What is my friend's name?"                -> " Orsolya Vance" + the format's stop token
 
-Values are of four kinds (``ran.tasks.memory_texts``): single-token words, made-up names, 3-6 digit
-numbers and two-word places, each with a held-out split that training never reads; store and recall
-phrasings have held-out splits too. Every answer ends with the format's stop token, so a decoded reply
-is scored exactly as a session would show it: the value, then the end of the reply.
+Values are of five kinds (``ran.tasks.memory_texts``): single-token words, made-up names, 3-6 digit
+numbers, two-word places and coined words of vocabulary pieces, each with a held-out split that training
+never reads; store and recall phrasings have held-out splits too. Every answer ends with the format's stop
+token, so a decoded reply is scored exactly as a session would show it: the value, then the end of the reply.
 
 Intervening passes are the kinds a session has: a *distractor* sentence read from a wiped context, an
 *idle* tick continuing the context, and an ordinary chat *turn* (a question or an instruction) whose reply
@@ -200,10 +200,14 @@ class MemoryTask(Task):
     # ----- construction ---------------------------------------------------------------------------------
     @classmethod
     def builtin(cls, words: tuple[str, ...], heldout_words: tuple[str, ...], per_kind: int = 1000,
-                heldout_per_kind: int = 200, **overrides) -> MemoryTask:
-        """The built-in pools: the given vocabulary words plus ``per_kind`` names, numbers and places."""
+                heldout_per_kind: int = 200, coined: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
+                **overrides) -> MemoryTask:
+        """The built-in pools: the given vocabulary words (and coined words: (training, held-out), drawn from
+        the tokenizer by ``ran.tasks.vocab.coined_words``) plus ``per_kind`` names, numbers and places."""
         values = {"word": tuple(words)}
         heldout = {"word": tuple(heldout_words)}
+        if coined is not None:
+            values["coined"], heldout["coined"] = (tuple(part) for part in coined)
         for kind in ("name", "number", "place"):
             values[kind] = builtin_values(kind, per_kind, heldout=False)
             heldout[kind] = builtin_values(kind, heldout_per_kind, heldout=True)

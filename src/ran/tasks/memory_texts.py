@@ -1,17 +1,19 @@
 """Built-in pools of the memory task: values, phrasings and ordinary conversation, each with a held-out split.
 
-Values come in four kinds: single-token ``word`` s (drawn from the tokenizer's vocabulary, see
-``ran.tasks.vocab``), made-up person ``name`` s (first name + surname), ``number`` s of 3-6 digits and
-two-word ``place`` s. Names and places are built from component lists whose held-out parts are never
-combined into a training value; numbers are split by a checksum of their digits. Phrasings (store and
-recall templates) have a held-out part too: a statement, a question, a value mid-sentence or first.
+Values come in five kinds: single-token ``word`` s (drawn from the tokenizer's vocabulary, see
+``ran.tasks.vocab``), made-up person ``name`` s (first name + surname), ``number`` s of 3-6 digits,
+two-word ``place`` s and ``coined`` words (one or two made-up words of vocabulary pieces, drawn from the
+tokenizer too: ``ran.tasks.vocab.coined_words``). Names and places are built from component lists whose
+held-out parts are never combined into a training value; numbers are split by a checksum of their digits.
+Phrasings (store and recall templates) have a held-out part too: a statement, a question, a value
+mid-sentence or first.
 
 The demo's name "Orsolya Vance" appears in no list, so the demo recalls a value training never read.
 """
 
 from __future__ import annotations
 
-KINDS = ("word", "name", "number", "place")
+KINDS = ("word", "name", "number", "place", "coined")
 
 FIRST_NAMES: tuple[str, ...] = tuple((
     "Amara Bastian Cosima Dariel Elowen Fennick Galina Hollis Ilaria Jorund Kalinda Leopold Marisol Niamh Oswin "
@@ -84,6 +86,14 @@ STORE_TEMPLATES: dict[str, tuple[str, ...]] = {
               "The wedding will be in {value}.", "I was born in {value}.", "{value} is my favourite town.",
               "Our new office is in {value}.", "We spent our holiday in {value}.",
               "The train goes through {value} at noon."),
+    "coined": ("I made up a new word: {value}.", "My username on the forum is {value}.",
+               "Our team's code name is {value}.", "The new brand is called {value}.",
+               "Please remember the made-up word {value}.", "{value} is what we named the robot.",
+               "My little brother invented the word {value}.", "The password for the wifi is {value}.",
+               "Our cat is called {value}.", "The project is code-named {value}.",
+               "In the game my character is {value}.", "Remember this name for me: {value}.",
+               "The spaceship in my story is the {value}.", "We named the boat {value} last summer.",
+               "My gamer tag is {value}."),
 }
 HELDOUT_STORE_TEMPLATES: dict[str, tuple[str, ...]] = {
     "word": ("Don't forget the word {value}, I'll ask you later.", "Today's code word is {value}.",
@@ -95,6 +105,9 @@ HELDOUT_STORE_TEMPLATES: dict[str, tuple[str, ...]] = {
                "Did you catch that the code is {value}?", "They told me {value} is the reference for my claim."),
     "place": ("We once got lost near {value} on a road trip.", "Have you ever heard of {value}? My aunt moved there.",
               "My cousin opened a bakery in {value} last year.", "Is {value} far from the coast?"),
+    "coined": ("Guess what we called the puppy: {value}!", "The cafe on the corner is named {value}.",
+               "Did you know my nickname at school was {value}?",
+               "Her new novel introduces a creature called {value}."),
 }
 # Recall phrasings: fifteen per kind, because a switched recall is a linear switch on layer L's input at the
 # prompt's end, and three phrasings per kind taught it those three only (README, "One memory": r18's held-out
@@ -120,6 +133,11 @@ RECALL_TEMPLATES: dict[str, tuple[str, ...]] = {
               "Tell me the place again.", "I forgot the place. Where was it?", "Which city did I name?",
               "What's the place I told you?", "Say the place I mentioned.", "Where did I tell you about?",
               "Which place was that?", "What location did I give you?", "Where was that again?"),
+    "coined": ("What was the made-up word?", "Which name did I invent?", "What was the code name?",
+               "Tell me the made-up name again.", "What's the name I coined?", "Do you remember the invented word?",
+               "What did we call it?", "Which word did I make up?", "Say the made-up name.", "What was my username?",
+               "What was the name again?", "I forgot the invented name. What was it?",
+               "Give me back the made-up word.", "What name did I come up with?", "Which code name did I mention?"),
 }
 HELDOUT_RECALL_TEMPLATES: dict[str, tuple[str, ...]] = {
     "word": ("Remind me, which word was it?", "Earlier I gave you a word; what was it?", "Any idea what the word was?",
@@ -130,6 +148,8 @@ HELDOUT_RECALL_TEMPLATES: dict[str, tuple[str, ...]] = {
                "Recall the code for me.", "What digits did I share?"),
     "place": ("Remind me, which town was it?", "Where was the place I spoke of?", "What was the location again?",
               "The place, what was it?"),
+    "coined": ("Remind me, what was that invented name?", "The made-up word, what was it?",
+               "What did I say it was called?", "Which coinage did I share?"),
 }
 
 # Ordinary user turns: questions, instructions and small talk. Training reads TURNS (with the base

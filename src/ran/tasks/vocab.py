@@ -72,3 +72,50 @@ def resolve_keys(pool: KeyPool, tokenizer: PreTrainedTokenizerBase | None,
     order = np.random.default_rng(pool.split_seed).permutation(len(words))
     chosen = [words[i] for i in order[:wanted]]
     return tuple(chosen[:pool.train]), tuple(chosen[pool.train:])
+
+
+def coined_words(tokenizer: PreTrainedTokenizerBase, train: int, heldout: int, split_seed: int = 0,
+                 exclude_tokens: set[int] = frozenset()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(training, held-out) made-up values of one or two coined words, e.g. "Dasharinoll Thytest".
+
+    A coined word is a first piece that decodes to a space and 1-5 letters, capitalised (" Dash"), then 1-3
+    pieces of 2-4 lower-case letters ("ar", "in", "oll"); a value is kept only when it encodes back to
+    exactly its pieces. The pieces are split by a seeded permutation (one in five held out), and a held-out
+    value is made of held-out pieces only, so it shares no token with any training value: for multi-token
+    values what single vocabulary words are for one token. ``exclude_tokens`` (e.g. the pieces of other
+    kinds' held-out values) are never training pieces.
+    """
+    firsts, rests = [], []
+    capitalised, lower = re.compile("[A-Z][a-z]{0,4}"), re.compile("[a-z]{2,4}")  # short, syllable-like
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id])
+        if text.startswith(" ") and capitalised.fullmatch(text[1:]):
+            firsts.append(token_id)
+        elif lower.fullmatch(text):
+            rests.append(token_id)
+    rng = np.random.default_rng(split_seed)
+    parts = []
+    for pieces in (firsts, rests):
+        order = rng.permutation(len(pieces))
+        cut = len(pieces) // 5
+        held, trained = [pieces[i] for i in order[:cut]], [pieces[i] for i in order[cut:]]
+        parts.append(([p for p in trained if p not in exclude_tokens], held))
+    result = []
+    for split, count in ((0, train), (1, heldout)):
+        starts, continuations = parts[0][split], parts[1][split]
+        chosen: dict[str, None] = {}
+        for _ in range(100 * count):
+            if len(chosen) == count:
+                break
+            pieces = []
+            for _word in range(int(rng.integers(1, 3))):
+                pieces.append(starts[int(rng.integers(len(starts)))])
+                pieces += [continuations[int(rng.integers(len(continuations)))] for _ in range(int(rng.integers(1, 4)))]
+            text = tokenizer.decode(pieces)
+            if tokenizer.encode(text, add_special_tokens=False) == pieces:
+                chosen[text[1:]] = None
+        if len(chosen) < count:
+            raise ConfigError(f"could coin only {len(chosen)} of {count} {'held-out ' if split else ''}values from "
+                              "this tokenizer's pieces: ask for fewer")
+        result.append(tuple(chosen))
+    return result[0], result[1]
