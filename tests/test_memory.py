@@ -584,6 +584,50 @@ def test_an_ordered_read_needs_the_gated_read_and_the_pass_drive_and_trains_alon
         check_members([Member(config, TrainConfig(), lambda step, g: [])], 4)
 
 
+def test_a_read_from_the_embeddings_weighs_the_tokens_embeddings_with_layer_Ls_gates_in_every_surface(tmp_path):
+    config = RanConfig(summary="gated", read_places=3, read_from="embeddings",
+                       reservoir=ReservoirConfig(units=64, leak_rate=1.0, leak_rate_min=0.1, input_scaling=0.5))
+    model = wrap(tiny_model("llama", 0), config)
+    ids, state = torch.tensor([[10, 11, 40, 12]]), torch.randn(1, 64) * 0.5
+    embedded = _rms_normed(model.base.get_input_embeddings()(ids).float()[0]).detach()
+    captured, handle = _capture_layer_L_output(model)
+    with torch.no_grad():
+        model.read_gate.weight.normal_(std=0.3)  # gates of layer L's output, part open
+        stepped = model(ids, state=state, read_only=True).state
+    handle.remove()
+    gates = torch.sigmoid(model.read_gate(_rms_normed(captured["hidden"].float()))[..., 0]).detach()
+    from ran.reading import ordered_summary
+    torch.testing.assert_close(stepped, model.reservoir.step(state, ordered_summary(embedded[None], gates, 3)))
+    layer_read = wrap(tiny_model("llama", 0), replace(config, read_from="layer"))
+    layer_read.read_gate.load_state_dict(model.read_gate.state_dict())
+    with torch.no_grad():  # the same gates, other content: another state
+        assert float((layer_read(ids, state=state, read_only=True).state - stepped).abs().max()) > 1e-3
+    model(ids, state=state, read_only=True).state.pow(2).sum().backward()
+    assert float(model.read_gate.weight.grad.abs().max()) > 0  # the gates still learn
+    assert model.base.get_input_embeddings().weight.grad is None  # the embeddings stay frozen
+    with torch.no_grad():  # generate() and an open pass read the same, and so does the artifact
+        model.generate(ids, state=state, max_new_tokens=2, do_sample=False)
+        torch.testing.assert_close(model.state, stepped)
+        with model.open_pass(ids, state=state) as opened:
+            model.base(**opened.inputs)
+        torch.testing.assert_close(opened.next_state(), stepped)
+    before, after = _outputs_before_and_after_saving(model, tmp_path)
+    torch.testing.assert_close(after.state, before.state)
+    assert json.loads((tmp_path / "artifact" / "ran_config.json").read_text())["config"]["read_from"] == "embeddings"
+
+
+def test_a_read_from_the_embeddings_needs_the_gated_read_and_trains_alone():
+    with pytest.raises(ConfigError, match="read_from 'embeddings' .* needs summary 'gated'"):
+        RanConfig(summary="mean", read_from="embeddings")
+    with pytest.raises(ConfigError, match="unknown read_from 'tokens'"):
+        RanConfig(summary="gated", read_from="tokens")
+    from ran.batched import Member, batch_shape, check_members
+    config = RanConfig(summary="gated", read_from="embeddings")
+    assert batch_shape(config, TrainConfig()) is None
+    with pytest.raises(ConfigError, match="reads from the embeddings"):
+        check_members([Member(config, TrainConfig(), lambda step, g: [])], 4)
+
+
 # ----- where the switches open, per kind of pass -------------------------------------------------------------------
 def test_switch_rates_report_each_switchs_decision_per_kind_of_pass(renderer):
     from ran.switches import switch_passes, switch_rates

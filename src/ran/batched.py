@@ -103,9 +103,10 @@ class TrainedMember:
 def batch_shape(ran: RanConfig, train: TrainConfig) -> tuple | None:
     """What a run must share with others to train in one batch with them (before the layer default is
     resolved); None for a run that trains alone (another recurrence, LoRA, the attention read, a switched
-    recall, a pass-switched write, a token drive, an ordered read)."""
+    recall, a pass-switched write, a token drive, an ordered read, a read from the embeddings)."""
     if (ran.recurrence != "reservoir" or ran.lora_rank or ran.summary == "attention" or ran.recall != "always"
-            or ran.write == "pass-switched" or ran.drive != "pass" or ran.read_places != 1):
+            or ran.write == "pass-switched" or ran.drive != "pass" or ran.read_places != 1
+            or ran.read_from != "layer"):
         return None
     return (tuple(getattr(ran, name) for name in SHARED_RAN_FIELDS),
             tuple(getattr(ran.reservoir, name) for name in SHARED_RESERVOIR_FIELDS), train.steps)
@@ -137,6 +138,9 @@ def check_members(members: Sequence[Member], n_layers: int) -> None:
         if ran.read_places != 1:
             raise ConfigError(f"member {index} has read_places {ran.read_places}, whose ordered read is not stacked "
                               "yet: train it alone with ran.training.train")
+        if ran.read_from != "layer":
+            raise ConfigError(f"member {index} reads from the {ran.read_from}, which is not stacked yet: train it "
+                              "alone with ran.training.train")
 
     def shape(member: Member) -> dict[str, object]:
         ran = member.ran

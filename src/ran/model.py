@@ -44,6 +44,7 @@ from ran.passes import PassFormat
 from ran.reading import (
     DRIVES,
     GATED_READ_BIAS,
+    READ_SOURCES,
     RECALLS,
     SUMMARIES,
     TOKEN_GATED_WRITES,
@@ -85,6 +86,7 @@ class RanConfig:
     recall: str = "always"  # always: every pass sees the kv slots | switched: where a trained switch opens
     drive: str = "pass"  # pass: one reservoir step per pass | token: one per token, as far as its gate opens
     read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
+    read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -109,6 +111,11 @@ class RanConfig:
         if self.read_places > 1 and (self.summary != "gated" or self.drive != "pass"):
             raise ConfigError(f"read_places {self.read_places} orders the gated read's open tokens: it needs summary "
                               f"'gated' and drive 'pass', not '{self.summary}' and '{self.drive}'")
+        if self.read_from not in READ_SOURCES:
+            raise ConfigError(f"unknown read_from '{self.read_from}': choose one of {', '.join(READ_SOURCES)}")
+        if self.read_from != "layer" and self.summary != "gated":
+            raise ConfigError(f"read_from '{self.read_from}' is what the gated read's gates weigh: it needs summary "
+                              f"'gated', not '{self.summary}'")
         if self.recall not in RECALLS:
             raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
         if self.recall == "switched" and self.mode != "kv":
@@ -193,6 +200,7 @@ class _ReadPoint:
     batch: int
     last_index: torch.Tensor  # (B,) position of the last real token in the (possibly prefixed) sequence
     token_mask: torch.Tensor | None  # (B, T) real-token mask for the mean summary
+    content: torch.Tensor | None = None  # (B, T, d) what the gated read weighs, where not layer L's output
     summary: torch.Tensor | None = None  # (B, d) the reservoir's input x(t)
     read_logits: torch.Tensor | None = None  # (B, T) the gated read's per-token logits (summary "gated")
     write: torch.Tensor | None = None  # (B,) how far the state moves to the reservoir's step (gated, switched)
@@ -310,6 +318,7 @@ class ReservoirModel(nn.Module):
         batch, length = tokens.shape[0], tokens.shape[1]
         state = self._state_for(batch, state)
         with self._pass(state, attention_mask, batch, length, read_index) as read:
+            read.content = self._read_content(input_ids, inputs_embeds)
             read.stop_after_read = read_only
             read.taught_write, read.taught_recall = taught_write, taught_recall
             inputs = self._model_inputs(input_ids, inputs_embeds, attention_mask, position_ids)
@@ -335,6 +344,7 @@ class ReservoirModel(nn.Module):
         state = self._state_for(batch, state)
         n_prefix = self._n_prefix()
         with self._pass(state, attention_mask, batch, length) as read:
+            read.content = self._read_content(input_ids, None)
             if n_prefix:
                 inputs = self._model_inputs(input_ids, None, attention_mask, None)
                 inputs.pop("position_ids")
@@ -365,11 +375,25 @@ class ReservoirModel(nn.Module):
         batch, length = input_ids.shape
         state = self._state_for(batch, state)
         with self._pass(state, attention_mask, batch, length) as read:
+            read.content = self._read_content(input_ids, None)
             handle = OpenPass(inputs=self._model_inputs(input_ids, None, attention_mask, position_ids),
                               n_prefix=self._n_prefix(), state=state, _reservoir=self.reservoir, _read=read)
             yield handle
             next_state = handle.next_state()
         self.state = next_state
+
+    def _read_content(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None
+                      ) -> torch.Tensor | None:
+        """(B, S + T, d) the tokens' input embeddings for a read from them (zeros at the S prefix positions,
+        which the read never takes in); None for a read from layer L."""
+        if self.config.read_from != "embeddings":
+            return None
+        with torch.no_grad():  # the embeddings are frozen; the read's gates come from layer L
+            embedded = inputs_embeds if input_ids is None else self.base.get_input_embeddings()(input_ids)
+        n_prefix = self._n_prefix()
+        if n_prefix:
+            embedded = torch.cat([embedded.new_zeros(embedded.shape[0], n_prefix, embedded.shape[2]), embedded], 1)
+        return embedded
 
     def _n_prefix(self) -> int:
         return self.injector.n_prefix_positions if self.injection_enabled else 0
@@ -477,6 +501,9 @@ class ReservoirModel(nn.Module):
             mask = read.token_mask if read.token_mask is not None else torch.ones(hidden.shape[:2], dtype=torch.bool)
             mask = mask.to(hidden.device)
             normed, gates, read.read_logits = token_gates(hidden, mask, self.read_gate)
+            if read.content is not None:  # the gates weigh the tokens' embeddings instead (read_from)
+                content = read.content.to(normed.device).float()
+                normed = content * torch.rsqrt(content.pow(2).mean(-1, keepdim=True) + 1e-6)
             read.summary = (gated_summary(normed, gates) if self.config.read_places == 1
                             else ordered_summary(normed, gates, self.config.read_places))
             if self.config.drive == "token":

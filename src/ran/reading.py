@@ -32,6 +32,10 @@ DRIVES = ("pass", "token")
 # The gated read with read_places P > 1 keeps the pass's first P open tokens apart, in order (an ordered read):
 # x = [x_1, ..., x_P], x_j the tokens whose running count of open gates is near j, so "284588" reaches the
 # reservoir as six digits in six places (each through its own columns of W_in) rather than as their average.
+# What the gated read takes in (its gates always come from layer L's output, which knows the pass's context):
+# layer L's output (layer), or (embeddings) the tokens' input embeddings, which are the tokens themselves; in a
+# model with tied embeddings they are also the directions in which the model says each token.
+READ_SOURCES = ("layer", "embeddings")
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 
 

@@ -134,7 +134,7 @@ def run(args) -> int:
     weights = tuple(args.weights) if args.weights is not None else (1.0,) * len(tasks)
     mix = TaskMix(tasks=tasks, weights=weights, episodes_per_step=args.episodes_per_step)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    recall=args.recall, drive=args.drive, read_places=args.read_places,
+                    recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                     reservoir=reservoir_config_from(args))
     train = TrainConfig(steps=args.steps, learning_rate=args.lr)
     pass_format = PassFormat(args.format, idle_text=args.idle_text)

@@ -14,7 +14,7 @@ from ran.errors import ConfigError
 from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
-from ran.reading import DRIVES, RECALLS, SUMMARIES, WRITES
+from ran.reading import DRIVES, READ_SOURCES, RECALLS, SUMMARIES, WRITES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
 from ran.tracking import DEFAULT_DIRECTORY, TRACKERS, TrackConfig
 
@@ -60,6 +60,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --summary gated: 1 averages the tokens the read takes in; P > 1 keeps the first P "
                              "apart, in order, each in its own place of the reservoir's input, so a value of several "
                              "tokens keeps its order (default: %(default)s)")
+    parser.add_argument("--read-from", default="layer", choices=list(READ_SOURCES),
+                        help="with --summary gated: what the read's gates weigh, layer L's output, or (embeddings) "
+                             "the tokens' input embeddings, the tokens themselves; the gates come from layer L "
+                             "either way (default: %(default)s)")
 
 
 def add_reservoir_arguments(parser: argparse.ArgumentParser, defaults: ReservoirConfig | None = None,

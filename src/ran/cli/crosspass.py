@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     resolve(args.device, args.dtype)  # a bad device or dtype fails now, before anything loads
     check_outputs(args)  # --out and --save writable (their files are checked once the runs are known)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    recall=args.recall, drive=args.drive, read_places=args.read_places,
+                    recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     task = task_from(args)
     steps = args.steps if args.steps is not None else (MIXED_DELAY_STEPS if max(task.train_delays) else DEFAULTS.steps)
