@@ -9,7 +9,7 @@ the evaluation distractors. It compares the first 6 store / 3 recall phrasings p
 trained on; coined words came later) with the whole pools, for every kind together and for one kind
 (numbers, as r18 trained), in minutes, without training a memory.
 
-    python docs/tasks/probe_switches.py   # writes results/memory/diagnostics/switch-probe.json
+    python docs/tasks/probe_switches.py   # writes docs/tasks/switch-probe.json
 """
 
 import json
@@ -33,7 +33,7 @@ from ran.tasks.memory_texts import (
 from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
 from ran.tasks.vocab import coined_words
 
-OUT = Path(__file__).resolve().parents[2] / "results" / "memory" / "diagnostics" / "switch-probe.json"
+OUT = Path(__file__).resolve().parent / "switch-probe.json"  # beside this script: not a results file of ran
 POOLS = {"old pools (6 store, 3 recall per kind)": (6, 3), "whole pools": (None, None)}
 WORDS = ("apple", "river", "candle", "window")  # stand-ins for vocabulary words; held-out: the others
 HELDOUT_WORDS = ("kettle", "meadow", "pepper", "lantern")

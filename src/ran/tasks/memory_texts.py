@@ -110,8 +110,9 @@ HELDOUT_STORE_TEMPLATES: dict[str, tuple[str, ...]] = {
                "Her new novel introduces a creature called {value}."),
 }
 # Recall phrasings: fifteen per kind, because a switched recall is a linear switch on layer L's input at the
-# prompt's end, and three phrasings per kind taught it those three only (README, "One memory": r18's held-out
-# phrasing stayed shut; a probe of the switch on 15 phrasings per kind opened on 16 of 16 held-out ones).
+# prompt's end, and three per kind taught it little more than those three (README, "One memory": r18's held-out
+# phrasing stayed shut; docs/tasks/probe_switches.py: taught on every kind, 15 phrasings each open it on all 20
+# held-out ones, 3 each on 18; taught on numbers alone, on 3 of 4 and 2 of 4).
 RECALL_TEMPLATES: dict[str, tuple[str, ...]] = {
     "word": ("What was the secret word?", "Which word did I ask you to remember?", "Tell me the word I gave you.",
              "What word did I tell you?", "Do you remember the word?", "Say the word I mentioned.",
