@@ -831,6 +831,21 @@ def test_the_diverse_names_task_file_holds_out_every_piece_of_its_held_out_names
     assert not trained_pieces & {piece for name in task.heldout_values["name"] for piece in name.split()}
 
 
+
+def test_the_word_phrases_task_file_holds_out_every_word_of_its_held_out_values():
+    from pathlib import Path
+
+    from ran.fileio import read_json_object
+
+    path = Path(__file__).parent.parent / "docs" / "tasks" / "word-phrases.json"
+    task = MemoryTask.from_dict(read_json_object(str(path), "task file"))
+    assert task.kinds == ("coined",)
+    assert (len(task.values["coined"]), len(task.heldout_values["coined"])) == (2000, 200)
+    trained_words = {word for value in task.values["coined"] for word in value.split()}
+    heldout_words = {word for value in task.heldout_values["coined"] for word in value.split()}
+    assert not trained_words & heldout_words and len(trained_words) > 1000
+    assert all(2 <= len(value.split()) <= 3 for value in (*task.values["coined"], *task.heldout_values["coined"]))
+
 def test_coined_values_are_made_of_pieces_training_and_evaluation_do_not_share():
     import importlib.util
 
