@@ -68,6 +68,14 @@ def test_bad_memory_tasks_are_refused_in_one_line(changes, message):
         tiny_task(**changes)
 
 
+def test_a_task_without_kinds_trains_and_scores_every_kind_it_has_values_for():
+    settings = dict(values={"number": ("123", "456"), "word": ("w40",)},
+                    heldout_values={"number": ("789",), "word": ("w41",)})
+    assert MemoryTask(**settings).kinds == ("word", "number")  # KINDS order
+    with pytest.raises(ConfigError, match="give values for at least one kind"):
+        MemoryTask()
+
+
 def test_task_round_trips_through_a_dict():
     task = tiny_task()
     again = MemoryTask.from_dict(json.loads(json.dumps(task.to_dict())))

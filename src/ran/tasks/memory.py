@@ -114,7 +114,7 @@ class MemoryTask(Task):
     name: ClassVar[str] = "memory"
     metric: ClassVar[str] = "recall"
 
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = ()  # the kinds trained and scored; empty: every kind given values, in KINDS order
     values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> training values
     heldout_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> values never trained on
     store_templates: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(STORE_TEMPLATES))
@@ -145,9 +145,10 @@ class MemoryTask(Task):
         for name in ("values", "heldout_values", "store_templates", "recall_templates", "heldout_store_templates",
                      "heldout_recall_templates"):
             object.__setattr__(self, name, _mapping(getattr(self, name), name))
-        object.__setattr__(self, "kinds", tuple(self.kinds))
+        object.__setattr__(self, "kinds", tuple(self.kinds) or tuple(k for k in KINDS if self.values.get(k)))
         if not self.kinds or len(set(self.kinds)) != len(self.kinds):
-            raise ConfigError(f"kinds must be distinct and not empty, got {list(self.kinds)}")
+            raise ConfigError(f"kinds must be distinct and not empty (give values for at least one kind), got "
+                              f"{list(self.kinds)}")
         for kind in self.kinds:
             if kind not in KINDS:
                 raise ConfigError(f"unknown kind '{kind}': choose from {', '.join(KINDS)}")
