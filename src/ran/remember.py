@@ -72,9 +72,9 @@ def vocabulary_split(tokenizer, train: int, heldout: int, exclude: set[str], spl
 
 def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECIPE.heldout_words,
                  per_kind: int = 1000, heldout_per_kind: int = 200, **settings) -> MemoryTask:
-    """The built-in memory task: vocabulary words that occur in none of its texts, as many coined words made
-    of pieces no held-out name or place contains, and ``per_kind`` (``heldout_per_kind``) names, numbers and
-    places."""
+    """The built-in memory task: vocabulary words that occur in none of its texts, ``per_kind``
+    (``heldout_per_kind``) names, numbers and places, and (where ``kinds`` holds "coined") as many coined words
+    as vocabulary words, made of pieces no held-out name or place contains."""
     probe = MemoryTask(values={k: ("_",) for k in KINDS}, heldout_values={k: ("-",) for k in KINDS},
                        **{k: v for k, v in settings.items() if k not in ("values", "heldout_values")})
     texts = [t for pool in (probe.store_templates, probe.recall_templates, probe.heldout_store_templates,
@@ -82,9 +82,11 @@ def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECI
     texts += [*probe.turns, *probe.heldout_turns, *probe.train_distractors, *probe.eval_distractors]
     exclude = set().union(*(words_of(t.replace(SLOT, "")) for t in texts))
     train, heldout = vocabulary_split(tokenizer, words, heldout_words, exclude)
-    heldout_pieces = {token for kind in ("name", "place") for value in builtin_values(kind, heldout_per_kind, True)
-                      for token in tokenizer.encode(f" {value}", add_special_tokens=False)}
-    coined = coined_words(tokenizer, words, heldout_per_kind, exclude_tokens=heldout_pieces)
+    coined = None
+    if "coined" in settings.get("kinds", ()):  # a second scan of the vocabulary: only where the task needs them
+        heldout_pieces = {token for kind in ("name", "place") for value in builtin_values(kind, heldout_per_kind, True)
+                          for token in tokenizer.encode(f" {value}", add_special_tokens=False)}
+        coined = coined_words(tokenizer, words, heldout_per_kind, exclude_tokens=heldout_pieces)
     return MemoryTask.builtin(train, heldout, per_kind, heldout_per_kind, coined=coined, **settings)
 
 
