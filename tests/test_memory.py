@@ -636,6 +636,68 @@ def test_a_read_from_the_embeddings_needs_the_gated_read_and_trains_alone():
         check_members([Member(config, TrainConfig(), lambda step, g: [])], 4)
 
 
+def test_slots_ordered_by_the_reply_show_place_j_to_the_query_that_says_the_replys_jth_token(tmp_path):
+    from ran.injection.kv import _reply_places
+    seen = _reply_places(torch.tensor([2]), q_len=6, kv_len=6, n_slots=4, places=2)[0, 0]  # (q, slots)
+    assert seen.tolist() == [[False] * 4, [False] * 4, [True, True, False, False], [False, False, True, True],
+                             [False, False, True, True], [False, False, True, True]]
+    step = _reply_places(torch.tensor([2, 0]), q_len=1, kv_len=4, n_slots=4, places=2)[:, 0, 0]  # a decode step
+    assert step.tolist() == [[False, False, True, True], [False, False, True, True]]
+    config = RanConfig(summary="gated", read_places=2, n_slots=4, slot_order="reply",
+                       reservoir=ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5))
+    model = wrap(tiny_model("llama", 0), config)
+    torch.nn.init.normal_(model.injector.value_readout.weight, std=0.5)
+    ids, state = torch.tensor([[10, 11, 40, 12, 21, 22, 23]]), torch.randn(1, 64) * 0.5
+    width = model.injector.value_readout.weight.shape[0] // 4  # rows of one slot
+
+    def logits(at: torch.Tensor | None = None, scale: float = 1.0, slots: slice = slice(0, 0)):
+        weight = model.injector.value_readout.weight
+        saved = weight.detach().clone()
+        with torch.no_grad():
+            weight[slots.start * width:slots.stop * width] *= scale
+            out = model(ids, state=state, read_index=torch.tensor([3]) if at is None else at).logits[0]
+            weight.copy_(saved)
+        return out
+
+    base = logits()
+    for place, first_changed in ((slice(0, 2), 3), (slice(2, 4), 4)):  # place 0 speaks at the prompt's end (3)
+        moved = (logits(scale=3.0, slots=place) - base).abs().amax(-1)
+        assert float(moved[:first_changed].max()) == 0.0 and float(moved[first_changed]) > 1e-3
+    with torch.no_grad():  # generate() and its cached decode steps see the places the teacher-forced pass does,
+        prompts = torch.tensor([[0, 10, 11, 40, 12], [7, 8, 9, 40, 12]])  # row 0 left-padded
+        mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+        out = model.generate(prompts, attention_mask=mask, state=state.expand(2, -1), max_new_tokens=3,
+                             do_sample=False, return_dict_in_generate=True, output_logits=True, pad_token_id=0)
+        for row, start in ((0, 1), (1, 0)):
+            tokens = out.sequences[row:row + 1, start:]
+            forced = model(tokens, state=state, read_index=torch.tensor([prompts.shape[1] - 1 - start])).logits[0]
+            generated = torch.stack([step[row] for step in out.logits])
+            torch.testing.assert_close(generated, forced[-4:-1], atol=1e-4, rtol=1e-4)
+    content = wrap(tiny_model("llama", 0), replace(config, slot_order="content"))  # by content, the prompt sees them
+    content.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        base = content(ids, state=state, read_index=torch.tensor([3])).logits[0]
+        content.injector.value_readout.weight *= 3
+        assert float((content(ids, state=state, read_index=torch.tensor([3])).logits[0, 0] - base[0]).abs().max()) > 0
+    before, after = _outputs_before_and_after_saving(model, tmp_path)  # and so does the artifact
+    torch.testing.assert_close(after.logits, before.logits)
+    assert json.loads((tmp_path / "artifact" / "ran_config.json").read_text())["config"]["slot_order"] == "reply"
+
+
+def test_slots_ordered_by_the_reply_need_kv_slots_that_split_evenly_and_train_alone():
+    with pytest.raises(ConfigError, match="slot_order 'reply' .* needs mode 'kv'"):
+        RanConfig(mode="prefix", slot_order="reply")
+    with pytest.raises(ConfigError, match="splits the 8 slots evenly among the read's 3 places"):
+        RanConfig(summary="gated", read_places=3, slot_order="reply")
+    with pytest.raises(ConfigError, match="unknown slot_order 'position'"):
+        RanConfig(slot_order="position")
+    from ran.batched import Member, batch_shape, check_members
+    config = RanConfig(slot_order="reply")
+    assert batch_shape(config, TrainConfig()) is None
+    with pytest.raises(ConfigError, match="orders its slots by the reply"):
+        check_members([Member(config, TrainConfig(), lambda step, g: [])], 4)
+
+
 # ----- where the switches open, per kind of pass -------------------------------------------------------------------
 def test_switch_rates_report_each_switchs_decision_per_kind_of_pass(renderer):
     from ran.switches import switch_passes, switch_rates

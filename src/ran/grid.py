@@ -15,7 +15,8 @@ GRID_FIELDS: dict[str, tuple[str, type]] = {
     "spectral_radius": ("reservoir", float), "connectivity": ("reservoir", float),
     "leak_rate_min": ("reservoir", float),
     "n_slots": ("ran", int), "summary": ("ran", str), "write": ("ran", str), "recall": ("ran", str),
-    "drive": ("ran", str), "read_places": ("ran", int), "read_from": ("ran", str), "lora_rank": ("ran", int),
+    "drive": ("ran", str), "read_places": ("ran", int), "read_from": ("ran", str), "slot_order": ("ran", str),
+    "lora_rank": ("ran", int),
     "mode": ("ran", str),
     "steps": ("train", int), "learning_rate": ("train", float),
 }

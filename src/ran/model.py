@@ -46,6 +46,7 @@ from ran.reading import (
     GATED_READ_BIAS,
     READ_SOURCES,
     RECALLS,
+    SLOT_ORDERS,
     SUMMARIES,
     TOKEN_GATED_WRITES,
     WRITES,
@@ -87,6 +88,7 @@ class RanConfig:
     drive: str = "pass"  # pass: one reservoir step per pass | token: one per token, as far as its gate opens
     read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
     read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
+    slot_order: str = "content"  # how queries find the kv slots: content | reply (place j's slots say token j)
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -116,6 +118,14 @@ class RanConfig:
         if self.read_from != "layer" and self.summary != "gated":
             raise ConfigError(f"read_from '{self.read_from}' is what the gated read's gates weigh: it needs summary "
                               f"'gated', not '{self.summary}'")
+        if self.slot_order not in SLOT_ORDERS:
+            raise ConfigError(f"unknown slot_order '{self.slot_order}': choose one of {', '.join(SLOT_ORDERS)}")
+        if self.slot_order == "reply" and self.mode != "kv":
+            raise ConfigError(f"slot_order 'reply' shows each place's kv slots to one query: it needs mode 'kv', not "
+                              f"'{self.mode}'")
+        if self.slot_order == "reply" and self.n_slots % self.read_places:
+            raise ConfigError(f"slot_order 'reply' splits the {self.n_slots} slots evenly among the read's "
+                              f"{self.read_places} places: give n_slots a multiple of {self.read_places}")
         if self.recall not in RECALLS:
             raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
         if self.recall == "switched" and self.mode != "kv":
@@ -485,6 +495,9 @@ class ReservoirModel(nn.Module):
         self._read = read
         if self.injection_enabled:
             self.injector.begin_pass(state)
+            if self.config.slot_order == "reply":
+                self.injector.slots.reply_start = read.last_index
+                self.injector.slots.places = self.config.read_places
         try:
             yield read
         finally:

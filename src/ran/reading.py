@@ -36,6 +36,12 @@ DRIVES = ("pass", "token")
 # layer L's output (layer), or (embeddings) the tokens' input embeddings, which are the tokens themselves; in a
 # model with tied embeddings they are also the directions in which the model says each token.
 READ_SOURCES = ("layer", "embeddings")
+# How a query finds the kv slots: by content (every query sees every slot; a value of several tokens must then be
+# addressed token by token, each slot's key matching what was said before it), or (reply) by place in the reply:
+# the slots are split evenly among the read's places, and place j's slots are seen only by the query that says the
+# reply's j-th token (the prompt's last token says the first; queries past the last place see the last place's
+# slots, the prompt's other tokens none), so each place of a value is read back like a single word.
+SLOT_ORDERS = ("content", "reply")
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 
 

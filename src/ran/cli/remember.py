@@ -51,7 +51,8 @@ EPILOG = ("Time on 2 cores of an AMD EPYC: a seed of the default 300 steps of 32
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.set_defaults(summary=RECIPE.ran.summary, write=RECIPE.ran.write, recall=RECIPE.ran.recall,
-                        drive=RECIPE.ran.drive, read_places=RECIPE.ran.read_places, read_from=RECIPE.ran.read_from)
+                        drive=RECIPE.ran.drive, read_places=RECIPE.ran.read_places, read_from=RECIPE.ran.read_from,
+                        slot_order=RECIPE.ran.slot_order)
     add_reservoir_arguments(parser, RECIPE.ran.reservoir, with_seed=False)
     parser.add_argument("--format", default=RECIPE.format.kind, choices=FORMATS,
                         help=f"how a pass is rendered (default: {RECIPE.format.kind}, as ran chat renders it)")
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     resolve(args.device, args.dtype)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
+                    slot_order=args.slot_order,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = PassFormat(args.format, idle_text=args.idle_text)

@@ -30,13 +30,17 @@ IMPLEMENTATION_PREFIX = "ran_"
 
 
 class SlotSource:
-    """This pass's slot keys and values, (B, n_kv_heads, n_slots, head_dim) each, or None when off; and
-    ``visible`` (B,) bool, which rows' queries may see the slots (a switched recall), None: every row."""
+    """This pass's slot keys and values, (B, n_kv_heads, n_slots, head_dim) each, or None when off;
+    ``visible`` (B,) bool, which rows' queries may see the slots (a switched recall), None: every row; and, for
+    slots ordered by the reply (``ran.reading.SLOT_ORDERS``), ``reply_start`` (B,), each row's index of the
+    prompt's last token, and ``places``, the number of places the slots are split among."""
 
     def __init__(self) -> None:
         self.keys: torch.Tensor | None = None
         self.values: torch.Tensor | None = None
         self.visible: torch.Tensor | None = None
+        self.reply_start: torch.Tensor | None = None
+        self.places: int = 0
 
 
 def _stock_attention(base: str, module: nn.Module) -> Callable:
@@ -46,10 +50,26 @@ def _stock_attention(base: str, module: nn.Module) -> Callable:
     return sys.modules[type(module).__module__].eager_attention_forward
 
 
+def _reply_places(reply_start: torch.Tensor, q_len: int, kv_len: int, n_slots: int, places: int) -> torch.Tensor:
+    """(B, 1, q_len, n_slots) bool: which slots each query sees when the slots are ordered by the reply.
+
+    A query's index in the sequence is kv_len - q_len + i (the cache holds every earlier token, padding too);
+    its offset from the prompt's last token (``reply_start``, (B,)) is the reply token it says, minus one.
+    Slot s belongs to place s // (n_slots / places); a query at offset o >= 0 sees place min(o, places - 1).
+    """
+    index = torch.arange(kv_len - q_len, kv_len, device=reply_start.device)
+    offset = index[None, :] - reply_start[:, None]  # (B, q_len)
+    place = offset.clamp(0, places - 1)
+    slot_place = torch.arange(n_slots, device=reply_start.device) // (n_slots // places)  # (n_slots,)
+    return ((place[..., None] == slot_place) & (offset >= 0)[..., None])[:, None]
+
+
 def _slot_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor,
-               n_slots: int, visible: torch.Tensor | None = None) -> torch.Tensor:
+               n_slots: int, visible: torch.Tensor | None = None,
+               reply_places: torch.Tensor | None = None) -> torch.Tensor:
     """The token mask with n_slots columns appended on the right: visible to every query, or only in the
-    rows where ``visible`` (B,) is true (a hidden slot takes no attention at all: the stock layer).
+    rows where ``visible`` (B,) is true (a hidden slot takes no attention at all: the stock layer), and, with
+    ``reply_places`` (B, 1, q_len, n_slots) bool, only to the queries it marks.
 
     When transformers hands no mask (SDPA's causal shortcut), build the causal mask here: with slots
     appended, ``is_causal`` would align the triangle to the wrong columns.
@@ -58,10 +78,13 @@ def _slot_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key: to
     if attention_mask is None:
         rows = torch.arange(q_len, device=query.device)[:, None] + (kv_len - q_len)
         attention_mask = (torch.arange(kv_len, device=query.device)[None, :] <= rows)[None, None]  # (1,1,q,kv)
-    batch = max(attention_mask.shape[0], 1 if visible is None else visible.shape[0])
+    batch = max(attention_mask.shape[0], 1 if visible is None else visible.shape[0],
+                1 if reply_places is None else reply_places.shape[0])
     attention_mask = attention_mask.expand(batch, *attention_mask.shape[1:])
     seen = (torch.ones(batch, dtype=torch.bool, device=query.device) if visible is None
             else visible.to(query.device))[:, None, None, None]  # (B, 1, 1, 1)
+    if reply_places is not None:
+        seen = seen & reply_places.to(query.device)  # (B, 1, q_len, n_slots)
     if attention_mask.dtype == torch.bool:
         slots = seen.expand(batch, 1, q_len, n_slots)
     else:
@@ -82,7 +105,11 @@ def _make_attention(base: str) -> Callable:
         slot_values = _match_batch(slots.values, batch).to(value.dtype)
         n_slots = slot_keys.shape[2]
         visible = None if slots.visible is None else _match_batch(slots.visible, batch)
-        mask = _slot_mask(attention_mask, query, key, n_slots, visible)
+        reply_places = None
+        if slots.reply_start is not None:
+            reply_places = _reply_places(_match_batch(slots.reply_start, batch).to(query.device), query.shape[2],
+                                         key.shape[2], n_slots, slots.places)
+        mask = _slot_mask(attention_mask, query, key, n_slots, visible, reply_places)
         key = torch.cat([key, slot_keys], dim=2)  # (B, kv_heads, T_kv + S, hd)
         value = torch.cat([value, slot_values], dim=2)
         return stock(module, query, key, value, mask, **kwargs)
@@ -145,3 +172,4 @@ class KVInjector(Injector):
         self.slots.keys = None
         self.slots.values = None
         self.slots.visible = None
+        self.slots.reply_start = None
