@@ -526,11 +526,12 @@ def test_a_new_sessions_model_takes_the_read_write_recall_drive_and_places_flags
     finally:
         model.unwrap()
     ordered = _build_model(parser.parse_args(["--session", "s", "--summary", "gated", "--read-places", "3",
-                                              "--read-from", "embeddings", "--units", "64"]), tiny_model("llama"),
-                           None, None)
+                                              "--read-from", "embeddings", "--units", "64", "--slots", "6",
+                                              "--slot-order", "reply"]), tiny_model("llama"), None, None)
     try:
         assert ordered.config.read_places == 3 and ordered.reservoir.input_dim == 3 * ordered.geometry.hidden_size
-        assert ordered.config.read_from == "embeddings"
+        chosen = ordered.config
+        assert (chosen.read_from, chosen.n_slots, chosen.slot_order) == ("embeddings", 6, "reply")
     finally:
         ordered.unwrap()
     stored = _build_model(parser.parse_args(["--session", "s"]), tiny_model("llama"), None, config.to_dict())
