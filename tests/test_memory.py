@@ -946,3 +946,11 @@ def test_coined_values_are_made_of_pieces_training_and_evaluation_do_not_share()
                            for t in tokens}
     assert len(task.values["coined"]) == 200 and len(task.heldout_values["coined"]) == 20
     assert not {t for tokens in pieces(task.values["coined"]) for t in tokens} & heldout_name_pieces
+
+    # ran remember --kinds name coined draws them (a regression: the flags' kinds once never reached the pools)
+    from ran.cli import build_parser
+    from ran.cli.remember import task_from
+
+    args = build_parser().parse_args(["remember", "--kinds", "name", "coined", "--words", "200"])
+    task = task_from(args)
+    assert task.kinds == ("name", "coined") and len(task.values["coined"]) == 200

@@ -115,8 +115,9 @@ def task_from(args: argparse.Namespace) -> MemoryTask:
                 "per_step": args.per_step}
     if "values" in given:  # the user's own values: the built-in pools are not needed
         return MemoryTask.from_dict({**settings, **given})
+    # The kinds go to the pools too: coined words are drawn only for a task that trains them.
     task = builtin_task(load_tokenizer(args.model), args.words, args.heldout_words, per_kind=args.values_per_kind,
-                        heldout_per_kind=args.heldout_values_per_kind)
+                        heldout_per_kind=args.heldout_values_per_kind, kinds=tuple(given.get("kinds", args.kinds)))
     return MemoryTask.from_dict({**task.to_dict(), **settings, **given})
 
 
