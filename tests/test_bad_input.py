@@ -376,6 +376,9 @@ ROWS = [
      "two task files would be named 'idle-target'"),
     # ----- remember -----------------------------------------------------------------------------------------
     ("remember", ["--steps", "0"], "--steps must be an integer in 1..10,000,000, got 0"),
+    ("remember", ["--value-read", "decoded"], "value_read 'decoded' decodes each place's token embedding for the "
+     "query that says it: it needs slot_order 'reply' and read_from 'embeddings', not 'content' and 'layer'"),
+    ("remember", ["--value-read", "pooled"], "invalid choice: 'pooled'"),
     ("remember", ["--harm-fraction", "1"], "--harm-fraction must be a number in [0, 1), got 1.0"),
     ("remember", ["--leak-rate-min", "0"], "--leak-rate-min must be a number in (0, 1], got 0.0"),
     ("remember", ["--per-step", "0"], "--per-step must be"),

@@ -5,7 +5,7 @@ The layers, lowest first (a module may import from its own row and the rows abov
 
     foundation    errors, limits, schema, fileio, integrity, stats, plots, devices, architectures
     parts         ran (the package: its version and errors), reservoir, recurrence, dynamics, reading,
-                  injection, passes, episodes, loading, provenance, tasks.texts, tasks.memory_texts
+                  decoding, injection, passes, episodes, loading, provenance, tasks.texts, tasks.memory_texts
     tasks, files  tasks (every registered task and the mix), artifact (the files of a saved model)
     model         model (the wrapped model: passes and their state)
     training      training (through the carried state), batched (a population in one batch), runtime
@@ -34,8 +34,8 @@ DOC = ROOT / "docs" / "layers.md"
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": ("errors", "limits", "schema", "fileio", "integrity", "stats", "plots", "devices", "architectures",
                    "tracking"),
-    "parts": ("", "reservoir", "recurrence", "dynamics", "reading", "injection.*", "passes", "episodes", "loading",
-              "provenance", "tasks.texts", "tasks.memory_texts"),
+    "parts": ("", "reservoir", "recurrence", "dynamics", "reading", "decoding", "injection.*", "passes", "episodes",
+              "loading", "provenance", "tasks.texts", "tasks.memory_texts"),
     "tasks, files": ("tasks.*", "artifact"),
     "model": ("model",),
     "training": ("training", "batched", "runtime.*"),

@@ -698,6 +698,80 @@ def test_slots_ordered_by_the_reply_need_kv_slots_that_split_evenly_and_train_al
         check_members([Member(config, TrainConfig(), lambda step, g: [])], 4)
 
 
+def _decoded_model(units: int = 256) -> ReservoirModel:
+    config = RanConfig(summary="gated", read_places=2, n_slots=4, slot_order="reply", read_from="embeddings",
+                       value_read="decoded", reservoir=ReservoirConfig(units=units, leak_rate=1.0, input_scaling=0.1))
+    return wrap(tiny_model("llama", 0), config)
+
+
+def test_decoded_values_name_each_places_token_of_values_the_decoder_never_fit_on(tmp_path):
+    from ran.decoding import place_targets, places_right, store_states
+
+    model = _decoded_model()
+    generator = torch.Generator().manual_seed(0)
+    values = [torch.randint(3, 128, (int(torch.randint(1, 3, (1,), generator=generator)),), generator=generator)
+              .tolist() for _ in range(400)]
+    fitted, unseen = values[:300], values[300:]  # tokens overlap, but 100 values (most pairs) were never fit on
+    report = model.fit_value_decoder(fitted)
+    assert report["values"] == 300 and report["held_back_places_right"] >= 0.9
+    embeddings = model.base.get_input_embeddings().weight.detach()
+    unit = embeddings / embeddings.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        states = store_states(model.reservoir.step, model.reservoir.initial_state, embeddings, unseen, 2)
+        decoded = model.injector.decode(states)  # (N, places, d)
+    assert places_right(decoded.flatten(1), unseen, unit, 2) >= 0.9
+    # A place past the value's end decodes to (near) nothing: its target is zero.
+    single = [i for i, v in enumerate(unseen) if len(v) == 1]
+    second = decoded[single, 1].norm(dim=-1).mean()
+    assert float(second) < 0.5 * float(decoded[single, 0].norm(dim=-1).mean())
+    assert place_targets([[5]], unit, 2)[0, 32:].abs().sum() == 0
+    # The slots' values: place j's two slots come from place j's decoded embedding, through one shared map.
+    torch.nn.init.normal_(model.injector.value_readout.weight, std=0.5)
+    with torch.no_grad():
+        model.injector.begin_pass(states[:1])
+        values_now = model.injector.slots.values  # (1, kv_heads, 4, head_dim)
+        expected = model.injector.value_readout(decoded[:1])  # (1, places, 2 slots * kv_heads * head_dim)
+        kv_heads, head_dim = values_now.shape[1], values_now.shape[3]
+        torch.testing.assert_close(values_now.transpose(1, 2).reshape(1, 2, -1), expected.view(1, 2, -1))
+        assert kv_heads * head_dim * 2 == expected.shape[-1]
+        model.injector.end_pass()
+    before, after = _outputs_before_and_after_saving_units(model, tmp_path, units=256)  # the decoder is saved too
+    torch.testing.assert_close(after.logits, before.logits)
+
+
+def _outputs_before_and_after_saving_units(model: ReservoirModel, directory, units: int) -> tuple:
+    ids = torch.tensor([[10, 11, 40, 12]])
+    state = torch.randn(1, units) * 0.5
+    with torch.no_grad():
+        before = model(ids, state=state)
+    model.save_pretrained(directory / "artifact")
+    model.unwrap()
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), directory / "artifact")
+    assert float(loaded.injector.decoder_weight.abs().sum()) > 0
+    with torch.no_grad():
+        return before, loaded(ids, state=state)
+
+
+def test_decoded_values_need_reply_slots_a_read_from_the_embeddings_the_fixed_reservoir_and_stored_values():
+    reply = dict(summary="gated", read_places=2, n_slots=4, slot_order="reply", read_from="embeddings")
+    for changes, message in (({"slot_order": "content"}, "needs slot_order 'reply' and read_from 'embeddings'"),
+                             ({"read_from": "layer"}, "needs slot_order 'reply' and read_from 'embeddings'"),
+                             ({"recurrence": "gru"}, "needs recurrence 'reservoir'"),
+                             ({"value_read": "pooled"}, "unknown value_read 'pooled'")):
+        with pytest.raises(ConfigError, match=message):
+            RanConfig(**{**reply, "value_read": "decoded", **changes})
+    with pytest.raises(ConfigError, match="only 'decoded' has a decoder"):
+        wrap(tiny_model("llama", 0), RanConfig()).fit_value_decoder([[5]] * 20)
+    from ran.runner import fit_decoder
+    from ran.tasks.recall import RecallTask
+
+    model = _decoded_model(64)
+    with pytest.raises(ConfigError, match="task 'recall' has no training values"):
+        fit_decoder(model, RecallTask(), Renderer(PassFormat(), tiny_chat_tokenizer()))
+    with pytest.raises(ConfigError, match="at least 10 training values"):
+        model.fit_value_decoder([[5]] * 4)
+
+
 # ----- where the switches open, per kind of pass -------------------------------------------------------------------
 def test_switch_rates_report_each_switchs_decision_per_kind_of_pass(renderer):
     from ran.switches import switch_passes, switch_rates
@@ -810,6 +884,24 @@ def test_remember_trains_scores_and_reports_no_harm(tiny_chat_dir, tmp_path, cap
     again = json.loads((out / "memory.json").read_text())
     assert [r["headline"] for r in again["runs"]] == [r["headline"] for r in results["runs"]]
     assert [r["harm"]["agreement"] for r in again["runs"]] == [r["harm"]["agreement"] for r in results["runs"]]
+
+
+def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifact(tiny_chat_dir, tmp_path):
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps(tiny_task().to_dict()))
+    out, saved = tmp_path / "out", tmp_path / "artifacts"
+    assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
+                    "--read-places", "2", "--slots", "4", "--slot-order", "reply", "--read-from", "embeddings",
+                    "--value-read", "decoded", "--steps", "2", "--seeds", "0", "--idle-text", "w9",
+                    "--out", str(out), "--save", str(saved), "--no-progress") == 0
+    run = json.loads((out / "memory.json").read_text())["runs"][0]
+    assert run["ran_config"]["value_read"] == "decoded"
+    assert run["decoder"]["values"] == len(WORDS) and run["decoder"]["distinct_tokens"] == len(WORDS)
+    from ran.loading import load_model
+
+    base, _ = load_model(str(tiny_chat_dir))
+    loaded = ReservoirModel.from_pretrained(base, saved / "memory-seed0")
+    assert float(loaded.injector.decoder_weight.abs().sum()) > 0
 
 
 def test_remembers_flags_default_to_the_recipe_the_python_api_uses():

@@ -38,6 +38,7 @@ from ran.artifact import (
     read_artifact_part,
     save_artifact,
 )
+from ran.decoding import fit_place_decoder, store_states
 from ran.errors import ArtifactError, ConfigError
 from ran.injection import injector_class
 from ran.passes import PassFormat
@@ -49,6 +50,7 @@ from ran.reading import (
     SLOT_ORDERS,
     SUMMARIES,
     TOKEN_GATED_WRITES,
+    VALUE_READS,
     WRITES,
     drive_tokens,
     gated_summary,
@@ -89,6 +91,7 @@ class RanConfig:
     read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
     read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
     slot_order: str = "content"  # how queries find the kv slots: content | reply (place j's slots say token j)
+    value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -126,6 +129,15 @@ class RanConfig:
         if self.slot_order == "reply" and self.n_slots % self.read_places:
             raise ConfigError(f"slot_order 'reply' splits the {self.n_slots} slots evenly among the read's "
                               f"{self.read_places} places: give n_slots a multiple of {self.read_places}")
+        if self.value_read not in VALUE_READS:
+            raise ConfigError(f"unknown value_read '{self.value_read}': choose one of {', '.join(VALUE_READS)}")
+        if self.value_read == "decoded" and self.recurrence != "reservoir":
+            raise ConfigError(f"value_read 'decoded' is fit once on the fixed reservoir's states: it needs recurrence "
+                              f"'reservoir', not '{self.recurrence}'")
+        if self.value_read == "decoded" and (self.slot_order != "reply" or self.read_from != "embeddings"):
+            raise ConfigError("value_read 'decoded' decodes each place's token embedding for the query that says it: "
+                              f"it needs slot_order 'reply' and read_from 'embeddings', not '{self.slot_order}' and "
+                              f"'{self.read_from}'")
         if self.recall not in RECALLS:
             raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
         if self.recall == "switched" and self.mode != "kv":
@@ -268,7 +280,9 @@ class ReservoirModel(nn.Module):
         self.reservoir = make_recurrence(config, geometry.hidden_size * config.read_places).to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.readout_seed)
-            self.injector = injector_class(config.mode)(geometry, config.reservoir.units, layer, config.n_slots)
+            decoded = {"decoded_places": config.read_places} if config.value_read == "decoded" else {}
+            self.injector = injector_class(config.mode)(geometry, config.reservoir.units, layer, config.n_slots,
+                                                        **decoded)
             if config.lora_rank:
                 self._add_lora()
         self.injector.to(device)
@@ -282,6 +296,7 @@ class ReservoirModel(nn.Module):
             nn.init.constant_(self.read_gate.bias, GATED_READ_BIAS)
         # p(speak) = sigmoid(w . r + b) on the state after a pass; starts undecided (p = 0.5).
         self.gate_head = nn.Linear(config.reservoir.units, 1).to(device) if config.gate else None
+        self.decoder_fit: dict[str, Any] | None = None  # value_read "decoded": the report of its decoder's fit
         if self.gate_head is not None:
             nn.init.zeros_(self.gate_head.weight)
             nn.init.zeros_(self.gate_head.bias)
@@ -677,6 +692,21 @@ class ReservoirModel(nn.Module):
 
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.base.named_parameters() if "lora_" in name}
+
+    def fit_value_decoder(self, values: list[list[int]]) -> dict[str, Any]:
+        """Fit the fixed decoder of ``value_read`` "decoded" (:mod:`ran.decoding`) on the token ids of the values
+        training stores; returns the fit's report (values, distinct tokens, ridge, places right held back)."""
+        if self.config.value_read != "decoded":
+            raise ConfigError(f"value_read is '{self.config.value_read}': only 'decoded' has a decoder to fit")
+        embeddings = self.base.get_input_embeddings().weight.detach()
+        device = embeddings.device
+        with torch.no_grad():
+            states = store_states(self.reservoir.step, lambda n: self.reservoir.initial_state(n, device),
+                                  embeddings, values, self.config.read_places)
+            unit = embeddings.float() / embeddings.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            weight, state_mean, target_mean, report = fit_place_decoder(states, values, unit, self.config.read_places)
+        self.injector.set_decoder(weight, state_mean, target_mean)
+        return report
 
     # ----- artifacts (files: ran.artifact) ------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, pass_format: PassFormat | None = None) -> Path:

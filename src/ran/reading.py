@@ -42,6 +42,12 @@ READ_SOURCES = ("layer", "embeddings")
 # reply's j-th token (the prompt's last token says the first; queries past the last place see the last place's
 # slots, the prompt's other tokens none), so each place of a value is read back like a single word.
 SLOT_ORDERS = ("content", "reply")
+# How the kv slots' values come from the state: a trained linear map of the whole state (direct), or (decoded, with
+# slots ordered by the reply and the read from the embeddings) a trained map of each place's token embedding as a
+# fixed ridge regression decodes it from the state. The decoder is the echo-state network's own readout, fit in
+# closed form before training on the store states of the task's training values; what trains then maps an
+# embedding to a slot value, one map shared by every place, so a place learns from every token of every kind.
+VALUE_READS = ("direct", "decoded")
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 
 

@@ -65,10 +65,23 @@ def episode_source(spec: RunSpec):
     return episodes_for_step
 
 
+def fit_decoder(model: ReservoirModel, task: Task | TaskMix, renderer: Renderer) -> None:
+    """Fit ``value_read`` "decoded"'s decoder on the values the task stores in training, each as it follows a
+    space in a store phrasing; the fit's report is kept as ``model.decoder_fit`` (a record's ``decoder``)."""
+    values = getattr(task, "training_values", None)
+    if values is None:
+        raise ConfigError(f"value_read 'decoded' is fit on the values a task stores: task '{task.name}' has no "
+                          "training values (ran remember's memory task has)")
+    model.decoder_fit = model.fit_value_decoder([renderer.tokenizer.encode(f" {value}", add_special_tokens=False)
+                                                 for value in values()])
+
+
 def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: bool = True,
              ran: RanConfig | None = None) -> tuple[ReservoirModel, LayerInputCache | None, Any, dict[str, Any]]:
     """Wrap ``base``, score it untrained, train it on the spec's task; returns (model, cache, result, scores)."""
     model = wrap(base, ran or spec.ran)
+    if model.config.value_read == "decoded":
+        fit_decoder(model, spec.task, renderer)
     cache = LayerInputCache(model) if model.can_start_at_layer else None
     scores = {"untrained": evaluate(model, renderer, spec.task, carry=carry, cache=cache)} if spec.untrained else {}
     label = f"{model.config.mode} {model.config.recurrence} seed {spec.train.seed}"
@@ -179,6 +192,8 @@ def _scored(spec: RunSpec, model: ReservoirModel, cache: LayerInputCache | None,
             "train_config": spec.train.to_dict(),
             "reservoir_fingerprint": model.reservoir.fingerprint,
         }
+        if model.decoder_fit is not None:
+            record["decoder"] = model.decoder_fit
         if after is not None:
             record.update(after(model, renderer))
         if save_to is not None:

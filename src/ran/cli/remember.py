@@ -37,6 +37,7 @@ from ran.grid import GRID_FIELDS, parse_grid
 from ran.loading import load_tokenizer
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
+from ran.reading import VALUE_READS
 from ran.remember import RECIPE, RECORDS_SUFFIX, artifact_name, builtin_task, memory_runs, run_memory
 from ran.tasks.memory import FILLERS, KINDS, MemoryTask
 from ran.tasks.recall import parse_delays
@@ -54,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         drive=RECIPE.ran.drive, read_places=RECIPE.ran.read_places, read_from=RECIPE.ran.read_from,
                         slot_order=RECIPE.ran.slot_order)
     add_reservoir_arguments(parser, RECIPE.ran.reservoir, with_seed=False)
+    parser.add_argument("--value-read", default=RECIPE.ran.value_read, choices=list(VALUE_READS),
+                        help="where the kv slots' values come from: the state (direct), or (decoded, with "
+                             "--slot-order reply --read-from embeddings) each place's token embedding as a ridge "
+                             "regression fit on the training values' store states decodes it, then one trained map "
+                             "shared by every place (default: %(default)s)")
     parser.add_argument("--format", default=RECIPE.format.kind, choices=FORMATS,
                         help=f"how a pass is rendered (default: {RECIPE.format.kind}, as ran chat renders it)")
     parser.add_argument("--idle-text", default=RECIPE.format.idle_text, help="what an idle tick reads")
@@ -134,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     resolve(args.device, args.dtype)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                    slot_order=args.slot_order,
+                    slot_order=args.slot_order, value_read=args.value_read,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = PassFormat(args.format, idle_text=args.idle_text)

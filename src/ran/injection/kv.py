@@ -128,12 +128,20 @@ def register_attention_functions() -> None:
 class KVInjector(Injector):
     mode = "kv"
 
-    def __init__(self, geometry: ModelGeometry, units: int, layer: int, n_slots: int):
+    def __init__(self, geometry: ModelGeometry, units: int, layer: int, n_slots: int, decoded_places: int = 0):
         super().__init__(geometry, units, layer, n_slots)
         width = n_slots * geometry.n_kv_heads * geometry.head_dim
         self.key_readout = nn.Linear(units, width, bias=False)
-        self.value_readout = nn.Linear(units, width, bias=False)
         nn.init.normal_(self.key_readout.weight, std=units**-0.5)
+        self.decoded_places = decoded_places
+        if decoded_places:  # value_read "decoded" (ran.reading.VALUE_READS): fixed decoder, then one shared map
+            d = geometry.hidden_size
+            self.register_buffer("decoder_weight", torch.zeros(units, decoded_places * d))
+            self.register_buffer("decoder_state_mean", torch.zeros(units))
+            self.register_buffer("decoder_target_mean", torch.zeros(decoded_places * d))
+            self.value_readout = nn.Linear(d, width // decoded_places, bias=False)
+        else:
+            self.value_readout = nn.Linear(units, width, bias=False)
         nn.init.zeros_(self.value_readout.weight)  # untrained slots carry no content, only dilute
         self.slots = SlotSource()
         self._installed_on: tuple[PreTrainedModel, ...] = ()  # a tuple, so the model is no submodule
@@ -166,7 +174,24 @@ class KVInjector(Injector):
         g = self.geometry
         shape = (state.shape[0], self.n_slots, g.n_kv_heads, g.head_dim)
         self.slots.keys = self.key_readout(state).view(shape).transpose(1, 2)  # (B, kv_heads, S, hd)
-        self.slots.values = self.value_readout(state).view(shape).transpose(1, 2)
+        if self.decoded_places:  # place j's slots (s // slots-per-place == j) from place j's decoded embedding
+            self.slots.values = self.value_readout(self.decode(state)).reshape(shape).transpose(1, 2)
+        else:
+            self.slots.values = self.value_readout(state).view(shape).transpose(1, 2)
+
+    def decode(self, state: torch.Tensor) -> torch.Tensor:
+        """(B, places, d): each place's token embedding as the fixed decoder (:meth:`set_decoder`) reads it."""
+        decoded = (state.float() - self.decoder_state_mean) @ self.decoder_weight + self.decoder_target_mean
+        return decoded.view(state.shape[0], self.decoded_places, -1)
+
+    def set_decoder(self, weight: torch.Tensor, state_mean: torch.Tensor, target_mean: torch.Tensor) -> None:
+        """Install the decoder fit by ``ran.decoding.fit_place_decoder``: (K, places * d), (K,), (places * d,)."""
+        with torch.no_grad():
+            for buffer, value in ((self.decoder_weight, weight), (self.decoder_state_mean, state_mean),
+                                  (self.decoder_target_mean, target_mean)):
+                if value.shape != buffer.shape:
+                    raise ConfigError(f"a decoder of shape {tuple(value.shape)} does not fit {tuple(buffer.shape)}")
+                buffer.copy_(value)
 
     def end_pass(self) -> None:
         self.slots.keys = None

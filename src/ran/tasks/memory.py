@@ -274,6 +274,10 @@ class MemoryTask(Task):
         switched recall that the pass needs no memory."""
         return Pass(template.replace(SLOT, value), read=value, recall=False)
 
+    def training_values(self) -> tuple[str, ...]:
+        """Every value training stores, of the kinds it trains (what ``value_read`` "decoded"'s decoder is fit on)."""
+        return tuple(value for kind in self.kinds for value in self.values[kind])
+
     def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
         low, high = self.train_delays
         harm = round(self.per_step * self.harm_fraction)

@@ -1,0 +1,97 @@
+"""The fixed decoder of ``value_read`` "decoded" (``ran.reading.VALUE_READS``): each place's token embedding read
+back from the state by a ridge regression, fit in closed form the way an echo-state network's readout is.
+
+The states are those one store writes: the ordered read (``ran.reading.ordered_summary``) of the value's input
+embeddings with the gates open on exactly its tokens, one full reservoir step from the zero state (what the
+pass-switched write takes). The targets are the unit embeddings of the value's first ``places`` tokens (zero
+past its end). The ridge is chosen on a held-back fifth of the values by the share of places whose nearest
+vocabulary token (cosine) is the right one. A linear decoder fit this way on a few thousand values of many
+distinct tokens names the tokens of values it never saw (docs/tasks/places-probe.json); a readout trained by
+gradient through the model's attention, at the same budget, did not (README, One memory, ``r29``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ran.errors import ConfigError
+from ran.reading import ordered_summary
+
+RIDGES = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)  # times the mean eigenvalue of the states' second moment
+HELD_BACK = 5  # one value in five chooses the ridge
+
+
+def store_states(step, initial_state, embeddings: torch.Tensor, values: list[list[int]], places: int,
+                 batch: int = 512) -> torch.Tensor:
+    """(N, K) the state a store of each value (its token ids) writes: ``step(initial_state(n), x)``."""
+    states = []
+    for start in range(0, len(values), batch):
+        chunk = values[start:start + batch]
+        width = max(map(len, chunk))
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        gates = torch.zeros(len(chunk), width)
+        for i, tokens in enumerate(chunk):
+            ids[i, :len(tokens)] = torch.tensor(tokens)
+            gates[i, :len(tokens)] = 1.0
+        content = embeddings[ids.to(embeddings.device)].float()
+        normed = content * torch.rsqrt(content.pow(2).mean(-1, keepdim=True) + 1e-6)
+        x = ordered_summary(normed, gates.to(normed.device), places)
+        states.append(step(initial_state(len(chunk)), x).float())
+    return torch.cat(states)
+
+
+def place_targets(values: list[list[int]], unit_embeddings: torch.Tensor, places: int) -> torch.Tensor:
+    """(N, places * d): the unit embedding of each place's token (zeros past the value's end)."""
+    targets = unit_embeddings.new_zeros(len(values), places, unit_embeddings.shape[1])
+    for i, tokens in enumerate(values):
+        targets[i, :min(len(tokens), places)] = unit_embeddings[tokens[:places]]
+    return targets.flatten(1)
+
+
+def places_right(decoded: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor,
+                 places: int) -> float:
+    """The share of the values' places (up to ``places``) whose nearest vocabulary token is the right one."""
+    decoded = decoded.view(len(values), places, -1)
+    right = total = 0
+    for i, tokens in enumerate(values):
+        tokens = tokens[:places]
+        guesses = (decoded[i, :len(tokens)] @ unit_embeddings.T).argmax(-1)
+        right += int((guesses == torch.tensor(tokens, device=guesses.device)).sum())
+        total += len(tokens)
+    return right / max(total, 1)
+
+
+def fit_place_decoder(states: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor, places: int,
+                      ridges: tuple[float, ...] = RIDGES, seed: int = 0
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The ridge decoder of each place's token embedding from ``states`` (N, K) of ``values``:
+    (weight (K, places * d), state mean (K,), target mean (places * d,), a report of the fit).
+
+    One eigendecomposition of the centred states' K x K second moment serves every ridge; the ridge that names
+    the most places right on a held-back fifth is refit on every value.
+    """
+    if len(values) < 2 * HELD_BACK:
+        raise ConfigError(f"the decoder needs at least {2 * HELD_BACK} training values to fit, got {len(values)}")
+    targets = place_targets(values, unit_embeddings, places)
+    order = torch.randperm(len(values), generator=torch.Generator().manual_seed(seed)).tolist()
+    held, kept = order[:len(order) // HELD_BACK], order[len(order) // HELD_BACK:]
+
+    def solve(rows: list[int]):
+        state_mean, target_mean = states[rows].mean(0), targets[rows].mean(0)
+        centred = (states[rows] - state_mean).double()
+        eigenvalues, vectors = torch.linalg.eigh(centred.T @ centred)
+        projected = vectors.T @ (centred.T @ (targets[rows] - target_mean).double())  # (K, places * d)
+        scale = eigenvalues.mean().clamp_min(1e-12)
+        return {ridge: (vectors @ (projected / (eigenvalues + ridge * scale)[:, None])).float() for ridge in ridges}, \
+            state_mean, target_mean
+
+    weights, state_mean, target_mean = solve(kept)
+    scores = {ridge: places_right((states[held] - state_mean) @ w + target_mean, [values[i] for i in held],
+                                  unit_embeddings, places) for ridge, w in weights.items()}
+    ridge = max(scores, key=scores.get)
+    weights, state_mean, target_mean = solve(order)
+    report = {"values": len(values), "distinct_tokens": len({t for tokens in values for t in tokens[:places]}),
+              "ridge": ridge, "held_back_places_right": round(scores[ridge], 4)}
+    return weights[ridge], state_mean, target_mean, report
