@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ran.errors import ConfigError
-from ran.reading import ordered_summary
+from ran.reading import ordered_summary, rms_normalised
 
 RIDGES = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)  # times the mean eigenvalue of the states' second moment
 HELD_BACK = 5  # one value in five chooses the ridge
@@ -37,8 +37,7 @@ def store_states(step, initial_state, embeddings: torch.Tensor, values: list[lis
         for i, tokens in enumerate(chunk):
             ids[i, :len(tokens)] = torch.tensor(tokens)
             gates[i, :len(tokens)] = 1.0
-        content = embeddings[ids.to(embeddings.device)].float()
-        normed = content * torch.rsqrt(content.pow(2).mean(-1, keepdim=True) + 1e-6)
+        normed = rms_normalised(embeddings[ids.to(embeddings.device)])
         x = ordered_summary(normed, gates.to(normed.device), places)
         states.append(step(initial_state(len(chunk)), x).float())
     return torch.cat(states)

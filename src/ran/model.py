@@ -56,6 +56,7 @@ from ran.reading import (
     gated_summary,
     last_real_index,
     ordered_summary,
+    rms_normalised,
     summarise,
     token_gates,
 )
@@ -530,8 +531,7 @@ class ReservoirModel(nn.Module):
             mask = mask.to(hidden.device)
             normed, gates, read.read_logits = token_gates(hidden, mask, self.read_gate)
             if read.content is not None:  # the gates weigh the tokens' embeddings instead (read_from)
-                content = read.content.to(normed.device).float()
-                normed = content * torch.rsqrt(content.pow(2).mean(-1, keepdim=True) + 1e-6)
+                normed = rms_normalised(read.content.to(normed.device))
             read.summary = (gated_summary(normed, gates) if self.config.read_places == 1
                             else ordered_summary(normed, gates, self.config.read_places))
             if self.config.drive == "token":
@@ -559,7 +559,7 @@ class ReservoirModel(nn.Module):
         hidden = args[0] if args else kwargs["hidden_states"]  # (B', T, d)
         hidden = hidden[:: hidden.shape[0] // read.batch]
         at_end = hidden[torch.arange(read.batch, device=hidden.device), read.last_index.to(hidden.device)].float()
-        normed = at_end * torch.rsqrt(at_end.pow(2).mean(-1, keepdim=True) + 1e-6)  # (B, d)
+        normed = rms_normalised(at_end)  # (B, d)
 
         def decide(gate: nn.Linear, taught: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
             logits = gate(normed)[:, 0]

@@ -112,11 +112,17 @@ def ordered_summary(normed: torch.Tensor, gates: torch.Tensor, places: int) -> t
     return placed.flatten(1) * scale
 
 
+def rms_normalised(hidden: torch.Tensor) -> torch.Tensor:
+    """n(h) = h / rms(h) over the last dimension, in float32: what the reads, gates and switches take in."""
+    hidden = hidden.float()
+    return hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
 def token_gates(hidden: torch.Tensor, mask: torch.Tensor,
                 gate: nn.Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gated read's parts for (B, T, d) hidden states: n(h_t) (B, T, d), the gates g_t (B, T), zero off
     ``mask``, and their logits (B, T)."""
-    normed = hidden.float() * torch.rsqrt(hidden.float().pow(2).mean(-1, keepdim=True) + 1e-6)
+    normed = rms_normalised(hidden)
     logits = gate(normed)[..., 0]
     return normed, torch.sigmoid(logits) * mask, logits
 
