@@ -10,7 +10,7 @@ distinct tokens names the tokens of values it never saw (docs/tasks/places-probe
 gradient through the model's attention, at the same budget, did not (README, One memory, ``r29``). Nor, so far,
 did the map trained on top of this decoder: in ``r31`` (300 steps, five kinds) it learned each kind's form only,
 and on words alone (``r32``, 150 steps) it recalled none where the direct read with the same slots recalls 0.08
-(``r33``). Scaling the decoded embeddings to the inputs' rms (x sqrt(d)) did not change the loss over 60 steps.
+(``r33``).
 """
 
 from __future__ import annotations
