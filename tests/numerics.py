@@ -17,6 +17,8 @@ the down projection (9), plus the reservoir step (W_in x and W_r r: 2) and the r
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 UNIT_ROUNDOFF = torch.finfo(torch.float32).eps / 2  # u = 2^-24
@@ -51,3 +53,21 @@ def assert_float32_close(actual: torch.Tensor, expected: torch.Tensor, terms: in
     error = float((actual.detach() - expected.detach()).abs().max())
     assert error <= tolerance, (f"max |difference| {error:.3g} exceeds the float32 bound {tolerance:.3g} "
                                 f"(depth {depth}, sums of <= {terms} terms, scale {scale:.3g})")
+
+
+def assert_records_match(actual, expected, rel: float, path: str = "record") -> None:
+    """Two JSON records are equal, except that floats (scores, probabilities, losses) may differ by ``rel``
+    relative (rounding in other batch shapes) and NaN matches NaN (a precision with nothing predicted)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        assert actual.keys() == expected.keys(), f"{path}: keys {sorted(actual)} != {sorted(expected)}"
+        for key in expected:
+            assert_records_match(actual[key], expected[key], rel, f"{path}/{key}")
+    elif isinstance(expected, list) and isinstance(actual, list):
+        assert len(actual) == len(expected), f"{path}: {len(actual)} items != {len(expected)}"
+        for index, (one, other) in enumerate(zip(actual, expected, strict=True)):
+            assert_records_match(one, other, rel, f"{path}[{index}]")
+    elif isinstance(expected, float) and isinstance(actual, float):
+        assert (math.isnan(actual) and math.isnan(expected)) or math.isclose(actual, expected, rel_tol=rel), \
+            f"{path}: {actual!r} != {expected!r} within {rel:g} relative"
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"

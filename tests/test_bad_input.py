@@ -433,6 +433,19 @@ ROWS = [
     ("population", ["--out", "@W/file.txt"], "--out @W/file.txt is a file"),
     ("population", ["--model", WORDS, "--task-file", "@W/task.json", "--reservoir-seeds", "0", "--train-seeds", "0",
                     "--out", "@W/population"], "holds the report of another population"),
+    # Rows that ran as subprocesses in test_cli.py, test_crosspass_cli.py and test_battery.py (the entry point's
+    # own exit status is still tested there, once): what they refused that no row above does.
+    ("check", ["--model", "@W/no-such-dir/"], "unknown model"),
+    ("check", ["--device", "cuda:7"], "cuda:7"),  # no CUDA: "has no CUDA GPU"; one GPU: "does not exist"
+    ("crosspass", ["--model", WORDS, "--units", "32", "--seeds", "0", "--out", "@T", "--key-list", "w10,w11 w12"],
+     "is not a single token"),
+    ("crosspass", ["--model", WORDS, "--units", "32", "--seeds", "0", "--out", "@T", "--key-list", "train,w11"],
+     "contains the key 'train'"),
+    ("battery", ["--model", WORDS, "--units", "32", "--steps", "1", "--seeds", "0", "--idle-text", "w9", "--out", "@T",
+                 "--tasks", "recall", "--set", 'recall.keys=["w10 w11"]'], "is not a single token"),
+    ("battery", ["--tasks", "deferred", "--set", "deferred.eval_delays=[2,100000]"], "above the cap"),
+    ("battery", ["--tasks", "recall", "timed", "--weights", "1", "-1"],
+     "--weights must be a number in [0, 1e+06], got -1.0"),
 ]
 
 

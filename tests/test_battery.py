@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 from killing import kill_after_records
+from numerics import assert_records_match
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_models import tiny_model, tiny_tokenizer
 
@@ -329,24 +330,6 @@ def ran(*args):
     return subprocess.run([sys.executable, "-m", "ran", *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--tasks", "recall", "timd"], "unknown task 'timd' (did you mean 'timed'?)"),
-    (["--tasks", "recall", "timed", "--weights", "1", "-1"], "--weights must be a number in [0, 1e+06], got -1.0"),
-    (["--tasks", "recall", "--weights", "1", "2"], "2 weights for 1 tasks"),
-    (["--tasks", "deferred", "--set", "deferred.eval_delays=[2,100000]"], "above the cap"),
-    (["--tasks", "recall", "--set", 'recall.keys=["w10 w11"]'], "is not a single token"),
-])
-def test_battery_cli_refuses_bad_input_in_one_line(args, message, tmp_path):
-    directory = tmp_path / "tiny"
-    tiny_model("llama").save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
-    result = ran("battery", "--model", str(directory), "--units", "32", "--steps", "1", "--seeds", "0",
-                 "--idle-text", "w9", "--out", str(tmp_path / "out"), "--no-progress", *args)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "out" / "battery.json").exists()
-
-
 TINY_TIMED = ["--set", "timed.words=[\"w30\",\"w31\"]", "timed.instruction=w27 w{turns} {word}"]  # tiny vocabulary
 
 
@@ -467,7 +450,7 @@ def test_battery_runs_trained_in_one_batch_score_as_runs_trained_alone(tmp_path)
     alone_result, outputs_alone = _two_seed_battery(tmp_path, "alone")
     assert "trained in 1 batch of 2 runs" in together.stdout and "trained in" not in alone_result.stdout
     for batched, alone in zip(outputs_batched, outputs_alone, strict=True):
-        # float32 sums in other batch shapes: ~1e-6 relative (tests/test_batched.py); the gate head batches too
-        assert batched.pop("loss_curve") == pytest.approx(alone.pop("loss_curve"), rel=1e-4)
         assert all("stateless" in task for task in batched["tasks"].values())  # the ablation trains alone
-        assert batched == alone
+        # float32 sums in other batch shapes: ~1e-6 relative (tests/test_batched.py) in the losses and the speak
+        # gate's probabilities; the gate head batches too. Every score, count and text is equal.
+        assert_records_match(batched, alone, rel=1e-4)

@@ -83,24 +83,6 @@ def test_eval_refuses_an_artifact_for_another_model(tiny_dir, task_file, tmp_pat
     assert before == {p.name: p.read_bytes() for p in artifact.iterdir()}  # nothing overwritten
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--key-list", "w10,w11 w12"], "is not a single token"),
-    (["--key-list", ","], "key list is empty"),
-    (["--steps", "0"], "--steps must be an integer in 1..10,000,000"),
-    (["--train-delays", "8-2"], "is reversed"),
-    (["--train-delays", ""], "is not N or LOW-HIGH"),
-    (["--train-delays", "0-100000"], "above the cap"),
-    (["--eval-delays", "-1"], "--eval-delays must be an integer in 0..256"),
-    (["--key-list", "train,w11"], "contains the key 'train'"),
-    (["--store-template", "w3 w4"], "does not contain {key}"),
-    (["--recall-template", "w6 {key}"], "has the field {key}: it must not contain a field"),
-])
-def test_crosspass_bad_input(tiny_dir, tmp_path, args, message):
-    result = ran("crosspass", "--model", str(tiny_dir), "--units", "32", "--out", str(tmp_path), "--no-progress", *args)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
-
-
 def test_eval_of_a_missing_artifact(tmp_path):
     result = ran("eval", str(tmp_path / "nothing"))
     assert result.returncode == 2 and "not found" in result.stderr
