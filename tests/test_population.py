@@ -201,6 +201,7 @@ def test_local_ray_workers_give_the_in_process_records(tmp_path, model_dir):
     assert comparable(on_ray) == comparable(in_process)
 
 
+@pytest.mark.slow  # ~50 s: a cluster started by ray start; Ray stays in the default run by the local workers
 def test_a_ray_cluster_started_with_ray_start_gives_the_same_records(tmp_path, model_dir, task_file):
     pytest.importorskip("ray", reason="Ray is not installed (make setup installs the [ray] extra)")
     port = free_port()
