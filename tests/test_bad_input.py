@@ -379,6 +379,8 @@ ROWS = [
     ("remember", ["--value-read", "decoded"], "value_read 'decoded' decodes each place's token embedding for the "
      "query that says it: it needs slot_order 'reply' and read_from 'embeddings', not 'content' and 'layer'"),
     ("remember", ["--value-read", "pooled"], "invalid choice: 'pooled'"),
+    ("remember", ["--place-count", "round"], "invalid choice: 'round'"),
+    ("remember", ["--place-count", "hard"], "place_count 'hard' places the ordered read's tokens: it needs"),
     ("remember", ["--harm-fraction", "1"], "--harm-fraction must be a number in [0, 1), got 1.0"),
     ("remember", ["--leak-rate-min", "0"], "--leak-rate-min must be a number in (0, 1], got 0.0"),
     ("remember", ["--per-step", "0"], "--per-step must be"),

@@ -578,6 +578,30 @@ def test_an_ordered_read_feeds_layer_Ls_open_tokens_to_the_reservoir_in_places_a
     assert json.loads((tmp_path / "artifact" / "ran_config.json").read_text())["config"]["read_places"] == 3
 
 
+def test_the_hard_place_count_keeps_a_value_in_its_places_when_the_tokens_before_it_are_slightly_open():
+    from ran.reading import ordered_summary
+
+    normed = torch.randn(1, 42, 4, generator=torch.Generator().manual_seed(0))
+    gates = torch.full((1, 42), 0.04)  # forty tokens of a prompt slightly open, then a two-token value
+    gates[0, 40:] = 0.9
+    soft = ordered_summary(normed, gates, places=3).view(3, 4)
+    hard = ordered_summary(normed, gates, places=3, count_by="hard").view(3, 4)
+    # soft: the forty gates sum to 1.6, so the value's first token lands in places 2 and 3, its second in 3
+    assert float(soft[0].norm()) < 0.5 * float(soft[2].norm())
+    # hard: 1 + the open tokens before it; every closed prompt token is in place 1, weighed by its 0.04
+    prompt = 0.04 * normed[0, :40].sum(0)
+    root2 = 2 ** 0.5  # two open tokens
+    torch.testing.assert_close(hard, torch.stack([prompt + 0.9 * normed[0, 40], 0.9 * normed[0, 41],
+                                                  torch.zeros(4)]) / root2)
+    # with gates that are exactly open or shut (the decoder's store states) both counts are the same read
+    exact = (gates > 0.5).float()
+    torch.testing.assert_close(ordered_summary(normed, exact, 3, "hard"), ordered_summary(normed, exact, 3))
+    with pytest.raises(ConfigError, match="place_count 'hard' places the ordered read's tokens"):
+        RanConfig(summary="gated", place_count="hard")
+    with pytest.raises(ConfigError, match="unknown place_count 'round'"):
+        RanConfig(summary="gated", read_places=2, place_count="round")
+
+
 def test_an_ordered_read_needs_the_gated_read_and_the_pass_drive_and_trains_alone():
     for summary, drive in (("last", "pass"), ("gated", "token")):
         with pytest.raises(ConfigError, match="read_places 2 orders the gated read's open tokens"):

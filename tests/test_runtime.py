@@ -206,6 +206,19 @@ def test_bad_sessions_are_refused_and_left_untouched(tmp_path):
         Session.open("ghost", model, root=tmp_path)
 
 
+def test_a_session_made_before_a_config_field_existed_resumes_and_another_config_is_refused(tmp_path):
+    from ran.runtime.persistence import check_identity
+    from ran.runtime.session import model_identity
+
+    identity = model_identity(_model())
+    older = {**identity, "ran_config": {k: v for k, v in identity["ran_config"].items() if k != "place_count"}}
+    check_identity("alpha", older, identity)  # the field's default is what the older release did
+    other = {**identity, "ran_config": {**older["ran_config"], "n_slots": identity["ran_config"]["n_slots"] + 1}}
+    for stored in (other, {**identity, "ran_config": {"colour": "blue"}}, {**identity, "ran_config": None}):
+        with pytest.raises(ArtifactError, match="another RAN config"):
+            check_identity("alpha", stored, identity)
+
+
 def _kill_writer(root, name, connection):
     """The writer: resume (or start) the session and tick forever, reporting each completed pass."""
     torch.set_num_threads(1)

@@ -45,6 +45,7 @@ from ran.passes import PassFormat
 from ran.reading import (
     DRIVES,
     GATED_READ_BIAS,
+    PLACE_COUNTS,
     READ_SOURCES,
     RECALLS,
     SLOT_ORDERS,
@@ -93,6 +94,7 @@ class RanConfig:
     read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
     slot_order: str = "content"  # how queries find the kv slots: content | reply (place j's slots say token j)
     value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)
+    place_count: str = "soft"  # how the ordered read places a token: by the gates' running sum | hard: open gates
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -132,6 +134,11 @@ class RanConfig:
                               f"{self.read_places} places: give n_slots a multiple of {self.read_places}")
         if self.value_read not in VALUE_READS:
             raise ConfigError(f"unknown value_read '{self.value_read}': choose one of {', '.join(VALUE_READS)}")
+        if self.place_count not in PLACE_COUNTS:
+            raise ConfigError(f"unknown place_count '{self.place_count}': choose one of {', '.join(PLACE_COUNTS)}")
+        if self.place_count != "soft" and self.read_places == 1:
+            raise ConfigError(f"place_count '{self.place_count}' places the ordered read's tokens: it needs "
+                              "read_places > 1")
         if self.value_read == "decoded" and self.recurrence != "reservoir":
             raise ConfigError(f"value_read 'decoded' is fit once on the fixed reservoir's states: it needs recurrence "
                               f"'reservoir', not '{self.recurrence}'")
@@ -533,7 +540,8 @@ class ReservoirModel(nn.Module):
             if read.content is not None:  # the gates weigh the tokens' embeddings instead (read_from)
                 normed = rms_normalised(read.content.to(normed.device))
             read.summary = (gated_summary(normed, gates) if self.config.read_places == 1
-                            else ordered_summary(normed, gates, self.config.read_places))
+                            else ordered_summary(normed, gates, self.config.read_places,
+                                                   self.config.place_count))
             if self.config.drive == "token":
                 read.tokens, read.token_gates = normed, gates
             strongest = gates.amax(dim=1)  # nothing read, nothing written

@@ -32,6 +32,12 @@ DRIVES = ("pass", "token")
 # The gated read with read_places P > 1 keeps the pass's first P open tokens apart, in order (an ordered read):
 # x = [x_1, ..., x_P], x_j the tokens whose running count of open gates is near j, so "284588" reaches the
 # reservoir as six digits in six places (each through its own columns of W_in) rather than as their average.
+# How the ordered read places a token: by the running sum of the gates up to it (soft), so forty tokens left at 0.02
+# each move a value a place along and a one-token value lands partly in place 2; or (hard) in the place one past the
+# number of open gates (above 1/2) before it, whole: the value's first token in place 1 however many tokens before it
+# are slightly open, its second in place 2 once the first is open. Either way a token weighs its own gate (so a
+# closed one adds little wherever it lands), and the read labels teach the gates: the count needs no gradient.
+PLACE_COUNTS = ("soft", "hard")
 # What the gated read takes in (its gates always come from layer L's output, which knows the pass's context):
 # layer L's output (layer), or (embeddings) the tokens' input embeddings, which are the tokens themselves; in a
 # model with tied embeddings they are also the directions in which the model says each token.
@@ -96,19 +102,21 @@ def gated_summary(normed: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
     return (normed * gates[..., None]).sum(dim=1) / gates.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
-def ordered_summary(normed: torch.Tensor, gates: torch.Tensor, places: int) -> torch.Tensor:
+def ordered_summary(normed: torch.Tensor, gates: torch.Tensor, places: int, count_by: str = "soft") -> torch.Tensor:
     """(B, places * d): the ordered read of :func:`token_gates`' n(h_t) (B, T, d) and g_t (B, T).
 
-    c_t = sum_{s <= t} g_s counts the open tokens up to t (1 at the first, 2 at the second, ...); place j takes
+    c_t counts the open tokens up to t (1 at the first, 2 at the second, ...): sum_{s <= t} g_s, or with
+    ``count_by`` "hard" (:data:`PLACE_COUNTS`) 1 + the number of g_s > 1/2 for s < t. Place j takes
     sum_t g_t max(0, 1 - |min(c_t, P) - j|) n(h_t), so each open token lands in its own place and tokens beyond
-    the P-th pile into the last. The whole is divided by sqrt(max(1, sum_t g_t)), which keeps one open token's
-    input the size the pooled read gives it and lets a long value's input grow only as the root of its length.
+    the P-th pile into the last. The whole is divided by sqrt(max(1, the count of open tokens)), which keeps one open
+    token's input the size the pooled read gives it and lets a long value's input grow only as the root of its length.
     """
-    count = gates.cumsum(dim=1).clamp_max(places)  # (B, T)
+    opened = (gates > 0.5).to(gates.dtype) if count_by == "hard" else gates
+    count = (opened.cumsum(dim=1) - opened + 1 if count_by == "hard" else opened.cumsum(dim=1)).clamp_max(places)
     centres = torch.arange(1, places + 1, device=gates.device, dtype=gates.dtype)
     weights = gates[..., None] * (1 - (count[..., None] - centres).abs()).clamp_min(0)  # (B, T, P)
     placed = torch.einsum("btp,btd->bpd", weights, normed)  # (B, P, d)
-    scale = gates.sum(dim=1).clamp_min(1.0).rsqrt()[:, None]  # (B, 1)
+    scale = opened.sum(dim=1).clamp_min(1.0).rsqrt()[:, None]  # (B, 1)
     return placed.flatten(1) * scale
 
 

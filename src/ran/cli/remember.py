@@ -37,7 +37,7 @@ from ran.grid import GRID_FIELDS, parse_grid
 from ran.loading import load_tokenizer
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
-from ran.reading import VALUE_READS
+from ran.reading import PLACE_COUNTS, VALUE_READS
 from ran.remember import RECIPE, RECORDS_SUFFIX, artifact_name, builtin_task, memory_runs, run_memory
 from ran.tasks.memory import FILLERS, KINDS, MemoryTask
 from ran.tasks.recall import parse_delays
@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--slot-order reply --read-from embeddings) each place's token embedding as a ridge "
                              "regression fit on the training values' store states decodes it, then one trained map "
                              "shared by every place (default: %(default)s)")
+    parser.add_argument("--place-count", default=RECIPE.ran.place_count, choices=list(PLACE_COUNTS),
+                        help="how the ordered read (--read-places P > 1) places a token: by the running sum of "
+                             "the gates (soft), or by the number of gates open above 1/2 (hard), so that tokens "
+                             "left slightly open do not move the value along the places (default: %(default)s)")
     parser.add_argument("--format", default=RECIPE.format.kind, choices=FORMATS,
                         help=f"how a pass is rendered (default: {RECIPE.format.kind}, as ran chat renders it)")
     parser.add_argument("--idle-text", default=RECIPE.format.idle_text, help="what an idle tick reads")
@@ -141,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                     slot_order=args.slot_order, value_read=args.value_read,
+                    place_count=args.place_count,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = PassFormat(args.format, idle_text=args.idle_text)

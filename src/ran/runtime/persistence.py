@@ -42,7 +42,7 @@ from ran.artifact import base_model_differences, base_model_identity
 from ran.errors import ArtifactError, ConfigError
 from ran.fileio import TEMP_MARK, atomic_write, check_name
 from ran.integrity import check_finite, read_weights, tensor_digest
-from ran.model import ReservoirModel
+from ran.model import RanConfig, ReservoirModel
 
 SESSION_FORMAT = "ran-session"
 SESSION_VERSION = 1
@@ -235,10 +235,21 @@ def check_identity(name: str, stored: dict[str, Any], actual: dict[str, Any]) ->
             f"{str(stored.get('reservoir_fingerprint'))[:12]}, this one "
             f"{actual['reservoir_fingerprint'][:12]}): its reservoir was {stored_reservoir}"
         )
-    if stored.get("ran_config") != actual["ran_config"]:
+    if not _same_ran_config(stored.get("ran_config"), actual["ran_config"]):
         raise ArtifactError(f"session '{name}' was made with another RAN config: {stored.get('ran_config')}")
     if stored.get("readout_sha256") != actual["readout_sha256"]:
         raise ArtifactError(f"session '{name}' was made with another readout (a different artifact or none)")
+
+
+def _same_ran_config(stored: Any, actual: dict[str, Any]) -> bool:
+    """Whether a stored RAN config is ``actual``: a config saved before a field existed reads as that field's
+    default (the behaviour it was made with), so a session outlives a release that adds one."""
+    if stored == actual:
+        return True
+    try:
+        return RanConfig.from_dict(stored, "stored RAN config").to_dict() == actual
+    except ConfigError:
+        return False
 
 
 def _describe_identity(identity: dict[str, Any]) -> str:
