@@ -32,7 +32,7 @@ DRIVES = ("pass", "token")
 # The gated read with read_places P > 1 keeps the pass's first P open tokens apart, in order (an ordered read):
 # x = [x_1, ..., x_P], x_j the tokens whose running count of open gates is near j, so "284588" reaches the
 # reservoir as six digits in six places (each through its own columns of W_in) rather than as their average.
-# How the ordered read places a token: by the running sum of the gates up to it (soft), so forty tokens left at 0.02
+# How the ordered read places a token: by the running sum of the gates up to it (soft), so fifty tokens left at 0.02
 # each move a value a place along and a one-token value lands partly in place 2; or (hard) in the place one past the
 # number of open gates (above 1/2) before it, whole: the value's first token in place 1 however many tokens before it
 # are slightly open, its second in place 2 once the first is open. Either way a token weighs its own gate (so a
