@@ -111,8 +111,12 @@ def ordered_summary(normed: torch.Tensor, gates: torch.Tensor, places: int, coun
     the P-th pile into the last. The whole is divided by sqrt(max(1, the count of open tokens)), which keeps one open
     token's input the size the pooled read gives it and lets a long value's input grow only as the root of its length.
     """
-    opened = (gates > 0.5).to(gates.dtype) if count_by == "hard" else gates
-    count = (opened.cumsum(dim=1) - opened + 1 if count_by == "hard" else opened.cumsum(dim=1)).clamp_max(places)
+    if count_by == "hard":
+        opened = (gates > 0.5).to(gates.dtype)
+        count = (opened.cumsum(dim=1) - opened + 1).clamp_max(places)  # (B, T): 1 + the open tokens before t
+    else:
+        opened = gates
+        count = gates.cumsum(dim=1).clamp_max(places)  # (B, T)
     centres = torch.arange(1, places + 1, device=gates.device, dtype=gates.dtype)
     weights = gates[..., None] * (1 - (count[..., None] - centres).abs()).clamp_min(0)  # (B, T, P)
     placed = torch.einsum("btp,btd->bpd", weights, normed)  # (B, P, d)
