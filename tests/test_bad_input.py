@@ -377,7 +377,10 @@ ROWS = [
     # ----- remember -----------------------------------------------------------------------------------------
     ("remember", ["--steps", "0"], "--steps must be an integer in 1..10,000,000, got 0"),
     ("remember", ["--value-read", "decoded"], "value_read 'decoded' decodes each place's token embedding for the "
-     "query that says it: it needs slot_order 'reply' and read_from 'embeddings', not 'content' and 'layer'"),
+     "query that says it: it needs slot_order 'reply' or 'content-reply' and read_from 'embeddings', not 'content' "
+     "and 'layer'"),
+    ("remember", ["--slot-order", "content-reply", "--read-places", "8", "--slots", "9"],
+     "slot_order 'content-reply' splits the 9 slots evenly among the read's 8 places: give n_slots a multiple of 8"),
     ("remember", ["--value-read", "pooled"], "invalid choice: 'pooled'"),
     ("remember", ["--place-count", "round"], "invalid choice: 'round'"),
     ("remember", ["--place-count", "hard"], "place_count 'hard' places the ordered read's tokens: it needs"),

@@ -667,6 +667,8 @@ def test_slots_ordered_by_the_reply_show_place_j_to_the_query_that_says_the_repl
                              [False, False, True, True], [False, False, True, True]]
     step = _reply_places(torch.tensor([2, 0]), q_len=1, kv_len=4, n_slots=4, places=2)[:, 0, 0]  # a decode step
     assert step.tolist() == [[False, False, True, True], [False, False, True, True]]
+    both = _reply_places(torch.tensor([2]), q_len=6, kv_len=6, n_slots=4, places=2, prompt_sees_all=True)[0, 0]
+    assert both.tolist() == [[True] * 4, [True] * 4] + seen.tolist()[2:]  # content-reply: the prompt sees them all
     config = RanConfig(summary="gated", read_places=2, n_slots=4, slot_order="reply",
                        reservoir=ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5))
     model = wrap(tiny_model("llama", 0), config)
@@ -703,6 +705,14 @@ def test_slots_ordered_by_the_reply_show_place_j_to_the_query_that_says_the_repl
         base = content(ids, state=state, read_index=torch.tensor([3])).logits[0]
         content.injector.value_readout.weight *= 3
         assert float((content(ids, state=state, read_index=torch.tensor([3])).logits[0, 0] - base[0]).abs().max()) > 0
+    both = wrap(tiny_model("llama", 0), replace(config, slot_order="content-reply"))  # content-reply: the prompt
+    both.load_state_dict(model.state_dict())  # before its last token reads as by content, the rest by place
+    content.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        reply, mixed, by_content = (m(ids, state=state, read_index=torch.tensor([3])).logits[0]
+                                    for m in (model, both, content))
+    assert float((mixed[:3] - reply[:3]).abs().max()) > 1e-4  # the prompt's tokens now see the slots,
+    torch.testing.assert_close(mixed[:3], by_content[:3])  # all of them, as content order shows them
     before, after = _outputs_before_and_after_saving(model, tmp_path)  # and so does the artifact
     torch.testing.assert_close(after.logits, before.logits)
     assert json.loads((tmp_path / "artifact" / "ran_config.json").read_text())["config"]["slot_order"] == "reply"
@@ -767,8 +777,8 @@ def test_decoded_values_name_each_places_token_of_values_the_decoder_never_fit_o
 
 def test_decoded_values_need_reply_slots_a_read_from_the_embeddings_the_fixed_reservoir_and_stored_values():
     reply = dict(summary="gated", read_places=2, n_slots=4, slot_order="reply", read_from="embeddings")
-    for changes, message in (({"slot_order": "content"}, "needs slot_order 'reply' and read_from 'embeddings'"),
-                             ({"read_from": "layer"}, "needs slot_order 'reply' and read_from 'embeddings'"),
+    needs = "needs slot_order 'reply' or 'content-reply' and read_from 'embeddings'"
+    for changes, message in (({"slot_order": "content"}, needs), ({"read_from": "layer"}, needs),
                              ({"recurrence": "gru"}, "needs recurrence 'reservoir'"),
                              ({"value_read": "pooled"}, "unknown value_read 'pooled'")):
         with pytest.raises(ConfigError, match=message):

@@ -48,6 +48,7 @@ from ran.reading import (
     PLACE_COUNTS,
     READ_SOURCES,
     RECALLS,
+    REPLY_ORDERS,
     SLOT_ORDERS,
     SUMMARIES,
     TOKEN_GATED_WRITES,
@@ -92,7 +93,7 @@ class RanConfig:
     drive: str = "pass"  # pass: one reservoir step per pass | token: one per token, as far as its gate opens
     read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
     read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
-    slot_order: str = "content"  # how queries find the kv slots: content | reply (place j's slots say token j)
+    slot_order: str = "content"  # how queries find the kv slots: content | reply (place j's slots say token j) | both
     value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)
     place_count: str = "soft"  # how the ordered read places a token: by the gates' running sum | hard: open gates
 
@@ -126,11 +127,11 @@ class RanConfig:
                               f"'gated', not '{self.summary}'")
         if self.slot_order not in SLOT_ORDERS:
             raise ConfigError(f"unknown slot_order '{self.slot_order}': choose one of {', '.join(SLOT_ORDERS)}")
-        if self.slot_order == "reply" and self.mode != "kv":
-            raise ConfigError(f"slot_order 'reply' shows each place's kv slots to one query: it needs mode 'kv', not "
-                              f"'{self.mode}'")
-        if self.slot_order == "reply" and self.n_slots % self.read_places:
-            raise ConfigError(f"slot_order 'reply' splits the {self.n_slots} slots evenly among the read's "
+        if self.slot_order in REPLY_ORDERS and self.mode != "kv":
+            raise ConfigError(f"slot_order '{self.slot_order}' shows each place's kv slots to one query: it needs mode "
+                              f"'kv', not '{self.mode}'")
+        if self.slot_order in REPLY_ORDERS and self.n_slots % self.read_places:
+            raise ConfigError(f"slot_order '{self.slot_order}' splits the {self.n_slots} slots evenly among the read's "
                               f"{self.read_places} places: give n_slots a multiple of {self.read_places}")
         if self.value_read not in VALUE_READS:
             raise ConfigError(f"unknown value_read '{self.value_read}': choose one of {', '.join(VALUE_READS)}")
@@ -142,10 +143,10 @@ class RanConfig:
         if self.value_read == "decoded" and self.recurrence != "reservoir":
             raise ConfigError(f"value_read 'decoded' is fit once on the fixed reservoir's states: it needs recurrence "
                               f"'reservoir', not '{self.recurrence}'")
-        if self.value_read == "decoded" and (self.slot_order != "reply" or self.read_from != "embeddings"):
+        if self.value_read == "decoded" and (self.slot_order not in REPLY_ORDERS or self.read_from != "embeddings"):
             raise ConfigError("value_read 'decoded' decodes each place's token embedding for the query that says it: "
-                              f"it needs slot_order 'reply' and read_from 'embeddings', not '{self.slot_order}' and "
-                              f"'{self.read_from}'")
+                              f"it needs slot_order 'reply' or 'content-reply' and read_from 'embeddings', not "
+                              f"'{self.slot_order}' and '{self.read_from}'")
         if self.recall not in RECALLS:
             raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
         if self.recall == "switched" and self.mode != "kv":
@@ -518,9 +519,10 @@ class ReservoirModel(nn.Module):
         self._read = read
         if self.injection_enabled:
             self.injector.begin_pass(state)
-            if self.config.slot_order == "reply":
+            if self.config.slot_order in REPLY_ORDERS:
                 self.injector.slots.reply_start = read.last_index
                 self.injector.slots.places = self.config.read_places
+                self.injector.slots.prompt_sees_all = self.config.slot_order == "content-reply"
         try:
             yield read
         finally:

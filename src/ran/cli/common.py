@@ -67,7 +67,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slot-order", default="content", choices=list(SLOT_ORDERS),
                         help="how a query finds the kv slots: by content, or (reply) by place: the slots are split "
                              "among the read's places and place j's are seen only by the query that says the "
-                             "reply's j-th token, so each token of a value is read back like a single word "
+                             "reply's j-th token, so each token of a value is read back like a single word; "
+                             "content-reply: the same, and the prompt's other tokens see every slot, as by content "
                              "(default: %(default)s)")
 
 

@@ -33,7 +33,8 @@ class SlotSource:
     """This pass's slot keys and values, (B, n_kv_heads, n_slots, head_dim) each, or None when off;
     ``visible`` (B,) bool, which rows' queries may see the slots (a switched recall), None: every row; and, for
     slots ordered by the reply (``ran.reading.SLOT_ORDERS``), ``reply_start`` (B,), each row's index of the
-    prompt's last token, and ``places``, the number of places the slots are split among."""
+    prompt's last token, ``places``, the number of places the slots are split among, and ``prompt_sees_all``,
+    whether the prompt's other tokens see every slot (``content-reply``) or none (``reply``)."""
 
     def __init__(self) -> None:
         self.keys: torch.Tensor | None = None
@@ -41,6 +42,7 @@ class SlotSource:
         self.visible: torch.Tensor | None = None
         self.reply_start: torch.Tensor | None = None
         self.places: int = 0
+        self.prompt_sees_all: bool = False
 
 
 def _stock_attention(base: str, module: nn.Module) -> Callable:
@@ -50,18 +52,21 @@ def _stock_attention(base: str, module: nn.Module) -> Callable:
     return sys.modules[type(module).__module__].eager_attention_forward
 
 
-def _reply_places(reply_start: torch.Tensor, q_len: int, kv_len: int, n_slots: int, places: int) -> torch.Tensor:
+def _reply_places(reply_start: torch.Tensor, q_len: int, kv_len: int, n_slots: int, places: int,
+                  prompt_sees_all: bool = False) -> torch.Tensor:
     """(B, 1, q_len, n_slots) bool: which slots each query sees when the slots are ordered by the reply.
 
     A query's index in the sequence is kv_len - q_len + i (the cache holds every earlier token, padding too);
     its offset from the prompt's last token (``reply_start``, (B,)) is the reply token it says, minus one.
-    Slot s belongs to place s // (n_slots / places); a query at offset o >= 0 sees place min(o, places - 1).
+    Slot s belongs to place s // (n_slots / places); a query at offset o >= 0 sees place min(o, places - 1);
+    one at o < 0 (the prompt before its last token) sees every slot if ``prompt_sees_all``, else none.
     """
     index = torch.arange(kv_len - q_len, kv_len, device=reply_start.device)
     offset = index[None, :] - reply_start[:, None]  # (B, q_len)
     place = offset.clamp(0, places - 1)
     slot_place = torch.arange(n_slots, device=reply_start.device) // (n_slots // places)  # (n_slots,)
-    return ((place[..., None] == slot_place) & (offset >= 0)[..., None])[:, None]
+    in_reply = (offset >= 0)[..., None]
+    return ((place[..., None] == slot_place) & in_reply | (~in_reply if prompt_sees_all else False))[:, None]
 
 
 def _slot_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor,
@@ -108,7 +113,7 @@ def _make_attention(base: str) -> Callable:
         reply_places = None
         if slots.reply_start is not None:
             reply_places = _reply_places(_match_batch(slots.reply_start, batch).to(query.device), query.shape[2],
-                                         key.shape[2], n_slots, slots.places)
+                                         key.shape[2], n_slots, slots.places, slots.prompt_sees_all)
         mask = _slot_mask(attention_mask, query, key, n_slots, visible, reply_places)
         key = torch.cat([key, slot_keys], dim=2)  # (B, kv_heads, T_kv + S, hd)
         value = torch.cat([value, slot_values], dim=2)
