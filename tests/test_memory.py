@@ -783,6 +783,7 @@ def test_decoded_values_need_reply_slots_a_read_from_the_embeddings_the_fixed_re
                              ({"value_read": "pooled"}, "unknown value_read 'pooled'")):
         with pytest.raises(ConfigError, match=message):
             RanConfig(**{**reply, "value_read": "decoded", **changes})
+    assert RanConfig(**{**reply, "value_read": "decoded", "slot_order": "content-reply"}).value_read == "decoded"
     with pytest.raises(ConfigError, match="only 'decoded' has a decoder"):
         wrap(tiny_model("llama", 0), RanConfig()).fit_value_decoder([[5]] * 20)
     from ran.runner import fit_decoder

@@ -93,7 +93,7 @@ class RanConfig:
     drive: str = "pass"  # pass: one reservoir step per pass | token: one per token, as far as its gate opens
     read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
     read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
-    slot_order: str = "content"  # how queries find the kv slots: content | reply (place j's slots say token j) | both
+    slot_order: str = "content"  # how queries find the kv slots: content | reply (by place) | content-reply (both)
     value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)
     place_count: str = "soft"  # how the ordered read places a token: by the gates' running sum | hard: open gates
 

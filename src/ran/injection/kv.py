@@ -66,7 +66,10 @@ def _reply_places(reply_start: torch.Tensor, q_len: int, kv_len: int, n_slots: i
     place = offset.clamp(0, places - 1)
     slot_place = torch.arange(n_slots, device=reply_start.device) // (n_slots // places)  # (n_slots,)
     in_reply = (offset >= 0)[..., None]
-    return ((place[..., None] == slot_place) & in_reply | (~in_reply if prompt_sees_all else False))[:, None]
+    seen = (place[..., None] == slot_place) & in_reply
+    if prompt_sees_all:
+        seen = seen | ~in_reply
+    return seen[:, None]
 
 
 def _slot_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor,
