@@ -705,12 +705,12 @@ def test_slots_ordered_by_the_reply_show_place_j_to_the_query_that_says_the_repl
         base = content(ids, state=state, read_index=torch.tensor([3])).logits[0]
         content.injector.value_readout.weight *= 3
         assert float((content(ids, state=state, read_index=torch.tensor([3])).logits[0, 0] - base[0]).abs().max()) > 0
-    both = wrap(tiny_model("llama", 0), replace(config, slot_order="content-reply"))  # content-reply: the prompt
-    both.load_state_dict(model.state_dict())  # before its last token reads as by content, the rest by place
+    content_reply = wrap(tiny_model("llama", 0), replace(config, slot_order="content-reply"))  # the prompt before
+    content_reply.load_state_dict(model.state_dict())  # its last token reads as by content, the rest by place
     content.load_state_dict(model.state_dict())
     with torch.no_grad():
         reply, mixed, by_content = (m(ids, state=state, read_index=torch.tensor([3])).logits[0]
-                                    for m in (model, both, content))
+                                    for m in (model, content_reply, content))
     assert float((mixed[:3] - reply[:3]).abs().max()) > 1e-4  # the prompt's tokens now see the slots,
     torch.testing.assert_close(mixed[:3], by_content[:3])  # all of them, as content order shows them
     before, after = _outputs_before_and_after_saving(model, tmp_path)  # and so does the artifact
