@@ -356,6 +356,7 @@ ROWS = [
     ("battery", ["--grid", "leak_rate=0,1"], "leak_rate must be in (0, 1]"),
     ("battery", ["--grid", "leak_rate="], "grid field 'leak_rate' is empty"),
     ("battery", ["--grid", "lora_rank=0,8"], "the battery's LoRA rank is the recipe's"),
+    ("battery", ["--tasks", "timed", "--alone"], "--alone trains each task of the mix by itself beside the mix"),
     ("battery", ["--name", "../x"], "invalid --name '../x'"),
     ("battery", ["--out", "@W/file.txt"], "is a file"),
     ("battery", ["--save", "@W/file.txt/x"], "lies inside the file"),

@@ -380,6 +380,34 @@ def test_battery_grid_makes_each_point_an_arm(tmp_path, capsys):
     assert "readout leak_rate=0.3 steps=2       timed" in table and (out / "battery.png").stat().st_size > 0
 
 
+def test_battery_alone_trains_each_task_by_itself_as_its_own_run_would(tmp_path, capsys):
+    """--alone adds one arm per task, trained on that task only under the same budget: its record is the one
+    ``--tasks TASK`` alone writes, and the table sets each task's ceiling beside its score in the mix."""
+    from ran.cli import main
+
+    directory = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    common = ["--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0", "--idle-text", "w9",
+              "--no-progress", *TINY_TIMED]
+    assert main(["battery", *common, "--tasks", "timed", "silence", "--alone", "--out", str(tmp_path / "both")]) == 0
+    table = capsys.readouterr().out
+    assert main(["battery", *common, "--tasks", "timed", "--out", str(tmp_path / "timed")]) == 0
+    results = read_results(tmp_path / "both" / "battery.json", "battery")
+    assert results["varied"] == ["alone"]
+    assert [run["point"] for run in results["runs"]] == [{}, {"alone": "timed"}, {"alone": "silence"}]
+    assert [list(run["tasks"]) for run in results["runs"]] == [["timed", "silence"], ["timed"], ["silence"]]
+    assert results["runs"][0]["loss_curve"] != results["runs"][1]["loss_curve"]  # the mix trains on both tasks
+    (solo,) = read_results(tmp_path / "timed" / "battery.json", "battery")["runs"]
+    alone = results["runs"][1]
+    assert alone["loss_curve"] == solo["loss_curve"] and alone["tasks"] == solo["tasks"]
+    assert alone["stateless_loss_curve"] == solo["stateless_loss_curve"]
+    assert "each task alone vs in the mix" in table
+    timed = results["summary"][0]["carried"]["mean"], alone["tasks"]["timed"]["carried"]["value"]
+    assert f"timed  alone {timed[1]:.2f}±" in table and f"mix {timed[0]:.2f}±" in table
+    assert (tmp_path / "both" / "battery.png").stat().st_size > 0
+
+
 def test_reservoir_driven_needs_carried_beyond_the_spread_over_seeds():
     from ran.battery import summarise
 

@@ -136,9 +136,12 @@ def plot_retention(results: dict[str, Any], path: str | Path, metric: str = "rec
 
 def plot_battery(results: dict[str, Any], path: str | Path) -> Path:
     """Per task: carried vs wiped vs stateless (mean bars, seeds as dots), one panel per arm (recipe and grid
-    point; files written before the grid have none)."""
+    point; files written before the grid have none); the tasks trained alone (``ran battery --alone``) share
+    one panel per recipe and point."""
     def arm(row: dict[str, Any]) -> str:
-        return " ".join([row["recipe"], *(f"{name}={value}" for name, value in row.get("point", {}).items())])
+        point = row.get("point", {})
+        label = " ".join([row["recipe"], *(f"{name}={value}" for name, value in point.items() if name != "alone")])
+        return f"{label}, each task trained alone" if "alone" in point else label
 
     arms = list(dict.fromkeys(arm(row) for row in results["summary"]))
     figure, axes = plt.subplots(len(arms), 1, figsize=(8.0, 3.6 * len(arms)), squeeze=False)

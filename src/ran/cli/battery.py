@@ -1,6 +1,7 @@
 """``ran battery``: train on a weighted mix of the eight stateful tasks and score each one carried / wiped /
 stateless (see ran.battery); ``--grid`` runs every recipe at every combination of settings (the grid of
-``ran crosspass --grid``), each an arm of the report.
+``ran crosspass --grid``), each an arm of the report; ``--alone`` also trains each task by itself under the same
+budget, an arm per task (its ``alone`` point), so every task's ceiling stands beside its score in the mix.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--recipe", nargs="+", default=["readout"], choices=list(RECIPES),
                         help="readout: readout + gate head, decayed rate (the retention recipe); lora: LoRA rank 8, "
                              "constant rate (the plain recipe); give both to compare (default: readout)")
+    parser.add_argument("--alone", action="store_true",
+                        help="also train each task by itself, with the same steps, episodes per step and learning "
+                             "rate (every episode of a step its own), each an arm of the report beside the mix: the "
+                             "task's ceiling under that budget")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     parser.add_argument("--grid", nargs="+", default=[], metavar="FIELD=V1,V2",
                         help="every combination of these settings, each recipe at each point an arm of the report "
@@ -133,6 +138,12 @@ def run(args) -> int:
              *(task_from_file(path, settings.get(name, {})) for name, path in from_files.items()))
     weights = tuple(args.weights) if args.weights is not None else (1.0,) * len(tasks)
     mix = TaskMix(tasks=tasks, weights=weights, episodes_per_step=args.episodes_per_step)
+    if args.alone and len(tasks) < 2:
+        raise ConfigError("--alone trains each task of the mix by itself beside the mix: give two tasks or more")
+    # The mix's arm (no "alone" in its point), then, with --alone, one arm per task trained by itself.
+    mixes = [({}, mix)] + [({"alone": task.name}, TaskMix(tasks=(task,), weights=(1.0,),
+                                                           episodes_per_step=args.episodes_per_step))
+                           for task in tasks if args.alone]
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                     slot_order=args.slot_order,
@@ -141,10 +152,10 @@ def run(args) -> int:
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     arms = []
-    for name, point in itertools.product(dict.fromkeys(args.recipe), points):
+    for name, point, (alone, task_mix) in itertools.product(dict.fromkeys(args.recipe), points, mixes):
         ran_point, train_point = apply_point(ran, train, point)
-        arms.append(((name, point), specs_for(args.model, ran_point, mix, train_point, args.seeds, RECIPES[name],
-                                              pass_format, args.device, args.dtype)))
+        arms.append(((name, {**point, **alone}), specs_for(args.model, ran_point, task_mix, train_point, args.seeds,
+                                                           RECIPES[name], pass_format, args.device, args.dtype)))
     out = Path(args.out)
     save_dir = Path(args.save) if args.save else None
     backend = backend_from(args)
@@ -154,7 +165,8 @@ def run(args) -> int:
                          [save_dir / artifact_name(arm, spec) for arm, group in arms for spec in group]
                          if save_dir else None)
     results = experiment(arms, records, progress=not args.no_progress, save_dir=save_dir, track=track,
-                         backend=backend, threads=args.threads, varied=tuple(grid))
+                         backend=backend, threads=args.threads,
+                         varied=(*grid, "alone") if args.alone else tuple(grid))
     path = atomic_write(out / f"{stem}.json", json.dumps(results, indent=1) + "\n")
     figure = plot_battery(results, out / f"{stem}.png")
     print_table(results)
@@ -171,11 +183,21 @@ def print_table(results: dict) -> None:
     print(header)
     print("-" * len(header))
     for row in results["summary"]:
-        cells = [f"{row[c]['mean']:.2f}±{row[c]['std']:.2f}" if c in row else "-"
-                 for c in ("carried", "wiped", "stateless")]
+        cells = [_cell(row, c) for c in ("carried", "wiped", "stateless")]
         driven = {True: "yes", False: "no"}.get(row.get("reservoir_driven"), "-")
         print(f"{arm_label(row['recipe'], row.get('point', {})):>{width}}  {row['task']:>10}  {row['metric']:>14}  "
               f"{cells[0]:>11}  {cells[1]:>11}  {cells[2]:>11}  {driven}")
+    alone = {(row["recipe"], _point_without_alone(row), row["task"]): row for row in results["summary"]
+             if "alone" in row.get("point", {})}
+    if alone:
+        print("\neach task alone vs in the mix, carried (mean ± std over seeds; stateless in brackets)")
+        for row in results["summary"]:
+            solo = alone.get((row["recipe"], _point_without_alone(row), row["task"]))
+            if solo is None or "alone" in row.get("point", {}):
+                continue
+            label = arm_label(row["recipe"], row.get("point", {}))
+            print(f"{label:>{width}}  {row['task']:>10}  alone {_cell(solo, 'carried')} "
+                  f"({_cell(solo, 'stateless')})  mix {_cell(row, 'carried')} ({_cell(row, 'stateless')})")
     for run in results["runs"]:
         gate = run["gate"]["carried"]
         if not gate["true_speak"] + gate["missed"] + gate["false_speak"] + gate["true_silent"]:
@@ -183,3 +205,11 @@ def print_table(results: dict) -> None:
         print(f"gate ({arm_label(run['recipe'], run.get('point', {}))}, seed {run['seed']}, carried): precision "
               f"{gate['precision']:.2f}, recall {gate['recall']:.2f} over {gate['true_speak'] + gate['missed']} due "
               f"and {gate['false_speak'] + gate['true_silent']} silent passes")
+
+
+def _point_without_alone(row: dict) -> str:
+    return json.dumps({k: v for k, v in row.get("point", {}).items() if k != "alone"}, sort_keys=True)
+
+
+def _cell(row: dict, condition: str) -> str:
+    return f"{row[condition]['mean']:.2f}±{row[condition]['std']:.2f}" if condition in row else "-"
