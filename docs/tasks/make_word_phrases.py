@@ -7,8 +7,14 @@ words ("candle meadow", one token each), and 200 held-out values made of its hel
 the coined kind's phrasings ("The password for the wifi is {value}.").
 
     python docs/tasks/make_word_phrases.py   # rewrites the file; the same seed gives the same file
+    python docs/tasks/make_word_phrases.py --count 20000 --out docs/tasks/word-phrases-20k.json
+
+With 2,000 training values a 600-step run sees each about ten times; ``--count 20000`` writes a file whose
+training values a run of that length sees about once each (its 200 held-out values are another draw from the
+same held-out words).
 """
 
+import argparse
 import json
 from pathlib import Path
 
@@ -29,16 +35,20 @@ def phrases(words: tuple[str, ...], count: int, rng: np.random.Generator) -> lis
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000, help="training values (default: 2000)")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"file to write (default: {OUT.name} here)")
+    args = parser.parse_args()
     tokenizer = load_tokenizer()
     task = builtin_task(tokenizer, kinds=("word",))
     rng = np.random.default_rng(0)
-    values = phrases(task.values["word"], 2000, rng)
+    values = phrases(task.values["word"], args.count, rng)
     heldout = phrases(task.heldout_values["word"], 200, rng)
     for value in values + heldout:  # one token per word, so place j holds word j
         assert len(tokenizer.encode(f" {value}", add_special_tokens=False)) == len(value.split()), value
-    OUT.write_text(json.dumps({"kinds": ["coined"], "values": {"coined": values},
+    args.out.write_text(json.dumps({"kinds": ["coined"], "values": {"coined": values},
                                "heldout_values": {"coined": heldout}}, indent=0) + "\n")
-    print(f"wrote {OUT}: {len(values)} training and {len(heldout)} held-out values, e.g. {values[0]!r}, "
+    print(f"wrote {args.out}: {len(values)} training and {len(heldout)} held-out values, e.g. {values[0]!r}, "
           f"{heldout[0]!r}")
 
 
