@@ -47,7 +47,7 @@ def main() -> None:
     for value in values + heldout:  # one token per word, so place j holds word j
         assert len(tokenizer.encode(f" {value}", add_special_tokens=False)) == len(value.split()), value
     args.out.write_text(json.dumps({"kinds": ["coined"], "values": {"coined": values},
-                               "heldout_values": {"coined": heldout}}, indent=0) + "\n")
+                                    "heldout_values": {"coined": heldout}}, indent=0) + "\n")
     print(f"wrote {args.out}: {len(values)} training and {len(heldout)} held-out values, e.g. {values[0]!r}, "
           f"{heldout[0]!r}")
 
