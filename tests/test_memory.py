@@ -889,6 +889,7 @@ def test_remember_trains_scores_and_reports_no_harm(tiny_chat_dir, tmp_path, cap
         assert {(g["values"], g["phrasing"], g["delay"]) for g in run["groups"]} == {
             ("heldout", "trained", 0), ("heldout", "trained", 2), ("trained", "trained", 0),
             ("trained", "trained", 2), ("heldout", "heldout", 0)}
+        assert all(p["value"] in p["store"] and p["question"] != p["store"] for p in run["predictions"])
         harm = run["harm"]
         assert harm["agreement"]["base"]["agreement"] == 1.0  # the base model agrees with its own replies
         assert harm["agreement"]["carried"]["n"] == 2 and set(harm["perplexity"]) >= {"base", "wiped", "carried"}

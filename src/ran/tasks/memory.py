@@ -342,6 +342,7 @@ class MemoryTask(Task):
             group["stopped"].append(stopped)
             details.append({"kind": info["kind"], "value": info["value"], "values": info["values"],
                             "phrasing": info["phrasing"], "delay": info["delay"],
+                            "store": episode.passes[0].text, "question": episode.passes[-1].text,  # phrasings that miss
                             "reply": renderer.tokenizer.decode(prediction.tokens, skip_special_tokens=True),
                             "stopped": bool(stopped)})
         rows = [{"kind": kind, "values": values, "phrasing": phrasing, "delay": delay,
