@@ -1,7 +1,7 @@
 """Write docs/tasks/names-coined-20k.json: a `ran remember --task` file of names made of thousands of pieces.
 
 The built-in training names combine about 60 first names and 60 surnames, and the readout learned them as
-a lookup (README, "One memory": r19, r21). These training names are two coined words each ("Dashar Thytoll":
+a lookup (README, "One memory": r19). These training names are two coined words each ("Shiiffssem Altrup":
 a capitalised first piece, then 1-3 lower-case pieces; ``ran.tasks.vocab.coined_words``), drawn over
 thousands of the tokenizer's pieces, so that a run of 600 steps sees each name about once (word phrases
 generalised that way: r48). The held-out names are the built-in held-out ones ("Evander Jorgensen"), and
