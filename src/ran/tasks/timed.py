@@ -15,6 +15,11 @@ the language model's.
   wiped before a tick drawn from ``wipe_ticks`` (at most the due tick), so the number of ticks since the wipe
   does not tell when the item is due; only a clock started by the instruction does.
 
+With ``read`` (a part of the instruction, e.g. ``"{turns} turn{s}, say {word}"``) the passes carry read labels for
+the gated read (``RanConfig(summary="gated")``): the instruction's N and word are what to take in, a tick nothing, so
+with a write on every pass the ticks step the reservoir on an input near zero and its own dynamics are the clock.
+``ran battery --set timed.word_pool=...`` draws the words from the tokenizer's vocabulary.
+
 Metrics, over the evaluation words (the held-out ones where there are any): **on time** (the headline: silent
 on every tick before the due one, speaking on it, and the word right), ``on_time_gate`` (the timing alone),
 ``words_right`` (the word at the due tick, whatever the gate decided), ``early`` (it spoke before the due tick)
@@ -50,6 +55,9 @@ class TimedTask(SampledTask):
     turns: tuple[int, int] = (1, 8)  # N: the tick on which the word is due, counted from the instruction
     wipe_ticks: tuple[int, int] = (1, 1)  # the context is wiped before a tick drawn from this range (<= N)
     instruction: str = "In {turns} turn{s}, say {word}."  # {s}: "s" unless N is 1
+    # What of the instruction the gated read takes in (the instruction's fields; "" = nothing), taught by read
+    # labels, and the ticks read nothing; None: no read labels (the read learns from the targets alone).
+    read: str | None = None
     answer_template: str = " {word}"
     per_step: int = 8
     eval_count: int = 24  # evaluation episodes per words split, spread evenly over (due tick, wipe tick)
@@ -62,6 +70,12 @@ class TimedTask(SampledTask):
                               f"{self.turns[0]}: the context must be wiped by the time the item is due")
         check_template(self.instruction, f"{self.name} instruction", ("turns", "s", "word"), required=("word",))
         check_template(self.answer_template, f"{self.name} answer_template", ("word",), required=("word",))
+        if self.read is not None:
+            check_template(self.read, f"{self.name} read", ("turns", "s", "word"))
+            sample = {"turns": 2, "s": "s", "word": "tiger"}
+            if self.read.format(**sample) not in self.instruction.format(**sample):
+                raise ConfigError(f"{self.name}: read {self.read!r} is not part of the instruction "
+                                  f"{self.instruction!r}: a pass can only read what it says")
         if not self.words:
             raise ConfigError(f"{self.name}: give at least one word")
         overlap = sorted(set(self.words) & set(self.heldout_words))
@@ -83,10 +97,13 @@ class TimedTask(SampledTask):
                       [self.answer_template.format(word=w) for w in (*self.words, *self.heldout_words)])
 
     def make(self, word: str, due: int, wipe: int, split: str) -> Episode:
-        ticks = [Pass.tick(wipe=index == wipe, speak=index == due,
+        labelled = self.read is not None  # then the ticks are labelled too: they read nothing
+        ticks = [Pass.tick(wipe=index == wipe, speak=index == due, read="" if labelled else None,
                            target=self.answer_template.format(word=word) if index == due else None)
                  for index in range(1, due + 2)]  # the due tick, and one more that must stay silent
-        passes = (Pass(self.instruction.format(turns=due, s="" if due == 1 else "s", word=word)), *ticks)
+        fields = {"turns": due, "s": "" if due == 1 else "s", "word": word}
+        instruction = Pass(self.instruction.format(**fields), read=self.read.format(**fields) if labelled else None)
+        passes = (instruction, *ticks)
         return Episode(passes, label=word, group=f"due={due}",
                        info={"word": word, "due": due, "wipe": wipe, "split": split})
 
