@@ -357,6 +357,8 @@ ROWS = [
     ("battery", ["--grid", "leak_rate="], "grid field 'leak_rate' is empty"),
     ("battery", ["--grid", "lora_rank=0,8"], "the battery's LoRA rank is the recipe's"),
     ("battery", ["--tasks", "timed", "--alone"], "--alone trains each task of the mix by itself beside the mix"),
+    ("battery", ["--tasks", "timed", "--gate-context", "pass"], "gate_context 'pass' is what the gated read's gates "
+     "see: it needs summary 'gated', not 'last'"),
     ("battery", ["--tasks", "recall", "--set", 'recall.word_pool={"train": 6}'],
      "--set recall.word_pool: task 'recall' has no words to draw (word_pool is for timed and initiative)"),
     ("battery", ["--tasks", "timed", "--set", 'timed.word_pool={"size": 6}'],

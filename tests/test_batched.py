@@ -137,6 +137,7 @@ def test_members_of_another_shape_are_refused_in_one_line(change, named):
     (RanConfig(lora_rank=2, reservoir=ReservoirConfig(units=64)), "lora_rank 2"),
     (RanConfig(recurrence="gru", reservoir=ReservoirConfig(units=64)), "recurrence 'gru'"),
     (RanConfig(summary="attention", reservoir=ReservoirConfig(units=64)), "summary 'attention'"),
+    (RanConfig(summary="gated", gate_context="pass", reservoir=ReservoirConfig(units=64)), "gate_context 'pass'"),
 ])
 def test_members_whose_parameters_cannot_be_stacked_are_refused(ran, named):
     with pytest.raises(ConfigError, match=named):

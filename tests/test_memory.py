@@ -148,6 +148,38 @@ def _gated_model(seed=0) -> ReservoirModel:
     return wrap(tiny_model("llama", seed), config)
 
 
+@pytest.mark.parametrize("context", ["token", "pass"])
+def test_a_read_gate_sees_what_the_pass_says_after_its_token_only_with_the_pass_context(renderer, tmp_path,
+                                                                                         context):
+    """A causal model's token knows only what came before it; with gate_context "pass" its read gate also sees the
+    pass's last token, so the gate on the value of "w57 w11 w12" depends on w12, and the artifact keeps that view."""
+    config = RanConfig(summary="gated", gate_context=context, reservoir=ReservoirConfig(units=64, leak_rate=1.0))
+    model = wrap(tiny_model("llama", 0), config)
+    if context == "pass":
+        with torch.no_grad():
+            model.read_gate_context.query.weight.normal_()
+
+    def logits(model, text):
+        tokens = torch.tensor([renderer.turn(text)])
+        with torch.no_grad():
+            return model(tokens, state=torch.zeros(1, 64), read_only=True).read_logits[0]
+
+    before, after = logits(model, "w57 w11 w12"), logits(model, "w57 w11 w13")
+    value = renderer.turn_labels("w57 w11 w12", "w57").index(1)
+    changed = float((before[value] - after[value]).abs())
+    assert changed > 1e-3 if context == "pass" else changed < 1e-5
+    model.save_pretrained(tmp_path / "artifact")
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
+    torch.testing.assert_close(logits(loaded, "w57 w11 w12"), before)
+
+
+def test_the_pass_gate_context_needs_the_gated_read():
+    with pytest.raises(ConfigError, match="gate_context 'pass' is what the gated read's gates see"):
+        RanConfig(gate_context="pass")
+    with pytest.raises(ConfigError, match="unknown gate_context 'sentence'"):
+        RanConfig(summary="gated", gate_context="sentence")
+
+
 def test_a_shut_gated_read_writes_nothing_and_an_open_one_takes_the_marked_tokens():
     model = _gated_model()
     ids = torch.tensor([[10, 11, 40, 12]])

@@ -44,6 +44,7 @@ from ran.injection import injector_class
 from ran.passes import PassFormat
 from ran.reading import (
     DRIVES,
+    GATE_CONTEXTS,
     GATED_READ_BIAS,
     PLACE_COUNTS,
     READ_SOURCES,
@@ -54,6 +55,7 @@ from ran.reading import (
     TOKEN_GATED_WRITES,
     VALUE_READS,
     WRITES,
+    PassGateContext,
     drive_tokens,
     gated_summary,
     last_real_index,
@@ -67,6 +69,7 @@ from ran.reservoir import Reservoir, ReservoirConfig
 
 READ_QUERY = "read_query"  # the trained read's query, stored with the readout
 READ_GATE = "read_gate."  # the gated read's per-token gate (weight, bias), stored with the readout
+READ_GATE_CONTEXT = "read_gate_context."  # its view of the whole pass (gate_context "pass"), stored with the readout
 RECALL_GATE = "recall_gate."  # the switched recall's gate (weight, bias), stored with the readout
 WRITE_GATE = "write_gate."  # the pass-switched write's gate (weight, bias), stored with the readout
 WRAPPED_MARK = "_ran_wrapped"  # set on a base model while a ReservoirModel's hooks are installed on it
@@ -96,6 +99,7 @@ class RanConfig:
     slot_order: str = "content"  # how queries find the kv slots: content | reply (by place) | content-reply (both)
     value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)
     place_count: str = "soft"  # how the ordered read places a token: by the gates' running sum | hard: open gates
+    gate_context: str = "token"  # what a read gate sees: its token | pass: also the pass's last token (reading)
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -125,6 +129,11 @@ class RanConfig:
         if self.read_from != "layer" and self.summary != "gated":
             raise ConfigError(f"read_from '{self.read_from}' is what the gated read's gates weigh: it needs summary "
                               f"'gated', not '{self.summary}'")
+        if self.gate_context not in GATE_CONTEXTS:
+            raise ConfigError(f"unknown gate_context '{self.gate_context}': choose one of {', '.join(GATE_CONTEXTS)}")
+        if self.gate_context != "token" and self.summary != "gated":
+            raise ConfigError(f"gate_context '{self.gate_context}' is what the gated read's gates see: it needs "
+                              f"summary 'gated', not '{self.summary}'")
         if self.slot_order not in SLOT_ORDERS:
             raise ConfigError(f"unknown slot_order '{self.slot_order}': choose one of {', '.join(SLOT_ORDERS)}")
         if self.slot_order in REPLY_ORDERS and self.mode != "kv":
@@ -294,6 +303,10 @@ class ReservoirModel(nn.Module):
                                                         **decoded)
             if config.lora_rank:
                 self._add_lora()
+            # The gated read's view of the whole pass (gate_context "pass"); drawn last, so other configs' draws
+            # are as they were.
+            self.read_gate_context = (PassGateContext(geometry.hidden_size).to(device)
+                                      if config.gate_context == "pass" else None)
         self.injector.to(device)
         # The trained read (summary "attention"): which tokens the reservoir reads; zero = the plain mean.
         self.read_query = (nn.Parameter(torch.zeros(geometry.hidden_size, device=device))
@@ -538,7 +551,8 @@ class ReservoirModel(nn.Module):
         if self.config.summary == "gated":
             mask = read.token_mask if read.token_mask is not None else torch.ones(hidden.shape[:2], dtype=torch.bool)
             mask = mask.to(hidden.device)
-            normed, gates, read.read_logits = token_gates(hidden, mask, self.read_gate)
+            normed, gates, read.read_logits = token_gates(hidden, mask, self.read_gate, self.read_gate_context,
+                                                          read.last_index)
             if read.content is not None:  # the gates weigh the tokens' embeddings instead (read_from)
                 normed = rms_normalised(read.content.to(normed.device))
             read.summary = (gated_summary(normed, gates) if self.config.read_places == 1
@@ -733,7 +747,8 @@ class ReservoirModel(nn.Module):
             readout[READ_QUERY] = self.read_query
         if self.read_gate is not None:
             readout.update({READ_GATE + name: t for name, t in self.read_gate.state_dict().items()})
-        for prefix, gate in ((RECALL_GATE, self.recall_gate), (WRITE_GATE, self.write_gate)):
+        for prefix, gate in ((RECALL_GATE, self.recall_gate), (WRITE_GATE, self.write_gate),
+                             (READ_GATE_CONTEXT, self.read_gate_context)):
             if gate is not None:
                 readout.update({prefix + name: t for name, t in gate.state_dict().items()})
         parts = {"readout": readout}
@@ -784,7 +799,8 @@ class ReservoirModel(nn.Module):
         if self.read_gate is not None:
             names = [name for name in readout if name.startswith(READ_GATE)]
             self.read_gate.load_state_dict({name[len(READ_GATE):]: readout.pop(name) for name in names})
-        for prefix, gate in ((RECALL_GATE, self.recall_gate), (WRITE_GATE, self.write_gate)):
+        for prefix, gate in ((READ_GATE_CONTEXT, self.read_gate_context), (RECALL_GATE, self.recall_gate),
+                             (WRITE_GATE, self.write_gate)):
             if gate is not None:
                 names = [name for name in readout if name.startswith(prefix)]
                 gate.load_state_dict({name[len(prefix):]: readout.pop(name) for name in names})

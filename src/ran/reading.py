@@ -57,6 +57,12 @@ REPLY_ORDERS = ("reply", "content-reply")  # the orders that split the slots amo
 # embedding to a slot value, one map shared by every place, so a place learns from every token of every kind.
 VALUE_READS = ("direct", "decoded")
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
+# What a token's read gate sees: its own layer-L output (token), which in a causal model knows only the tokens before
+# it, so the value of "cloudy is the word to remember" cannot know, when its gate decides, that it is the value; or
+# (pass) that and the pass's last token, which has read the whole pass: a low-rank bilinear term between the two joins
+# the gate's logit (:class:`PassGateContext`).
+GATE_CONTEXTS = ("token", "pass")
+PASS_GATE_RANK = 16
 
 
 def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -132,12 +138,33 @@ def rms_normalised(hidden: torch.Tensor) -> torch.Tensor:
     return hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + 1e-6)
 
 
-def token_gates(hidden: torch.Tensor, mask: torch.Tensor,
-                gate: nn.Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+class PassGateContext(nn.Module):
+    """The gate context "pass": adds (Q n(h_last)) . (K n(h_t)) / sqrt(r) to token t's gate logit, where h_last is
+    the pass's last token, so a token's gate can open on what the pass says after it. Q starts at zero (the gate
+    starts as the token gate alone) and K random, so both learn."""
+
+    def __init__(self, hidden_size: int, rank: int = PASS_GATE_RANK):
+        super().__init__()
+        self.query = nn.Linear(hidden_size, rank, bias=False)
+        self.key = nn.Linear(hidden_size, rank, bias=False)
+        nn.init.zeros_(self.query.weight)
+        nn.init.normal_(self.key.weight, std=hidden_size ** -0.5)
+
+    def forward(self, normed: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+        """(B, T) logit terms from n(h_t) (B, T, d) and each row's last real position (B,)."""
+        last = normed[torch.arange(normed.shape[0], device=normed.device), last_index.to(normed.device)]  # (B, d)
+        return torch.einsum("br,btr->bt", self.query(last), self.key(normed)) * self.key.out_features ** -0.5
+
+
+def token_gates(hidden: torch.Tensor, mask: torch.Tensor, gate: nn.Linear, context: PassGateContext | None = None,
+                last_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gated read's parts for (B, T, d) hidden states: n(h_t) (B, T, d), the gates g_t (B, T), zero off
-    ``mask``, and their logits (B, T)."""
+    ``mask``, and their logits (B, T); with a ``context`` (gate context "pass") the logits also see the last real
+    token of each row (``last_index``)."""
     normed = rms_normalised(hidden)
     logits = gate(normed)[..., 0]
+    if context is not None:
+        logits = logits + context(normed, last_index)
     return normed, torch.sigmoid(logits) * mask, logits
 
 

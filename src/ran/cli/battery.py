@@ -179,7 +179,7 @@ def run(args) -> int:
                            for task in tasks if args.alone]
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                    slot_order=args.slot_order,
+                    slot_order=args.slot_order, gate_context=args.gate_context,
                     reservoir=reservoir_config_from(args))
     train = TrainConfig(steps=args.steps, learning_rate=args.lr)
     pass_format = PassFormat(args.format, idle_text=args.idle_text)

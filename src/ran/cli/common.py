@@ -14,7 +14,7 @@ from ran.errors import ConfigError
 from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
-from ran.reading import DRIVES, READ_SOURCES, RECALLS, SLOT_ORDERS, SUMMARIES, WRITES
+from ran.reading import DRIVES, GATE_CONTEXTS, READ_SOURCES, RECALLS, SLOT_ORDERS, SUMMARIES, WRITES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
 from ran.tracking import DEFAULT_DIRECTORY, TRACKERS, TrackConfig
 
@@ -64,6 +64,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --summary gated: what the read's gates weigh, layer L's output, or (embeddings) "
                              "the tokens' input embeddings, the tokens themselves; the gates come from layer L "
                              "either way (default: %(default)s)")
+    parser.add_argument("--gate-context", default="token", choices=list(GATE_CONTEXTS),
+                        help="with --summary gated: what a token's read gate sees, its own layer-L output, which "
+                             "knows only the tokens before it, or (pass) also the pass's last token, which has read "
+                             "the whole pass, so a value that opens its sentence can be told from the rest "
+                             "(default: %(default)s)")
     parser.add_argument("--slot-order", default="content", choices=list(SLOT_ORDERS),
                         help="how a query finds the kv slots: by content, or (reply) by place: the slots are split "
                              "among the read's places and place j's are seen only by the query that says the "

@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args)  # --out and --save writable (their files are checked once the runs are known)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                    slot_order=args.slot_order,
+                    slot_order=args.slot_order, gate_context=args.gate_context,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     task = task_from(args)
     steps = args.steps if args.steps is not None else (MIXED_DELAY_STEPS if max(task.train_delays) else DEFAULTS.steps)

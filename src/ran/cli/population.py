@@ -111,7 +111,7 @@ def config_from(args: argparse.Namespace) -> PopulationConfig:
         model = str(path.resolve())
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                    slot_order=args.slot_order,
+                    slot_order=args.slot_order, gate_context=args.gate_context,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size)
     return PopulationConfig(

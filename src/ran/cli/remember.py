@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     resolve(args.device, args.dtype)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                    slot_order=args.slot_order, value_read=args.value_read,
+                    slot_order=args.slot_order, gate_context=args.gate_context, value_read=args.value_read,
                     place_count=args.place_count,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
