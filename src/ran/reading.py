@@ -60,7 +60,8 @@ GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.0
 # What a token's read gate sees: its own layer-L output (token), which in a causal model knows only the tokens before
 # it, so the value of "cloudy is the word to remember" cannot know, when its gate decides, that it is the value; or
 # (pass) that and the pass's last token, which has read the whole pass: a low-rank bilinear term between the two joins
-# the gate's logit (:class:`PassGateContext`).
+# the gate's logit (:class:`PassGateContext`). Measured on the recipe (README, r53): no gain; its value-first misses
+# were the tokenizer's (a value at a line's start has no leading space and splits into pieces), not the gates'.
 GATE_CONTEXTS = ("token", "pass")
 PASS_GATE_RANK = 16
 

@@ -67,8 +67,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gate-context", default="token", choices=list(GATE_CONTEXTS),
                         help="with --summary gated: what a token's read gate sees, its own layer-L output, which "
                              "knows only the tokens before it, or (pass) also the pass's last token, which has read "
-                             "the whole pass, so a value that opens its sentence can be told from the rest "
-                             "(default: %(default)s)")
+                             "the whole pass, so a gate can open on what the pass says after its token (README, "
+                             "r53: no gain on the recipe) (default: %(default)s)")
     parser.add_argument("--slot-order", default="content", choices=list(SLOT_ORDERS),
                         help="how a query finds the kv slots: by content, or (reply) by place: the slots are split "
                              "among the read's places and place j's are seen only by the query that says the "
