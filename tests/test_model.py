@@ -302,3 +302,40 @@ def test_the_kept_positions_logits_are_one_matmul_not_a_batched_one(architecture
     assert_float32_close(kept[:, -1], full[:, -1], terms=TINY_WIDTH, depth=pass_depth(layers=4))
     base = model.unwrap()
     assert not base.get_output_embeddings()._forward_pre_hooks  # unwrap removes the hook
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_readout_accumulates_its_gradient_in_place_as_autograd_would_sum_it(bias):
+    """The readout's in-place gradient (ran.injection.base.Readout, as the trainers use it) equals nn.Linear's summed
+    over every use, and its reused tensor starts from zero after zero_grad."""
+    from ran.injection.base import Readout, readout_gradients_in_place
+
+    torch.manual_seed(0)
+    readout, reference = Readout(16, 12, bias=bias), torch.nn.Linear(16, 12, bias=bias)
+    reference.load_state_dict(readout.state_dict())
+    inputs = [torch.randn(5, 16), torch.randn(3, 4, 16), torch.randn(2, 16)]
+    weights = torch.randn(12)
+    reused = None
+    for step in range(2):
+        for module in (readout, reference):
+            module.zero_grad(set_to_none=True)
+            with readout_gradients_in_place(module):
+                sum((module(x * (step + 1)) * weights).sum() for x in inputs).backward()
+        assert_float32_close(readout.weight.grad, reference.weight.grad, terms=12, depth=2)
+        if bias:
+            assert_float32_close(readout.bias.grad, reference.bias.grad, terms=12, depth=2)
+        reused = reused if reused is not None else readout.weight.grad
+        assert readout.weight.grad is reused  # one gradient tensor, zeroed and refilled
+    grads_of_input = []
+    for module in (readout, reference):
+        x = inputs[1].clone().requires_grad_(True)
+        with readout_gradients_in_place(module):
+            (module(x) * weights).sum().backward()
+        grads_of_input.append(x.grad)
+    assert_float32_close(*grads_of_input, terms=12, depth=1)
+    assert not readout.in_place  # outside the context, an nn.Linear: torch.autograd.grad reaches the weight
+    (gradient,) = torch.autograd.grad((readout(inputs[0]) * weights).sum(), [readout.weight])
+    (expected,) = torch.autograd.grad((reference(inputs[0]) * weights).sum(), [reference.weight])
+    assert torch.equal(gradient, expected)
+    with torch.no_grad():
+        assert torch.equal(readout(inputs[0]), reference(inputs[0]))

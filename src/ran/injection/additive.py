@@ -11,7 +11,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ran.architectures import ModelGeometry, decoder_layers
-from ran.injection.base import Injector
+from ran.injection.base import Injector, Readout
 
 
 class AdditiveInjector(Injector):
@@ -19,7 +19,7 @@ class AdditiveInjector(Injector):
 
     def __init__(self, geometry: ModelGeometry, units: int, layer: int, n_slots: int):
         super().__init__(geometry, units, layer, n_slots)
-        self.readout = nn.Linear(units, geometry.hidden_size, bias=False)
+        self.readout = Readout(units, geometry.hidden_size, bias=False)
         nn.init.zeros_(self.readout.weight)
         self._delta: torch.Tensor | None = None
         self._handle = None

@@ -23,7 +23,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_
 from ran.architectures import SUPPORTED_ATTENTION, ModelGeometry, attention_module
 from ran.errors import ConfigError
 from ran.injection.additive import _match_batch
-from ran.injection.base import Injector
+from ran.injection.base import Injector, Readout
 
 SLOTS_ATTRIBUTE = "ran_slots"  # set on the one attention module that carries slots
 IMPLEMENTATION_PREFIX = "ran_"
@@ -139,7 +139,7 @@ class KVInjector(Injector):
     def __init__(self, geometry: ModelGeometry, units: int, layer: int, n_slots: int, decoded_places: int = 0):
         super().__init__(geometry, units, layer, n_slots)
         width = n_slots * geometry.n_kv_heads * geometry.head_dim
-        self.key_readout = nn.Linear(units, width, bias=False)
+        self.key_readout = Readout(units, width, bias=False)
         nn.init.normal_(self.key_readout.weight, std=units**-0.5)
         self.decoded_places = decoded_places
         if decoded_places:  # value_read "decoded" (ran.reading.VALUE_READS): fixed decoder, then one shared map
@@ -147,9 +147,9 @@ class KVInjector(Injector):
             self.register_buffer("decoder_weight", torch.zeros(units, decoded_places * d))
             self.register_buffer("decoder_state_mean", torch.zeros(units))
             self.register_buffer("decoder_target_mean", torch.zeros(decoded_places * d))
-            self.value_readout = nn.Linear(d, width // decoded_places, bias=False)
+            self.value_readout = Readout(d, width // decoded_places, bias=False)
         else:
-            self.value_readout = nn.Linear(units, width, bias=False)
+            self.value_readout = Readout(units, width, bias=False)
         nn.init.zeros_(self.value_readout.weight)  # untrained slots carry no content, only dilute
         self.slots = SlotSource()
         self._installed_on: tuple[PreTrainedModel, ...] = ()  # a tuple, so the model is no submodule

@@ -10,7 +10,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ran.architectures import ModelGeometry
-from ran.injection.base import Injector
+from ran.injection.base import Injector, Readout
 
 
 class PrefixInjector(Injector):
@@ -18,7 +18,7 @@ class PrefixInjector(Injector):
 
     def __init__(self, geometry: ModelGeometry, units: int, layer: int, n_slots: int):
         super().__init__(geometry, units, layer, n_slots)
-        self.readout = nn.Linear(units, n_slots * geometry.hidden_size, bias=True)
+        self.readout = Readout(units, n_slots * geometry.hidden_size, bias=True)
         nn.init.normal_(self.readout.weight, std=units**-0.5 * 0.02)
         nn.init.zeros_(self.readout.bias)
         self._embeddings: torch.Tensor | None = None
