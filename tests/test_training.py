@@ -100,6 +100,29 @@ def test_a_mixed_batch_runs_each_episode_pass_once_and_aligns_last_passes():
         assert all(all(bool(p.target) == g.has_targets for p in g.passes) for g in groups)
 
 
+@pytest.mark.parametrize("mode", ["kv", "prefix"])
+def test_the_wiped_control_skips_unscored_passes_and_scores_each_pass_as_alone(mode):
+    """Without carry, a scored pass's logits equal that pass run alone from the initial state, and the passes
+    that score nothing (before the last step) are not run."""
+    model = wrap(tiny_model("llama"), RanConfig(mode=mode, n_slots=4, reservoir=ReservoirConfig(units=128)))
+    with torch.no_grad():
+        for parameter in model.trainable_parameters():
+            parameter.normal_(0, 0.1)
+    rendered = [render(e, renderer()) for e in MIXED]
+    with torch.no_grad():
+        wiped = run_episodes(model, rendered, carry=False, keep=True)
+        for episode, scored in zip(rendered, wiped.scored, strict=True):
+            alone = [run_episodes(model, [[p]], carry=False, keep=True).scored[0][0] for p in episode if p.target]
+            assert len(alone) == len(scored)
+            for kept, reference in zip(scored, alone, strict=True):
+                assert_float32_close(kept.logits, reference.logits, terms=VOCAB, depth=pass_depth(layers=4, passes=1))
+                assert torch.equal(kept.state, reference.state)  # the initial state
+        carried = run_episodes(model, rendered, carry=True, keep=True)
+    targets_before_last = sum(bool(p.target) for e in rendered for p in e[:-1])
+    assert carried.passes == sum(len(e) for e in rendered)
+    assert wiped.passes == len(rendered) + targets_before_last < carried.passes
+
+
 def test_rendering_continues_the_context_on_idle_ticks_and_wipes_it_on_inputs():
     r = renderer()
     first, tick, second = render(Episode((Pass("w3 w4", "w5"), Pass.tick(), Pass("w6", "w7"))), r)

@@ -250,7 +250,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     """Run a batch of rendered episodes pass by pass through the carried state (see ran.episodes).
 
     ``carry=False`` is the wiped-state control: every pass starts from the initial state (zero for the
-    reservoir; the stateless ablation's recurrence never carries). With a gate head, passes labelled
+    reservoir; the stateless ablation's recurrence never carries), so it skips the passes before the last that
+    score nothing (their state is never read; ``passes`` counts the passes run). With a gate head, passes labelled
     speak/silent add a binary cross-entropy on p(speak) read from the state after the pass; with the
     gated read, passes labelled with what to read (``Pass.read``) add a binary cross-entropy on its
     per-token gates. ``before_pass(rows)`` is called with the episodes (b,) of every model call (on the CPU)
@@ -276,9 +277,12 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     if use_cache:
         cache.prefetch(episodes)
     gated = model.gate_head is not None
-    for groups in schedule(episodes, pad_id=0):
+    plan = schedule(episodes, pad_id=0)
+    for pass_index, groups in enumerate(plan):
         next_state = state
         for group in groups:
+            if not carry and pass_index < len(plan) - 1 and not _scores_anything(group):
+                continue  # nothing carries out of it and nothing in it is scored: the wiped control skips it
             rows = group.rows.to(device)
             start = state.index_select(0, rows) if carry else model.reservoir.initial_state(len(rows), device)
             mask = group.attention_mask.to(device)
@@ -370,6 +374,12 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     outputs = EpisodeOutputs(zero, scored, passes, state, episode_losses, has_loss)
     outputs.loss = mean_loss(outputs, range(len(episodes)))
     return outputs
+
+
+def _scores_anything(group: PassGroup) -> bool:
+    """Whether a pass group adds to a loss or to what evaluation keeps (targets, read/recall or speak labels)."""
+    return (group.has_targets or group.read_labels is not None or group.recall_labels is not None
+            or any(step.speak is not None for step in group.passes))
 
 
 def mean_loss(outputs: EpisodeOutputs, episodes) -> torch.Tensor:
