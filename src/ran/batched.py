@@ -201,8 +201,40 @@ class _Router:
         return blocks.reshape(self.n_members * self.width, *blocks.shape[2:]).index_select(0, self.slots)
 
 
+class _MemberMatmul(torch.autograd.Function):
+    """Each member's block times its stacked weight (plus bias); the backward adds every member's weight and
+    bias gradient into one stacked tensor in place (one ``baddbmm_``), whose member slices are the members'
+    ``.grad``. Autograd would give each use a fresh (N, in, out) gradient and sum them, the allocations that
+    ``ran.injection.base.Readout`` avoids for a run alone."""
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, stack: _MemberLinear, *parameters: nn.Parameter) -> torch.Tensor:
+        # ``parameters`` (the members' weights and biases) are inputs so that autograd records the call even when
+        # ``flat`` needs no gradient (a readout's input, the state); their gradients are written in place.
+        ctx.save_for_backward(flat)
+        ctx.stack = stack
+        if stack._bias is None:
+            return torch.bmm(flat, stack._weight)
+        return torch.baddbmm(stack._bias, flat, stack._weight)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (flat,) = ctx.saved_tensors
+        stack = ctx.stack
+        weight_grad, bias_grad = stack.gradients()
+        weight_grad.baddbmm_(grad_out.transpose(1, 2).to(weight_grad.dtype), flat.to(weight_grad.dtype))
+        if bias_grad is not None:
+            bias_grad.add_(grad_out.sum(dim=1).to(bias_grad.dtype))
+        grad_flat = torch.bmm(grad_out, stack._weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        return grad_flat, None, *(None for _ in ctx.needs_input_grad[2:])
+
+
 class _MemberLinear(nn.Module):
-    """N members' copies of one ``nn.Linear``, applied to each row with its member's weights (one ``bmm``)."""
+    """N members' copies of one ``nn.Linear``, applied to each row with its member's weights (one ``bmm``).
+
+    Gradients reach the members' parameters in place (``_MemberMatmul``): each member's ``.grad`` is its slice
+    of one stacked gradient tensor, zeroed when the member's ``.grad`` was set to None (``zero_grad``).
+    """
 
     def __init__(self, linears: list[nn.Linear], router: _Router):
         super().__init__()
@@ -213,6 +245,9 @@ class _MemberLinear(nn.Module):
                                        if has_bias else [])
         self._weight: torch.Tensor | None = None  # (N, in, out), stacked once per optimizer step
         self._bias: torch.Tensor | None = None  # (N, 1, out)
+        first = linears[0]
+        self._weight_grad = first.weight.new_zeros(len(linears), *first.weight.shape)  # (N, out, in)
+        self._bias_grad = first.bias.new_zeros(len(linears), *first.bias.shape) if has_bias else None  # (N, out)
 
     @property
     def weight(self) -> nn.Parameter:
@@ -226,14 +261,26 @@ class _MemberLinear(nn.Module):
         return named
 
     def restack(self) -> None:
-        """Stack the members' current weights (after each optimizer step); gradients flow back to each member."""
-        self._weight = torch.stack(list(self.weights)).transpose(1, 2)
-        self._bias = torch.stack(list(self.biases))[:, None, :] if len(self.biases) else None
+        """Stack the members' current weights (after each optimizer step) for the forward."""
+        with torch.no_grad():
+            self._weight = torch.stack(list(self.weights)).transpose(1, 2)
+            self._bias = torch.stack(list(self.biases))[:, None, :] if len(self.biases) else None
+
+    def gradients(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stacked (N, out, in) weight and (N, out) bias gradients, each member's slice its ``.grad``."""
+        for parameters, stacked in ((self.weights, self._weight_grad), (self.biases, self._bias_grad)):
+            for member, parameter in enumerate(parameters):
+                if parameter.grad is None:
+                    stacked[member].zero_()
+                    parameter.grad = stacked[member]
+                elif parameter.grad.data_ptr() != stacked[member].data_ptr():
+                    raise RuntimeError("a member's .grad was replaced: set it to None (zero_grad) between steps")
+        return self._weight_grad, self._bias_grad
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         blocks = self.router.to_blocks(rows)  # (N, width, ..., in)
         flat = blocks.reshape(blocks.shape[0], -1, blocks.shape[-1])  # (N, width * ..., in)
-        out = torch.bmm(flat, self._weight) if self._bias is None else torch.baddbmm(self._bias, flat, self._weight)
+        out = _MemberMatmul.apply(flat, self, *self.weights, *self.biases)
         return self.router.from_blocks(out.view(*blocks.shape[:-1], out.shape[-1]))  # (b, ..., out)
 
 
