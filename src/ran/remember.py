@@ -33,7 +33,7 @@ from ran.reservoir import ReservoirConfig
 from ran.runner import RunSpec
 from ran.stats import seed_summary
 from ran.tasks.memory import KINDS, SLOT, MemoryTask, builtin_values
-from ran.tasks.texts import words_of
+from ran.tasks.texts import template_words
 from ran.tasks.vocab import coined_words, vocabulary_words
 from ran.tracking import TrackConfig
 from ran.training import TrainConfig
@@ -80,8 +80,7 @@ def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECI
     texts = [t for pool in (probe.store_templates, probe.recall_templates, probe.heldout_store_templates,
                             probe.heldout_recall_templates) for items in pool.values() for t in items]
     texts += [*probe.turns, *probe.heldout_turns, *probe.train_distractors, *probe.eval_distractors]
-    exclude = set().union(*(words_of(t.replace(SLOT, "")) for t in texts))
-    train, heldout = vocabulary_split(tokenizer, words, heldout_words, exclude)
+    train, heldout = vocabulary_split(tokenizer, words, heldout_words, template_words(texts, SLOT))
     coined = None
     if "coined" in settings.get("kinds", ()):  # a second scan of the vocabulary: only where the task needs them
         heldout_pieces = {token for kind in ("name", "place") for value in builtin_values(kind, heldout_per_kind, True)

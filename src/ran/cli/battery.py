@@ -39,7 +39,7 @@ from ran.schema import RANGE, from_dict, parse_range
 from ran.tasks import BATTERY, task_class
 from ran.tasks.episode_file import task_from_file, task_name
 from ran.tasks.mix import TaskMix
-from ran.tasks.texts import words_of
+from ran.tasks.texts import template_words
 from ran.tasks.vocab import KeyPool, resolve_keys
 from ran.training import TrainConfig
 
@@ -137,11 +137,10 @@ def resolve_word_pools(settings: dict[str, dict], model: str) -> None:
             raise ConfigError(f"{what}: give the words by word_pool or by {given[0]}, not both")
         pool = from_dict(KeyPool, fields.pop("word_pool"), what)
         texts = task_class(name).from_dict(fields, f"--set {name}")  # its texts, with the built-in words for now
-        exclude = set().union(*(words_of(str(value).replace("{word}", "")) for value in dataclasses.asdict(texts)
-                                .values() if isinstance(value, str)))
+        templates = [value for value in dataclasses.asdict(texts).values() if isinstance(value, str)]
         if pool.source == "vocab" and tokenizer is None:
             tokenizer = load_tokenizer(model)
-        fields["words"], fields["heldout_words"] = resolve_keys(pool, tokenizer, exclude)
+        fields["words"], fields["heldout_words"] = resolve_keys(pool, tokenizer, template_words(templates, "{word}"))
 
 
 def run(args) -> int:

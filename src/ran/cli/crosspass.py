@@ -44,7 +44,7 @@ from ran.schema import check_template
 from ran.stats import format_interval
 from ran.tasks import RecallTask
 from ran.tasks.recall import FILLERS, parse_delays
-from ran.tasks.texts import words_of
+from ran.tasks.texts import template_words
 from ran.tasks.vocab import SOURCES, KeyPool, resolve_keys
 from ran.training import TrainConfig
 
@@ -160,9 +160,8 @@ def task_from(args: argparse.Namespace) -> RecallTask:
         probe = RecallTask.from_dict({**settings, **given, "keys": ("_",)}, what)  # the texts keys must stay out of
         texts = [probe.store_template, probe.recall_template, probe.answer_template, *probe.train_distractors,
                  *probe.eval_distractors]
-        exclude = set().union(*(words_of(t.replace("{key}", "")) for t in texts))
         tokenizer = load_tokenizer(args.model) if pool.source == "vocab" else None
-        settings["keys"], settings["heldout_keys"] = resolve_keys(pool, tokenizer, exclude)
+        settings["keys"], settings["heldout_keys"] = resolve_keys(pool, tokenizer, template_words(texts, "{key}"))
     return RecallTask.from_dict({**settings, **given}, what)
 
 

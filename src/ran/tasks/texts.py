@@ -9,6 +9,7 @@ its own keys against its distractors).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 # Common nouns that are one token (with a leading space) for GPT-2, Llama/SmolLM2 and Qwen tokenizers.
 DEFAULT_KEY_POOL: tuple[str, ...] = tuple((
@@ -134,3 +135,8 @@ _WORD = re.compile(r"[A-Za-z]+")
 def words_of(text: str) -> set[str]:
     """The lower-case alphabetic words of a text."""
     return {w.lower() for w in _WORD.findall(text)}
+
+
+def template_words(templates: Iterable[str], slot: str) -> set[str]:
+    """The words of templates outside their slot: what a drawn key or value must not be."""
+    return set().union(*(words_of(template.replace(slot, "")) for template in templates))
