@@ -254,7 +254,7 @@ def test_a_switched_write_weighs_the_values_tokens_as_much_as_the_rest_in_its_re
 
     model = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write=write,
                                                    reservoir=ReservoirConfig(units=64, leak_rate=1.0)))
-    store = render(Episode((MemoryTask.store("w10 w11 {value} w12", "w57"),)), renderer)
+    store = render(Episode((tiny_task().store("w10 w11 {value} w12", "w57"),)), renderer)
     with torch.no_grad():
         model.read_gate.weight.normal_()
         loss = run_episodes(model, [store]).loss
@@ -1012,6 +1012,22 @@ def test_a_store_pass_labels_the_values_tokens_for_the_gated_read(renderer):
     assert set(turn.read[-len(renderer.turn("w22")):]) == {0}
 
 
+def test_read_span_last_labels_only_the_values_last_token(renderer):
+    """A value of two tokens ("w40 w41", as a word that opens a line splits into pieces) is labelled on its
+    last token only; a one-token value is labelled as with the whole span."""
+    tokens = renderer.turn("w10 w11 w40 w41 w12")
+    labels = renderer.turn_labels("w10 w11 w40 w41 w12", "w40 w41", last=True)
+    assert sum(labels) == 1 and tokens[labels.index(1)] == renderer.encode("w40 w41")[-1]
+    task = tiny_task(read_span="last")
+    for template, value in (("w10 w11 {value} w12", "w57"), ("{value} w11 w12", "w40 w41")):
+        (store,) = render(Episode((task.store(template, value),)), renderer)
+        whole = render(Episode((tiny_task().store(template, value),)), renderer)[0].read
+        last = max(i for i, label in enumerate(whole) if label == 1)
+        assert store.read == tuple(int(i == last) for i in range(len(whole)))
+    with pytest.raises(ConfigError, match="read_span 'first' is not one of value, last"):
+        tiny_task(read_span="first")
+
+
 def test_read_labels_train_the_gate_to_take_the_value_and_nothing_else(renderer):
     """With only the read labels as a loss, the gate learns to open on the value's tokens alone."""
     from ran.training import run_episodes
@@ -1028,7 +1044,7 @@ def test_read_labels_train_the_gate_to_take_the_value_and_nothing_else(renderer)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    store = render(Episode((MemoryTask.store("w10 w11 {value} w12", "w57"),)), renderer)[0]
+    store = render(Episode((tiny_task().store("w10 w11 {value} w12", "w57"),)), renderer)[0]
     with torch.no_grad():
         logits = model(torch.tensor([store.prompt]), state=torch.zeros(1, 64), read_only=True).read_logits[0]
     value = [i for i, label in enumerate(store.read) if label == 1]

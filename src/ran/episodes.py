@@ -40,6 +40,7 @@ class Pass:
     reply: str | None = None  # what was said after a pass without a target: joins the context, is not trained
     read: str | None = None  # what of ``text`` a trained read should take in ("" = nothing); None = no label
     recall: bool | None = None  # whether this pass needs the memory (a switched recall's label); None = no label
+    read_last: bool = False  # label only the last token ``read`` overlaps (where a word split into pieces ends)
 
     @classmethod
     def tick(cls, target: str | None = None, wipe: bool = False, speak: bool | None = None,
@@ -95,7 +96,7 @@ def render(episode: Episode, renderer: Renderer) -> list[RenderedPass]:
         target = renderer.target(step.target) if step.target is not None else []
         read: tuple[int, ...] = ()
         if step.read is not None:  # the context keeps no labels: only this pass's own turn is labelled
-            labels = [0] * len(turn) if step.idle else renderer.turn_labels(step.text, step.read)
+            labels = [0] * len(turn) if step.idle else renderer.turn_labels(step.text, step.read, step.read_last)
             read = (-1,) * len(context) + tuple(labels)
         rendered.append(RenderedPass(tuple(prompt), tuple(target), step.speak, read, step.recall))
         if step.target is None:

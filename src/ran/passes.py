@@ -109,9 +109,10 @@ class Renderer:
             raise ConfigError(f"input {text!r} encodes to no tokens")
         return tokens
 
-    def turn_labels(self, text: str, part: str) -> list[int]:
+    def turn_labels(self, text: str, part: str, last: bool = False) -> list[int]:
         """Per token of ``turn(text)``: 1 where the token overlaps the first occurrence of ``part`` in
-        ``text``, else 0 (all 0 for an empty ``part``): where a trained read should take its input."""
+        ``text`` (``last``: only the last such token), else 0 (all 0 for an empty ``part``): where a trained
+        read should take its input."""
         tokens = self.turn(text)
         if not part:
             return [0] * len(tokens)
@@ -124,7 +125,11 @@ class Renderer:
         encoded = self.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
         if list(encoded["input_ids"]) != tokens:
             raise ConfigError(f"this tokenizer does not give stable offsets for {text!r}")
-        return [int(begin < start + len(part) and end > start) for begin, end in encoded["offset_mapping"]]
+        labels = [int(begin < start + len(part) and end > start) for begin, end in encoded["offset_mapping"]]
+        if last:
+            final = max(i for i, label in enumerate(labels) if label)
+            labels = [int(i == final) for i in range(len(labels))]
+        return labels
 
     def target(self, text: str) -> list[int]:
         """The tokens the model must produce right after a pass; :data:`SILENT` is the stop token alone, and

@@ -39,7 +39,7 @@ from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.reading import PLACE_COUNTS, VALUE_READS
 from ran.remember import RECIPE, RECORDS_SUFFIX, artifact_name, builtin_task, memory_runs, run_memory
-from ran.tasks.memory import FILLERS, KINDS, MemoryTask
+from ran.tasks.memory import FILLERS, KINDS, READ_SPANS, MemoryTask
 from ran.tasks.recall import parse_delays
 from ran.training import TrainConfig
 
@@ -94,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="training episodes that end in an ordinary turn with the base reply (default: %(default)s)")
     task.add_argument("--per-step", type=int, default=MemoryTask.per_step,
                       help="training episodes per step (default: %(default)s)")
+    task.add_argument("--read-span", default=MemoryTask.read_span, choices=READ_SPANS,
+                      help="what a store labels for the trained read: the value's every token, or its last (a word "
+                           "that opens a sentence splits into pieces; default: %(default)s)")
     training = parser.add_argument_group("training")
     training.add_argument("--steps", type=int, default=RECIPE.train.steps,
                           help=f"optimizer steps (default: {RECIPE.train.steps})")
@@ -122,7 +125,7 @@ def task_from(args: argparse.Namespace) -> MemoryTask:
     settings = {"kinds": tuple(args.kinds), "train_delays": parse_delays(args.train_delays),
                 "eval_delays": tuple(sorted(set(args.eval_delays))), "eval_values": args.eval_values,
                 "filler_weights": {f: 1.0 for f in args.fillers}, "harm_fraction": args.harm_fraction,
-                "per_step": args.per_step}
+                "per_step": args.per_step, "read_span": args.read_span}
     if "values" in given:  # the user's own values: the built-in pools are not needed
         return MemoryTask.from_dict({**settings, **given})
     # The kinds go to the pools too: coined words are drawn only for a task that trains them.

@@ -51,6 +51,7 @@ from ran.tasks.recall import check_delay_range
 from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
 
 FILLERS = ("distractor", "idle", "turn")
+READ_SPANS = ("value", "last")
 SLOT = "{value}"
 
 
@@ -140,6 +141,10 @@ class MemoryTask(Task):
     harm_fraction: float = 0.0
     eval_values: int = 25  # held-out values per kind evaluated at every delay (and as many trained ones)
     heldout_template_delays: tuple[int, ...] = (0, 4, 8)  # delays at which held-out phrasings are evaluated
+    # What a store pass labels for a trained read: every token of the value, or its last token only (a word
+    # that opens a line has no leading space and splits into pieces, e.g. "start" "ling"; its last piece is
+    # where the word is whole).
+    read_span: str = "value"
 
     def __post_init__(self) -> None:
         for name in ("values", "heldout_values", "store_templates", "recall_templates", "heldout_store_templates",
@@ -194,6 +199,8 @@ class MemoryTask(Task):
         if set(self.turns) & set(self.heldout_turns):
             raise ConfigError(f"turn {sorted(set(self.turns) & set(self.heldout_turns))[0]!r} is both a training "
                               "and a held-out turn")
+        if self.read_span not in READ_SPANS:
+            raise ConfigError(f"read_span '{self.read_span}' is not one of {', '.join(READ_SPANS)}")
         for name in ("per_step", "eval_values"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
@@ -268,11 +275,10 @@ class MemoryTask(Task):
                 passes.append(Pass(turn, wipe=not keep, reply=self.replies.get(turn), read="", recall=False))
         return passes
 
-    @staticmethod
-    def store(template: str, value: str) -> Pass:
-        """The store pass (a new context); its labels tell a trained read to take in the value, and a
-        switched recall that the pass needs no memory."""
-        return Pass(template.replace(SLOT, value), read=value, recall=False)
+    def store(self, template: str, value: str) -> Pass:
+        """The store pass (a new context); its labels tell a trained read to take in the value (or its last
+        token, ``read_span``), and a switched recall that the pass needs no memory."""
+        return Pass(template.replace(SLOT, value), read=value, recall=False, read_last=self.read_span == "last")
 
     def training_values(self) -> tuple[str, ...]:
         """Every value training stores, of the kinds it trains (what ``value_read`` "decoded"'s decoder is fit on)."""
