@@ -66,6 +66,7 @@ BAD_MEMORY_TASKS = {
     "heldout-value-trained": {"heldout_values": {"word": ["w11"]}},
     "heldout-template-trained": {"heldout_store_templates": {"word": ["w3 {value} w4"]}},
     "kind-unknown": {"values": {"colour": ["w10"]}},
+    "read-span-unknown": {"read_span": "first"},
 }
 # name -> lines of @W/episode-files/<name>.jsonl (ran battery --episode-file): a good first line, then the bad one
 EPISODE = {"heldout": True, "passes": [{"text": "w3 w10"}, {"idle": True, "wipe": True, "speak": False},
@@ -395,6 +396,7 @@ ROWS = [
      "slot_order 'content-reply' splits the 9 slots evenly among the read's 8 places: give n_slots a multiple of 8"),
     ("remember", ["--value-read", "pooled"], "invalid choice: 'pooled'"),
     ("remember", ["--place-count", "round"], "invalid choice: 'round'"),
+    ("remember", ["--read-span", "first"], "invalid choice: 'first'"),
     ("remember", ["--place-count", "hard"], "place_count 'hard' places the ordered read's tokens: it needs"),
     ("remember", ["--harm-fraction", "1"], "--harm-fraction must be a number in [0, 1), got 1.0"),
     ("remember", ["--leak-rate-min", "0"], "--leak-rate-min must be a number in (0, 1], got 0.0"),
@@ -416,6 +418,8 @@ ROWS = [
     ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/heldout-template-trained.json"],
      "held-out store template 'w3 {value} w4' is also a training template"),
     ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/kind-unknown.json"], "unknown kind 'colour'"),
+    ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/read-span-unknown.json"],
+     "read_span 'first' is not one of value, last"),
     # ----- serve ------------------------------------------------------------------------------------------
     ("serve", ["--port", "70000"], "--port must be an integer in 0..65,535, got 70000"),
     ("serve", ["--port", "-1"], "--port must be"),
