@@ -1015,6 +1015,7 @@ def test_a_store_pass_labels_the_values_tokens_for_the_gated_read(renderer):
 def test_read_span_last_labels_only_the_values_last_token(renderer):
     """A value of two tokens ("w40 w41", as a word that opens a line splits into pieces) is labelled on its
     last token only; a one-token value is labelled as with the whole span."""
+    assert len(renderer.encode("w40 w41")) >= 2
     tokens = renderer.turn("w10 w11 w40 w41 w12")
     labels = renderer.turn_labels("w10 w11 w40 w41 w12", "w40 w41", last=True)
     assert sum(labels) == 1 and tokens[labels.index(1)] == renderer.encode("w40 w41")[-1]
