@@ -13,6 +13,7 @@ from ran.errors import ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import STOP, PassFormat, Renderer
 from ran.reservoir import Reservoir, ReservoirConfig
+from ran.reading import NextGateContext
 from ran.tasks.memory import MemoryTask, builtin_values
 from ran.training import TrainConfig, predict, run_episodes, train
 
@@ -171,6 +172,41 @@ def test_a_read_gate_sees_what_the_pass_says_after_its_token_only_with_the_pass_
     model.save_pretrained(tmp_path / "artifact")
     loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
     torch.testing.assert_close(logits(loaded, "w57 w11 w12"), before)
+
+
+@pytest.mark.parametrize("context", ["token", "next"])
+def test_a_read_gate_sees_the_token_after_its_own_only_with_the_next_context(renderer, tmp_path, context):
+    """With gate_context "next" token t's read gate also sees token t+1 (a split word's first piece sees the piece
+    after it): changing w12 moves the gate on w11 and never the gate on w57; the artifact keeps that view."""
+    config = RanConfig(summary="gated", gate_context=context, reservoir=ReservoirConfig(units=64, leak_rate=1.0))
+    model = wrap(tiny_model("llama", 0), config)
+    if context == "next":
+        with torch.no_grad():
+            model.read_gate_context.next.weight.normal_()
+
+    def logits(model, text):
+        tokens = torch.tensor([renderer.turn(text)])
+        with torch.no_grad():
+            return model(tokens, state=torch.zeros(1, 64), read_only=True).read_logits[0]
+
+    before, after = logits(model, "w57 w11 w12"), logits(model, "w57 w11 w13")
+    first, before_last = (renderer.turn_labels("w57 w11 w12", word).index(1) for word in ("w57", "w11"))
+    changed = float((before[before_last] - after[before_last]).abs())
+    assert changed > 1e-3 if context == "next" else changed < 1e-5
+    assert float((before[first] - after[first]).abs()) < 1e-5
+    model.save_pretrained(tmp_path / "artifact")
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
+    torch.testing.assert_close(logits(loaded, "w57 w11 w12"), before)
+
+
+def test_the_next_gate_context_sees_nothing_past_a_rows_last_real_token():
+    context = NextGateContext(8)
+    with torch.no_grad():
+        context.next.weight.fill_(1.0)
+    normed = torch.ones(2, 4, 8)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])  # the second row ends at position 1
+    terms = context(normed, mask, torch.tensor([3, 1]))
+    torch.testing.assert_close(terms, torch.tensor([[8.0, 8.0, 8.0, 0.0], [8.0, 0.0, 0.0, 0.0]]))
 
 
 def test_the_pass_gate_context_needs_the_gated_read():

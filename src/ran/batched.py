@@ -134,7 +134,7 @@ def check_members(members: Sequence[Member], n_layers: int) -> None:
             raise ConfigError(f"member {index} has recall '{ran.recall}' and write '{ran.write}': a pass-level "
                               "switch is not stacked yet; train it alone with ran.training.train")
         if ran.gate_context != "token":
-            raise ConfigError(f"member {index} has gate_context '{ran.gate_context}', whose pass view is not stacked "
+            raise ConfigError(f"member {index} has gate_context '{ran.gate_context}', whose gate view is not stacked "
                               "yet: train it alone with ran.training.train")
         if ran.drive != "pass":
             raise ConfigError(f"member {index} has drive '{ran.drive}', whose per-token steps are not stacked yet: "

@@ -55,6 +55,7 @@ from ran.reading import (
     TOKEN_GATED_WRITES,
     VALUE_READS,
     WRITES,
+    NextGateContext,
     PassGateContext,
     drive_tokens,
     gated_summary,
@@ -99,7 +100,8 @@ class RanConfig:
     slot_order: str = "content"  # how queries find the kv slots: content | reply (by place) | content-reply (both)
     value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)
     place_count: str = "soft"  # how the ordered read places a token: by the gates' running sum | hard: open gates
-    gate_context: str = "token"  # what a read gate sees: its token | pass: also the pass's last token (reading)
+    gate_context: str = "token"  # what a read gate sees: its token | pass: also the pass's last token | next: and
+    # the token after it
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -303,10 +305,10 @@ class ReservoirModel(nn.Module):
                                                         **decoded)
             if config.lora_rank:
                 self._add_lora()
-            # The gated read's view of the whole pass (gate_context "pass"); drawn last, so other configs' draws
-            # are as they were.
-            self.read_gate_context = (PassGateContext(geometry.hidden_size).to(device)
-                                      if config.gate_context == "pass" else None)
+            # The gated read's view beyond its token (gate_context "pass" or "next"); drawn last, so other
+            # configs' draws are as they were.
+            context = {"pass": PassGateContext, "next": NextGateContext}.get(config.gate_context)
+            self.read_gate_context = context(geometry.hidden_size).to(device) if context else None
         self.injector.to(device)
         # The trained read (summary "attention"): which tokens the reservoir reads; zero = the plain mean.
         self.read_query = (nn.Parameter(torch.zeros(geometry.hidden_size, device=device))

@@ -62,7 +62,7 @@ GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.0
 # (pass) that and the pass's last token, which has read the whole pass: a low-rank bilinear term between the two joins
 # the gate's logit (:class:`PassGateContext`). Measured on the recipe (README, r53): no gain; its value-first misses
 # were the tokenizer's (a value at a line's start has no leading space and splits into pieces), not the gates'.
-GATE_CONTEXTS = ("token", "pass")
+GATE_CONTEXTS = ("token", "pass", "next")
 PASS_GATE_RANK = 16
 
 
@@ -151,21 +151,38 @@ class PassGateContext(nn.Module):
         nn.init.zeros_(self.query.weight)
         nn.init.normal_(self.key.weight, std=hidden_size ** -0.5)
 
-    def forward(self, normed: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+    def forward(self, normed: torch.Tensor, mask: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
         """(B, T) logit terms from n(h_t) (B, T, d) and each row's last real position (B,)."""
         last = normed[torch.arange(normed.shape[0], device=normed.device), last_index.to(normed.device)]  # (B, d)
         return torch.einsum("br,btr->bt", self.query(last), self.key(normed)) * self.key.out_features ** -0.5
 
 
-def token_gates(hidden: torch.Tensor, mask: torch.Tensor, gate: nn.Linear, context: PassGateContext | None = None,
+class NextGateContext(nn.Module):
+    """The gate context "next": adds w . n(h_{t+1}) to token t's gate logit (nothing where t+1 is not a real token),
+    so a word's first piece can see that a second piece follows. The read takes in the whole pass before the
+    reservoir steps, so looking one token ahead breaks no causality. w starts at zero (the token gate alone)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.next = nn.Linear(hidden_size, 1, bias=False)
+        nn.init.zeros_(self.next.weight)
+
+    def forward(self, normed: torch.Tensor, mask: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+        """(B, T) logit terms from n(h_t) (B, T, d) and the real-token mask (B, T)."""
+        ahead = self.next(normed[:, 1:])[..., 0] * mask[:, 1:]  # (B, T-1): token t's view of token t+1
+        return nn.functional.pad(ahead, (0, 1))
+
+
+def token_gates(hidden: torch.Tensor, mask: torch.Tensor, gate: nn.Linear,
+                context: PassGateContext | NextGateContext | None = None,
                 last_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gated read's parts for (B, T, d) hidden states: n(h_t) (B, T, d), the gates g_t (B, T), zero off
-    ``mask``, and their logits (B, T); with a ``context`` (gate context "pass") the logits also see the last real
-    token of each row (``last_index``)."""
+    ``mask``, and their logits (B, T); with a ``context`` the logits also see the last real token of each row
+    (``last_index``; gate context "pass") or the token after (gate context "next")."""
     normed = rms_normalised(hidden)
     logits = gate(normed)[..., 0]
     if context is not None:
-        logits = logits + context(normed, last_index)
+        logits = logits + context(normed, mask.to(normed.dtype), last_index)
     return normed, torch.sigmoid(logits) * mask, logits
 
 

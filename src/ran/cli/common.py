@@ -68,7 +68,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --summary gated: what a token's read gate sees, its own layer-L output, which "
                              "knows only the tokens before it, or (pass) also the pass's last token, which has read "
                              "the whole pass, so a gate can open on what the pass says after its token (README, "
-                             "r53: no gain on the recipe) (default: %(default)s)")
+                             "r53: no gain on the recipe), or (next) also the token after its own, so a word's first "
+                             "piece can see that another piece follows (default: %(default)s)")
     parser.add_argument("--slot-order", default="content", choices=list(SLOT_ORDERS),
                         help="how a query finds the kv slots: by content, or (reply) by place: the slots are split "
                              "among the read's places and place j's are seen only by the query that says the "
