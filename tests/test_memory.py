@@ -12,8 +12,8 @@ from ran.episodes import Episode, Pass, render
 from ran.errors import ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import STOP, PassFormat, Renderer
-from ran.reservoir import Reservoir, ReservoirConfig
 from ran.reading import NextGateContext
+from ran.reservoir import Reservoir, ReservoirConfig
 from ran.tasks.memory import MemoryTask, builtin_values
 from ran.training import TrainConfig, predict, run_episodes, train
 
