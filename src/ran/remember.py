@@ -20,8 +20,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ran.engine import Backend, member_of, run_members, runner_record
 from ran.engine.report import results_document
 from ran.engine.worker import shared_base_model
@@ -34,7 +32,7 @@ from ran.runner import RunSpec
 from ran.stats import seed_summary
 from ran.tasks.memory import KINDS, SLOT, MemoryTask, builtin_values
 from ran.tasks.texts import template_words
-from ran.tasks.vocab import coined_words, vocabulary_words
+from ran.tasks.vocab import KeyPool, coined_words, resolve_keys
 from ran.tracking import TrackConfig
 from ran.training import TrainConfig
 
@@ -61,15 +59,6 @@ class Recipe:
 RECIPE = Recipe()
 
 
-def vocabulary_split(tokenizer, train: int, heldout: int, exclude: set[str], split_seed: int = 0
-                     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Single-token vocabulary words (``ran.tasks.vocab``), shuffled by ``split_seed``: (training, held-out)."""
-    words = vocabulary_words(tokenizer, exclude=exclude)
-    order = np.random.default_rng(split_seed).permutation(len(words))
-    chosen = [words[i] for i in order[:train + heldout]]
-    return tuple(chosen[:train]), tuple(chosen[train:])
-
-
 def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECIPE.heldout_words,
                  per_kind: int = 1000, heldout_per_kind: int = 200, **settings) -> MemoryTask:
     """The built-in memory task: vocabulary words that occur in none of its texts, ``per_kind``
@@ -80,7 +69,7 @@ def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECI
     texts = [t for pool in (probe.store_templates, probe.recall_templates, probe.heldout_store_templates,
                             probe.heldout_recall_templates) for items in pool.values() for t in items]
     texts += [*probe.turns, *probe.heldout_turns, *probe.train_distractors, *probe.eval_distractors]
-    train, heldout = vocabulary_split(tokenizer, words, heldout_words, template_words(texts, SLOT))
+    train, heldout = resolve_keys(KeyPool("vocab", words, heldout_words), tokenizer, template_words(texts, SLOT))
     coined = None
     if "coined" in settings.get("kinds", ()):  # a second scan of the vocabulary: only where the task needs them
         heldout_pieces = {token for kind in ("name", "place") for value in builtin_values(kind, heldout_per_kind, True)
