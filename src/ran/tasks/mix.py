@@ -53,12 +53,17 @@ class TaskMix:
             task.check(renderer)
 
     def training_episodes(self, generator: torch.Generator, scaffold: float = 0.0) -> list[Episode]:
+        """Each task's share of the step, a random subset of what the task draws: a task may draw in a fixed
+        order (recall: every key in turn), and its first ``count`` episodes would then be the same keys every
+        step."""
         episodes = []
         for task, count in zip(self.tasks, self.counts(), strict=True):
             drawn: list[Episode] = []
             while len(drawn) < count:
                 drawn += task.training_episodes(generator, scaffold=scaffold)
-            episodes += drawn[:count]
+            if len(drawn) > count:
+                drawn = [drawn[i] for i in sorted(torch.randperm(len(drawn), generator=generator)[:count].tolist())]
+            episodes += drawn
         return episodes
 
     @staticmethod
