@@ -61,7 +61,10 @@ GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.0
 # it, so the value of "cloudy is the word to remember" cannot know, when its gate decides, that it is the value; or
 # (pass) that and the pass's last token, which has read the whole pass: a low-rank bilinear term between the two joins
 # the gate's logit (:class:`PassGateContext`). Measured on the recipe (README, r53): no gain; its value-first misses
-# were the tokenizer's (a value at a line's start has no leading space and splits into pieces), not the gates'.
+# were the tokenizer's (a value at a line's start has no leading space and splits into pieces), not the gates'. Or
+# (next) that and the token after it (:class:`NextGateContext`), so a split word's first piece can shut when a second
+# follows: with the read on a value's last piece (README, r55) it lowers the loss, and still recalls less than the
+# recipe's read of every piece.
 GATE_CONTEXTS = ("token", "pass", "next")
 PASS_GATE_RANK = 16
 
