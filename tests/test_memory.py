@@ -149,54 +149,53 @@ def _gated_model(seed=0) -> ReservoirModel:
     return wrap(tiny_model("llama", seed), config)
 
 
+def _context_model(context: str) -> ReservoirModel:
+    """A gated read with ``context``; the context's zero-started weights drawn at random, so it moves the gates."""
+    config = RanConfig(summary="gated", gate_context=context, reservoir=ReservoirConfig(units=64, leak_rate=1.0))
+    model = wrap(tiny_model("llama", 0), config)
+    if model.read_gate_context is not None:
+        with torch.no_grad():
+            for weight in model.read_gate_context.parameters():
+                weight.normal_()
+    return model
+
+
+def _read_logits(model, renderer, text):
+    tokens = torch.tensor([renderer.turn(text)])
+    with torch.no_grad():
+        return model(tokens, state=torch.zeros(1, 64), read_only=True).read_logits[0]
+
+
+def _assert_the_artifact_keeps_the_view(model, renderer, tmp_path, text):
+    model.save_pretrained(tmp_path / "artifact")
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
+    torch.testing.assert_close(_read_logits(loaded, renderer, text), _read_logits(model, renderer, text))
+
+
 @pytest.mark.parametrize("context", ["token", "pass"])
 def test_a_read_gate_sees_what_the_pass_says_after_its_token_only_with_the_pass_context(renderer, tmp_path,
                                                                                          context):
     """A causal model's token knows only what came before it; with gate_context "pass" its read gate also sees the
     pass's last token, so the gate on the value of "w57 w11 w12" depends on w12, and the artifact keeps that view."""
-    config = RanConfig(summary="gated", gate_context=context, reservoir=ReservoirConfig(units=64, leak_rate=1.0))
-    model = wrap(tiny_model("llama", 0), config)
-    if context == "pass":
-        with torch.no_grad():
-            model.read_gate_context.query.weight.normal_()
-
-    def logits(model, text):
-        tokens = torch.tensor([renderer.turn(text)])
-        with torch.no_grad():
-            return model(tokens, state=torch.zeros(1, 64), read_only=True).read_logits[0]
-
-    before, after = logits(model, "w57 w11 w12"), logits(model, "w57 w11 w13")
+    model = _context_model(context)
+    before, after = (_read_logits(model, renderer, text) for text in ("w57 w11 w12", "w57 w11 w13"))
     value = renderer.turn_labels("w57 w11 w12", "w57").index(1)
     changed = float((before[value] - after[value]).abs())
     assert changed > 1e-3 if context == "pass" else changed < 1e-5
-    model.save_pretrained(tmp_path / "artifact")
-    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
-    torch.testing.assert_close(logits(loaded, "w57 w11 w12"), before)
+    _assert_the_artifact_keeps_the_view(model, renderer, tmp_path, "w57 w11 w12")
 
 
 @pytest.mark.parametrize("context", ["token", "next"])
 def test_a_read_gate_sees_the_token_after_its_own_only_with_the_next_context(renderer, tmp_path, context):
     """With gate_context "next" token t's read gate also sees token t+1 (a split word's first piece sees the piece
     after it): changing w12 moves the gate on w11 and never the gate on w57; the artifact keeps that view."""
-    config = RanConfig(summary="gated", gate_context=context, reservoir=ReservoirConfig(units=64, leak_rate=1.0))
-    model = wrap(tiny_model("llama", 0), config)
-    if context == "next":
-        with torch.no_grad():
-            model.read_gate_context.next.weight.normal_()
-
-    def logits(model, text):
-        tokens = torch.tensor([renderer.turn(text)])
-        with torch.no_grad():
-            return model(tokens, state=torch.zeros(1, 64), read_only=True).read_logits[0]
-
-    before, after = logits(model, "w57 w11 w12"), logits(model, "w57 w11 w13")
+    model = _context_model(context)
+    before, after = (_read_logits(model, renderer, text) for text in ("w57 w11 w12", "w57 w11 w13"))
     first, before_last = (renderer.turn_labels("w57 w11 w12", word).index(1) for word in ("w57", "w11"))
     changed = float((before[before_last] - after[before_last]).abs())
     assert changed > 1e-3 if context == "next" else changed < 1e-5
     assert float((before[first] - after[first]).abs()) < 1e-5
-    model.save_pretrained(tmp_path / "artifact")
-    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
-    torch.testing.assert_close(logits(loaded, "w57 w11 w12"), before)
+    _assert_the_artifact_keeps_the_view(model, renderer, tmp_path, "w57 w11 w12")
 
 
 def test_the_next_gate_context_sees_nothing_past_a_rows_last_real_token():
