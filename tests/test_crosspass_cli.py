@@ -154,7 +154,8 @@ def _crosspass(tiny_dir, task_file, out, *extra):
 
 def _comparable(results):
     """A results file without what measures the machine or the moment."""
-    runs = [{k: v for k, v in run.items() if k not in ("train_seconds", "episodes_per_second", "passes_per_second")}
+    runs = [{k: v for k, v in run.items()
+             if k not in ("train_seconds", "episodes_per_second", "passes_per_second", "git")}
             for run in results["runs"]]
     return runs, results["summary"]
 
@@ -166,11 +167,19 @@ def test_a_killed_crosspass_resumes_on_the_engine(tiny_dir, task_file, tmp_path)
     finished = {p.name: p.stat().st_mtime_ns for p in left}
     assert 1 <= len(finished) < 3, "the run should be killed part-way"
     assert not (interrupted / "crosspass.json").exists()
+    older = records / sorted(finished)[0]  # as if an older commit had run it: its run must keep that commit
+    record = json.loads(older.read_text())
+    record["git"] = {"commit": "f" * 40, "dirty": False}
+    older.write_text(json.dumps(record))
+    finished[older.name] = older.stat().st_mtime_ns
 
     resumed = ran(*_crosspass(tiny_dir, task_file, interrupted))
     assert resumed.returncode == 0, resumed.stderr
     assert f"3 runs, {len(finished)} already finished, {3 - len(finished)} to run" in resumed.stdout
     assert {name: (records / name).stat().st_mtime_ns for name in finished} == finished  # not redone
+    report = json.loads((interrupted / "crosspass.json").read_text())
+    commits = [run["git"]["commit"] for run in report["runs"]]
+    assert commits.count("f" * 40) == 1 and commits.count(report["git"]["commit"]) == 2
     assert ran(*_crosspass(tiny_dir, task_file, whole)).returncode == 0
     assert _comparable(json.loads((interrupted / "crosspass.json").read_text())) == \
         _comparable(json.loads((whole / "crosspass.json").read_text()))

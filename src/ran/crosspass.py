@@ -38,7 +38,7 @@ def crosspass_record(run: dict[str, Any], task: RecallTask) -> dict[str, Any]:
     scores = run.pop("scores")
     ran, reservoir, train = run["ran_config"], run["ran_config"]["reservoir"], run["train_config"]
     record = {
-        **{k: run[k] for k in ("mode", "seed", "reservoir_seed", "readout_seed", "input_scaling")},
+        **{k: run[k] for k in ("mode", "seed", "reservoir_seed", "readout_seed", "input_scaling", "git")},
         **{k: reservoir[k] for k in ("units", "leak_rate", "spectral_radius", "connectivity")},
         **{k: ran[k] for k in ("n_slots", "summary", "lora_rank", "layer")},
         **{k: train[k] for k in ("steps", "learning_rate")},

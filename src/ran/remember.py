@@ -144,7 +144,7 @@ def describe(task: MemoryTask) -> dict[str, Any]:
 def memory_record(run: dict[str, Any], arm: dict[str, Any]) -> dict[str, Any]:
     """A runner record in the memory layout: per-group recall and stop rates, carried and wiped."""
     scores = run.pop("scores")
-    record = {"arm": arm, "seed": run["seed"], "reservoir_seed": run["reservoir_seed"]}
+    record = {"arm": arm, "seed": run["seed"], "reservoir_seed": run["reservoir_seed"], "git": run["git"]}
     record["groups"] = [
         {**{k: row[k] for k in ("kind", "values", "phrasing", "delay", "n")},
          "recall": {c: _row(scores[c], row)["recall"] for c in CONDITIONS},

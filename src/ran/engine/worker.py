@@ -96,9 +96,11 @@ def _record(member: dict[str, Any], result: dict[str, Any], timing: dict[str, An
 
 
 def runner_record(record: dict[str, Any]) -> dict[str, Any]:
-    """An engine record as the runner returned it (``ran.runner.run_one``): its result with the timing back."""
+    """An engine record as the runner returned it (``ran.runner.run_one``): its result with the timing back, and
+    ``git``, the code that ran it (a rerun that reuses a record of older code keeps that code's commit)."""
     timing = {name: record["timing"][name] for name in TIMING_FIELDS if name in record["timing"]}
-    return {**record["result"], **timing, **({"tracked": record["tracked"]} if "tracked" in record else {})}
+    return {**record["result"], **timing, "git": record["git"],
+            **({"tracked": record["tracked"]} if "tracked" in record else {})}
 
 
 def shared_base_model(model: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
