@@ -10,7 +10,7 @@ schema :data:`RESULTS_SCHEMA`, laid out as::
     config      the settings shared by every run
     ...         the experiment's own fields (crosspass: kind, varied; battery: varied; memory: varied, arms;
                 population: backend, threads, runs_expected, runs_found, missing, groups, comparisons)
-    runs        one entry per run, the experiment's layout
+    runs        one entry per run, the experiment's layout, each with ``git``: the commit of the code that ran it
     summary     rows over seeds (ran.stats.seed_summary); a population's are its groups' metrics
     seconds     wall time of the experiment (null for a population report written apart from its runs)
 
