@@ -1,0 +1,169 @@
+"""Can a gate head on the reservoir's state keep an appointment? A probe of the timed task's gate alone.
+
+The battery's timed task ("In N turns, say W." / wipe / N idle ticks, speak on the N-th) asks the gate head, one
+linear unit on the state after each tick, to fire on tick N and on no tick before. This probe runs the timed task's
+own episodes (``TimedTask``: N 1-8, the context wiped before the first tick) through the frozen SmolLM2-135M and a
+fixed random reservoir in open loop (no readout writes back into the model, so the states are those of an
+untrained artifact; a trained readout also feeds the state back through the layer), and fits gate heads on the
+states of the trained words' episodes with the trainer's loss (binary cross-entropy), initialisation (zeros) and
+optimiser (Adam, lr 1e-2, full batch). It scores them on the held-out words' episodes, as the battery does:
+``on_time`` (silent before tick N, speaking on it) and ``silent_after`` (silent on tick N + 1), per N.
+
+What the reservoir reads (``READS``):
+- ``last``: the battery's default (``summary="last"``): layer L's output at each pass's last token, ticks included;
+- ``N``: what the gated read (``summary="gated"``) takes in when read labels mark N alone (``--set
+  timed.read={turns}``): N's token, RMS-normalised, and nothing on the ticks (every gate shut);
+- ``span``: the same with the read labels of "{turns} turn{s}, say {word}": the mean of those tokens.
+Heads: ``linear`` (the battery's gate head) and ``mlp`` (one hidden layer of 64 ReLU units). Control:
+``stateless``, the same heads on the tick's own input (layer L at its last token), which knows how many ticks
+since the wipe but not N. Reservoirs (``RESERVOIRS``): the battery's and others, 3 seeds each.
+
+    python docs/tasks/probe_timed.py   # writes docs/tasks/timed-probe.json, a few minutes on 2 cores
+"""
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ran.episodes import render
+from ran.loading import load_model
+from ran.passes import PassFormat, Renderer
+from ran.provenance import environment
+from ran.reservoir import Reservoir, ReservoirConfig
+from ran.stats import seed_summary
+from ran.tasks.timed import TimedTask
+
+OUT = Path(__file__).resolve().parent / "timed-probe.json"  # beside this script: not a results file of ran
+SEEDS = (0, 1, 2)
+STEPS = 300
+HIDDEN = 64
+# (leak rate, input scaling, slowest leak of a spread or None): the battery's reservoir first.
+READS = {"last": None, "N": "{turns}", "span": "{turns} turn{s}, say {word}"}  # the read labels' part (None: last)
+# (leak rate, input scaling, slowest leak of a spread or None): the battery's reservoir first, then r52's.
+RESERVOIRS = ((0.05, 0.2, None), (1.0, 0.05, 0.01), (0.5, 0.2, None), (1.0, 0.2, None), (1.0, 0.2, 0.01),
+              (0.05, 0.02, None), (1.0, 0.02, None))
+
+
+def head(kind: str, width: int) -> torch.nn.Module:
+    last = torch.nn.Linear(width if kind == "linear" else HIDDEN, 1)
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    return last if kind == "linear" else torch.nn.Sequential(torch.nn.Linear(width, HIDDEN), torch.nn.ReLU(), last)
+
+
+def fit(kind: str, inputs: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    unit = head(kind, inputs.shape[1])
+    optimiser = torch.optim.Adam(unit.parameters(), lr=1e-2)
+    for _ in range(STEPS):
+        optimiser.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(unit(inputs)[:, 0], labels).backward()
+        optimiser.step()
+    return unit
+
+
+def scores(speaks: list[list[bool]], dues: list[int]) -> dict:
+    """The battery's timing metrics (``TimedTask.score`` without the word), overall and per N."""
+    rows = [{"due": due, "on_time": float(said[due - 1] and not any(said[:due - 1])),
+             "early": float(any(said[:due - 1])), "silent_after": float(not said[due])}
+            for said, due in zip(speaks, dues, strict=True)]
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    return {**{m: mean([r[m] for r in rows]) for m in ("on_time", "early", "silent_after")},
+            "per_due": {due: mean([r["on_time"] for r in rows if r["due"] == due]) for due in sorted(set(dues))}}
+
+
+@torch.no_grad()
+def run(reservoir: Reservoir, inputs: torch.Tensor) -> torch.Tensor:
+    """(passes, K): the state after each pass, from the zero state."""
+    state, trajectory = reservoir.initial_state(1), []
+    for drive in inputs:
+        state = reservoir.step(state, drive[None])
+        trajectory.append(state[0])
+    return torch.stack(trajectory)
+
+
+def main() -> None:
+    started = time.perf_counter()
+    model, tokenizer = load_model("smollm2-135m")
+    renderer = Renderer(PassFormat("text"), tokenizer)  # the battery's default format
+    layer = model.config.num_hidden_layers // 2
+    task = TimedTask()
+    splits = {"trained": task.words, "heldout": task.heldout_words}
+    episodes = {split: [task.make(word, due, 1, split) for word in words for due in range(task.turns[0],
+                                                                                            task.turns[1] + 1)]
+                for split, words in splits.items()}
+    cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+    @torch.no_grad()
+    def hidden(prompt: tuple[int, ...]) -> torch.Tensor:
+        """Layer L's output at every token of the prompt, (T, d)."""
+        if prompt not in cache:
+            cache[prompt] = model(torch.tensor([prompt]), output_hidden_states=True).hidden_states[layer + 1][0].float()
+        return cache[prompt]
+
+    def read(episode, part: str | None) -> torch.Tensor:
+        """(passes, d) what the reservoir takes in from each pass: the instruction, then the ticks."""
+        passes = render(episode, renderer)
+        if part is None:  # summary "last"
+            return torch.stack([hidden(p.prompt)[-1] for p in passes])
+        text = episode.passes[0].text
+        fields = {"turns": episode.info["due"], "s": "" if episode.info["due"] == 1 else "s",
+                  "word": episode.info["word"]}
+        labels = torch.tensor(renderer.turn_labels(text, part.format(**fields)), dtype=torch.bool)
+        tokens = hidden(passes[0].prompt)[labels]
+        normed = tokens * torch.rsqrt(tokens.pow(2).mean(-1, keepdim=True) + 1e-6)  # as the gated read's n(h)
+        return torch.cat([normed.mean(0, keepdim=True), torch.zeros(len(passes) - 1, normed.shape[1])])
+
+    inputs = {name: {split: [read(e, part) for e in group] for split, group in episodes.items()}
+              for name, part in READS.items()}
+    dues = {split: [e.info["due"] for e in group] for split, group in episodes.items()}
+
+    def tick_rows(per_episode: list[torch.Tensor], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        features = torch.cat([rows[1:] for rows in per_episode])  # what the gate reads after each tick
+        labels = torch.cat([torch.arange(1, len(rows)) == due for rows, due in zip(per_episode, dues[split],
+                                                                                  strict=True)]).float()
+        return features, labels
+
+    def evaluate(unit: torch.nn.Module, per_episode: list[torch.Tensor]) -> dict:
+        with torch.no_grad():
+            speaks = [(unit(rows[1:])[:, 0] > 0).tolist() for rows in per_episode]
+        return scores(speaks, dues["heldout"])
+
+    def arm(per_split: dict[str, list[torch.Tensor]], seed: int) -> dict:
+        features, labels = tick_rows(per_split["trained"], "trained")
+        return {kind: evaluate(fit(kind, features, labels, seed), per_split["heldout"]) for kind in ("linear", "mlp")}
+
+    rows = []
+    stateless = [arm(inputs["last"], seed) for seed in SEEDS]
+    rows.append({"reservoir": None, "read": "last", "stateless": True, "seeds": list(SEEDS), "runs": stateless})
+    for leak, scaling, slowest in RESERVOIRS:
+        runs: dict[str, list[dict]] = {name: [] for name in READS}
+        for seed in SEEDS:
+            reservoir = Reservoir(ReservoirConfig(units=2048, spectral_radius=0.95, leak_rate=leak,
+                                                  input_scaling=scaling, connectivity=0.1, seed=seed,
+                                                  leak_rate_min=slowest), input_dim=model.config.hidden_size)
+            for name in READS:
+                runs[name].append(arm({split: [run(reservoir, rows_in) for rows_in in group]
+                                       for split, group in inputs[name].items()}, seed))
+        rows += [{"reservoir": {"leak_rate": leak, "input_scaling": scaling, "leak_rate_min": slowest}, "read": name,
+                  "stateless": False, "seeds": list(SEEDS), "runs": runs[name]} for name in READS]
+    for row in rows:
+        for kind in ("linear", "mlp"):
+            row[kind] = {m: seed_summary([run[kind][m] for run in row["runs"]]) for m in ("on_time", "silent_after")}
+        name = "stateless" if row["reservoir"] is None else " ".join(f"{v}" for v in row["reservoir"].values())
+        print(f"{name:20s} read {row['read']:5s} " + "  ".join(
+            f"{kind}: on time {row[kind]['on_time']['mean']:.2f} [{row[kind]['on_time']['min']:.2f}] "
+            f"silent after {row[kind]['silent_after']['mean']:.2f}" for kind in ("linear", "mlp")))
+    OUT.write_text(json.dumps({"experiment": "timed-probe", **environment(), "layer": layer, "steps": STEPS,
+                               "hidden": HIDDEN, "reads": READS, "task": task.to_dict(), "rows": rows,
+                               "seconds": time.perf_counter() - started}, indent=1) + "\n")
+    print(f"wrote {OUT} ({time.perf_counter() - started:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
