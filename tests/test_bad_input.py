@@ -342,6 +342,7 @@ ROWS = [
     # ----- battery ------------------------------------------------------------------------------------------
     ("battery", ["--tasks", "recall", "timd"], "unknown task 'timd' (did you mean 'timed'?)"),
     ("battery", ["--tasks", "recall", "recall"], "a task is given twice"),
+    ("battery", ["--gate-hidden", "-1"], "--gate-hidden must be an integer in 0..65,536, got -1"),
     ("battery", ["--set", "bogus"], "is not TASK.FIELD=VALUE"),
     ("battery", ["--tasks", "timed", "--set", "timed.turns=5"], "--set timed: turns = 5 is not valid: expected a list"),
     ("battery", ["--tasks", "timed", "--set", "timed.instruction={x} {word}"], "has the field {x}"),

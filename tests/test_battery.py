@@ -307,22 +307,60 @@ def test_edit_distance():
     assert edit_distance([], ["a", "b"]) == 2
 
 
-def test_the_gate_head_is_saved_where_the_runtime_loads_it(tmp_path):
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_the_gate_head_is_saved_where_the_runtime_loads_it(tmp_path, hidden):
     from ran.runtime import StateGate, load_gate
 
-    model = wrap(tiny_model("llama"), RanConfig(n_slots=4, gate=True, reservoir=ReservoirConfig(units=32)))
+    model = wrap(tiny_model("llama"), RanConfig(n_slots=4, gate=True, gate_hidden=hidden,
+                                                reservoir=ReservoirConfig(units=32)))
+    draws = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        model.gate_head.weight.normal_()
-        model.gate_head.bias.fill_(0.3)
+        for parameter in model.gate_head.parameters():
+            parameter.normal_(std=0.3, generator=draws)  # the output unit starts at zero: give every parameter a value
     model.save_pretrained(tmp_path)
     gate = load_gate(tmp_path, model.reservoir)
-    assert isinstance(gate, StateGate)
-    state = torch.randn(1, 32)
-    expected = float(torch.sigmoid(model.speak_logit(state))[0])
-    assert gate.decide(state, None).value == pytest.approx(expected, abs=1e-6)
+    assert isinstance(gate, StateGate) and gate.head.hidden_units == hidden
+    states = torch.randn(4, 32, generator=draws)
+    expected = torch.sigmoid(model.speak_logit(states))
+    assert all(0.02 < p < 0.98 for p in expected.tolist())  # a non-trivial head: the states do not saturate it
+    for state, p in zip(states, expected.tolist(), strict=True):
+        assert gate.decide(state[None], None).value == pytest.approx(p, abs=1e-6)
     model.unwrap()
     again = ReservoirModel.from_pretrained(model.base, tmp_path)
-    assert torch.equal(again.gate_head.weight, model.gate_head.weight)
+    assert torch.equal(again.speak_logit(states), model.speak_logit(states))
+
+
+def test_a_hidden_gate_head_learns_what_a_linear_one_cannot():
+    """XOR of two state units: a linear head on the state cannot separate it; one hidden layer can."""
+    states = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]).repeat(8, 1)
+    states = torch.cat([states, torch.zeros(len(states), 30)], dim=1)
+    labels = (states[:, 0] * states[:, 1] < 0).float()
+    accuracy = {}
+    for hidden in (0, 16):
+        model = wrap(tiny_model("llama"), RanConfig(n_slots=4, gate=True, gate_hidden=hidden,
+                                                    reservoir=ReservoirConfig(units=32)))
+        optimiser = torch.optim.Adam(model.gate_head.parameters(), lr=1e-2)
+        for _ in range(300):
+            optimiser.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(model.speak_logit(states), labels).backward()
+            optimiser.step()
+        accuracy[hidden] = float(((model.speak_logit(states) > 0).float() == labels).float().mean())
+    assert accuracy[0] <= 0.75 and accuracy[16] == 1.0
+
+
+@pytest.mark.parametrize("hidden_weight, hidden_bias, weight, message", [
+    ((8, 31), (8,), (8,), r"hidden_weight .* has shape \(8, 31\), expected \(H, 32\)"),
+    ((8, 32), (7,), (8,), r"hidden_bias .* has shape \(7,\)"),
+    ((8, 32), (8,), (32,), r"gate weight .* has shape \(32,\), expected \(8,\)"),
+])
+def test_a_gate_file_with_a_misshapen_hidden_layer_is_refused(tmp_path, hidden_weight, hidden_bias, weight, message):
+    from ran.artifact import GateHead, load_gate_head, save_gate_head
+    from ran.errors import ArtifactError
+
+    save_gate_head(tmp_path, GateHead(torch.zeros(weight), 0.0, 0.5, torch.zeros(hidden_weight),
+                                      torch.zeros(hidden_bias)), "fingerprint")
+    with pytest.raises(ArtifactError, match=message):
+        load_gate_head(tmp_path, "fingerprint", 32)
 
 
 @pytest.mark.parametrize("task, settings, message", [
@@ -379,6 +417,45 @@ def test_battery_cli_writes_its_table(tmp_path):
     events = EventAccumulator(str(tracked))
     events.Reload()
     assert {"stateless/timed/value", "carried/silence/value", "loss/stateless"} <= set(events.Tags()["scalars"])
+
+
+def test_a_battery_artifact_with_a_hidden_gate_decides_in_a_live_session_as_it_trained(tmp_path, capsys):
+    """--gate-hidden from training to ran run: the artifact keeps the hidden layer, the session's gate is it, and
+    each tick's p(speak) in the transcript is the trained head's on the session's state."""
+    from ran.cli import main
+    from ran.runtime import Session, SessionConfig, StateGate, load_gate
+
+    directory = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    assert main(["battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0",
+                 "--tasks", "timed", "--idle-text", "w9", "--gate-hidden", "8", "--out", str(tmp_path / "out"),
+                 "--save", str(tmp_path / "saved"), "--no-progress", *TINY_TIMED]) == 0
+    (run,) = read_results(tmp_path / "out" / "battery.json", "battery")["runs"]
+    assert run["ran_config"]["gate_hidden"] == 8
+    artifact = tmp_path / "saved" / "battery-readout-seed0"
+    script = tmp_path / "timed.txt"
+    script.write_text("w27 w2 w30\n/reset context\n/tick 3\n")
+    capsys.readouterr()
+    assert main(["run", "--session", "s", "--sessions-dir", str(tmp_path / "sessions"), "--artifact", str(artifact),
+                 "--model", str(directory), "--script", str(script),
+                 "--max-new-tokens", "1", "--out", str(tmp_path / "live"), "--quiet"]) == 0
+    transcript = json.loads(next((tmp_path / "live").glob("run-*.json")).read_text())
+    live = [e["gate"] for e in transcript["events"] if e["kind"] == "idle"]
+    assert len(live) == 3 and all(g["kind"] == "state" for g in live)
+
+    model = ReservoirModel.from_pretrained(tiny_model("llama"), artifact)
+    gate = load_gate(artifact, model.reservoir)
+    assert isinstance(gate, StateGate) and gate.head.hidden_units == 8
+    renderer = Renderer(PassFormat("text", idle_text="w9"), tiny_tokenizer())
+    session = Session(model, SessionConfig.for_renderer(renderer, max_new_tokens=1), gate=gate)
+    session.prompt(renderer.turn("w27 w2 w30"))
+    session.reset("context")
+    for decision in live:
+        session.idle()
+        with torch.no_grad():
+            trained = float(torch.sigmoid(model.speak_logit(session.state))[0])
+        assert decision["value"] == pytest.approx(trained, abs=1e-5)
 
 
 def test_a_word_pool_draws_the_timed_words_from_the_vocabulary_keeping_the_instructions_words_out():

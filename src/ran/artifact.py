@@ -52,11 +52,32 @@ BASE_IDENTITY_KEYS = ("model_type", "n_layers", "hidden_size", "vocab_size", "em
 
 
 class GateHead(NamedTuple):
-    """The gate head as stored: p(speak) = sigmoid(weight . r + bias) on the state r after a pass."""
+    """The gate head as stored: p(speak) = sigmoid(weight . r + bias) on the state r after a pass, or, with a
+    hidden layer, sigmoid(weight . relu(hidden_weight r + hidden_bias) + bias)."""
 
-    weight: torch.Tensor  # (K,) float32
+    weight: torch.Tensor  # (K,) float32, or (H,) with a hidden layer
     bias: float
     threshold: float  # speak when p >= threshold
+    hidden_weight: torch.Tensor | None = None  # (H, K)
+    hidden_bias: torch.Tensor | None = None  # (H,)
+
+    @property
+    def hidden_units(self) -> int:
+        return 0 if self.hidden_weight is None else int(self.hidden_weight.shape[0])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What ``gate.safetensors`` holds (float32, contiguous, on the CPU)."""
+        named = {"weight": self.weight, "bias": torch.tensor(float(self.bias))}
+        if self.hidden_weight is not None:
+            named |= {"hidden_weight": self.hidden_weight, "hidden_bias": self.hidden_bias}
+        return {name: t.detach().to(torch.float32).cpu().contiguous() for name, t in named.items()}
+
+    def logit(self, state: torch.Tensor) -> torch.Tensor:
+        """(B,) the logit of speaking from states (B, K)."""
+        state = state.detach().float().cpu()
+        if self.hidden_weight is not None:
+            state = torch.relu(state @ self.hidden_weight.float().T + self.hidden_bias.float())
+        return state @ self.weight.float() + self.bias
 
 
 def base_model_identity(base: PreTrainedModel) -> dict[str, Any]:
@@ -88,8 +109,7 @@ def save_artifact(directory: str | os.PathLike, config: dict[str, Any], reservoi
     directory = Path(directory)
     weights = {PARTS[part][0]: {key: t.detach().cpu().contiguous() for key, t in tensors.items()}
                for part, tensors in parts.items()}
-    gate_tensors = None if gate is None else {"weight": gate.weight.detach().to(torch.float32).cpu().contiguous(),
-                                               "bias": torch.tensor(float(gate.bias))}
+    gate_tensors = None if gate is None else gate.tensors()
     for name, tensors in weights.items():
         check_finite(tensors, f"the weights for {name}")
     if gate_tensors is not None:
@@ -173,8 +193,7 @@ def save_gate_head(directory: str | os.PathLike, gate: GateHead, reservoir_finge
     """Write ``gate.safetensors`` in ``directory`` (finite values only), atomically."""
     metadata = {"format": GATE_FORMAT, "threshold": repr(float(gate.threshold)),
                 "reservoir_fingerprint": reservoir_fingerprint}
-    tensors = {"weight": gate.weight.detach().to(torch.float32).cpu().contiguous(),
-               "bias": torch.tensor(float(gate.bias))}
+    tensors = gate.tensors()
     check_finite(tensors, "the gate head")
     return atomic_write(Path(directory) / GATE_FILE, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
@@ -194,15 +213,26 @@ def load_gate_head(directory: str | os.PathLike, reservoir_fingerprint: str, uni
     path = directory / GATE_FILE
     sha256 = None if description is None else recorded_sha256(description, GATE_FILE, directory)
     tensors, metadata = read_weights(path, "gate file", sha256)
-    if metadata.get("format") != GATE_FORMAT or set(tensors) != {"weight", "bias"}:
-        raise ArtifactError(f"{path} is not a ran gate file (needs tensors weight and bias)")
+    linear, hidden = {"weight", "bias"}, {"weight", "bias", "hidden_weight", "hidden_bias"}
+    if metadata.get("format") != GATE_FORMAT or set(tensors) not in (linear, hidden):
+        raise ArtifactError(f"{path} is not a ran gate file (needs tensors weight and bias, and hidden_weight and "
+                            "hidden_bias for a hidden layer)")
     if metadata.get("reservoir_fingerprint") != reservoir_fingerprint:
         raise ArtifactError(f"gate file {path} belongs to a different reservoir (fingerprint mismatch)")
-    if tuple(tensors["weight"].shape) != (units,):
+    width = units
+    if "hidden_weight" in tensors:
+        width = tensors["hidden_weight"].shape[0] if tensors["hidden_weight"].ndim == 2 else -1
+        expected = {"hidden_weight": (width, units), "hidden_bias": (width,)}
+        for name, shape in expected.items():
+            if width < 1 or tuple(tensors[name].shape) != shape:
+                raise ArtifactError(f"gate {name} in {path} has shape {tuple(tensors[name].shape)}, expected "
+                                    f"(H, {units}) and (H,) for H hidden units")
+    if tuple(tensors["weight"].shape) != (width,):
         raise ArtifactError(f"gate weight in {path} has shape {tuple(tensors['weight'].shape)}, "
-                            f"expected ({units},)")
+                            f"expected ({width},)")
     try:
         threshold = float(metadata.get("threshold", "0.5"))
     except ValueError:
         raise ArtifactError(f"gate file {path}: bad threshold {metadata.get('threshold')!r}") from None
-    return GateHead(tensors["weight"], float(tensors["bias"]), threshold)
+    return GateHead(tensors["weight"], float(tensors["bias"]), threshold, tensors.get("hidden_weight"),
+                    tensors.get("hidden_bias"))

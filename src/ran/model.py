@@ -92,6 +92,7 @@ class RanConfig:
     readout_seed: int = 0  # initialisation of the readout and LoRA (the reservoir has its own seed)
     recurrence: str = "reservoir"  # reservoir (fixed, random) | gru (a trained GRU cell: a baseline) | none
     gate: bool = False  # a trained speak/silent head on the state after each pass (saved as gate.safetensors)
+    gate_hidden: int = 0  # the gate head's hidden ReLU units: 0 = one linear unit, p = sigmoid(w . r + b)
     write: str = "always"  # always: the reservoir steps every pass | gated | switched | pass-switched (reading.WRITES)
     recall: str = "always"  # always: every pass sees the kv slots | switched: where a trained switch opens
     drive: str = "pass"  # pass: one reservoir step per pass | token: one per token, as far as its gate opens
@@ -163,6 +164,8 @@ class RanConfig:
         if self.recall == "switched" and self.mode != "kv":
             raise ConfigError(f"recall 'switched' hides the kv slots from a pass: it needs mode 'kv', not "
                               f"'{self.mode}'")
+        if not isinstance(self.gate_hidden, int) or isinstance(self.gate_hidden, bool) or self.gate_hidden < 0:
+            raise ConfigError(f"gate_hidden must be an integer >= 0 (0: a linear gate head), got {self.gate_hidden!r}")
         if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
             raise ConfigError(f"lora_rank must be an integer >= 0, got {self.lora_rank!r}")
         if not self.lora_alpha > 0 or not math.isfinite(self.lora_alpha):
@@ -226,6 +229,42 @@ class OpenPass:
         if self._next_state is None:
             self._next_state = self._read.next_state(self._reservoir, self.state)
         return self._next_state
+
+
+def gate_head(config: RanConfig) -> nn.Module:
+    """The speak/silent head: one linear unit on the state, or (``gate_hidden`` H) H ReLU units and one on them.
+    Its output unit starts at zero (p = 0.5); the hidden layer is drawn from ``readout_seed``."""
+    units = config.reservoir.units
+    if not config.gate_hidden:
+        head = nn.Linear(units, 1)
+        output = head
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.readout_seed)
+            head = nn.Sequential(nn.Linear(units, config.gate_hidden), nn.ReLU(), nn.Linear(config.gate_hidden, 1))
+        output = head[2]
+    nn.init.zeros_(output.weight)
+    nn.init.zeros_(output.bias)
+    return head
+
+
+def gate_head_tensors(head: nn.Module) -> GateHead:
+    """The head as stored (:class:`ran.artifact.GateHead`), with the runtime's threshold 0.5."""
+    if isinstance(head, nn.Linear):
+        return GateHead(head.weight[0].detach(), float(head.bias.detach()), threshold=0.5)
+    hidden, output = head[0], head[2]
+    return GateHead(output.weight[0].detach(), float(output.bias.detach()), threshold=0.5,
+                    hidden_weight=hidden.weight.detach(), hidden_bias=hidden.bias.detach())
+
+
+@torch.no_grad()
+def load_gate_tensors(head: nn.Module, gate: GateHead) -> None:
+    output = head if isinstance(head, nn.Linear) else head[2]
+    output.weight.copy_(gate.weight[None])
+    output.bias.fill_(gate.bias)
+    if not isinstance(head, nn.Linear):
+        head[0].weight.copy_(gate.hidden_weight)
+        head[0].bias.copy_(gate.hidden_bias)
 
 
 def _switch_gate(width: int, device) -> nn.Linear:
@@ -318,12 +357,10 @@ class ReservoirModel(nn.Module):
         if self.read_gate is not None:
             nn.init.zeros_(self.read_gate.weight)
             nn.init.constant_(self.read_gate.bias, GATED_READ_BIAS)
-        # p(speak) = sigmoid(w . r + b) on the state after a pass; starts undecided (p = 0.5).
-        self.gate_head = nn.Linear(config.reservoir.units, 1).to(device) if config.gate else None
+        # p(speak) = sigmoid(w . r + b) on the state after a pass, or (gate_hidden H) on H ReLU units of it;
+        # starts undecided (p = 0.5).
+        self.gate_head = gate_head(config).to(device) if config.gate else None
         self.decoder_fit: dict[str, Any] | None = None  # value_read "decoded": the report of its decoder's fit
-        if self.gate_head is not None:
-            nn.init.zeros_(self.gate_head.weight)
-            nn.init.zeros_(self.gate_head.bias)
         # Pass-level switches on layer L's input, starting undecided (logit 0, shut): whether a pass sees the
         # slots (recall "switched") and whether the reservoir steps (write "pass-switched").
         self.recall_gate = _switch_gate(geometry.hidden_size, device) if config.recall == "switched" else None
@@ -691,7 +728,7 @@ class ReservoirModel(nn.Module):
         """(B,) the gate head's logit of speaking, from the state after a pass (needs ``RanConfig.gate``)."""
         if self.gate_head is None:
             raise ConfigError("this model has no gate head: wrap it with RanConfig(gate=True)")
-        return self.gate_head(state.to(self.gate_head.weight.dtype))[:, 0]
+        return self.gate_head(state.to(next(self.gate_head.parameters()).dtype))[:, 0]
 
     def _lora_target_modules(self) -> list[str]:
         spec = architecture_of(self.base)
@@ -759,8 +796,7 @@ class ReservoirModel(nn.Module):
         recurrence = self.reservoir.state_dict()
         if recurrence:  # trained recurrent weights; the fixed reservoir is regenerated from its seed instead
             parts["recurrence"] = recurrence
-        gate = None if self.gate_head is None else \
-            GateHead(self.gate_head.weight[0].detach(), float(self.gate_head.bias.detach()), threshold=0.5)
+        gate = None if self.gate_head is None else gate_head_tensors(self.gate_head)
         return save_artifact(directory, self.config.to_dict(), self.reservoir.fingerprint,
                              base_model_identity(self.base), pass_format or PassFormat(), parts, gate)
 
@@ -811,9 +847,10 @@ class ReservoirModel(nn.Module):
             self.reservoir.load_state_dict(read_artifact_part(directory, description, "recurrence"))
         if self.gate_head is not None:
             gate = load_gate_head(directory, self.reservoir.fingerprint, self.reservoir.units, description)
-            with torch.no_grad():
-                self.gate_head.weight.copy_(gate.weight[None])
-                self.gate_head.bias.fill_(gate.bias)
+            if gate.hidden_units != self.config.gate_hidden:
+                raise ArtifactError(f"gate file in {directory} has {gate.hidden_units} hidden units, its config says "
+                                    f"gate_hidden {self.config.gate_hidden}")
+            load_gate_tensors(self.gate_head, gate)
         if self.config.lora_rank:
             lora = read_artifact_part(directory, description, "adapter")
             if set(self._lora_state()) ^ set(lora):

@@ -76,6 +76,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--episodes-per-step", type=int, default=16, help="training episodes per step (default: 16)")
     parser.add_argument("--steps", type=int, default=STEPS, help=f"optimizer steps (default: {STEPS})")
     parser.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default: 0.01)")
+    parser.add_argument("--gate-hidden", type=int, default=0, metavar="H",
+                        help="the gate head's hidden ReLU units: 0 = one linear unit on the state (default: 0)")
     parser.add_argument("--recipe", nargs="+", default=["readout"], choices=list(RECIPES),
                         help="readout: readout + gate head, decayed rate (the retention recipe); lora: LoRA rank 8, "
                              "constant rate (the plain recipe); give both to compare (default: readout)")
@@ -178,7 +180,7 @@ def run(args) -> int:
                            for task in tasks if args.alone]
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                    slot_order=args.slot_order, gate_context=args.gate_context,
+                    slot_order=args.slot_order, gate_context=args.gate_context, gate_hidden=args.gate_hidden,
                     reservoir=reservoir_config_from(args))
     train = TrainConfig(steps=args.steps, learning_rate=args.lr)
     pass_format = PassFormat(args.format, idle_text=args.idle_text)

@@ -42,6 +42,8 @@ def member_of(spec: RunSpec, point: dict[str, Any] | None = None, stateless: boo
         "recurrence": spec.ran.recurrence, "point": dict(point or {}), "reservoir_seed": spec.ran.reservoir.seed,
         "train_seed": spec.train.seed, "ran": spec.ran.to_dict(), "train": spec.train.to_dict(),
     }
+    if not spec.ran.gate_hidden:  # a field newer than the records: absent at its default, as in them
+        del member["ran"]["gate_hidden"]
     # Each only when it departs from the default, so that the keys of the runs without it stay what they were.
     if stateless:
         member["stateless"] = True

@@ -2,9 +2,10 @@
 
 Two gates, chosen by what the artifact provides:
 
-- ``state`` (trained): a linear head on the reservoir state after the pass,
-  ``p = sigmoid(w . r + b)``; speak when ``p >= threshold``. Stored in the artifact directory as
-  ``gate.safetensors`` (its format: :mod:`ran.artifact`), checked against the reservoir on load.
+- ``state`` (trained): a head on the reservoir state after the pass, ``p = sigmoid(w . r + b)`` or, with
+  a hidden layer, ``sigmoid(w . relu(W_h r + b_h) + b)``; speak when ``p >= threshold``. Stored in the
+  artifact directory as ``gate.safetensors`` (its format: :mod:`ran.artifact`), checked against the reservoir
+  on load.
 - ``entropy`` (the fallback when there is no trained head): speak when the next-token distribution
   after the pass is confident, i.e. its entropy is at most ``max_entropy`` nats, and its most likely
   token is not a stop token (the model would rather end its turn). It reads no state directly, so it is
@@ -41,37 +42,46 @@ class GateDecision:
 
 
 class StateGate:
-    """A trained linear head on the reservoir state."""
+    """A trained head on the reservoir state: linear, or with a hidden ReLU layer (``hidden_weight`` (H, K),
+    ``hidden_bias`` (H,), then ``weight`` is (H,))."""
 
     kind = "state"
 
     def __init__(self, weight: torch.Tensor, bias: float, threshold: float = 0.5,
-                 reservoir_fingerprint: str = ""):
+                 reservoir_fingerprint: str = "", hidden_weight: torch.Tensor | None = None,
+                 hidden_bias: torch.Tensor | None = None):
         if weight.ndim != 1:
             raise ConfigError(f"gate weight must be a vector (K,), got shape {tuple(weight.shape)}")
+        if (hidden_weight is None) != (hidden_bias is None):
+            raise ConfigError("a gate's hidden layer needs both hidden_weight and hidden_bias")
+        if hidden_weight is not None and (hidden_weight.ndim != 2 or tuple(hidden_bias.shape) != (len(weight),)
+                                          or hidden_weight.shape[0] != len(weight)):
+            raise ConfigError(f"gate hidden layer shapes {tuple(hidden_weight.shape)} and {tuple(hidden_bias.shape)} "
+                              f"do not fit weight ({len(weight)},): expected (H, K) and (H,) with H = {len(weight)}")
         if not 0 < threshold < 1:
             raise ConfigError(f"gate threshold must be in (0, 1), got {threshold!r}")
-        self.weight = weight.detach().to(torch.float32).cpu()
-        self.bias = float(bias)
-        self.threshold = float(threshold)
+        self.head = GateHead(weight.detach().to(torch.float32).cpu(), float(bias), float(threshold),
+                             None if hidden_weight is None else hidden_weight.detach().to(torch.float32).cpu(),
+                             None if hidden_bias is None else hidden_bias.detach().to(torch.float32).cpu())
+        self.weight, self.bias, self.threshold = self.head.weight, self.head.bias, self.head.threshold
         self.reservoir_fingerprint = reservoir_fingerprint
 
     def decide(self, state: torch.Tensor, logits: torch.Tensor,
                stop_tokens: tuple[int, ...] = ()) -> GateDecision:
         """``state`` (1, K) after the pass; ``logits`` (vocab,) are not used by this gate."""
-        score = state[0].detach().float().cpu() @ self.weight + self.bias
-        value = float(torch.sigmoid(score))
+        value = float(torch.sigmoid(self.head.logit(state[:1])[0]))
         return GateDecision(self.kind, value, self.threshold, value >= self.threshold)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the head as ``gate.safetensors`` in ``directory`` (:func:`ran.artifact.save_gate_head`)."""
-        return save_gate_head(directory, GateHead(self.weight, self.bias, self.threshold), self.reservoir_fingerprint)
+        return save_gate_head(directory, self.head, self.reservoir_fingerprint)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, reservoir: Reservoir) -> StateGate:
         """The gate head saved in ``directory`` (an artifact, or a gate file on its own)."""
-        weight, bias, threshold = load_gate_head(directory, reservoir.fingerprint, reservoir.units)
-        return cls(weight, bias, threshold, reservoir.fingerprint)
+        head = load_gate_head(directory, reservoir.fingerprint, reservoir.units)
+        return cls(head.weight, head.bias, head.threshold, reservoir.fingerprint, head.hidden_weight,
+                   head.hidden_bias)
 
 
 class EntropyGate:
