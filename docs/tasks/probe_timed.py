@@ -16,7 +16,9 @@ What the reservoir reads (``READS``):
 - ``span``: the same with the read labels of "{turns} turn{s}, say {word}": the mean of those tokens.
 Heads: ``linear`` (the battery's gate head) and ``mlp`` (one hidden layer of 64 ReLU units). Control:
 ``stateless``, the same heads on the tick's own input (layer L at its last token), which knows how many ticks
-since the wipe but not N. Reservoirs (``RESERVOIRS``): the battery's and others, 3 seeds each.
+since the wipe but not N. Reservoirs (``RESERVOIRS``): the battery's and others, 3 seeds each. And, before any
+reservoir, ``n_decodable``: how well a linear classifier (8 ways, trained words) tells N of a held-out word's
+instruction from what each read takes in.
 
     python docs/tasks/probe_timed.py   # writes docs/tasks/timed-probe.json, a few minutes on 2 cores
 """
@@ -87,6 +89,25 @@ def run(reservoir: Reservoir, inputs: torch.Tensor) -> torch.Tensor:
     return torch.stack(trajectory)
 
 
+def n_decodable(trained: list[torch.Tensor], heldout: list[torch.Tensor], dues: dict[str, list[int]]) -> dict:
+    """Accuracy of an 8-way linear classifier of N on the instruction's read input (standardised on the trained
+    words), on the trained and the held-out words."""
+    first = {split: torch.stack([rows[0] for rows in group]) for split, group in (("trained", trained),
+                                                                                  ("heldout", heldout))}
+    labels = {split: torch.tensor(values) - 1 for split, values in dues.items()}
+    centre, scale = first["trained"].mean(0), first["trained"].std(0) + 1e-3
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(first["trained"].shape[1], int(labels["trained"].max()) + 1)
+    optimiser = torch.optim.Adam(classifier.parameters(), lr=1e-2)
+    for _ in range(STEPS):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(classifier((first["trained"] - centre) / scale), labels["trained"]).backward()
+        optimiser.step()
+    with torch.no_grad():
+        return {split: float((classifier((first[split] - centre) / scale).argmax(1) == labels[split]).float().mean())
+                for split in first}
+
+
 def main() -> None:
     started = time.perf_counter()
     model, tokenizer = load_model("smollm2-135m")
@@ -138,6 +159,10 @@ def main() -> None:
         features, labels = tick_rows(per_split["trained"], "trained")
         return {kind: evaluate(fit(kind, features, labels, seed), per_split["heldout"]) for kind in ("linear", "mlp")}
 
+    decodable = {name: n_decodable(inputs[name]["trained"], inputs[name]["heldout"], dues) for name in READS}
+    for name, accuracy in decodable.items():
+        print(f"N from the read {name!r} of the instruction: trained words {accuracy['trained']:.2f}, "
+              f"held-out words {accuracy['heldout']:.2f}")
     rows = []
     stateless = [arm(inputs["last"], seed) for seed in SEEDS]
     rows.append({"reservoir": None, "read": "last", "stateless": True, "seeds": list(SEEDS), "runs": stateless})
@@ -160,7 +185,8 @@ def main() -> None:
             f"{kind}: on time {row[kind]['on_time']['mean']:.2f} [{row[kind]['on_time']['min']:.2f}] "
             f"silent after {row[kind]['silent_after']['mean']:.2f}" for kind in ("linear", "mlp")))
     OUT.write_text(json.dumps({"experiment": "timed-probe", **environment(), "layer": layer, "steps": STEPS,
-                               "hidden": HIDDEN, "reads": READS, "task": task.to_dict(), "rows": rows,
+                               "hidden": HIDDEN, "reads": READS, "n_decodable": decodable,
+                               "task": task.to_dict(), "rows": rows,
                                "seconds": time.perf_counter() - started}, indent=1) + "\n")
     print(f"wrote {OUT} ({time.perf_counter() - started:.0f}s)")
 
