@@ -208,6 +208,18 @@ def test_the_next_gate_context_sees_nothing_past_a_rows_last_real_token():
     torch.testing.assert_close(terms, torch.tensor([[8.0, 8.0, 8.0, 0.0], [8.0, 0.0, 0.0, 0.0]]))
 
 
+@pytest.mark.parametrize("config", [RanConfig(summary="gated", gate_context="pass"),
+                                    RanConfig(summary="gated", gate_context="next"),
+                                    RanConfig(gate=True, gate_hidden=8)])
+def test_runs_whose_heads_are_not_stacked_train_alone_in_a_batched_engine(config):
+    """``batch_shape`` None (a group of its own) for every config ``check_members`` refuses to stack."""
+    from ran.batched import Member, batch_shape, check_members
+
+    assert batch_shape(config, TrainConfig()) is None
+    with pytest.raises(ConfigError, match="train it alone"):
+        check_members([Member(config, TrainConfig(), lambda step, generator: [])], n_layers=3)
+
+
 def test_the_pass_gate_context_needs_the_gated_read():
     with pytest.raises(ConfigError, match="gate_context 'pass' is what the gated read's gates see"):
         RanConfig(gate_context="pass")
