@@ -18,7 +18,9 @@ Heads: ``linear`` (the battery's gate head) and ``mlp`` (one hidden layer of 64 
 ``stateless``, the same heads on the tick's own input (layer L at its last token), which knows how many ticks
 since the wipe but not N. Reservoirs (``RESERVOIRS``): the battery's and others, 3 seeds each. And, before any
 reservoir, ``n_decodable``: how well a linear classifier (8 ways, trained words) tells N of a held-out word's
-instruction from what each read takes in.
+instruction from what each read takes in. And ``schedules``: the heads on one reservoir (``SCHEDULED``) trained as
+the battery trains (``SCHEDULES``: steps of 16 episodes drawn at random, AdamW with 5 warmup steps and cosine decay,
+gradients clipped at norm 1, the loss a mean over episodes) instead of full batches.
 
     python docs/tasks/probe_timed.py   # writes docs/tasks/timed-probe.json, a few minutes on 2 cores
 """
@@ -36,6 +38,7 @@ from ran.provenance import environment
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.stats import seed_summary
 from ran.tasks.timed import TimedTask
+from ran.training import cosine_schedule
 
 OUT = Path(__file__).resolve().parent / "timed-probe.json"  # beside this script: not a results file of ran
 SEEDS = (0, 1, 2)
@@ -43,6 +46,8 @@ STEPS = 300
 HIDDEN = 64
 # (leak rate, input scaling, slowest leak of a spread or None): the battery's reservoir first.
 READS = {"last": None, "N": "{turns}", "span": "{turns} turn{s}, say {word}"}  # the read labels' part (None: last)
+SCHEDULED = ((1.0, 0.2, None), "span")  # the reservoir and read the schedules are tried on
+SCHEDULES = (150, 600)  # the battery's default steps, and four times them
 # (leak rate, input scaling, slowest leak of a spread or None): the battery's reservoir first, then r52's.
 RESERVOIRS = ((0.05, 0.2, None), (1.0, 0.05, 0.01), (0.5, 0.2, None), (1.0, 0.2, None), (1.0, 0.2, 0.01),
               (0.05, 0.02, None), (1.0, 0.02, None))
@@ -63,6 +68,25 @@ def fit(kind: str, inputs: torch.Tensor, labels: torch.Tensor, seed: int) -> tor
         optimiser.zero_grad()
         torch.nn.functional.binary_cross_entropy_with_logits(unit(inputs)[:, 0], labels).backward()
         optimiser.step()
+    return unit
+
+
+def fit_scheduled(kind: str, episodes: list[torch.Tensor], dues: list[int], steps: int, seed: int) -> torch.nn.Module:
+    """As :func:`fit`, on the battery's schedule: 16 random episodes a step, warmup and cosine decay, clipping."""
+    torch.manual_seed(seed)
+    unit = head(kind, episodes[0].shape[1])
+    optimiser = torch.optim.AdamW(unit.parameters(), lr=1e-2, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: cosine_schedule(step, steps, 5, True))
+    draws = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        chosen = torch.randint(len(episodes), (16,), generator=draws).tolist()
+        losses = [torch.nn.functional.binary_cross_entropy_with_logits(
+            unit(episodes[i][1:])[:, 0], (torch.arange(1, len(episodes[i])) == dues[i]).float()) for i in chosen]
+        optimiser.zero_grad()
+        torch.stack(losses).mean().backward()
+        torch.nn.utils.clip_grad_norm_(list(unit.parameters()), 1.0)
+        optimiser.step()
+        schedule.step()
     return unit
 
 
@@ -177,6 +201,22 @@ def main() -> None:
                                        for split, group in inputs[name].items()}, seed))
         rows += [{"reservoir": {"leak_rate": leak, "input_scaling": scaling, "leak_rate_min": slowest}, "read": name,
                   "stateless": False, "seeds": list(SEEDS), "runs": runs[name]} for name in READS]
+    (leak, scaling, slowest), read_name = SCHEDULED
+    schedules = []
+    for steps in SCHEDULES:
+        runs = []
+        for seed in SEEDS:
+            reservoir = Reservoir(ReservoirConfig(units=2048, spectral_radius=0.95, leak_rate=leak,
+                                                  input_scaling=scaling, connectivity=0.1, seed=seed,
+                                                  leak_rate_min=slowest), input_dim=model.config.hidden_size)
+            states = {split: [run(reservoir, rows_in) for rows_in in group]
+                      for split, group in inputs[read_name].items()}
+            runs.append({kind: evaluate(fit_scheduled(kind, states["trained"], dues["trained"], steps, seed),
+                                        states["heldout"]) for kind in ("linear", "mlp")})
+        summary = {kind: seed_summary([run[kind]["on_time"] for run in runs]) for kind in ("linear", "mlp")}
+        schedules.append({"steps": steps, "runs": runs, **summary})
+        print(f"{read_name} on {SCHEDULED[0]}, the battery's schedule, {steps} steps: " + "  ".join(
+            f"{kind} on time {summary[kind]['mean']:.2f} [{summary[kind]['min']:.2f}]" for kind in ("linear", "mlp")))
     for row in rows:
         for kind in ("linear", "mlp"):
             row[kind] = {m: seed_summary([run[kind][m] for run in row["runs"]]) for m in ("on_time", "silent_after")}
@@ -186,6 +226,7 @@ def main() -> None:
             f"silent after {row[kind]['silent_after']['mean']:.2f}" for kind in ("linear", "mlp")))
     OUT.write_text(json.dumps({"experiment": "timed-probe", **environment(), "layer": layer, "steps": STEPS,
                                "hidden": HIDDEN, "reads": READS, "n_decodable": decodable,
+                               "schedules": {"reservoir": SCHEDULED[0], "read": SCHEDULED[1], "runs": schedules},
                                "task": task.to_dict(), "rows": rows,
                                "seconds": time.perf_counter() - started}, indent=1) + "\n")
     print(f"wrote {OUT} ({time.perf_counter() - started:.0f}s)")
