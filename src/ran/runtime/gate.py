@@ -63,8 +63,19 @@ class StateGate:
         self.head = GateHead(weight.detach().to(torch.float32).cpu(), float(bias), float(threshold),
                              None if hidden_weight is None else hidden_weight.detach().to(torch.float32).cpu(),
                              None if hidden_bias is None else hidden_bias.detach().to(torch.float32).cpu())
-        self.weight, self.bias, self.threshold = self.head.weight, self.head.bias, self.head.threshold
         self.reservoir_fingerprint = reservoir_fingerprint
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.head.weight
+
+    @property
+    def bias(self) -> float:
+        return self.head.bias
+
+    @property
+    def threshold(self) -> float:
+        return self.head.threshold
 
     def decide(self, state: torch.Tensor, logits: torch.Tensor,
                stop_tokens: tuple[int, ...] = ()) -> GateDecision:
