@@ -411,6 +411,14 @@ def _ran(capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+@pytest.mark.parametrize("script", sorted(Path(__file__).parents[1].glob("docs/demo/*.txt")), ids=lambda p: p.name)
+def test_every_demo_script_parses(script):
+    from ran.cli.run import read_script
+
+    entries = read_script(str(script))
+    assert entries and {command for _, command, _ in entries} >= {"input"}  # each script says something
+
+
 def test_ran_run_resumes_and_refuses_bad_sessions(tmp_path, capsys):
     import json
 
