@@ -349,6 +349,7 @@ ROWS = [
     ("battery", ["--tasks", "recall", "--set", "recall.keys=tiger"], "keys = 'tiger' is not valid"),
     ("battery", ["--tasks", "recall", "--set", "recall.colour=1"], "unknown field 'colour'"),
     ("battery", ["--tasks", "recall", "--set", "timed.turns=2-3"], "task 'timed' is not among --tasks"),
+    ("battery", ["--tasks", "timed", "--set", "timed.appointments=0-2"], "appointments 0-2 is outside 1-8"),
     ("battery", ["--tasks", "recall", "timed", "--weights", "1"], "1 weights for 2 tasks"),
     ("battery", ["--weights", "-1"], "--weights must be"),
     ("battery", ["--episodes-per-step", "0"], "--episodes-per-step must be"),

@@ -239,6 +239,62 @@ def test_timed_reads_n_from_1_to_8_and_is_evaluated_on_held_out_words():
     assert score["value"] == 0.0 and score["on_time_gate"] == 1.0 and score["words_right"] == 0.0
 
 
+def test_timed_keeps_appointments_one_after_another_in_one_session():
+    task = TimedTask(appointments=(2, 2))
+    episodes = task.evaluation_episodes()
+    renderer = Renderer(FORMAT, tiny_tokenizer())
+    for episode in episodes:
+        first, second = episode.info["appointments"]
+        instructions = [index for index, step in enumerate(episode.passes) if not step.idle]
+        assert instructions == [0, first["due"] + 2] and second["offset"] == first["due"] + 1
+        assert episode.passes[0].wipe and not episode.passes[instructions[1]].wipe  # the session goes on
+        assert (episode.info["due"], episode.info["word"]) == (second["due"], second["word"])
+    for order in (1, 2):  # every place in the session sees every N and every held-out word
+        held = [e.info["appointments"][order - 1] for e in episodes if e.info["split"] == "heldout"]
+        assert {a["due"] for a in held} == set(range(1, 9)) and {a["word"] for a in held} == set(task.heldout_words)
+
+    def predicted(speaks_at):  # the gate speaks where speaks_at(appointment, tick); the due word is right
+        out = []
+        for episode in episodes:
+            ticks = [Prediction(renderer.target(task.answer_template.format(word=a["word"])) if tick == a["due"]
+                                else [], None, float(speaks_at(a, tick)))
+                     for a in episode.info["appointments"] for tick in range(1, a["due"] + 2)]
+            assert len(ticks) == sum(step.target is not None or step.speak is not None for step in episode.passes)
+            out.append(ticks)
+        return out
+
+    perfect = task.score(episodes, predicted(lambda a, tick: tick == a["due"]), renderer)
+    assert perfect["value"] == 1.0 and [row["on_time"] for row in perfect["orders"]] == [1.0, 1.0]
+    # Keeping only the first appointment: the second speaks on its first tick, on time only where N is 1.
+    first_only = task.score(episodes, predicted(lambda a, tick: tick == (a["due"] if a["order"] == 1 else 1)),
+                            renderer)
+    assert [row["on_time"] for row in first_only["orders"]] == [1.0, pytest.approx(1 / 8)]
+    assert first_only["orders"][1]["early"] == pytest.approx(7 / 8)
+    assert first_only["value"] == pytest.approx((1 + 1 / 8) / 2)
+    # Training draws one or two appointments; a one-appointment task draws exactly as before the setting existed.
+    drawn = TimedTask(appointments=(1, 2)).training_episodes(torch.Generator().manual_seed(0))
+    assert {len(e.info["appointments"]) for e in drawn} == {1, 2}
+    single = TimedTask().training_episodes(torch.Generator().manual_seed(0))  # the draws of the code before
+    assert [(e.info["word"], e.info["due"]) for e in single][:3] == [("window", 8), ("bread", 4), ("happy", 8)]
+
+
+def test_fields_newer_than_the_records_keep_the_keys_of_runs_without_them():
+    from ran.engine.members import member_key, member_of, spec_of
+
+    def spec(task, **ran):
+        return RunSpec(model="smollm2-135m", ran=RanConfig(gate=True, **ran), task=task, train=TrainConfig(),
+                       format=PassFormat("text"))
+
+    mix = TaskMix((RecallTask(), TimedTask(), InitiativeTask()), (1.0, 1.0, 1.0))
+    # The keys of these runs before gate_hidden and appointments existed (computed with the code before them).
+    for run, key in ((spec(TimedTask()), "5b2e30df7275b66a"), (spec(mix), "1cb03fe6cf1e6f93")):
+        member = member_of(run, stateless=True)
+        assert member_key(member) == key and spec_of(member) == run
+    for run in (spec(TimedTask(appointments=(1, 2))), spec(TimedTask(), gate_hidden=8)):  # set: kept, and read back
+        member = member_of(run, stateless=True)
+        assert member_key(member) != "5b2e30df7275b66a" and spec_of(member) == run
+
+
 def test_initiative_is_not_solved_by_counting_ticks_since_the_wipe():
     task = InitiativeTask()
     episodes = task.evaluation_episodes()
@@ -274,6 +330,7 @@ def test_timed_read_labels_mark_n_and_the_word_and_every_tick_reads_nothing():
     (dict(turns=(1, 9), wipe_ticks=(2, 2)), "after the earliest due tick"),
     (dict(words=("apple",), heldout_words=("apple",)), "is also a training word"),
     (dict(turns=(1, 8), eval_count=4), "fewer than the 8"),
+    (dict(appointments=(0, 2)), "appointments 0-2 is outside 1-8"),
 ])
 def test_bad_timed_settings_are_refused(settings, message):
     with pytest.raises(ConfigError, match=message):

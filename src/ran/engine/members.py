@@ -20,6 +20,10 @@ from ran.tasks.mix import TaskMix
 from ran.training import TrainConfig
 
 MEMBER_SCHEMA = "ran.population-member/1"  # the name predates the engine; population records keep their keys
+# Config fields newer than records already written: left out of a member while at their default, as they are
+# absent from those records, so those runs keep their keys (reading a member back, a missing field is its default).
+NEWER_RAN_FIELDS: dict[str, Any] = {"gate_hidden": 0}
+NEWER_TASK_FIELDS: dict[str, Any] = {"appointments": [1, 1]}  # timed and initiative
 
 
 def task_description(task: Task | TaskMix) -> dict[str, Any]:
@@ -42,8 +46,12 @@ def member_of(spec: RunSpec, point: dict[str, Any] | None = None, stateless: boo
         "recurrence": spec.ran.recurrence, "point": dict(point or {}), "reservoir_seed": spec.ran.reservoir.seed,
         "train_seed": spec.train.seed, "ran": spec.ran.to_dict(), "train": spec.train.to_dict(),
     }
-    if not spec.ran.gate_hidden:  # a field newer than the records: absent at its default, as in them
-        del member["ran"]["gate_hidden"]
+    settings = member["task"]["settings"]
+    tasks = settings["tasks"] if member["task"]["name"] == TaskMix.name else [settings]
+    for fields, newer in [(member["ran"], NEWER_RAN_FIELDS), *[(task, NEWER_TASK_FIELDS) for task in tasks]]:
+        for name, default in newer.items():
+            if name in fields and fields[name] == default:
+                del fields[name]
     # Each only when it departs from the default, so that the keys of the runs without it stay what they were.
     if stateless:
         member["stateless"] = True

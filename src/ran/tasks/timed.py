@@ -15,6 +15,11 @@ the language model's.
   wiped before a tick drawn from ``wipe_ticks`` (at most the due tick), so the number of ticks since the wipe
   does not tell when the item is due; only a clock started by the instruction does.
 
+With ``appointments`` above one, an episode keeps several appointments one after another in one session: the
+state carried from one to the next (a session's state is not zero when a new instruction comes), each later
+instruction continuing the context of the ticks before it. Training draws how many; evaluation keeps the most in
+every episode and scores each appointment, with ``orders`` giving the scores by its place in the session.
+
 With ``read`` (a part of the instruction, e.g. ``"{turns} turn{s}, say {word}"``) the passes carry read labels for
 the gated read (``RanConfig(summary="gated")``): the instruction's N and word are what to take in, a tick nothing, so
 with a write on every pass the ticks step the reservoir on an input near zero and its own dynamics are the clock.
@@ -42,6 +47,7 @@ from ran.tasks.common import check_range, check_targets, draw, exact, gate_count
 from ran.tasks.texts import DEFAULT_KEY_POOL
 
 MAX_TURNS = 32
+MAX_APPOINTMENTS = 8
 
 
 @register
@@ -54,6 +60,8 @@ class TimedTask(SampledTask):
     heldout_words: tuple[str, ...] = DEFAULT_KEY_POOL[36:42]  # evaluation only (empty: evaluate the trained words)
     turns: tuple[int, int] = (1, 8)  # N: the tick on which the word is due, counted from the instruction
     wipe_ticks: tuple[int, int] = (1, 1)  # the context is wiped before a tick drawn from this range (<= N)
+    appointments: tuple[int, int] = (1, 1)  # appointments an episode keeps one after another (training draws how
+    # many; evaluation keeps the most in every episode)
     instruction: str = "In {turns} turn{s}, say {word}."  # {s}: "s" unless N is 1
     # What of the instruction the gated read takes in (the instruction's fields; "" = nothing), taught by read
     # labels, and the ticks read nothing; None: no read labels (the read learns from the targets alone).
@@ -65,6 +73,7 @@ class TimedTask(SampledTask):
     def __post_init__(self) -> None:
         check_range("turns", self.turns, 1, MAX_TURNS)
         check_range("wipe_ticks", self.wipe_ticks, 1, MAX_TURNS)
+        check_range("appointments", self.appointments, 1, MAX_APPOINTMENTS)
         if self.wipe_ticks[0] > self.turns[0]:
             raise ConfigError(f"{self.name}: wipe_ticks starts at {self.wipe_ticks[0]}, after the earliest due tick "
                               f"{self.turns[0]}: the context must be wiped by the time the item is due")
@@ -96,54 +105,84 @@ class TimedTask(SampledTask):
         check_targets(renderer, self.name,
                       [self.answer_template.format(word=w) for w in (*self.words, *self.heldout_words)])
 
-    def make(self, word: str, due: int, wipe: int, split: str) -> Episode:
+    def appointment(self, word: str, due: int, wipe: int, first: bool) -> list[Pass]:
+        """The instruction and its ticks; a later appointment's instruction continues the session's context."""
         labelled = self.read is not None  # then the ticks are labelled too: they read nothing
         ticks = [Pass.tick(wipe=index == wipe, speak=index == due, read="" if labelled else None,
                            target=self.answer_template.format(word=word) if index == due else None)
                  for index in range(1, due + 2)]  # the due tick, and one more that must stay silent
         fields = {"turns": due, "s": "" if due == 1 else "s", "word": word}
-        instruction = Pass(self.instruction.format(**fields), read=self.read.format(**fields) if labelled else None)
-        passes = (instruction, *ticks)
-        return Episode(passes, label=word, group=f"due={due}",
-                       info={"word": word, "due": due, "wipe": wipe, "split": split})
+        instruction = Pass(self.instruction.format(**fields), wipe=first,
+                           read=self.read.format(**fields) if labelled else None)
+        return [instruction, *ticks]
+
+    def make(self, word: str, due: int, wipe: int, split: str,
+             before: tuple[tuple[str, int, int], ...] = ()) -> Episode:
+        """An episode that keeps the appointments ``before`` (word, due tick, wipe tick), then this one."""
+        passes: list[Pass] = []
+        appointments = []
+        for order, (item, item_due, item_wipe) in enumerate((*before, (word, due, wipe)), 1):
+            offset = sum(a["due"] + 1 for a in appointments)  # its first tick among the episode's scored passes
+            appointments.append({"word": item, "due": item_due, "wipe": item_wipe, "order": order, "offset": offset})
+            passes.extend(self.appointment(item, item_due, item_wipe, first=order == 1))
+        return Episode(tuple(passes), label=word, group=f"due={due}",
+                       info={"word": word, "due": due, "wipe": wipe, "split": split, "appointments": appointments})
 
     def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
-        word, due = pick(generator, self.words), draw(generator, *self.turns)
-        return self.make(str(word), due, draw(generator, self.wipe_ticks[0], min(self.wipe_ticks[1], due)), "trained")
+        low, high = self.appointments  # drawn only when it can vary, so a one-appointment task's draws are as before
+        items = []
+        for _ in range(low if low == high else draw(generator, low, high)):
+            word, due = str(pick(generator, self.words)), draw(generator, *self.turns)
+            items.append((word, due, draw(generator, self.wipe_ticks[0], min(self.wipe_ticks[1], due))))
+        return self.make(*items[-1], "trained", before=tuple(items[:-1]))
 
     def evaluation_episodes(self) -> list[Episode]:
-        """``eval_count`` episodes per words split, cycling through every (due tick, wipe tick) and the words."""
-        moments = self.moments()
+        """``eval_count`` episodes per words split, each keeping the most appointments, cycling through every (due
+        tick, wipe tick) and the words."""
+        moments, count = self.moments(), self.appointments[1]
         splits = [("trained", self.words)] + ([("heldout", self.heldout_words)] if self.heldout_words else [])
-        return [self.make(words[index % len(words)], *moments[index % len(moments)], split)
-                for split, words in splits for index in range(self.eval_count)]
+        episodes = []
+        for split, words in splits:
+            for index in range(self.eval_count):
+                items = [(words[(index + order) % len(words)], *moments[(index + order) % len(moments)])
+                         for order in range(count)]  # so every place in the session sees every moment
+                episodes.append(self.make(*items[-1], split, before=tuple(items[:-1])))
+        return episodes
 
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
-        for episode, ticks in zip(episodes, predictions, strict=True):
-            due = episode.info["due"]  # ticks[due - 1] is the due tick; ticks[due] the one after
-            speaks = [p.speak is not None and p.speak >= 0.5 for p in ticks]
-            right = exact(ticks[due - 1], renderer, self.answer_template.format(word=episode.info["word"]))
-            timing = float(speaks[due - 1] and not any(speaks[:due - 1]))
-            rows.append({"split": episode.info["split"], "due": due, "wipe": episode.info["wipe"],
-                         "on_time": timing * right, "on_time_gate": timing, "words_right": right,
-                         "early": float(any(speaks[:due - 1])), "silent_after": float(not speaks[due]),
-                         "word": episode.info["word"], "speaks": speaks,
-                         "said": renderer.tokenizer.decode(ticks[due - 1].tokens)})
+        for episode, predicted in zip(episodes, predictions, strict=True):
+            for appointment in episode.info["appointments"]:
+                due, start = appointment["due"], appointment["offset"]
+                ticks = predicted[start:start + due + 1]  # ticks[due - 1] is the due tick; ticks[due] the one after
+                speaks = [p.speak is not None and p.speak >= 0.5 for p in ticks]
+                right = exact(ticks[due - 1], renderer, self.answer_template.format(word=appointment["word"]))
+                timing = float(speaks[due - 1] and not any(speaks[:due - 1]))
+                rows.append({"split": episode.info["split"], "due": due, "wipe": appointment["wipe"],
+                             "order": appointment["order"], "on_time": timing * right, "on_time_gate": timing,
+                             "words_right": right, "early": float(any(speaks[:due - 1])),
+                             "silent_after": float(not speaks[due]), "word": appointment["word"], "speaks": speaks,
+                             "said": renderer.tokenizer.decode(ticks[due - 1].tokens)})
         split = "heldout" if any(r["split"] == "heldout" for r in rows) else "trained"
         measures = ("on_time", "on_time_gate", "words_right", "early", "silent_after")
         headline = [r for r in rows if r["split"] == split]
-        groups = {}
+        groups, by_order = {}, {}
         for row in rows:
             groups.setdefault((row["split"], row["due"], row["wipe"]), []).append(row)
+        for row in headline:
+            by_order.setdefault(row["order"], []).append(row)
+        orders = [{"order": order, "n": len(members), **{m: mean([r[m] for r in members]) for m in measures}}
+                  for order, members in sorted(by_order.items())]  # by the appointment's place in its session
         return {"value": mean([r["on_time"] for r in headline]), "split": split,
                 **{m: mean([r[m] for r in headline]) for m in measures[1:]},
                 "groups": [{"split": s, "due": d, "wipe": w, "n": len(members),
                             **{m: mean([r[m] for r in members]) for m in measures}}
                            for (s, d, w), members in sorted(groups.items())],
+                **({"orders": orders} if self.appointments[1] > 1 else {}),
                 "gate": gate_counts(episodes, predictions),
-                "predictions": [{k: r[k] for k in ("split", "word", "due", "wipe", "speaks", "said")} for r in rows]}
+                "predictions": [{k: r[k] for k in ("split", "word", "due", "wipe", "order", "speaks", "said")}
+                                for r in rows]}
 
 
 @register
