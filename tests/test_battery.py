@@ -477,8 +477,9 @@ def test_battery_cli_writes_its_table(tmp_path):
 
 
 def test_a_battery_artifact_with_a_hidden_gate_decides_in_a_live_session_as_it_trained(tmp_path, capsys):
-    """--gate-hidden from training to ran run: the artifact keeps the hidden layer, the session's gate is it, and
-    each tick's p(speak) in the transcript is the trained head's on the session's state."""
+    """--gate-hidden from training to ran run and ran eval: the artifact keeps the hidden layer, the session's gate
+    is it, each tick's p(speak) in the transcript is the trained head's on the session's state, and ran eval scores
+    it again."""
     from ran.cli import main
     from ran.runtime import Session, SessionConfig, StateGate, load_gate
 
@@ -513,6 +514,20 @@ def test_a_battery_artifact_with_a_hidden_gate_decides_in_a_live_session_as_it_t
         with torch.no_grad():
             trained = float(torch.sigmoid(model.speak_logit(session.state))[0])
         assert decision["value"] == pytest.approx(trained, abs=1e-5)
+
+    # ran eval scores it again (the same figures as saved), and on two appointments in one session.
+    capsys.readouterr()
+    assert main(["eval", str(artifact), "--model", str(directory)]) == 0
+    assert "reproduced the saved scores" in capsys.readouterr().out
+    settings = tmp_path / "two.json"
+    settings.write_text('{"timed": {"appointments": [2, 2]}}')
+    assert main(["eval", str(artifact), "--model", str(directory), "--task", str(settings)]) == 0
+    assert "appointment 2 of the session (n=24)" in capsys.readouterr().out
+    settings.write_text('{"recall": {"keys": ["w40"]}}')
+    assert main(["eval", str(artifact), "--model", str(directory), "--task", str(settings)]) == 2
+    assert "'recall' is not a task of this artifact; its tasks are timed" in capsys.readouterr().err
+    assert main(["eval", str(artifact), "--model", str(directory), "--eval-delays", "2"]) == 2
+    assert "--eval-delays needs a crosspass or remember artifact" in capsys.readouterr().err
 
 
 def test_a_word_pool_draws_the_timed_words_from_the_vocabulary_keeping_the_instructions_words_out():

@@ -89,6 +89,9 @@ def test_an_answer_ends_with_the_formats_stop_token(renderer):
     assert tokens[:-1] == renderer.encode(" w40 w41") and tokens[-1] == renderer.silence
     # What joins the context after that reply: the value, closed the way a session closes a reply.
     assert renderer.close_reply(tokens) == renderer.encode(" w40 w41") + renderer.reply_end
+    # A reply that ends at once (a base model's reply to a prompt it does not answer) is the stop token alone.
+    assert renderer.target(STOP) == [renderer.silence]
+    assert renderer.close_reply([renderer.silence]) == renderer.reply_end
 
 
 def test_a_scripted_reply_joins_the_context_but_is_no_target(renderer):

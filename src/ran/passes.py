@@ -133,11 +133,13 @@ class Renderer:
 
     def target(self, text: str) -> list[int]:
         """The tokens the model must produce right after a pass; :data:`SILENT` is the stop token alone, and
-        a text ending in :data:`STOP` is followed by it (a reply that ends there)."""
+        a text ending in :data:`STOP` is followed by it (a reply that ends there; :data:`STOP` alone, a reply that
+        ends at once, is the stop token alone)."""
         if text == SILENT or text.endswith(STOP):
             if self.silence is None:
                 raise ConfigError("the tokenizer has no end-of-sequence token to end a reply with")
-            return ([] if text == SILENT else self.target(text[:-len(STOP)])) + [int(self.silence)]
+            said = "" if text == SILENT else text[:-len(STOP)]
+            return (self.target(said) if said else []) + [int(self.silence)]
         tokens = self.encode(text)
         if not tokens:
             raise ConfigError(f"target {text!r} encodes to no tokens")

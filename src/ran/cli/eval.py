@@ -4,7 +4,9 @@ Without options it re-runs the artifact's own evaluation and checks that it repr
 figures. ``--task FILE`` or ``--key-list`` score it on another task instead (e.g. keys it never trained
 on), with the artifact's pass format: for a recall artifact the file is a recall task; for a memory
 artifact (``ran remember``) it holds settings that replace the artifact's own, e.g. your own
-``heldout_values`` and ``heldout_store_templates`` (values it trained on are refused). Every run also
+``heldout_values`` and ``heldout_store_templates`` (values it trained on are refused); for a battery
+artifact (``ran battery --save``) it maps a task's name to settings that replace that task's own, e.g.
+``{"timed": {"appointments": [2, 2]}}`` (two appointments in one session). Every run also
 prints the no-harm check (``ran.harm``): agreement with the base model's replies and the perplexity of
 held-out text, base vs wiped vs carried.
 """
@@ -26,29 +28,32 @@ from ran.model import ReservoirModel
 from ran.passes import Renderer
 from ran.runner import ARTIFACT_RUN_FILE, evaluate
 from ran.switches import switch_rates
-from ran.tasks import MemoryTask, RecallTask, Task, task_class
+from ran.tasks import MemoryTask, RecallTask, Task, task_class, task_from_settings
 from ran.tasks.base import group_key
+from ran.tasks.mix import TaskMix
 
 LEGACY_RUN_FILE = "crosspass.json"  # artifacts of ran.crosspass/1: one-hop recall only
 GROUP_COLUMNS = {"split": 8, "kind": 7, "values": 8, "phrasing": 8, "filler": 10, "delay": 5}  # order and widths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("artifact", help="artifact directory written by --save (ran crosspass or ran remember)")
+    parser.add_argument("artifact", help="artifact directory written by --save (ran crosspass, ran remember or ran "
+                                         "battery)")
     parser.add_argument("--model", help="base model (default: the one the artifact was trained on)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default: auto)")
     other = parser.add_mutually_exclusive_group()
     other.add_argument("--task", help="score on this task file instead of the artifact's own task: a recall "
                                       "task for a crosspass artifact; settings that replace the memory task's own "
-                                      "(e.g. heldout_values) for a ran remember artifact")
+                                      "(e.g. heldout_values) for a ran remember artifact; {task name: settings} for "
+                                      "a ran battery artifact (e.g. {\"timed\": {\"appointments\": [2, 2]}})")
     other.add_argument("--key-list", help="also score these comma-separated keys, as held-out keys (the artifact's "
                                           "templates; keys it trained on are refused)")
     parser.add_argument("--eval-delays", type=int, nargs="+", metavar="D",
                         help="intervening passes to evaluate (default: the artifact's own)")
 
 
-def saved_run(directory: Path) -> tuple[dict[str, Any], Task, dict[str, dict[str, Any]]]:
+def saved_run(directory: Path) -> tuple[dict[str, Any], Task | TaskMix, dict[str, dict[str, Any]]]:
     """(saved run description, its task, its saved scores per condition) from either artifact layout."""
     path = directory / ARTIFACT_RUN_FILE
     legacy = directory / LEGACY_RUN_FILE
@@ -60,7 +65,8 @@ def saved_run(directory: Path) -> tuple[dict[str, Any], Task, dict[str, dict[str
         saved = json.loads(source.read_text())
         if source == path:
             settings = dict(saved["task"])
-            task = task_class(settings.pop("name")).from_dict(settings)
+            name = settings.pop("name")
+            task = TaskMix.from_dict(settings) if name == TaskMix.name else task_class(name).from_dict(settings)
             scores = saved["scores"]
         else:
             task = RecallTask.from_dict(saved["task"])
@@ -79,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     own_task = args.task is None and args.key_list is None and args.eval_delays is None
     if args.task and isinstance(task, MemoryTask):
         task = MemoryTask.from_dict({**task.to_dict(), **read_json_object(args.task, "task file")})
+    elif args.task and isinstance(task, TaskMix):
+        task = mix_with_settings(task, read_json_object(args.task, "task file"), args.task)
     elif args.task:
         task = RecallTask.from_file(args.task)
     elif args.key_list is not None:
@@ -87,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
         # Scored as held-out keys, beside the trained ones (a key the artifact trained on is refused).
         task = replace(task, heldout_keys=tuple(k.strip() for k in args.key_list.split(",") if k.strip()))
     if args.eval_delays is not None:
+        if isinstance(task, TaskMix):
+            raise ConfigError("--eval-delays needs a crosspass or remember artifact; this one is a battery's (give "
+                              "its tasks' settings with --task FILE)")
         task = replace(task, eval_delays=tuple(sorted(set(args.eval_delays))))
     base, tokenizer = load_model(args.model or saved["model"], device=args.device, dtype=args.dtype)
     model = ReservoirModel.from_pretrained(base, directory)
@@ -96,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     _print_harm(harm_report(model, renderer, *harm_inputs(task)))
     if isinstance(task, MemoryTask):
         _print_switches(switch_rates(model, renderer, task)["switches"])
+    if isinstance(task, TaskMix):
+        return _report_mix(measured, saved_scores if own_task else None)
     if not own_task:
         _print_groups(measured)
         return 0
@@ -109,6 +122,47 @@ def run(args: argparse.Namespace) -> int:
         print(f"{condition:>10}  {before:>6.2f}  {now:>6.2f}")
     _print_groups(measured)
     print("reproduced the saved recall" if same else "recall differs from the saved figures")
+    return 0 if same else 1
+
+
+def mix_with_settings(mix: TaskMix, settings: dict[str, Any], path: str) -> TaskMix:
+    """The battery's mix with the settings of ``{task name: settings}`` replacing those tasks' own."""
+    names = [task.name for task in mix.tasks]
+    for name, fields in settings.items():
+        if name not in names:
+            raise ConfigError(f"task file {path}: '{name}' is not a task of this artifact; its tasks are "
+                              f"{', '.join(names)}")
+        if not isinstance(fields, dict):
+            raise ConfigError(f"task file {path}: '{name}' must map to an object of that task's settings, got "
+                              f"{type(fields).__name__}")
+    tasks = tuple(task_from_settings(task.name, {**task.to_dict(), **settings[task.name]})
+                  if task.name in settings else task for task in mix.tasks)
+    return replace(mix, tasks=tasks)
+
+
+def _report_mix(measured: dict[str, dict[str, Any]], saved: dict[str, dict[str, Any]] | None) -> int:
+    """Each task's measures, carried and wiped (beside the saved figures for the artifact's own tasks); exit 1 when
+    they differ from the saved ones."""
+    same = True
+    for name, carried in measured["carried"]["tasks"].items():
+        wiped = measured["wiped"]["tasks"][name]
+        measures = [key for key, value in carried.items() if isinstance(value, float)]
+        print(f"{name} ({carried.get('split', 'trained')}):  " + "  ".join(
+            f"{key} {carried[key]:.2f} carried / {wiped[key]:.2f} wiped" for key in measures))
+        for row in carried.get("orders", []):
+            print(f"  appointment {row['order']} of the session (n={row['n']}): on time {row['on_time']:.2f}, "
+                  f"the gate on time {row['on_time_gate']:.2f}, early {row['early']:.2f}")
+        if saved is not None:
+            before = {c: saved[c]["tasks"][name] for c in ("carried", "wiped")}
+            differs = [f"{key} {c}: saved {before[c][key]:.4f}, now {now[key]:.4f}"
+                       for c, now in (("carried", carried), ("wiped", wiped)) for key in measures
+                       if before[c].get(key) != now[key]]
+            same &= not differs
+            for line in differs:
+                print(f"  differs: {line}")
+    if saved is None:
+        return 0
+    print("reproduced the saved scores" if same else "scores differ from the saved figures")
     return 0 if same else 1
 
 
@@ -134,7 +188,8 @@ def _print_groups(measured: dict[str, dict[str, Any]]) -> None:
 
 def _print_harm(report: dict[str, Any]) -> None:
     agreement, perplexity = report["agreement"], report["perplexity"]
-    print(f"no harm (the state holding {report['store']!r}): greedy replies equal the base model's on "
+    holding = f"the state holding {report['store']!r}" if report["store"] else "nothing stored"
+    print(f"no harm ({holding}): greedy replies equal the base model's on "
           f"{agreement['carried']['agreement']:.2f} of {agreement['carried']['n']} held-out prompts carried, "
           f"{agreement['wiped']['agreement']:.2f} wiped (base {agreement['base']['agreement']:.2f}); perplexity of "
           f"held-out text {perplexity['carried']:.2f} carried, {perplexity['wiped']:.2f} wiped, "
