@@ -295,6 +295,31 @@ def test_a_switched_write_steps_fully_or_not_at_all_and_training_teaches_it_from
     assert float(taught.abs().max()) > 0.01
 
 
+def test_running_units_step_every_pass_while_the_write_holds_the_rest():
+    """The last R units take the plain step on a pass whose write is shut; the others keep their values. With
+    the write open, every unit steps as without running units."""
+    reservoir = ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5)
+    split = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write="switched", running_units=16,
+                                                   reservoir=reservoir))
+    always = wrap(tiny_model("llama", 0), RanConfig(summary="gated", reservoir=reservoir))
+    ids = torch.tensor([[10, 11, 40, 12]])
+    state = torch.randn(1, 64) * 0.5
+    with torch.no_grad():
+        for bias in (-40.0, 40.0):  # every read gate shut, then every gate open
+            for wrapped in (split, always):
+                wrapped.read_gate.bias.fill_(bias)
+            kept = split(ids, state=state, read_only=True).state
+            stepped = always(ids, state=state, read_only=True).state
+            assert float((stepped - state).abs()[:, :48].max()) > 0.01  # the step would move the held units
+            torch.testing.assert_close(kept[:, 48:], stepped[:, 48:])
+            torch.testing.assert_close(kept[:, :48], state[:, :48] if bias < 0 else stepped[:, :48],
+                                       atol=1e-12 if bias < 0 else None, rtol=0 if bias < 0 else None)
+    with pytest.raises(ConfigError, match="needs a write that can hold"):
+        RanConfig(running_units=4, reservoir=reservoir)
+    with pytest.raises(ConfigError, match="running_units must be an integer from 0 to 63"):
+        RanConfig(summary="gated", write="gated", running_units=64, reservoir=reservoir)
+
+
 @pytest.mark.parametrize("write", ["switched", "pass-switched"])
 def test_a_switched_write_weighs_the_values_tokens_as_much_as_the_rest_in_its_read_loss(renderer, write):
     """A switched write steps fully, so what it writes is the gates' own weighting: its read loss is the mean

@@ -104,11 +104,11 @@ def batch_shape(ran: RanConfig, train: TrainConfig) -> tuple | None:
     """What a run must share with others to train in one batch with them (before the layer default is
     resolved); None for a run that trains alone (another recurrence, LoRA, the attention read, a switched
     recall, a pass-switched write, a token drive, an ordered read, a read from the embeddings, slots ordered by
-    the reply, a gate head with a hidden layer, a read gate that sees more than its token)."""
+    the reply, a gate head with a hidden layer, a read gate that sees more than its token, running units)."""
     if (ran.recurrence != "reservoir" or ran.lora_rank or ran.summary == "attention" or ran.recall != "always"
             or ran.write == "pass-switched" or ran.drive != "pass" or ran.read_places != 1
             or ran.read_from != "layer" or ran.slot_order != "content" or ran.gate_hidden
-            or ran.gate_context != "token"):
+            or ran.gate_context != "token" or ran.running_units):
         return None
     return (tuple(getattr(ran, name) for name in SHARED_RAN_FIELDS),
             tuple(getattr(ran.reservoir, name) for name in SHARED_RESERVOIR_FIELDS), train.steps)
@@ -134,6 +134,9 @@ def check_members(members: Sequence[Member], n_layers: int) -> None:
         if ran.recall != "always" or ran.write == "pass-switched":
             raise ConfigError(f"member {index} has recall '{ran.recall}' and write '{ran.write}': a pass-level "
                               "switch is not stacked yet; train it alone with ran.training.train")
+        if ran.running_units:
+            raise ConfigError(f"member {index} has running_units {ran.running_units}, whose split write is not "
+                              "stacked yet: train it alone with ran.training.train")
         if ran.gate_hidden:
             raise ConfigError(f"member {index} has gate_hidden {ran.gate_hidden}, whose hidden layer is not stacked "
                               "yet: train it alone with ran.training.train")

@@ -17,6 +17,7 @@ GRID_FIELDS: dict[str, tuple[str, type]] = {
     "n_slots": ("ran", int), "summary": ("ran", str), "write": ("ran", str), "recall": ("ran", str),
     "drive": ("ran", str), "read_places": ("ran", int), "read_from": ("ran", str), "slot_order": ("ran", str),
     "value_read": ("ran", str), "place_count": ("ran", str), "gate_context": ("ran", str), "gate_hidden": ("ran", int),
+    "running_units": ("ran", int),
     "lora_rank": ("ran", int),
     "mode": ("ran", str),
     "steps": ("train", int), "learning_rate": ("train", float),

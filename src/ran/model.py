@@ -94,6 +94,8 @@ class RanConfig:
     gate: bool = False  # a trained speak/silent head on the state after each pass (saved as gate.safetensors)
     gate_hidden: int = 0  # the gate head's hidden ReLU units: 0 = one linear unit, p = sigmoid(w . r + b)
     write: str = "always"  # always: the reservoir steps every pass | gated | switched | pass-switched (reading.WRITES)
+    running_units: int = 0  # the reservoir's last R units step every pass whatever the write decides (a clock
+    # beside a held memory); 0: the write moves every unit
     recall: str = "always"  # always: every pass sees the kv slots | switched: where a trained switch opens
     drive: str = "pass"  # pass: one reservoir step per pass | token: one per token, as far as its gate opens
     read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
@@ -117,6 +119,14 @@ class RanConfig:
         if self.write in TOKEN_GATED_WRITES and self.summary != "gated":
             raise ConfigError(f"write '{self.write}' opens with the gated read's gates: it needs summary 'gated', "
                               f"not '{self.summary}'")
+        if (not isinstance(self.running_units, int) or isinstance(self.running_units, bool)
+                or not 0 <= self.running_units < self.reservoir.units):
+            raise ConfigError(f"running_units must be an integer from 0 to {self.reservoir.units - 1} (the reservoir "
+                              f"has {self.reservoir.units} units; 0: the write moves every unit), got "
+                              f"{self.running_units!r}")
+        if self.running_units and self.write == "always":
+            raise ConfigError(f"running_units {self.running_units} step every pass beside units the write holds: it "
+                              "needs a write that can hold (gated, switched or pass-switched), not 'always'")
         if self.drive not in DRIVES:
             raise ConfigError(f"unknown drive '{self.drive}': choose one of {', '.join(DRIVES)}")
         if self.drive == "token" and self.summary != "gated":
@@ -222,12 +232,13 @@ class OpenPass:
     state: torch.Tensor  # (B, K) the state carried into the pass
     _reservoir: Reservoir
     _read: _ReadPoint
+    _running_units: int = 0
     _next_state: torch.Tensor | None = None
 
     def next_state(self) -> torch.Tensor:
         """(B, K) the state after this pass; available as soon as the prefill has run layer L."""
         if self._next_state is None:
-            self._next_state = self._read.next_state(self._reservoir, self.state)
+            self._next_state = self._read.next_state(self._reservoir, self.state, self._running_units)
         return self._next_state
 
 
@@ -295,10 +306,11 @@ class _ReadPoint:
     switched: bool = False  # the pass-level switches of this pass are decided
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
 
-    def next_state(self, reservoir: Reservoir, state: torch.Tensor) -> torch.Tensor:
+    def next_state(self, reservoir: Reservoir, state: torch.Tensor, running_units: int = 0) -> torch.Tensor:
         """(B, K) the state after this pass: the reservoir's step (one on the summary, or with a token drive one
         per token, :func:`ran.reading.drive_tokens`), or with a gated write ``state + w * (step - state)``, so a
-        pass whose read gates stay shut leaves the state as it was."""
+        pass whose read gates stay shut leaves the state as it was; the last ``running_units`` units take the
+        step whatever w is."""
         if self.summary is None:
             raise RuntimeError("the reservoir's layer has not run in this pass yet; nothing to read")
         if self.tokens is None:
@@ -307,7 +319,10 @@ class _ReadPoint:
             stepped = drive_tokens(reservoir.step, state, self.tokens, self.token_gates)
         if self.write is None:
             return stepped
-        return state + self.write[:, None] * (stepped - state)
+        write = self.write[:, None].expand_as(state)
+        if running_units:
+            write = torch.cat([write[:, :-running_units], write.new_ones(write.shape[0], running_units)], dim=1)
+        return state + write * (stepped - state)
 
 
 class ReservoirModel(nn.Module):
@@ -463,7 +478,8 @@ class ReservoirModel(nn.Module):
         with self._pass(state, attention_mask, batch, length) as read:
             read.content = self._read_content(input_ids, None)
             handle = OpenPass(inputs=self._model_inputs(input_ids, None, attention_mask, position_ids),
-                              n_prefix=self._n_prefix(), state=state, _reservoir=self.reservoir, _read=read)
+                              n_prefix=self._n_prefix(), state=state, _reservoir=self.reservoir, _read=read,
+                              _running_units=self.config.running_units)
             yield handle
             next_state = handle.next_state()
         self.state = next_state
@@ -649,7 +665,7 @@ class ReservoirModel(nn.Module):
         return output * shown.view(-1, *([1] * (output.dim() - 1)))
 
     def _tick(self, state: torch.Tensor, read: _ReadPoint) -> torch.Tensor:
-        next_state = read.next_state(self.reservoir, state)  # raises if layer L did not run
+        next_state = read.next_state(self.reservoir, state, self.config.running_units)  # raises if L did not run
         self.state = next_state
         return next_state
 

@@ -47,6 +47,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "(pass-switched) fully where a trained switch on layer L's input at the prompt's end "
                              "opens, one decision per pass; the switches are taught by the passes' read labels in "
                              "training (default: %(default)s)")
+    parser.add_argument("--running-units", type=int, default=0, metavar="R",
+                        help="with a write that can hold (gated, switched, pass-switched): the reservoir's last R "
+                             "units step on every pass whatever the write decides, a running clock beside the held "
+                             "memory (with --leak-rate-min, the fastest units) (default: 0, the write moves every "
+                             "unit)")
     parser.add_argument("--recall", default="always", choices=list(RECALLS),
                         help="which passes see the memory (kv mode): every pass, or (switched) those where a "
                              "trained switch on layer L's input opens, taught by the passes' recall labels in "
