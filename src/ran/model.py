@@ -232,13 +232,12 @@ class OpenPass:
     state: torch.Tensor  # (B, K) the state carried into the pass
     _reservoir: Reservoir
     _read: _ReadPoint
-    _running_units: int = 0
     _next_state: torch.Tensor | None = None
 
     def next_state(self) -> torch.Tensor:
         """(B, K) the state after this pass; available as soon as the prefill has run layer L."""
         if self._next_state is None:
-            self._next_state = self._read.next_state(self._reservoir, self.state, self._running_units)
+            self._next_state = self._read.next_state(self._reservoir, self.state)
         return self._next_state
 
 
@@ -305,8 +304,9 @@ class _ReadPoint:
     token_gates: torch.Tensor | None = None  # (B, T) how far each token's step is taken (drive "token")
     switched: bool = False  # the pass-level switches of this pass are decided
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
+    running_units: int = 0  # the last R units take the step whatever the write (RanConfig.running_units)
 
-    def next_state(self, reservoir: Reservoir, state: torch.Tensor, running_units: int = 0) -> torch.Tensor:
+    def next_state(self, reservoir: Reservoir, state: torch.Tensor) -> torch.Tensor:
         """(B, K) the state after this pass: the reservoir's step (one on the summary, or with a token drive one
         per token, :func:`ran.reading.drive_tokens`), or with a gated write ``state + w * (step - state)``, so a
         pass whose read gates stay shut leaves the state as it was; the last ``running_units`` units take the
@@ -320,8 +320,9 @@ class _ReadPoint:
         if self.write is None:
             return stepped
         write = self.write[:, None].expand_as(state)
-        if running_units:
-            write = torch.cat([write[:, :-running_units], write.new_ones(write.shape[0], running_units)], dim=1)
+        if self.running_units:
+            running = self.running_units
+            write = torch.cat([write[:, :-running], write.new_ones(write.shape[0], running)], dim=1)
         return state + write * (stepped - state)
 
 
@@ -478,8 +479,7 @@ class ReservoirModel(nn.Module):
         with self._pass(state, attention_mask, batch, length) as read:
             read.content = self._read_content(input_ids, None)
             handle = OpenPass(inputs=self._model_inputs(input_ids, None, attention_mask, position_ids),
-                              n_prefix=self._n_prefix(), state=state, _reservoir=self.reservoir, _read=read,
-                              _running_units=self.config.running_units)
+                              n_prefix=self._n_prefix(), state=state, _reservoir=self.reservoir, _read=read)
             yield handle
             next_state = handle.next_state()
         self.state = next_state
@@ -583,7 +583,8 @@ class ReservoirModel(nn.Module):
         elif n_prefix:
             token_mask = torch.cat([torch.zeros(batch, n_prefix, dtype=torch.bool, device=device),
                                     torch.ones(batch, length, dtype=torch.bool, device=device)], dim=1)
-        read = _ReadPoint(batch=batch, last_index=last_index + n_prefix, token_mask=token_mask)
+        read = _ReadPoint(batch=batch, last_index=last_index + n_prefix, token_mask=token_mask,
+                          running_units=self.config.running_units)
         self._read = read
         if self.injection_enabled:
             self.injector.begin_pass(state)
@@ -665,7 +666,7 @@ class ReservoirModel(nn.Module):
         return output * shown.view(-1, *([1] * (output.dim() - 1)))
 
     def _tick(self, state: torch.Tensor, read: _ReadPoint) -> torch.Tensor:
-        next_state = read.next_state(self.reservoir, state, self.config.running_units)  # raises if L did not run
+        next_state = read.next_state(self.reservoir, state)  # raises if layer L did not run
         self.state = next_state
         return next_state
 
