@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tiny_models import tiny_model, tiny_tokenizer
 
 from ran.engine.report import read_results
-from ran.episodes import Prediction
+from ran.episodes import Prediction, render, schedule
 from ran.errors import ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import PassFormat, Renderer
@@ -324,8 +324,23 @@ def test_timed_read_labels_mark_n_and_the_word_and_every_tick_reads_nothing():
     assert all(p.read is None for e in unlabelled.evaluation_episodes() for p in e.passes)  # the default: no labels
 
 
+def test_timed_running_read_labels_mark_n_for_the_running_units_and_the_word_for_the_held_ones():
+    task = TimedTask(words=words(30, 34), heldout_words=(), turns=(2, 4), instruction="w17 w{turns} w18 {word} w19",
+                     read="{word}", running_read="w{turns}")
+    renderer = Renderer(FORMAT, tiny_tokenizer())
+    for episode in task.evaluation_episodes():
+        instruction, *ticks = episode.passes
+        rendered = render(episode, renderer)
+        assert rendered[0].read[-5:] == (0, 0, 0, 1, 0) and rendered[0].running_read[-5:] == (0, 1, 0, 0, 0)
+        assert all(tick.read == "" and tick.running_read == "" for tick in ticks)
+        assert all(set(step.running_read) <= {-1, 0} and 0 in step.running_read for step in rendered[1:])
+    first = schedule([render(e, renderer) for e in task.evaluation_episodes()[:3]], pad_id=0)[0]  # the instructions
+    assert [int((group.running_read_labels == 1).sum()) for group in first] == [len(group.rows) for group in first]
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(read="say {word} soon"), "is not part of the instruction"),
+    (dict(running_read="in {turns} days"), "running_read 'in {turns} days' is not part of the instruction"),
     (dict(read="{when}"), "has the field {when}"),
     (dict(turns=(1, 9), wipe_ticks=(2, 2)), "after the earliest due tick"),
     (dict(words=("apple",), heldout_words=("apple",)), "is also a training word"),

@@ -320,6 +320,38 @@ def test_running_units_step_every_pass_while_the_write_holds_the_rest():
         RanConfig(summary="gated", write="gated", running_units=64, reservoir=reservoir)
 
 
+def test_running_read_steps_the_running_units_on_a_read_of_their_own(tmp_path):
+    """With running_read the last R units step on their own gated read and the others on the main read: each part
+    equals a model whose one read is that read. Its labels train its gate (a loss part of their own)."""
+    reservoir = ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5)
+    split = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write="switched", running_units=16,
+                                                   running_read=True, reservoir=reservoir))
+    plain = wrap(tiny_model("llama", 0), RanConfig(summary="gated", reservoir=reservoir))
+    ids = torch.tensor([[10, 11, 40, 12]])
+    state = torch.randn(1, 64) * 0.5
+    with torch.no_grad():
+        split.read_gate.bias.fill_(40.0)  # the held units read every token
+        split.running_read_gate.weight.normal_()  # the running units read some tokens more than others
+        after = split(ids, state=state, read_only=True).state
+        plain.read_gate.load_state_dict(split.read_gate.state_dict())
+        held = plain(ids, state=state, read_only=True).state
+        plain.read_gate.load_state_dict(split.running_read_gate.state_dict())
+        running = plain(ids, state=state, read_only=True).state
+    assert float((held - running).abs()[:, 48:].max()) > 0.01  # the two reads differ
+    torch.testing.assert_close(after[:, :48], held[:, :48])
+    torch.testing.assert_close(after[:, 48:], running[:, 48:])
+    tick = Episode((Pass("w10 w11 w40", read="", running_read="w40"), Pass.tick(read="", running_read="")))
+    outputs = run_episodes(split, [render(tick, Renderer(PassFormat("chat", idle_text="w9"), tiny_chat_tokenizer()))])
+    outputs.loss.backward()
+    assert float(split.running_read_gate.weight.grad.abs().sum()) > 0
+    split.save_pretrained(tmp_path / "artifact")  # the running read is saved with the readout and read back
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, state=state, read_only=True).state, after, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="running_read gives the running units a gated read of their own"):
+        RanConfig(summary="gated", write="switched", running_read=True, reservoir=reservoir)
+
+
 @pytest.mark.parametrize("write", ["switched", "pass-switched"])
 def test_a_switched_write_weighs_the_values_tokens_as_much_as_the_rest_in_its_read_loss(renderer, write):
     """A switched write steps fully, so what it writes is the gates' own weighting: its read loss is the mean

@@ -41,12 +41,14 @@ class Pass:
     read: str | None = None  # what of ``text`` a trained read should take in ("" = nothing); None = no label
     recall: bool | None = None  # whether this pass needs the memory (a switched recall's label); None = no label
     read_last: bool = False  # label only the last token ``read`` overlaps (where a word split into pieces ends)
+    running_read: str | None = None  # what of ``text`` the running units' own read takes in (RanConfig.running_read)
 
     @classmethod
     def tick(cls, target: str | None = None, wipe: bool = False, speak: bool | None = None,
-             read: str | None = None, recall: bool | None = None) -> Pass:
+             read: str | None = None, recall: bool | None = None, running_read: str | None = None) -> Pass:
         """An idle tick, which continues the context like an idle tick in a session."""
-        return cls(text="", target=target, idle=True, wipe=wipe, speak=speak, read=read, recall=recall)
+        return cls(text="", target=target, idle=True, wipe=wipe, speak=speak, read=read, recall=recall,
+                   running_read=running_read)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class RenderedPass:
     speak: bool | None = None  # the gate head's label after this pass
     read: tuple[int, ...] = ()  # per prompt token: 1 read it, 0 do not, -1 no label; () = no labels at all
     recall: bool | None = None  # whether the pass needs the memory (a switched recall's label); None = no label
+    running_read: tuple[int, ...] = ()  # per prompt token, the running units' own read's labels (as ``read``)
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -94,11 +97,14 @@ def render(episode: Episode, renderer: Renderer) -> list[RenderedPass]:
         turn = renderer.idle_tokens if step.idle else renderer.turn(step.text)
         prompt = context + turn
         target = renderer.target(step.target) if step.target is not None else []
-        read: tuple[int, ...] = ()
-        if step.read is not None:  # the context keeps no labels: only this pass's own turn is labelled
-            labels = [0] * len(turn) if step.idle else renderer.turn_labels(step.text, step.read, step.read_last)
-            read = (-1,) * len(context) + tuple(labels)
-        rendered.append(RenderedPass(tuple(prompt), tuple(target), step.speak, read, step.recall))
+        labelled = {}
+        for name in ("read", "running_read"):
+            wanted = getattr(step, name)
+            if wanted is not None:  # the context keeps no labels: only this pass's own turn is labelled
+                labels = [0] * len(turn) if step.idle else renderer.turn_labels(step.text, wanted, step.read_last)
+                labelled[name] = (-1,) * len(context) + tuple(labels)
+        rendered.append(RenderedPass(tuple(prompt), tuple(target), step.speak, labelled.get("read", ()), step.recall,
+                                     labelled.get("running_read", ())))
         if step.target is None:
             reply = renderer.target(step.reply) if step.reply else []
         else:
@@ -120,6 +126,7 @@ class PassGroup:
     labels: torch.Tensor | None  # (b, M): target ids at the last M positions, NO_TARGET elsewhere; None = no targets
     read_labels: torch.Tensor | None = None  # (b, T): 1 read, 0 do not, -1 no label; None = no pass is labelled
     recall_labels: torch.Tensor | None = None  # (b,): 1 needs the memory, 0 does not, -1 no label; None = none
+    running_read_labels: torch.Tensor | None = None  # (b, T): the running units' read's labels, as read_labels
 
     @property
     def has_targets(self) -> bool:
@@ -148,18 +155,25 @@ def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGrou
         for row, step in enumerate(passes):
             if step.target:
                 labels[row, longest - len(step.target):] = torch.tensor(step.target)
-    read_labels = None
-    if any(p.read for p in passes):
-        read_labels = torch.full((len(passes), width), -1, dtype=torch.long)
-        for row, step in enumerate(passes):
-            if step.read:
-                start = width - len(step.tokens)
-                read_labels[row, start:start + len(step.read)] = torch.tensor(step.read)
+    read_labels, running_read_labels = (_token_labels([getattr(p, name) for p in passes], passes, width)
+                                        for name in ("read", "running_read"))
     recall_labels = None
     if any(p.recall is not None for p in passes):
         recall_labels = torch.tensor([-1 if p.recall is None else int(p.recall) for p in passes], dtype=torch.long)
     return PassGroup(torch.tensor(rows), passes, input_ids, attention_mask, position_ids, read_index, labels,
-                     read_labels, recall_labels)
+                     read_labels, recall_labels, running_read_labels)
+
+
+def _token_labels(per_pass: list[tuple[int, ...]], passes: list[RenderedPass], width: int) -> torch.Tensor | None:
+    """(b, T) per-token labels placed at each row's prompt, -1 elsewhere; None where no pass has any."""
+    if not any(per_pass):
+        return None
+    labels = torch.full((len(passes), width), -1, dtype=torch.long)
+    for row, (step, wanted) in enumerate(zip(passes, per_pass, strict=True)):
+        if wanted:
+            start = width - len(step.tokens)
+            labels[row, start:start + len(wanted)] = torch.tensor(wanted)
+    return labels
 
 
 def schedule(episodes: list[list[RenderedPass]], pad_id: int) -> list[list[PassGroup]]:

@@ -71,6 +71,7 @@ from ran.reservoir import Reservoir, ReservoirConfig
 READ_QUERY = "read_query"  # the trained read's query, stored with the readout
 READ_GATE = "read_gate."  # the gated read's per-token gate (weight, bias), stored with the readout
 READ_GATE_CONTEXT = "read_gate_context."  # its view of the whole pass (gate_context "pass"), stored with the readout
+RUNNING_READ_GATE = "running_read_gate."  # the running units' own gated read (running_read), stored with the readout
 RECALL_GATE = "recall_gate."  # the switched recall's gate (weight, bias), stored with the readout
 WRITE_GATE = "write_gate."  # the pass-switched write's gate (weight, bias), stored with the readout
 WRAPPED_MARK = "_ran_wrapped"  # set on a base model while a ReservoirModel's hooks are installed on it
@@ -96,6 +97,8 @@ class RanConfig:
     write: str = "always"  # always: the reservoir steps every pass | gated | switched | pass-switched (reading.WRITES)
     running_units: int = 0  # the reservoir's last R units step every pass whatever the write decides (a clock
     # beside a held memory); 0: the write moves every unit
+    running_read: bool = False  # the running units step on a gated read of their own (trained on Pass.running_read
+    # labels) instead of the held units' read: e.g. the held units take in the word and the running units the count
     recall: str = "always"  # always: every pass sees the kv slots | switched: where a trained switch opens
     drive: str = "pass"  # pass: one reservoir step per pass | token: one per token, as far as its gate opens
     read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
@@ -127,6 +130,14 @@ class RanConfig:
         if self.running_units and self.write == "always":
             raise ConfigError(f"running_units {self.running_units} step every pass beside units the write holds: it "
                               "needs a write that can hold (gated, switched or pass-switched), not 'always'")
+        if not isinstance(self.running_read, bool):
+            raise ConfigError(f"running_read must be true or false, got {self.running_read!r}")
+        if self.running_read and not (self.running_units and self.summary == "gated" and self.read_places == 1
+                                      and self.drive == "pass"):
+            raise ConfigError("running_read gives the running units a gated read of their own: it needs "
+                              "running_units > 0, summary 'gated', read_places 1 and drive 'pass', not "
+                              f"running_units {self.running_units}, summary '{self.summary}', read_places "
+                              f"{self.read_places} and drive '{self.drive}'")
         if self.drive not in DRIVES:
             raise ConfigError(f"unknown drive '{self.drive}': choose one of {', '.join(DRIVES)}")
         if self.drive == "token" and self.summary != "gated":
@@ -219,6 +230,7 @@ class RanOutput:
     read_logits: torch.Tensor | None = None  # (B, T): the gated read's per-token logits (summary "gated")
     recall_logits: torch.Tensor | None = None  # (B,): the switched recall's logit of showing the memory
     write_logits: torch.Tensor | None = None  # (B,): the pass-switched write's logit of stepping
+    running_read_logits: torch.Tensor | None = None  # (B, T): the running units' own read's logits (running_read)
     wrote: torch.Tensor | None = None  # (B,): how far the state moved to the reservoir's step; None: fully (always)
     shown: torch.Tensor | None = None  # (B,) bool: whether the pass saw the memory (a switched recall's decision)
 
@@ -305,12 +317,14 @@ class _ReadPoint:
     switched: bool = False  # the pass-level switches of this pass are decided
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
     running_units: int = 0  # the last R units take the step whatever the write (RanConfig.running_units)
+    running_summary: torch.Tensor | None = None  # (B, d) the running units' own input (RanConfig.running_read)
+    running_read_logits: torch.Tensor | None = None  # (B, T) that read's per-token logits
 
     def next_state(self, reservoir: Reservoir, state: torch.Tensor) -> torch.Tensor:
         """(B, K) the state after this pass: the reservoir's step (one on the summary, or with a token drive one
         per token, :func:`ran.reading.drive_tokens`), or with a gated write ``state + w * (step - state)``, so a
         pass whose read gates stay shut leaves the state as it was; the last ``running_units`` units take the
-        step whatever w is."""
+        step whatever w is, on a read of their own where there is one (``running_summary``)."""
         if self.summary is None:
             raise RuntimeError("the reservoir's layer has not run in this pass yet; nothing to read")
         if self.tokens is None:
@@ -322,6 +336,9 @@ class _ReadPoint:
         write = self.write[:, None].expand_as(state)
         if self.running_units:
             running = self.running_units
+            if self.running_summary is not None:
+                stepped = torch.cat([stepped[:, :-running],
+                                     reservoir.step(state, self.running_summary)[:, -running:]], dim=1)
             write = torch.cat([write[:, :-running], write.new_ones(write.shape[0], running)], dim=1)
         return state + write * (stepped - state)
 
@@ -373,6 +390,12 @@ class ReservoirModel(nn.Module):
         if self.read_gate is not None:
             nn.init.zeros_(self.read_gate.weight)
             nn.init.constant_(self.read_gate.bias, GATED_READ_BIAS)
+        self.running_read_gate = None  # the running units' own read, drawn apart so other configs' draws stay
+        if config.running_read:
+            with torch.random.fork_rng(devices=[]):
+                self.running_read_gate = nn.Linear(geometry.hidden_size, 1).to(device)
+            nn.init.zeros_(self.running_read_gate.weight)
+            nn.init.constant_(self.running_read_gate.bias, GATED_READ_BIAS)
         # p(speak) = sigmoid(w . r + b) on the state after a pass, or (gate_hidden H) on H ReLU units of it;
         # starts undecided (p = 0.5).
         self.gate_head = gate_head(config).to(device) if config.gate else None
@@ -432,6 +455,8 @@ class ReservoirModel(nn.Module):
         next_state = self._tick(state, read)
         switches = {"read_logits": None if read.read_logits is None else read.read_logits[:, -length:],
                     "recall_logits": read.recall_logits, "write_logits": read.write_logits, "wrote": read.write,
+                    "running_read_logits": (None if read.running_read_logits is None
+                                            else read.running_read_logits[:, -length:]),
                     "shown": read.shown}
         if output is None:
             return RanOutput(logits=None, state=next_state, **switches)
@@ -611,6 +636,9 @@ class ReservoirModel(nn.Module):
                                                           read.last_index)
             if read.content is not None:  # the gates weigh the tokens' embeddings instead (read_from)
                 normed = rms_normalised(read.content.to(normed.device))
+            if self.running_read_gate is not None:
+                _, running_gates, read.running_read_logits = token_gates(hidden, mask, self.running_read_gate)
+                read.running_summary = gated_summary(normed, running_gates)
             read.summary = (gated_summary(normed, gates) if self.config.read_places == 1
                             else ordered_summary(normed, gates, self.config.read_places,
                                                    self.config.place_count))
@@ -804,7 +832,7 @@ class ReservoirModel(nn.Module):
         if self.read_gate is not None:
             readout.update({READ_GATE + name: t for name, t in self.read_gate.state_dict().items()})
         for prefix, gate in ((RECALL_GATE, self.recall_gate), (WRITE_GATE, self.write_gate),
-                             (READ_GATE_CONTEXT, self.read_gate_context)):
+                             (READ_GATE_CONTEXT, self.read_gate_context), (RUNNING_READ_GATE, self.running_read_gate)):
             if gate is not None:
                 readout.update({prefix + name: t for name, t in gate.state_dict().items()})
         parts = {"readout": readout}
@@ -855,7 +883,7 @@ class ReservoirModel(nn.Module):
             names = [name for name in readout if name.startswith(READ_GATE)]
             self.read_gate.load_state_dict({name[len(READ_GATE):]: readout.pop(name) for name in names})
         for prefix, gate in ((READ_GATE_CONTEXT, self.read_gate_context), (RECALL_GATE, self.recall_gate),
-                             (WRITE_GATE, self.write_gate)):
+                             (WRITE_GATE, self.write_gate), (RUNNING_READ_GATE, self.running_read_gate)):
             if gate is not None:
                 names = [name for name in readout if name.startswith(prefix)]
                 gate.load_state_dict({name[len(prefix):]: readout.pop(name) for name in names})

@@ -34,7 +34,7 @@ CONDITIONS = ("carried", "wiped")
 PREFIX_HEAD = 6  # sequences are indexed by their first tokens when looking for a computed prefix
 SCHEDULES = ("cosine", "constant")
 # An episode's loss: the mean of each part it has, added in this order.
-LOSS_PARTS = ("token", "gate", "read", "recall", "write")
+LOSS_PARTS = ("token", "gate", "read", "recall", "write", "running_read")
 
 
 @dataclass(frozen=True)
@@ -310,19 +310,12 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 labels = group.labels.to(device)  # (b, M)
                 logits = output.logits[:, -labels.shape[1]:].float()  # (b, M, vocab)
                 losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=NO_TARGET, reduction="none")
-            read_losses = None
-            if group.read_labels is not None and output.read_logits is not None:
-                wanted_read = group.read_labels.to(device)  # (b, T)
-                known = wanted_read >= 0
-                per_token = F.binary_cross_entropy_with_logits(
-                    output.read_logits, wanted_read.clamp_min(0).float(), reduction="none") * known
-                # A switched write steps fully, so what it writes is the gates' own weighting: the value's tokens
-                # weigh as much as the rest (the plain mean pays little for a value token left at 0.3).
-                if model.config.write in SWITCHED_WRITES:
-                    read_losses = sum((per_token * part).sum(dim=1) / part.sum(dim=1).clamp_min(1)
-                                      for part in (wanted_read == 1, wanted_read == 0))  # (b,)
-                else:
-                    read_losses = per_token.sum(dim=1) / known.sum(dim=1).clamp_min(1)  # (b,) mean over labelled tokens
+            # A switched write steps fully (and running units always do), so what it writes is the gates' own
+            # weighting: the value's tokens weigh as much as the rest (the plain mean pays little for a value token
+            # left at 0.3).
+            read_losses = _read_losses(output.read_logits, group.read_labels,
+                                       balanced=model.config.write in SWITCHED_WRITES)
+            running_read_losses = _read_losses(output.running_read_logits, group.running_read_labels, balanced=True)
             recall_losses = None
             if group.recall_labels is not None and output.recall_logits is not None:
                 wanted_recall = group.recall_labels.to(device)  # (b,)
@@ -345,7 +338,8 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                     ("gate", speak_losses if speak is not None else None, lambda step: step.speak is not None),
                     ("read", read_losses, lambda step: bool(step.read)),
                     ("recall", recall_losses, lambda step: step.recall is not None),
-                    ("write", write_losses, lambda step: any(label >= 0 for label in step.read))):
+                    ("write", write_losses, lambda step: any(label >= 0 for label in step.read)),
+                    ("running_read", running_read_losses, lambda step: bool(step.running_read))):
                 if row_losses is None:
                     continue
                 rows_counted = [row for row, step in enumerate(group.passes) if counted(step)]
@@ -376,9 +370,23 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
     return outputs
 
 
+def _read_losses(logits: torch.Tensor | None, labels: torch.Tensor | None, balanced: bool) -> torch.Tensor | None:
+    """(b,) a gated read's binary cross-entropy on its per-token logits (b, T) against labels (b, T; -1 none): the
+    mean over labelled tokens, or ``balanced``, the mean over the tokens to read plus the mean over the others."""
+    if logits is None or labels is None:
+        return None
+    wanted = labels.to(logits.device)
+    known = wanted >= 0
+    per_token = F.binary_cross_entropy_with_logits(logits, wanted.clamp_min(0).float(), reduction="none") * known
+    if balanced:
+        return sum((per_token * part).sum(dim=1) / part.sum(dim=1).clamp_min(1) for part in (wanted == 1, wanted == 0))
+    return per_token.sum(dim=1) / known.sum(dim=1).clamp_min(1)
+
+
 def _scores_anything(group: PassGroup) -> bool:
     """Whether a pass group adds to a loss or to what evaluation keeps (targets, read/recall or speak labels)."""
     return (group.has_targets or group.read_labels is not None or group.recall_labels is not None
+            or group.running_read_labels is not None
             or any(step.speak is not None for step in group.passes))
 
 

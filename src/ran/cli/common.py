@@ -52,6 +52,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "units step on every pass whatever the write decides, a running clock beside the held "
                              "memory (with --leak-rate-min, the fastest units) (default: 0, the write moves every "
                              "unit)")
+    parser.add_argument("--running-read", action="store_true",
+                        help="with --running-units and --summary gated: the running units step on a gated read of "
+                             "their own, trained on the task's running_read labels (e.g. timed's N), while the held "
+                             "units take in the main read (e.g. its word) (default: one read for every unit)")
     parser.add_argument("--recall", default="always", choices=list(RECALLS),
                         help="which passes see the memory (kv mode): every pass, or (switched) those where a "
                              "trained switch on layer L's input opens, taught by the passes' recall labels in "

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give at least one seed")
     resolve(args.device, args.dtype)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    running_units=args.running_units,
+                    running_units=args.running_units, running_read=args.running_read,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                     slot_order=args.slot_order, gate_context=args.gate_context, value_read=args.value_read,
                     place_count=args.place_count,

@@ -121,6 +121,8 @@ def model_identity(model: ReservoirModel) -> dict[str, Any]:
         trained["read_query"] = model.read_query
     if model.read_gate is not None:
         trained.update({f"read_gate.{name}": t for name, t in model.read_gate.state_dict().items()})
+    if model.running_read_gate is not None:
+        trained.update({f"running_read_gate.{name}": t for name, t in model.running_read_gate.state_dict().items()})
     if model.read_gate_context is not None:
         trained.update({f"read_gate_context.{name}": t for name, t in model.read_gate_context.state_dict().items()})
     if model.gate_head is not None:

@@ -66,6 +66,10 @@ class TimedTask(SampledTask):
     # What of the instruction the gated read takes in (the instruction's fields; "" = nothing), taught by read
     # labels, and the ticks read nothing; None: no read labels (the read learns from the targets alone).
     read: str | None = None
+    # What of the instruction the running units' own read takes in (RanConfig.running_read; "" = nothing), the
+    # ticks nothing; e.g. read "{word}" and running_read "{turns} turn{s}": the held units keep the word, the running
+    # units count from N. None: no labels for that read.
+    running_read: str | None = None
     answer_template: str = " {word}"
     per_step: int = 8
     eval_count: int = 24  # evaluation episodes per words split, spread evenly over (due tick, wipe tick)
@@ -79,11 +83,14 @@ class TimedTask(SampledTask):
                               f"{self.turns[0]}: the context must be wiped by the time the item is due")
         check_template(self.instruction, f"{self.name} instruction", ("turns", "s", "word"), required=("word",))
         check_template(self.answer_template, f"{self.name} answer_template", ("word",), required=("word",))
-        if self.read is not None:
-            check_template(self.read, f"{self.name} read", ("turns", "s", "word"))
+        for name in ("read", "running_read"):
+            template = getattr(self, name)
+            if template is None:
+                continue
+            check_template(template, f"{self.name} {name}", ("turns", "s", "word"))
             sample = {"turns": 2, "s": "s", "word": "tiger"}
-            if self.read.format(**sample) not in self.instruction.format(**sample):
-                raise ConfigError(f"{self.name}: read {self.read!r} is not part of the instruction "
+            if template.format(**sample) not in self.instruction.format(**sample):
+                raise ConfigError(f"{self.name}: {name} {template!r} is not part of the instruction "
                                   f"{self.instruction!r}: a pass can only read what it says")
         if not self.words:
             raise ConfigError(f"{self.name}: give at least one word")
@@ -107,13 +114,15 @@ class TimedTask(SampledTask):
 
     def appointment(self, word: str, due: int, wipe: int, first: bool) -> list[Pass]:
         """The instruction and its ticks; a later appointment's instruction continues the session's context."""
-        labelled = self.read is not None  # then the ticks are labelled too: they read nothing
-        ticks = [Pass.tick(wipe=index == wipe, speak=index == due, read="" if labelled else None,
+        # A labelled read labels the ticks too: they read nothing.
+        on_tick = {name: None if getattr(self, name) is None else "" for name in ("read", "running_read")}
+        ticks = [Pass.tick(wipe=index == wipe, speak=index == due, **on_tick,
                            target=self.answer_template.format(word=word) if index == due else None)
                  for index in range(1, due + 2)]  # the due tick, and one more that must stay silent
         fields = {"turns": due, "s": "" if due == 1 else "s", "word": word}
         instruction = Pass(self.instruction.format(**fields), wipe=first,
-                           read=self.read.format(**fields) if labelled else None)
+                           **{name: None if getattr(self, name) is None else getattr(self, name).format(**fields)
+                              for name in on_tick})
         return [instruction, *ticks]
 
     def make(self, word: str, due: int, wipe: int, split: str,
