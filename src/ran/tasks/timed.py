@@ -114,15 +114,15 @@ class TimedTask(SampledTask):
 
     def appointment(self, word: str, due: int, wipe: int, first: bool) -> list[Pass]:
         """The instruction and its ticks; a later appointment's instruction continues the session's context."""
-        # A labelled read labels the ticks too: they read nothing.
-        on_tick = {name: None if getattr(self, name) is None else "" for name in ("read", "running_read")}
+        reads = {"read": self.read, "running_read": self.running_read}  # a labelled read labels the ticks too
+        on_tick = {name: None if template is None else "" for name, template in reads.items()}  # they read nothing
         ticks = [Pass.tick(wipe=index == wipe, speak=index == due, **on_tick,
                            target=self.answer_template.format(word=word) if index == due else None)
                  for index in range(1, due + 2)]  # the due tick, and one more that must stay silent
         fields = {"turns": due, "s": "" if due == 1 else "s", "word": word}
         instruction = Pass(self.instruction.format(**fields), wipe=first,
-                           **{name: None if getattr(self, name) is None else getattr(self, name).format(**fields)
-                              for name in on_tick})
+                           **{name: None if template is None else template.format(**fields)
+                              for name, template in reads.items()})
         return [instruction, *ticks]
 
     def make(self, word: str, due: int, wipe: int, split: str,
