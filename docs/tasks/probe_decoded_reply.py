@@ -82,15 +82,16 @@ def main() -> None:
 
     def reply(prompt_ids: torch.Tensor, decoded: torch.Tensor, norm: float, scale: float) -> list[list[int]]:
         """Greedy replies of every row, place j's decoded vector added where the reply's j-th token is said."""
-        ids = prompt_ids.expand(decoded.shape[0], -1)
         zero = decoded.new_zeros(decoded.shape[0], MAX_REPLY - PLACES, decoded.shape[2])
         places = torch.cat([decoded, zero], dim=1) * scale * norm  # (B, MAX_REPLY, d)
-        for j in range(MAX_REPLY):
-            added["vectors"] = places[:, :j + 1]
+        ids, cache, said = prompt_ids.expand(decoded.shape[0], -1), None, []
+        for j in range(MAX_REPLY):  # the cache keeps each earlier position's addition, as a re-forward would
+            added["vectors"] = places[:, j:j + 1]
             with torch.no_grad():
-                said = model(ids).logits[:, -1].argmax(-1)
-            ids = torch.cat([ids, said[:, None]], dim=1)
-        return ids[:, prompt_ids.shape[1]:].tolist()
+                out = model(ids, past_key_values=cache, use_cache=True)
+            cache, ids = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            said.append(ids)
+        return torch.cat(said, dim=1).tolist()
 
     prompts, norms = {}, {}
     for kind in SCORED:  # the residual's norm after layer L where the reply's first token is said, untouched
