@@ -6,11 +6,13 @@ never fit on, read back by a ridge decoder fit in closed form (``ran.decoding``)
 unit embedding added to layer 15's attention output at a few times the residual's norm makes the model say it,
 but not through one slot value per key-value head. This probe joins them: the state a store of each held-out
 value writes (the recipe's reservoir, the ordered read of 8 places) is decoded, and greedy decoding of the reply
-to "What is my friend's name?" (chat format) adds place j's decoded vector, times ``scale`` times the residual's
-norm there, at the position that says the reply's j-th token (decoded vectors are unit embeddings at a value's
-places and near zero past its end). A value counts when the reply is exactly its tokens; ``stops`` is the share
-of those followed by the end of the turn; ``text_exact`` compares the reply up to the end of the turn with the
-value as text without whitespace, ``text_begins`` only its beginning. The control decodes the wiped (zero) state.
+to the kind's recall question (chat format, e.g. "What is my friend's name?") adds place j's decoded vector, times
+``scale`` times the residual's norm there, at the position that says the reply's j-th token. A value counts when
+the reply is exactly its tokens; ``stops`` is the share of those followed by the end of the turn; ``text_exact``
+compares the reply up to the end of the turn with the value as text without whitespace, ``text_begins`` only its
+beginning. The control decodes the wiped (zero) state. Two decoders: one fit to zeros past the value's end
+(``ran.decoding``'s targets), one fit to the end-of-turn token's embedding at the place after it, so that the
+stop, too, is read from the state.
 
 It is an upper bound for a readout that writes the whole residual at layer L (``additive``'s write, or slots
 with a query head each); kv slots with one value per key-value head cannot write it (``probe_copy.py``).
@@ -20,6 +22,7 @@ with a query head each); kv slots with one value per key-value head cannot write
 
 import json
 import time
+from itertools import product
 from pathlib import Path
 
 import torch
@@ -39,6 +42,7 @@ SCALES = (2.0, 4.0, 8.0)
 SCORED = ("name", "number", "place")
 RECALL = {"name": "What is my friend's name?", "number": "What was the number?", "place": "Which place did I mention?"}
 MAX_REPLY = PLACES + 2
+DECODERS = {"zero past the end": False, "the end of the turn, then zero": True}
 
 
 def share(hits: list[bool]) -> float:
@@ -69,8 +73,12 @@ def main() -> None:
 
     task = builtin_task(tokenizer, words=COINED, kinds=("name", "coined", "number", "place"))
     fitted = encode(v for kind in ("name", "coined", "number", "place") for v in task.values[kind])
-    weight, state_mean, target_mean, report = fit_place_decoder(states_of(fitted), fitted, unit, PLACES)
-    print(json.dumps(report), flush=True)
+    fitted_states = states_of(fitted)
+    decoders = {}
+    for decoder, ends in DECODERS.items():  # the targets past the value: zeros, or the end of the turn first
+        decoders[decoder] = fit_place_decoder(fitted_states, [v + [stop] for v in fitted] if ends else fitted, unit,
+                                              PLACES)
+        print(json.dumps({"decoder": decoder, **decoders[decoder][3]}), flush=True)
 
     added: dict[str, torch.Tensor] = {}
 
@@ -109,7 +117,8 @@ def main() -> None:
             values = encode(task.heldout_values[kind])
             carried = states_of(values)
             conditions = {"carried": carried, "wiped": torch.zeros_like(carried)}
-            for condition, states in conditions.items():
+            for (decoder, (weight, state_mean, target_mean, _)), (condition, states) in product(decoders.items(),
+                                                                                                  conditions.items()):
                 decoded = ((states - state_mean) @ weight + target_mean).view(len(values), PLACES, -1)
                 for scale in SCALES:
                     replies = reply(prompt_ids, decoded, norm, scale)
@@ -117,7 +126,8 @@ def main() -> None:
                     stops = [r[len(v)] == stop for r, v, w in zip(replies, values, whole, strict=True) if w]
                     said = [squeezed(tokenizer.decode(r[:r.index(stop)] if stop in r else r)) for r in replies]
                     meant = [squeezed(tokenizer.decode(v)) for v in values]
-                    rows.append({"kind": kind, "condition": condition, "scale": scale, "values": len(values),
+                    rows.append({"kind": kind, "decoder": decoder, "condition": condition, "scale": scale,
+                                 "values": len(values),
                                  "whole": share(whole),
                                  "stops": round(sum(stops) / max(len(stops), 1), 3),
                                  "text_begins": share([a.startswith(b) for a, b in zip(said, meant, strict=True)]),
@@ -128,7 +138,7 @@ def main() -> None:
     finally:
         hook.remove()
     OUT.write_text(json.dumps({"what": __doc__.split("\n\n")[0], "layer": LAYER, "places": PLACES,
-                               "decoder": report, "residual_norms": norms,
+                               "decoders": {name: fit[3] for name, fit in decoders.items()}, "residual_norms": norms,
                                "reservoir": RECIPE.ran.reservoir.to_dict(), "rows": rows,
                                "seconds": round(time.perf_counter() - started), "provenance": environment()},
                               indent=1) + "\n")
