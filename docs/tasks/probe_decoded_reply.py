@@ -115,6 +115,7 @@ def main() -> None:
         for kind in SCORED:
             prompt_ids, norm = prompts[kind], norms[kind]
             values = encode(task.heldout_values[kind])
+            meant = [squeezed(tokenizer.decode(v)) for v in values]
             carried = states_of(values)
             conditions = {"carried": carried, "wiped": torch.zeros_like(carried)}
             for (decoder, (weight, state_mean, target_mean, _)), (condition, states) in product(decoders.items(),
@@ -125,7 +126,6 @@ def main() -> None:
                     whole = [r[:len(v)] == v for r, v in zip(replies, values, strict=True)]
                     stops = [r[len(v)] == stop for r, v, w in zip(replies, values, whole, strict=True) if w]
                     said = [squeezed(tokenizer.decode(r[:r.index(stop)] if stop in r else r)) for r in replies]
-                    meant = [squeezed(tokenizer.decode(v)) for v in values]
                     rows.append({"kind": kind, "decoder": decoder, "condition": condition, "scale": scale,
                                  "values": len(values),
                                  "whole": share(whole),
