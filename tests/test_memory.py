@@ -914,6 +914,65 @@ def test_decoded_values_name_each_places_token_of_values_the_decoder_never_fit_o
     torch.testing.assert_close(loaded.injector.decoder_weight, model.injector.decoder_weight)
 
 
+def test_the_residual_write_adds_each_places_decoded_embedding_across_the_residual_at_the_query_that_says_it(
+        tmp_path):
+    config = RanConfig(summary="gated", read_places=2, n_slots=2, slot_order="reply", read_from="embeddings",
+                       value_read="residual", reservoir=ReservoirConfig(units=256, leak_rate=1.0, input_scaling=0.1))
+    model = wrap(tiny_model("llama", 0), config)
+    assert model.injector.key_readout is None and model.injector.value_readout is None  # no slots
+    from ran.decoding import store_states
+
+    generator = torch.Generator().manual_seed(0)
+    values = [torch.randint(3, 128, (int(torch.randint(1, 3, (1,), generator=generator)),), generator=generator)
+              .tolist() for _ in range(300)]
+    report = model.fit_value_decoder(values, end=2)  # the stop (2) decoded at the place after each value
+    assert report["held_back_places_right"] >= 0.9 and report["residual_norm"] > 0
+    assert float(model.injector.write_norm) == pytest.approx(report["residual_norm"], rel=1e-6)  # float32
+    embeddings = model.base.get_input_embeddings().weight.detach()
+    with torch.no_grad():  # a one-token value's second place decodes to the stop's direction
+        state = store_states(model.reservoir.step, model.reservoir.initial_state, embeddings, [[50]], 2)
+        decoded = model.injector.decode(state)[0]
+    cosine = torch.nn.functional.cosine_similarity(decoded[1][None], embeddings.float(), dim=-1)
+    assert int(cosine.argmax()) == 2
+    attention = model.base.model.layers[model.config.layer].self_attn
+    said: dict[str, torch.Tensor] = {}
+    handle = attention.register_forward_hook(lambda module, args, output: said.__setitem__("out", output[0]))
+    ids = torch.tensor([[10, 11, 40, 12, 21, 22]])
+    with torch.no_grad():
+        model.injection_enabled = False
+        model(ids, state=state, read_index=torch.tensor([2]))
+        stock = said["out"][0]
+        model.injection_enabled = True
+        model(ids, state=state, read_index=torch.tensor([2]))
+        written = said["out"][0]
+    handle.remove()
+    scale = model.injector.write_log_scale.detach().exp() * model.injector.write_norm
+    expected = scale[:, None] * model.injector.write_readout(decoded)  # (places, d): the residual directions
+    assert torch.allclose(model.injector.write_log_scale.detach().exp(), torch.full((2,), 4.0))
+    torch.testing.assert_close(written[2:4] - stock[2:4], expected, atol=1e-3 * float(expected.abs().max()), rtol=0)
+    assert float((written[:2] - stock[:2]).abs().max()) == 0.0  # the prompt before its last token: untouched
+    assert float((written[4:] - stock[4:]).abs().max()) == 0.0  # past the last place: untouched
+    with torch.no_grad():  # generate() and its cached decode steps write where the teacher-forced pass writes
+        model.injector.write_readout.weight.mul_(3.0)
+        prompts = torch.tensor([[0, 10, 11, 40, 12], [7, 8, 9, 40, 12]])  # row 0 left-padded
+        mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+        out = model.generate(prompts, attention_mask=mask, state=state.expand(2, -1), max_new_tokens=3,
+                             do_sample=False, return_dict_in_generate=True, output_logits=True, pad_token_id=0)
+        for row, start in ((0, 1), (1, 0)):
+            tokens = out.sequences[row:row + 1, start:]
+            forced = model(tokens, state=state, read_index=torch.tensor([prompts.shape[1] - 1 - start])).logits[0]
+            generated = torch.stack([step[row] for step in out.logits])
+            torch.testing.assert_close(generated, forced[-4:-1], atol=1e-4, rtol=1e-4)
+    model(ids, state=state).logits.pow(2).sum().backward()  # the map and the scales learn
+    assert float(model.injector.write_readout.weight.grad.abs().max()) > 0
+    assert float(model.injector.write_log_scale.grad.abs().max()) > 0
+    model.zero_grad()
+    before, after = _outputs_before_and_after_saving(model, tmp_path, units=256)  # the artifact writes the same
+    torch.testing.assert_close(after.logits, before.logits)
+    saved = json.loads((tmp_path / "artifact" / "ran_config.json").read_text())
+    assert saved["config"]["value_read"] == "residual"
+
+
 def test_decoded_values_need_reply_slots_a_read_from_the_embeddings_the_fixed_reservoir_and_stored_values():
     reply = dict(summary="gated", read_places=2, n_slots=4, slot_order="reply", read_from="embeddings")
     needs = "needs slot_order 'reply' or 'content-reply' and read_from 'embeddings'"
@@ -922,8 +981,9 @@ def test_decoded_values_need_reply_slots_a_read_from_the_embeddings_the_fixed_re
                              ({"value_read": "pooled"}, "unknown value_read 'pooled'")):
         with pytest.raises(ConfigError, match=message):
             RanConfig(**{**reply, "value_read": "decoded", **changes})
+            RanConfig(**{**reply, "value_read": "residual", **changes})
     assert RanConfig(**{**reply, "value_read": "decoded", "slot_order": "content-reply"}).value_read == "decoded"
-    with pytest.raises(ConfigError, match="only 'decoded' has a decoder"):
+    with pytest.raises(ConfigError, match="only decoded and residual have a decoder"):
         wrap(tiny_model("llama", 0), RanConfig()).fit_value_decoder([[5]] * 20)
     from ran.runner import fit_decoder
     from ran.tasks.recall import RecallTask
@@ -1050,17 +1110,22 @@ def test_remember_trains_scores_and_reports_no_harm(tiny_chat_dir, tmp_path, cap
     assert [r["harm"]["agreement"] for r in again["runs"]] == [r["harm"]["agreement"] for r in results["runs"]]
 
 
-def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifact(tiny_chat_dir, tmp_path):
+@pytest.mark.parametrize("value_read", ["decoded", "residual"])
+def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifact(tiny_chat_dir, tmp_path,
+                                                                                  value_read):
     task = tmp_path / "task.json"
     task.write_text(json.dumps(tiny_task().to_dict()))
     out, saved = tmp_path / "out", tmp_path / "artifacts"
     assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
                     "--read-places", "2", "--slots", "4", "--slot-order", "reply", "--read-from", "embeddings",
-                    "--value-read", "decoded", "--steps", "2", "--seeds", "0", "--idle-text", "w9",
+                    "--value-read", value_read, "--steps", "2", "--seeds", "0", "--idle-text", "w9",
                     "--out", str(out), "--save", str(saved), "--no-progress") == 0
     run = json.loads((out / "memory.json").read_text())["runs"][0]
-    assert run["ran_config"]["value_read"] == "decoded"
-    assert run["decoder"]["values"] == len(WORDS) and run["decoder"]["distinct_tokens"] == len(WORDS)
+    assert run["ran_config"]["value_read"] == value_read
+    # The residual write's decoder also places the stop after each value: one more distinct token.
+    assert run["decoder"]["values"] == len(WORDS)
+    assert run["decoder"]["distinct_tokens"] == len(WORDS) + (value_read == "residual")
+    assert ("residual_norm" in run["decoder"]) == (value_read == "residual")
     from ran.loading import load_model
 
     base, _ = load_model(str(tiny_chat_dir))

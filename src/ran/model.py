@@ -43,6 +43,7 @@ from ran.errors import ArtifactError, ConfigError
 from ran.injection import injector_class
 from ran.passes import PassFormat
 from ran.reading import (
+    DECODED_VALUE_READS,
     DRIVES,
     GATE_CONTEXTS,
     GATED_READ_BIAS,
@@ -75,6 +76,7 @@ RUNNING_READ_GATE = "running_read_gate."  # the running units' own gated read (r
 RECALL_GATE = "recall_gate."  # the switched recall's gate (weight, bias), stored with the readout
 WRITE_GATE = "write_gate."  # the pass-switched write's gate (weight, bias), stored with the readout
 WRAPPED_MARK = "_ran_wrapped"  # set on a base model while a ReservoirModel's hooks are installed on it
+NORM_TOKENS, NORM_SKIP = 64, 4  # the residual write's reference norm: over 64 tokens of values, past the first 4
 LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
 
@@ -105,6 +107,7 @@ class RanConfig:
     read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
     slot_order: str = "content"  # how queries find the kv slots: content | reply (by place) | content-reply (both)
     value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)
+    # | residual (that decoded token written across layer L's attention output, no slots)
     place_count: str = "soft"  # how the ordered read places a token: by the gates' running sum | hard: open gates
     gate_context: str = "token"  # what a read gate sees: its token | pass: also the pass's last token | next: and
     # the token after it
@@ -173,12 +176,13 @@ class RanConfig:
         if self.place_count != "soft" and self.read_places == 1:
             raise ConfigError(f"place_count '{self.place_count}' places the ordered read's tokens: it needs "
                               "read_places > 1")
-        if self.value_read == "decoded" and self.recurrence != "reservoir":
-            raise ConfigError(f"value_read 'decoded' is fit once on the fixed reservoir's states: it needs recurrence "
-                              f"'reservoir', not '{self.recurrence}'")
-        if self.value_read == "decoded" and (self.slot_order not in REPLY_ORDERS or self.read_from != "embeddings"):
-            raise ConfigError("value_read 'decoded' decodes each place's token embedding for the query that says it: "
-                              f"it needs slot_order 'reply' or 'content-reply' and read_from 'embeddings', not "
+        if self.value_read in DECODED_VALUE_READS and self.recurrence != "reservoir":
+            raise ConfigError(f"value_read '{self.value_read}' is fit once on the fixed reservoir's states: it needs "
+                              f"recurrence 'reservoir', not '{self.recurrence}'")
+        if self.value_read in DECODED_VALUE_READS and (self.slot_order not in REPLY_ORDERS
+                                                        or self.read_from != "embeddings"):
+            raise ConfigError(f"value_read '{self.value_read}' decodes each place's token embedding for the query that "
+                              "says it: it needs slot_order 'reply' or 'content-reply' and read_from 'embeddings', not "
                               f"'{self.slot_order}' and '{self.read_from}'")
         if self.recall not in RECALLS:
             raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
@@ -372,7 +376,8 @@ class ReservoirModel(nn.Module):
         self.reservoir = make_recurrence(config, geometry.hidden_size * config.read_places).to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.readout_seed)
-            decoded = {"decoded_places": config.read_places} if config.value_read == "decoded" else {}
+            decoded = ({"decoded_places": config.read_places, "residual": config.value_read == "residual"}
+                       if config.value_read in DECODED_VALUE_READS else {})
             self.injector = injector_class(config.mode)(geometry, config.reservoir.units, layer, config.n_slots,
                                                         **decoded)
             if config.lora_rank:
@@ -399,7 +404,7 @@ class ReservoirModel(nn.Module):
         # p(speak) = sigmoid(w . r + b) on the state after a pass, or (gate_hidden H) on H ReLU units of it;
         # starts undecided (p = 0.5).
         self.gate_head = gate_head(config).to(device) if config.gate else None
-        self.decoder_fit: dict[str, Any] | None = None  # value_read "decoded": the report of its decoder's fit
+        self.decoder_fit: dict[str, Any] | None = None  # value_read decoded / residual: the report of its decoder's fit
         # Pass-level switches on layer L's input, starting undecided (logit 0, shut): whether a pass sees the
         # slots (recall "switched") and whether the reservoir steps (write "pass-switched").
         self.recall_gate = _switch_gate(geometry.hidden_size, device) if config.recall == "switched" else None
@@ -801,20 +806,39 @@ class ReservoirModel(nn.Module):
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.base.named_parameters() if "lora_" in name}
 
-    def fit_value_decoder(self, values: list[list[int]]) -> dict[str, Any]:
-        """Fit the fixed decoder of ``value_read`` "decoded" (:mod:`ran.decoding`) on the token ids of the values
-        training stores; returns the fit's report (values, distinct tokens, ridge, places right held back)."""
-        if self.config.value_read != "decoded":
-            raise ConfigError(f"value_read is '{self.config.value_read}': only 'decoded' has a decoder to fit")
+    def fit_value_decoder(self, values: list[list[int]], end: int | None = None) -> dict[str, Any]:
+        """Fit the fixed decoder of ``value_read`` decoded / residual (:mod:`ran.decoding`) on the token ids of the
+        values training stores, with ``end`` (the reply's stop) decoded at the place after each value where given;
+        returns the fit's report (values, distinct tokens, ridge, places right held back). The residual write also
+        takes its reference norm here: the median norm of layer L's output over the values' tokens said in a row."""
+        if self.config.value_read not in DECODED_VALUE_READS:
+            raise ConfigError(f"value_read is '{self.config.value_read}': only {' and '.join(DECODED_VALUE_READS)} "
+                              "have a decoder to fit")
         embeddings = self.base.get_input_embeddings().weight.detach()
         device = embeddings.device
+        targets = values if end is None else [tokens + [end] for tokens in values]
         with torch.no_grad():
             states = store_states(self.reservoir.step, lambda n: self.reservoir.initial_state(n, device),
                                   embeddings, values, self.config.read_places)
             unit = embeddings.float() / embeddings.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            weight, state_mean, target_mean, report = fit_place_decoder(states, values, unit, self.config.read_places)
+            weight, state_mean, target_mean, report = fit_place_decoder(states, targets, unit, self.config.read_places)
         self.injector.set_decoder(weight, state_mean, target_mean)
+        if self.config.value_read == "residual":
+            report["residual_norm"] = self._residual_norm([t for tokens in values for t in tokens][:NORM_TOKENS])
+            with torch.no_grad():
+                self.injector.write_norm.fill_(report["residual_norm"])
         return report
+
+    def _residual_norm(self, tokens: list[int]) -> float:
+        """The median norm of layer L's output over ``tokens`` read as one sequence (past its first few, whose
+        norms the attention sink inflates), the base model's own (outside a pass nothing is written)."""
+        if len(tokens) <= NORM_SKIP:
+            raise ConfigError(f"the residual's norm needs more than {NORM_SKIP} tokens of training values, got "
+                              f"{len(tokens)}")
+        device = next(self.base.parameters()).device
+        with torch.no_grad():
+            hidden = self.base(torch.tensor([tokens], device=device), output_hidden_states=True).hidden_states
+        return round(float(hidden[self.config.layer + 1][0, NORM_SKIP:].float().norm(dim=-1).median()), 4)
 
     # ----- artifacts (files: ran.artifact) ------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, pass_format: PassFormat | None = None) -> Path:

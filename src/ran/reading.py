@@ -54,8 +54,15 @@ REPLY_ORDERS = ("reply", "content-reply")  # the orders that split the slots amo
 # slots ordered by the reply and the read from the embeddings) a trained map of each place's token embedding as a
 # fixed ridge regression decodes it from the state. The decoder is the echo-state network's own readout, fit in
 # closed form before training on the store states of the task's training values; what trains then maps an
-# embedding to a slot value, one map shared by every place, so a place learns from every token of every kind.
-VALUE_READS = ("direct", "decoded")
+# embedding to a slot value, one map shared by every place, so a place learns from every token of every kind. Or
+# (residual) the same decoded embeddings written, not as slot values, but into layer L's attention output at the
+# query that says place j, across the whole residual (the copy probe, docs/tasks/probe_copy.py: one slot value per
+# kv head spans 192 of SmolLM2's 576 dimensions, too few to make the model say a token; a full-span write at a few
+# times the residual's norm makes it say one): a trained map of the embedding, shared by every place, and a trained
+# scale per place, relative to the residual's norm; the decoder is fit with the reply's stop at the place after the
+# value, so the state also says where the reply ends. No kv slots are appended.
+VALUE_READS = ("direct", "decoded", "residual")
+DECODED_VALUE_READS = ("decoded", "residual")  # the value reads with a fixed decoder fit before training
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 # What a token's read gate sees: its own layer-L output (token), which in a causal model knows only the tokens before
 # it, so the value of "cloudy is the word to remember" cannot know, when its gate decides, that it is the value; or

@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the kv slots' values come from: the state (direct), or (decoded, with "
                              "--slot-order reply --read-from embeddings) each place's token embedding as a ridge "
                              "regression fit on the training values' store states decodes it, then one trained map "
-                             "shared by every place (default: %(default)s)")
+                             "shared by every place; or (residual) that decoded embedding written across layer L's "
+                             "attention output at the query that says its place, with a trained map and a trained "
+                             "scale per place, and no slots (default: %(default)s)")
     parser.add_argument("--place-count", default=RECIPE.ran.place_count, choices=list(PLACE_COUNTS),
                         help="how the ordered read (--read-places P > 1) places a token: by the running sum of "
                              "the gates (soft), or by the number of gates open above 1/2 (hard), so that tokens "

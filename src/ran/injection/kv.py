@@ -11,6 +11,7 @@ re-appended at every decode step.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 
@@ -25,6 +26,8 @@ from ran.errors import ConfigError
 from ran.injection.additive import _match_batch
 from ran.injection.base import Injector, Readout
 
+OUTPUT_PROJECTIONS = ("o_proj", "c_proj", "out_proj", "dense")  # what the attention's output projection is called
+RESIDUAL_WRITE_SCALE = 4.0  # the residual write's initial scale, times the residual's norm (the copy probe's best)
 SLOTS_ATTRIBUTE = "ran_slots"  # set on the one attention module that carries slots
 IMPLEMENTATION_PREFIX = "ran_"
 
@@ -34,7 +37,9 @@ class SlotSource:
     ``visible`` (B,) bool, which rows' queries may see the slots (a switched recall), None: every row; and, for
     slots ordered by the reply (``ran.reading.SLOT_ORDERS``), ``reply_start`` (B,), each row's index of the
     prompt's last token, ``places``, the number of places the slots are split among, and ``prompt_sees_all``,
-    whether the prompt's other tokens see every slot (``content-reply``) or none (``reply``)."""
+    whether the prompt's other tokens see every slot (``content-reply``) or none (``reply``); ``writes`` (B, places,
+    n_heads * head_dim), or None: what value_read "residual" adds to the attention's output (before its output
+    projection) at the query that says each place, in the rows ``visible`` marks."""
 
     def __init__(self) -> None:
         self.keys: torch.Tensor | None = None
@@ -43,6 +48,7 @@ class SlotSource:
         self.reply_start: torch.Tensor | None = None
         self.places: int = 0
         self.prompt_sees_all: bool = False
+        self.writes: torch.Tensor | None = None
 
 
 def _stock_attention(base: str, module: nn.Module) -> Callable:
@@ -102,10 +108,26 @@ def _slot_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key: to
     return torch.cat([attention_mask, slots.expand(batch, heads, q_len, n_slots)], dim=-1)
 
 
+def _reply_writes(writes: torch.Tensor, reply_start: torch.Tensor, visible: torch.Tensor | None, q_len: int,
+                  kv_len: int) -> torch.Tensor:
+    """(B, q_len, width): place j's write at the query whose offset from ``reply_start`` is j (the query that says
+    the reply's j-th token, as :func:`_reply_places` counts), zero at every other query and in hidden rows."""
+    places = writes.shape[1]
+    index = torch.arange(kv_len - q_len, kv_len, device=reply_start.device)
+    offset = index[None, :] - reply_start[:, None]  # (B, q_len)
+    written = (offset >= 0) & (offset < places)
+    if visible is not None:
+        written = written & visible.to(written.device)[:, None]
+    picked = writes.gather(1, offset.clamp(0, places - 1)[..., None].expand(-1, -1, writes.shape[2]))
+    return picked * written[..., None].to(picked.dtype)
+
+
 def _make_attention(base: str) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
         stock = _stock_attention(base, module)
         slots: SlotSource | None = getattr(module, SLOTS_ATTRIBUTE, None)
+        if slots is not None and slots.writes is not None:
+            return _written_attention(stock, slots, module, query, key, value, attention_mask, **kwargs)
         if slots is None or slots.keys is None:
             return stock(module, query, key, value, attention_mask, **kwargs)
         batch = query.shape[0]
@@ -125,6 +147,30 @@ def _make_attention(base: str) -> Callable:
     return attention
 
 
+def _written_attention(stock: Callable, slots: SlotSource, module, query, key, value, attention_mask, **kwargs):
+    """The stock attention, its output (B, q_len, n_heads, head_dim) plus each place's write at its reply query."""
+    output, weights = stock(module, query, key, value, attention_mask, **kwargs)
+    batch = query.shape[0]
+    visible = None if slots.visible is None else _match_batch(slots.visible, batch)
+    added = _reply_writes(_match_batch(slots.writes, batch), _match_batch(slots.reply_start, batch).to(query.device),
+                          visible, query.shape[2], key.shape[2])
+    return output + added.view(output.shape).to(output.dtype), weights
+
+
+def _output_inverse(attention: nn.Module, width: int) -> torch.Tensor:
+    """(d, width): the pseudo-inverse of the attention's output projection (its linear part, read off by projecting
+    the identity: a Linear and GPT-2's Conv1D alike), which turns a residual direction into a pre-projection write."""
+    projection = next((getattr(attention, name) for name in OUTPUT_PROJECTIONS if hasattr(attention, name)), None)
+    if projection is None:
+        raise ConfigError(f"the residual write needs the attention's output projection: {type(attention).__name__} "
+                          f"has none of {', '.join(OUTPUT_PROJECTIONS)}")
+    weight = next(projection.parameters())
+    with torch.no_grad():
+        identity = torch.eye(width, device=weight.device, dtype=weight.dtype)
+        linear = (projection(identity) - projection(torch.zeros_like(identity[:1]))).float()  # (width, d)
+    return torch.linalg.pinv(linear)
+
+
 def register_attention_functions() -> None:
     """Register ``ran_sdpa`` and ``ran_eager`` (idempotent) with transformers' attention and mask interfaces."""
     for base in SUPPORTED_ATTENTION:
@@ -136,21 +182,35 @@ def register_attention_functions() -> None:
 class KVInjector(Injector):
     mode = "kv"
 
-    def __init__(self, geometry: ModelGeometry, units: int, layer: int, n_slots: int, decoded_places: int = 0):
+    def __init__(self, geometry: ModelGeometry, units: int, layer: int, n_slots: int, decoded_places: int = 0,
+                 residual: bool = False):
         super().__init__(geometry, units, layer, n_slots)
-        width = n_slots * geometry.n_kv_heads * geometry.head_dim
-        self.key_readout = Readout(units, width, bias=False)
-        nn.init.normal_(self.key_readout.weight, std=units**-0.5)
+        d = geometry.hidden_size
         self.decoded_places = decoded_places
-        if decoded_places:  # value_read "decoded" (ran.reading.VALUE_READS): fixed decoder, then one shared map
-            d = geometry.hidden_size
+        self.residual = residual
+        if residual and not decoded_places:
+            raise ConfigError("the residual write writes each place's decoded embedding: it needs decoded_places >= 1")
+        if decoded_places:  # value_read decoded / residual (ran.reading.VALUE_READS): a fixed decoder first
             self.register_buffer("decoder_weight", torch.zeros(units, decoded_places * d))
             self.register_buffer("decoder_state_mean", torch.zeros(units))
             self.register_buffer("decoder_target_mean", torch.zeros(decoded_places * d))
-            self.value_readout = Readout(d, width // decoded_places, bias=False)
+        width = n_slots * geometry.n_kv_heads * geometry.head_dim
+        if residual:  # no slots: a map of the decoded embedding within the residual, a scale per place
+            self.key_readout = None
+            self.value_readout = None
+            self.write_readout = Readout(d, d, bias=False)
+            with torch.no_grad():
+                self.write_readout.weight.copy_(torch.eye(d))
+            self.write_log_scale = nn.Parameter(torch.full((decoded_places,), math.log(RESIDUAL_WRITE_SCALE)))
+            self.register_buffer("write_norm", torch.ones(()))  # the residual's norm at layer L (set with the decoder)
+            # pinv of the attention's output projection, so that the projection of a write is the residual direction
+            # the map chose (set by install: it is the model's, not trained, and not saved)
+            self.register_buffer("write_basis", torch.zeros(d, geometry.n_heads * geometry.head_dim), persistent=False)
         else:
-            self.value_readout = Readout(units, width, bias=False)
-        nn.init.zeros_(self.value_readout.weight)  # untrained slots carry no content, only dilute
+            self.key_readout = Readout(units, width, bias=False)
+            nn.init.normal_(self.key_readout.weight, std=units**-0.5)
+            self.value_readout = Readout(d if decoded_places else units, width // max(decoded_places, 1), bias=False)
+            nn.init.zeros_(self.value_readout.weight)  # untrained slots carry no content, only dilute
         self.slots = SlotSource()
         self._installed_on: tuple[PreTrainedModel, ...] = ()  # a tuple, so the model is no submodule
         self._original_implementation: str | None = None
@@ -168,7 +228,11 @@ class KVInjector(Injector):
         model.set_attn_implementation(IMPLEMENTATION_PREFIX + implementation)
         if model.config._attn_implementation != IMPLEMENTATION_PREFIX + implementation:
             raise ConfigError(f"{type(model).__name__} does not accept a registered attention function")
-        setattr(attention_module(model, self.layer), SLOTS_ATTRIBUTE, self.slots)
+        attention = attention_module(model, self.layer)
+        setattr(attention, SLOTS_ATTRIBUTE, self.slots)
+        if self.residual:
+            with torch.no_grad():
+                self.write_basis.copy_(_output_inverse(attention, self.write_basis.shape[1]).to(self.write_basis))
 
     def uninstall(self) -> None:
         if not self._installed_on:
@@ -180,6 +244,10 @@ class KVInjector(Injector):
 
     def begin_pass(self, state: torch.Tensor) -> None:
         g = self.geometry
+        if self.residual:  # place j: scale_j * |h_L| * (its decoded unit embedding, mapped), before o_proj
+            scale = self.write_log_scale.exp()[None, :, None] * self.write_norm
+            self.slots.writes = (scale * self.write_readout(self.decode(state))) @ self.write_basis
+            return
         shape = (state.shape[0], self.n_slots, g.n_kv_heads, g.head_dim)
         self.slots.keys = self.key_readout(state).view(shape).transpose(1, 2)  # (B, kv_heads, S, hd)
         if self.decoded_places:  # place j's slots (s // slots-per-place == j) from place j's decoded embedding
@@ -204,5 +272,6 @@ class KVInjector(Injector):
     def end_pass(self) -> None:
         self.slots.keys = None
         self.slots.values = None
+        self.slots.writes = None
         self.slots.visible = None
         self.slots.reply_start = None
