@@ -947,13 +947,13 @@ def test_the_residual_write_adds_each_places_decoded_embedding_across_the_residu
         written = said["out"][0]
     handle.remove()
     scale = model.injector.write_log_scale.detach().exp() * model.injector.write_norm
-    expected = scale[:, None] * model.injector.write_readout(decoded)  # (places, d): the residual directions
+    expected = scale[:, None] * decoded  # (places, d): the residual directions, the map untrained (the identity)
     assert torch.allclose(model.injector.write_log_scale.detach().exp(), torch.full((2,), 4.0))
     torch.testing.assert_close(written[2:4] - stock[2:4], expected, atol=1e-3 * float(expected.abs().max()), rtol=0)
     assert float((written[:2] - stock[:2]).abs().max()) == 0.0  # the prompt before its last token: untouched
     assert float((written[4:] - stock[4:]).abs().max()) == 0.0  # past the last place: untouched
     with torch.no_grad():  # generate() and its cached decode steps write where the teacher-forced pass writes
-        model.injector.write_readout.weight.mul_(3.0)
+        model.injector.write_readout.weight.normal_(std=3.0)
         prompts = torch.tensor([[0, 10, 11, 40, 12], [7, 8, 9, 40, 12]])  # row 0 left-padded
         mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
         out = model.generate(prompts, attention_mask=mask, state=state.expand(2, -1), max_new_tokens=3,

@@ -198,9 +198,11 @@ class KVInjector(Injector):
         if residual:  # no slots: a map of the decoded embedding within the residual, a scale per place
             self.key_readout = None
             self.value_readout = None
+            # The map is u + W u / d, W from zero: Adam moves every entry of W by about the learning rate a step,
+            # so W / d moves a d x d map by O(1) only along directions its gradients agree on, where W itself
+            # would turn the identity into noise within a few dozen steps.
             self.write_readout = Readout(d, d, bias=False)
-            with torch.no_grad():
-                self.write_readout.weight.copy_(torch.eye(d))
+            nn.init.zeros_(self.write_readout.weight)
             self.write_log_scale = nn.Parameter(torch.full((decoded_places,), math.log(RESIDUAL_WRITE_SCALE)))
             self.register_buffer("write_norm", torch.ones(()))  # the residual's norm at layer L (set with the decoder)
             # pinv of the attention's output projection, so that the projection of a write is the residual direction
@@ -246,7 +248,9 @@ class KVInjector(Injector):
         g = self.geometry
         if self.residual:  # place j: scale_j * |h_L| * (its decoded unit embedding, mapped), before o_proj
             scale = self.write_log_scale.exp()[None, :, None] * self.write_norm
-            self.slots.writes = (scale * self.write_readout(self.decode(state))) @ self.write_basis
+            decoded = self.decode(state)
+            mapped = decoded + self.write_readout(decoded) / self.geometry.hidden_size
+            self.slots.writes = (scale * mapped) @ self.write_basis
             return
         shape = (state.shape[0], self.n_slots, g.n_kv_heads, g.head_dim)
         self.slots.keys = self.key_readout(state).view(shape).transpose(1, 2)  # (B, kv_heads, S, hd)
