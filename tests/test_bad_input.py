@@ -403,6 +403,9 @@ ROWS = [
     ("remember", ["--value-read", "decoded"], "value_read 'decoded' decodes each place's token embedding for the "
      "query that says it: it needs slot_order 'reply' or 'content-reply' and read_from 'embeddings', not 'content' "
      "and 'layer'"),
+    ("remember", ["--value-read", "residual", "--slot-order", "reply", "--read-places", "8"],
+     "value_read 'residual' decodes each place's token embedding for the query that says it: it needs slot_order "
+     "'reply' or 'content-reply' and read_from 'embeddings', not 'reply' and 'layer'"),
     ("remember", ["--slot-order", "content-reply", "--read-places", "8", "--slots", "9"],
      "slot_order 'content-reply' splits the 9 slots evenly among the read's 8 places: give n_slots a multiple of 8"),
     ("remember", ["--value-read", "pooled"], "invalid choice: 'pooled'"),
