@@ -1133,6 +1133,49 @@ def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifac
     assert float(loaded.injector.decoder_weight.abs().sum()) > 0
 
 
+def test_a_residual_write_artifact_replies_the_same_in_ran_run_and_the_python_api(tiny_chat_dir, tmp_path):
+    """From training to the live session: ran remember's residual-write artifact in ran run, and the same artifact
+    loaded through the API into a Session, give the same reply to the recall after a store and a wiped context;
+    with the state wiped too the write is gone (the reply is the one with the injection off)."""
+    from ran.cli import main
+    from ran.loading import load_model
+    from ran.runtime import Session, SessionConfig
+
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps(tiny_task().to_dict()))
+    saved = tmp_path / "artifacts"
+    assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
+                    "--read-places", "2", "--slots", "4", "--slot-order", "reply", "--read-from", "embeddings",
+                    "--value-read", "residual", "--recall", "always", "--steps", "2", "--seeds", "0",
+                    "--idle-text", "w9", "--out", str(tmp_path / "out"), "--save", str(saved), "--no-progress") == 0
+    artifact = saved / "memory-seed0"
+    script = tmp_path / "memory.txt"
+    script.write_text("w10 w11 w45 w12\n/reset context\nw13 w14\n")
+    assert main(["run", "--session", "s", "--sessions-dir", str(tmp_path / "sessions"), "--artifact", str(artifact),
+                 "--model", str(tiny_chat_dir), "--script", str(script), "--max-new-tokens", "3",
+                 "--out", str(tmp_path / "live"), "--quiet"]) == 0
+    transcript = json.loads(next((tmp_path / "live").glob("run-*.json")).read_text())
+    live = [e["tokens"] for e in transcript["events"] if e["kind"] == "prompt"]
+
+    base, tokenizer = load_model(str(tiny_chat_dir))
+    model = ReservoirModel.from_pretrained(base, artifact)
+    renderer = Renderer(PassFormat("chat", idle_text="w9"), tokenizer)
+    session = Session(model, SessionConfig.for_renderer(renderer, max_new_tokens=3))
+    stored = session.prompt(renderer.turn("w10 w11 w45 w12"))
+    session.reset("context")
+    recalled = session.prompt(renderer.turn("w13 w14"))
+    assert live == [stored.tokens, recalled.tokens]
+    assert float(session.state.norm()) > 0
+    with torch.no_grad():  # the write reaches the reply: the same pass with the injection off gives other logits
+        ids = torch.tensor([renderer.turn("w13 w14")])
+        written = model(ids, state=session.state).logits
+        model.injection_enabled = False
+        stock = model(ids, state=session.state).logits
+        model.injection_enabled = True
+    assert float((written[0, -1] - stock[0, -1]).abs().max()) > 1e-4
+    assert float((written[0, :-1] - stock[0, :-1]).abs().max()) == 0.0  # only the reply's first query is written
+
+
 def test_remembers_flags_default_to_the_recipe_the_python_api_uses():
     """``ran remember`` with no flags trains what ``run_memory(MemoryTask(...))`` trains: the design study's arm."""
     import argparse
