@@ -799,6 +799,20 @@ def test_a_read_from_the_embeddings_needs_the_gated_read_and_trains_alone():
         check_members([Member(config, TrainConfig(), lambda step, g: [])], 4)
 
 
+def _assert_generate_matches_teacher_forcing(model: ReservoirModel, state: torch.Tensor) -> None:
+    """generate()'s cached decode steps (a left-padded row and a full one) give the logits of one teacher-forced pass
+    over the prompt and the tokens generated, read at the prompt's end: the reply's places line up in both."""
+    prompts = torch.tensor([[0, 10, 11, 40, 12], [7, 8, 9, 40, 12]])  # row 0 left-padded
+    mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    out = model.generate(prompts, attention_mask=mask, state=state.expand(2, -1), max_new_tokens=3,
+                         do_sample=False, return_dict_in_generate=True, output_logits=True, pad_token_id=0)
+    for row, start in ((0, 1), (1, 0)):
+        tokens = out.sequences[row:row + 1, start:]
+        forced = model(tokens, state=state, read_index=torch.tensor([prompts.shape[1] - 1 - start])).logits[0]
+        generated = torch.stack([step[row] for step in out.logits])
+        torch.testing.assert_close(generated, forced[-4:-1], atol=1e-4, rtol=1e-4)
+
+
 def test_slots_ordered_by_the_reply_show_place_j_to_the_query_that_says_the_replys_jth_token(tmp_path):
     from ran.injection.kv import _reply_places
     seen = _reply_places(torch.tensor([2]), q_len=6, kv_len=6, n_slots=4, places=2)[0, 0]  # (q, slots)
@@ -829,15 +843,7 @@ def test_slots_ordered_by_the_reply_show_place_j_to_the_query_that_says_the_repl
         moved = (logits(scale=3.0, slots=place) - base).abs().amax(-1)
         assert float(moved[:first_changed].max()) == 0.0 and float(moved[first_changed]) > 1e-3
     with torch.no_grad():  # generate() and its cached decode steps see the places the teacher-forced pass does,
-        prompts = torch.tensor([[0, 10, 11, 40, 12], [7, 8, 9, 40, 12]])  # row 0 left-padded
-        mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
-        out = model.generate(prompts, attention_mask=mask, state=state.expand(2, -1), max_new_tokens=3,
-                             do_sample=False, return_dict_in_generate=True, output_logits=True, pad_token_id=0)
-        for row, start in ((0, 1), (1, 0)):
-            tokens = out.sequences[row:row + 1, start:]
-            forced = model(tokens, state=state, read_index=torch.tensor([prompts.shape[1] - 1 - start])).logits[0]
-            generated = torch.stack([step[row] for step in out.logits])
-            torch.testing.assert_close(generated, forced[-4:-1], atol=1e-4, rtol=1e-4)
+        _assert_generate_matches_teacher_forcing(model, state)
     content = wrap(tiny_model("llama", 0), replace(config, slot_order="content"))  # by content, the prompt sees them
     content.load_state_dict(model.state_dict())
     with torch.no_grad():
@@ -954,15 +960,7 @@ def test_the_residual_write_adds_each_places_decoded_embedding_across_the_residu
     assert float((written[4:] - stock[4:]).abs().max()) == 0.0  # past the last place: untouched
     with torch.no_grad():  # generate() and its cached decode steps write where the teacher-forced pass writes
         model.injector.write_readout.weight.normal_(std=3.0)
-        prompts = torch.tensor([[0, 10, 11, 40, 12], [7, 8, 9, 40, 12]])  # row 0 left-padded
-        mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
-        out = model.generate(prompts, attention_mask=mask, state=state.expand(2, -1), max_new_tokens=3,
-                             do_sample=False, return_dict_in_generate=True, output_logits=True, pad_token_id=0)
-        for row, start in ((0, 1), (1, 0)):
-            tokens = out.sequences[row:row + 1, start:]
-            forced = model(tokens, state=state, read_index=torch.tensor([prompts.shape[1] - 1 - start])).logits[0]
-            generated = torch.stack([step[row] for step in out.logits])
-            torch.testing.assert_close(generated, forced[-4:-1], atol=1e-4, rtol=1e-4)
+        _assert_generate_matches_teacher_forcing(model, state)
     model(ids, state=state).logits.pow(2).sum().backward()  # the map and the scales learn
     assert float(model.injector.write_readout.weight.grad.abs().max()) > 0
     assert float(model.injector.write_log_scale.grad.abs().max()) > 0

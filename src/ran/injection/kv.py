@@ -58,6 +58,13 @@ def _stock_attention(base: str, module: nn.Module) -> Callable:
     return sys.modules[type(module).__module__].eager_attention_forward
 
 
+def _reply_offsets(reply_start: torch.Tensor, q_len: int, kv_len: int) -> torch.Tensor:
+    """(B, q_len): each query's offset from the prompt's last token (``reply_start``, (B,)); a query's index in the
+    sequence is kv_len - q_len + i (the cache holds every earlier token, padding too)."""
+    index = torch.arange(kv_len - q_len, kv_len, device=reply_start.device)
+    return index[None, :] - reply_start[:, None]
+
+
 def _reply_places(reply_start: torch.Tensor, q_len: int, kv_len: int, n_slots: int, places: int,
                   prompt_sees_all: bool = False) -> torch.Tensor:
     """(B, 1, q_len, n_slots) bool: which slots each query sees when the slots are ordered by the reply.
@@ -67,8 +74,7 @@ def _reply_places(reply_start: torch.Tensor, q_len: int, kv_len: int, n_slots: i
     Slot s belongs to place s // (n_slots / places); a query at offset o >= 0 sees place min(o, places - 1);
     one at o < 0 (the prompt before its last token) sees every slot if ``prompt_sees_all``, else none.
     """
-    index = torch.arange(kv_len - q_len, kv_len, device=reply_start.device)
-    offset = index[None, :] - reply_start[:, None]  # (B, q_len)
+    offset = _reply_offsets(reply_start, q_len, kv_len)
     place = offset.clamp(0, places - 1)
     slot_place = torch.arange(n_slots, device=reply_start.device) // (n_slots // places)  # (n_slots,)
     in_reply = (offset >= 0)[..., None]
@@ -113,8 +119,7 @@ def _reply_writes(writes: torch.Tensor, reply_start: torch.Tensor, visible: torc
     """(B, q_len, width): place j's write at the query whose offset from ``reply_start`` is j (the query that says
     the reply's j-th token, as :func:`_reply_places` counts), zero at every other query and in hidden rows."""
     places = writes.shape[1]
-    index = torch.arange(kv_len - q_len, kv_len, device=reply_start.device)
-    offset = index[None, :] - reply_start[:, None]  # (B, q_len)
+    offset = _reply_offsets(reply_start, q_len, kv_len)
     written = (offset >= 0) & (offset < places)
     if visible is not None:
         written = written & visible.to(written.device)[:, None]
