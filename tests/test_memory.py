@@ -971,6 +971,51 @@ def test_the_residual_write_adds_each_places_decoded_embedding_across_the_residu
     assert saved["config"]["value_read"] == "residual"
 
 
+def test_the_logits_write_lifts_each_places_decoded_token_in_the_logits_of_the_query_that_says_it(tmp_path):
+    config = RanConfig(summary="gated", read_places=2, n_slots=2, slot_order="reply", read_from="embeddings",
+                       value_read="logits", reservoir=ReservoirConfig(units=256, leak_rate=1.0, input_scaling=0.1))
+    model = wrap(tiny_model("llama", 0), config)
+    assert model.injector.key_readout is None and model.injector.value_readout is None  # no slots
+    from ran.decoding import store_states
+
+    generator = torch.Generator().manual_seed(0)
+    values = [torch.randint(3, 128, (int(torch.randint(1, 3, (1,), generator=generator)),), generator=generator)
+              .tolist() for _ in range(300)]
+    report = model.fit_value_decoder(values, end=2)
+    assert report["held_back_places_right"] >= 0.9 and "residual_norm" not in report
+    embeddings = model.base.get_input_embeddings().weight.detach().float()
+    unit = embeddings / embeddings.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        state = store_states(model.reservoir.step, model.reservoir.initial_state, embeddings, [[50]], 2)
+        decoded = model.injector.decode(state)[0]
+        ids = torch.tensor([[10, 11, 40, 12, 21, 22]])
+        written = model(ids, state=state, read_index=torch.tensor([2])).logits[0]
+        model.injection_enabled = False
+        stock = model(ids, state=state, read_index=torch.tensor([2])).logits[0]
+        model.injection_enabled = True
+    # Queries 2 and 3 say the reply's places 0 and 1: each gains 20 x (cosine of its decoded embedding with every
+    # token); the map is untrained (the identity), so the write's direction is the decoded embedding's own.
+    expected = 20.0 * (decoded / decoded.norm(dim=-1, keepdim=True)) @ unit.T
+    torch.testing.assert_close(written[2:4] - stock[2:4], expected, atol=1e-4, rtol=1e-4)
+    assert float((written[:2] - stock[:2]).abs().max()) == 0.0 and float((written[4:] - stock[4:]).abs().max()) == 0.0
+    assert (written[2:4] - stock[2:4]).argmax(-1).tolist() == [50, 2]  # the value's token, then the stop
+    with torch.no_grad():  # generate() (logits of the last position only) writes where the teacher-forced pass writes
+        model.injector.write_readout.weight.normal_(std=3.0)  # (a two-token value: no stop ends generate early)
+        _assert_generate_matches_teacher_forcing(
+            model, store_states(model.reservoir.step, model.reservoir.initial_state, embeddings, [[50, 60]], 2))
+        model.injection_enabled = False  # a forward without the write adds nothing, even after one that wrote
+        assert torch.equal(model(ids, state=state, read_index=torch.tensor([2])).logits[0], stock)
+        model.injection_enabled = True
+    model(ids, state=state).logits.pow(2).sum().backward()  # the map and the scales learn
+    assert float(model.injector.write_readout.weight.grad.abs().max()) > 0
+    assert float(model.injector.write_log_scale.grad.abs().max()) > 0
+    model.zero_grad()
+    before, after = _outputs_before_and_after_saving(model, tmp_path, units=256)  # the artifact writes the same
+    torch.testing.assert_close(after.logits, before.logits)
+    assert json.loads((tmp_path / "artifact" / "ran_config.json").read_text())["config"]["value_read"] == "logits"
+    assert after.logits is not None and model.base.get_output_embeddings()._forward_hooks == {}  # unwrap unhooks
+
+
 def test_decoded_values_need_reply_slots_a_read_from_the_embeddings_the_fixed_reservoir_and_stored_values():
     reply = dict(summary="gated", read_places=2, n_slots=4, slot_order="reply", read_from="embeddings")
     needs = "needs slot_order 'reply' or 'content-reply' and read_from 'embeddings'"
@@ -981,7 +1026,7 @@ def test_decoded_values_need_reply_slots_a_read_from_the_embeddings_the_fixed_re
             RanConfig(**{**reply, "value_read": "decoded", **changes})
             RanConfig(**{**reply, "value_read": "residual", **changes})
     assert RanConfig(**{**reply, "value_read": "decoded", "slot_order": "content-reply"}).value_read == "decoded"
-    with pytest.raises(ConfigError, match="only decoded and residual have a decoder"):
+    with pytest.raises(ConfigError, match="only decoded, residual, logits have a decoder"):
         wrap(tiny_model("llama", 0), RanConfig()).fit_value_decoder([[5]] * 20)
     from ran.runner import fit_decoder
     from ran.tasks.recall import RecallTask
@@ -1108,7 +1153,7 @@ def test_remember_trains_scores_and_reports_no_harm(tiny_chat_dir, tmp_path, cap
     assert [r["harm"]["agreement"] for r in again["runs"]] == [r["harm"]["agreement"] for r in results["runs"]]
 
 
-@pytest.mark.parametrize("value_read", ["decoded", "residual"])
+@pytest.mark.parametrize("value_read", ["decoded", "residual", "logits"])
 def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifact(tiny_chat_dir, tmp_path,
                                                                                   value_read):
     task = tmp_path / "task.json"
@@ -1122,7 +1167,7 @@ def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifac
     assert run["ran_config"]["value_read"] == value_read
     # The residual write's decoder also places the stop after each value: one more distinct token.
     assert run["decoder"]["values"] == len(WORDS)
-    assert run["decoder"]["distinct_tokens"] == len(WORDS) + (value_read == "residual")
+    assert run["decoder"]["distinct_tokens"] == len(WORDS) + (value_read in ("residual", "logits"))
     assert ("residual_norm" in run["decoder"]) == (value_read == "residual")
     from ran.loading import load_model
 
@@ -1131,10 +1176,11 @@ def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifac
     assert float(loaded.injector.decoder_weight.abs().sum()) > 0
 
 
-def test_a_residual_write_artifact_replies_the_same_in_ran_run_and_the_python_api(tiny_chat_dir, tmp_path):
-    """From training to the live session: ran remember's residual-write artifact in ran run, and the same artifact
-    loaded through the API into a Session, give the same reply to the recall after a store and a wiped context;
-    with the state wiped too the write is gone (the reply is the one with the injection off)."""
+@pytest.mark.parametrize("value_read", ["residual", "logits"])
+def test_a_written_value_artifact_replies_the_same_in_ran_run_and_the_python_api(tiny_chat_dir, tmp_path, value_read):
+    """From training to the live session: ran remember's residual- or logits-write artifact in ran run, and the same
+    artifact loaded through the API into a Session, give the same reply to the recall after a store and a wiped
+    context; with the state wiped too the write is gone (the reply is the one with the injection off)."""
     from ran.cli import main
     from ran.loading import load_model
     from ran.runtime import Session, SessionConfig
@@ -1144,7 +1190,7 @@ def test_a_residual_write_artifact_replies_the_same_in_ran_run_and_the_python_ap
     saved = tmp_path / "artifacts"
     assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
                     "--read-places", "2", "--slots", "4", "--slot-order", "reply", "--read-from", "embeddings",
-                    "--value-read", "residual", "--recall", "always", "--steps", "2", "--seeds", "0",
+                    "--value-read", value_read, "--recall", "always", "--steps", "2", "--seeds", "0",
                     "--idle-text", "w9", "--out", str(tmp_path / "out"), "--save", str(saved), "--no-progress") == 0
     artifact = saved / "memory-seed0"
     script = tmp_path / "memory.txt"

@@ -56,6 +56,7 @@ from ran.reading import (
     TOKEN_GATED_WRITES,
     VALUE_READS,
     WRITES,
+    WRITTEN_VALUE_READS,
     NextGateContext,
     PassGateContext,
     drive_tokens,
@@ -107,7 +108,8 @@ class RanConfig:
     read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
     slot_order: str = "content"  # how queries find the kv slots: content | reply (by place) | content-reply (both)
     value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)
-    # | residual (that decoded token written across layer L's attention output, no slots)
+    # | residual (that decoded token written across layer L's attention output, no slots) | logits (written into
+    # the reply's logits as a scaled cosine with every vocabulary token, no slots)
     place_count: str = "soft"  # how the ordered read places a token: by the gates' running sum | hard: open gates
     gate_context: str = "token"  # what a read gate sees: its token | pass: also the pass's last token | next: and
     # the token after it
@@ -376,7 +378,8 @@ class ReservoirModel(nn.Module):
         self.reservoir = make_recurrence(config, geometry.hidden_size * config.read_places).to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.readout_seed)
-            decoded = ({"decoded_places": config.read_places, "residual": config.value_read == "residual"}
+            decoded = ({"decoded_places": config.read_places,
+                        "write": config.value_read if config.value_read in WRITTEN_VALUE_READS else None}
                        if config.value_read in DECODED_VALUE_READS else {})
             self.injector = injector_class(config.mode)(geometry, config.reservoir.units, layer, config.n_slots,
                                                         **decoded)
@@ -812,7 +815,7 @@ class ReservoirModel(nn.Module):
         returns the fit's report (values, distinct tokens, ridge, places right held back). The residual write also
         takes its reference norm here: the median norm of layer L's output over the values' tokens said in a row."""
         if self.config.value_read not in DECODED_VALUE_READS:
-            raise ConfigError(f"value_read is '{self.config.value_read}': only {' and '.join(DECODED_VALUE_READS)} "
+            raise ConfigError(f"value_read is '{self.config.value_read}': only {', '.join(DECODED_VALUE_READS)} "
                               "have a decoder to fit")
         embeddings = self.base.get_input_embeddings().weight.detach()
         device = embeddings.device

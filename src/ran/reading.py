@@ -60,9 +60,13 @@ REPLY_ORDERS = ("reply", "content-reply")  # the orders that split the slots amo
 # kv head spans 192 of SmolLM2's 576 dimensions, too few to make the model say a token; a full-span write at a few
 # times the residual's norm makes it say one): a trained map of the embedding, shared by every place, and a trained
 # scale per place, relative to the residual's norm; the decoder is fit with the reply's stop at the place after the
-# value, so the state also says where the reply ends. No kv slots are appended.
-VALUE_READS = ("direct", "decoded", "residual")
-DECODED_VALUE_READS = ("decoded", "residual")  # the value reads with a fixed decoder fit before training
+# value, so the state also says where the reply ends. No kv slots are appended. Or (logits) the same decoded
+# embeddings written at the output instead: the reply's j-th token's logits gain a trained scale times each
+# vocabulary token's cosine with place j's mapped embedding, so the decoder's nearest token (its own criterion) is
+# what the write favours; the fixed decoder holds the value's tokens, the trained switch decides when it speaks.
+VALUE_READS = ("direct", "decoded", "residual", "logits")
+DECODED_VALUE_READS = ("decoded", "residual", "logits")  # the value reads with a fixed decoder fit before training
+WRITTEN_VALUE_READS = ("residual", "logits")  # decoded embeddings written (no slots), the stop decoded after a value
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 # What a token's read gate sees: its own layer-L output (token), which in a causal model knows only the tokens before
 # it, so the value of "cloudy is the word to remember" cannot know, when its gate decides, that it is the value; or

@@ -22,7 +22,7 @@ from ran.loading import load_model
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import PassFormat, Renderer
 from ran.provenance import source
-from ran.reading import DECODED_VALUE_READS
+from ran.reading import DECODED_VALUE_READS, WRITTEN_VALUE_READS
 from ran.tasks import Task
 from ran.tasks.mix import TaskMix
 from ran.tracking import TrackConfig, log_run
@@ -67,14 +67,14 @@ def episode_source(spec: RunSpec):
 
 
 def fit_decoder(model: ReservoirModel, task: Task | TaskMix, renderer: Renderer) -> None:
-    """Fit ``value_read`` decoded / residual's decoder on the values the task stores in training, each as it follows
-    a space in a store phrasing (the residual write's with the reply's stop at the place after the value, so the
+    """Fit ``value_read`` decoded / residual / logits's decoder on the values the task stores in training, each as it
+    follows a space in a store phrasing (the written reads' with the reply's stop at the place after the value, so the
     state says where the reply ends); the fit's report is kept as ``model.decoder_fit`` (a record's ``decoder``)."""
     values = getattr(task, "training_values", None)
     if values is None:
         raise ConfigError(f"value_read '{model.config.value_read}' is fit on the values a task stores: task "
                           f"'{task.name}' has no training values (ran remember's memory task has)")
-    end = renderer.silence if model.config.value_read == "residual" else None
+    end = renderer.silence if model.config.value_read in WRITTEN_VALUE_READS else None
     model.decoder_fit = model.fit_value_decoder([renderer.tokenizer.encode(f" {value}", add_special_tokens=False)
                                                  for value in values()], end=end)
 

@@ -25,9 +25,13 @@ from ran.architectures import SUPPORTED_ATTENTION, ModelGeometry, attention_modu
 from ran.errors import ConfigError
 from ran.injection.additive import _match_batch
 from ran.injection.base import Injector, Readout
+from ran.reading import WRITTEN_VALUE_READS
 
 OUTPUT_PROJECTIONS = ("o_proj", "c_proj", "out_proj", "dense")  # what the attention's output projection is called
 RESIDUAL_WRITE_SCALE = 4.0  # the residual write's initial scale, times the residual's norm (the copy probe's best)
+# The logits write's initial scale: a bias of 20 x cosine lifts the decoded token (cosine near 1) by ~12 logits over
+# tokens at cosine 0.4, about the gap between an Instruct model's top reply token and the rest.
+LOGIT_WRITE_SCALE = 20.0
 SLOTS_ATTRIBUTE = "ran_slots"  # set on the one attention module that carries slots
 IMPLEMENTATION_PREFIX = "ran_"
 
@@ -39,7 +43,9 @@ class SlotSource:
     prompt's last token, ``places``, the number of places the slots are split among, and ``prompt_sees_all``,
     whether the prompt's other tokens see every slot (``content-reply``) or none (``reply``); ``writes`` (B, places,
     n_heads * head_dim), or None: what value_read "residual" adds to the attention's output (before its output
-    projection) at the query that says each place, in the rows ``visible`` marks."""
+    projection) at the query that says each place, in the rows ``visible`` marks; with ``to_logits`` (value_read
+    "logits") the writes are (B, places, d) and the attention only picks them per query into ``pending`` (B, q_len,
+    d), which the LM head's hook turns into this forward's logit bias."""
 
     def __init__(self) -> None:
         self.keys: torch.Tensor | None = None
@@ -49,6 +55,8 @@ class SlotSource:
         self.places: int = 0
         self.prompt_sees_all: bool = False
         self.writes: torch.Tensor | None = None
+        self.to_logits: bool = False
+        self.pending: torch.Tensor | None = None
 
 
 def _stock_attention(base: str, module: nn.Module) -> Callable:
@@ -133,6 +141,8 @@ def _make_attention(base: str) -> Callable:
         slots: SlotSource | None = getattr(module, SLOTS_ATTRIBUTE, None)
         if slots is not None and slots.writes is not None:
             return _written_attention(stock, slots, module, query, key, value, attention_mask, **kwargs)
+        if slots is not None:
+            slots.pending = None  # no write in this forward: nothing for the LM head to add
         if slots is None or slots.keys is None:
             return stock(module, query, key, value, attention_mask, **kwargs)
         batch = query.shape[0]
@@ -159,6 +169,9 @@ def _written_attention(stock: Callable, slots: SlotSource, module, query, key, v
     visible = None if slots.visible is None else _match_batch(slots.visible, batch)
     added = _reply_writes(_match_batch(slots.writes, batch), _match_batch(slots.reply_start, batch).to(query.device),
                           visible, query.shape[2], key.shape[2])
+    if slots.to_logits:  # the LM head adds them (KVInjector._bias_logits); the attention is the stock one
+        slots.pending = added
+        return output, weights
     return output + added.view(output.shape).to(output.dtype), weights
 
 
@@ -188,19 +201,22 @@ class KVInjector(Injector):
     mode = "kv"
 
     def __init__(self, geometry: ModelGeometry, units: int, layer: int, n_slots: int, decoded_places: int = 0,
-                 residual: bool = False):
+                 write: str | None = None):
         super().__init__(geometry, units, layer, n_slots)
         d = geometry.hidden_size
         self.decoded_places = decoded_places
-        self.residual = residual
-        if residual and not decoded_places:
-            raise ConfigError("the residual write writes each place's decoded embedding: it needs decoded_places >= 1")
+        if write not in (None, *WRITTEN_VALUE_READS):
+            raise ConfigError(f"unknown write '{write}': choose one of {', '.join(WRITTEN_VALUE_READS)}")
+        self.write = write
+        self.residual = write == "residual"
+        if write and not decoded_places:
+            raise ConfigError(f"the {write} write writes each place's decoded embedding: it needs decoded_places >= 1")
         if decoded_places:  # value_read decoded / residual (ran.reading.VALUE_READS): a fixed decoder first
             self.register_buffer("decoder_weight", torch.zeros(units, decoded_places * d))
             self.register_buffer("decoder_state_mean", torch.zeros(units))
             self.register_buffer("decoder_target_mean", torch.zeros(decoded_places * d))
         width = n_slots * geometry.n_kv_heads * geometry.head_dim
-        if residual:  # no slots: a map of the decoded embedding within the residual, a scale per place
+        if write:  # no slots: a map of the decoded embedding within the residual, a scale per place
             self.key_readout = None
             self.value_readout = None
             # The map is u + W u / d, W from zero: Adam moves every entry of W by about the learning rate a step,
@@ -208,17 +224,23 @@ class KVInjector(Injector):
             # would turn the identity into noise within a few dozen steps.
             self.write_readout = Readout(d, d, bias=False)
             nn.init.zeros_(self.write_readout.weight)
-            self.write_log_scale = nn.Parameter(torch.full((decoded_places,), math.log(RESIDUAL_WRITE_SCALE)))
+            initial = RESIDUAL_WRITE_SCALE if self.residual else LOGIT_WRITE_SCALE
+            self.write_log_scale = nn.Parameter(torch.full((decoded_places,), math.log(initial)))
             self.register_buffer("write_norm", torch.ones(()))  # the residual's norm at layer L (set with the decoder)
             # pinv of the attention's output projection, so that the projection of a write is the residual direction
             # the map chose (set by install: it is the model's, not trained, and not saved)
             self.register_buffer("write_basis", torch.zeros(d, geometry.n_heads * geometry.head_dim), persistent=False)
+            # logits: the vocabulary's unit input embeddings, what the decoder's nearest token is chosen among (set by
+            # install, not saved)
+            self.register_buffer("vocabulary_directions", torch.zeros(0, d), persistent=False)
         else:
             self.key_readout = Readout(units, width, bias=False)
             nn.init.normal_(self.key_readout.weight, std=units**-0.5)
             self.value_readout = Readout(d if decoded_places else units, width // max(decoded_places, 1), bias=False)
             nn.init.zeros_(self.value_readout.weight)  # untrained slots carry no content, only dilute
         self.slots = SlotSource()
+        self.slots.to_logits = write == "logits"
+        self._logit_hook = None
         self._installed_on: tuple[PreTrainedModel, ...] = ()  # a tuple, so the model is no submodule
         self._original_implementation: str | None = None
 
@@ -240,22 +262,37 @@ class KVInjector(Injector):
         if self.residual:
             with torch.no_grad():
                 self.write_basis.copy_(_output_inverse(attention, self.write_basis.shape[1]).to(self.write_basis))
+        if self.write == "logits":
+            head = model.get_output_embeddings()
+            if head is None:
+                raise ConfigError(f"the logits write needs the model's LM head: {type(model).__name__} has none")
+            with torch.no_grad():
+                embeddings = model.get_input_embeddings().weight.detach().float()
+                self.vocabulary_directions = embeddings / embeddings.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            self._logit_hook = head.register_forward_hook(self._bias_logits)
 
     def uninstall(self) -> None:
         if not self._installed_on:
             return
         (model,) = self._installed_on
         delattr(attention_module(model, self.layer), SLOTS_ATTRIBUTE)
+        if self._logit_hook is not None:
+            self._logit_hook.remove()
+            self._logit_hook = None
         model.set_attn_implementation(self._original_implementation)
         self._installed_on = ()
 
     def begin_pass(self, state: torch.Tensor) -> None:
         g = self.geometry
-        if self.residual:  # place j: scale_j * |h_L| * (its decoded unit embedding, mapped), before o_proj
-            scale = self.write_log_scale.exp()[None, :, None] * self.write_norm
+        if self.write:
             decoded = self.decode(state)
             mapped = decoded + self.write_readout(decoded) / self.geometry.hidden_size
-            self.slots.writes = (scale * mapped) @ self.write_basis
+            if self.residual:  # place j: scale_j * |h_L| * (its decoded unit embedding, mapped), before o_proj
+                scale = self.write_log_scale.exp()[None, :, None] * self.write_norm
+                self.slots.writes = (scale * mapped) @ self.write_basis
+            else:  # place j: scale_j * (its mapped embedding's direction), scored against the vocabulary by the head
+                direction = mapped / mapped.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                self.slots.writes = self.write_log_scale.exp()[None, :, None] * direction
             return
         shape = (state.shape[0], self.n_slots, g.n_kv_heads, g.head_dim)
         self.slots.keys = self.key_readout(state).view(shape).transpose(1, 2)  # (B, kv_heads, S, hd)
@@ -263,6 +300,17 @@ class KVInjector(Injector):
             self.slots.values = self.value_readout(self.decode(state)).reshape(shape).transpose(1, 2)
         else:
             self.slots.values = self.value_readout(state).view(shape).transpose(1, 2)
+
+    def _bias_logits(self, head: nn.Module, args, logits: torch.Tensor) -> torch.Tensor | None:
+        """The LM head's forward hook (value_read "logits"): each written query's logits gain its write's cosine
+        with every vocabulary token. The head sees this forward's last positions (``logits_to_keep``); so do
+        the writes, which the attention at layer L picked per query."""
+        pending, self.slots.pending = self.slots.pending, None
+        if pending is None:
+            return None
+        bias = pending[:, -logits.shape[1]:] @ self.vocabulary_directions.T  # (B, kept, vocabulary)
+        width = min(bias.shape[-1], logits.shape[-1])  # a head padded past the embeddings: those columns get none
+        return torch.cat([logits[..., :width] + bias[..., :width].to(logits.dtype), logits[..., width:]], dim=-1)
 
     def decode(self, state: torch.Tensor) -> torch.Tensor:
         """(B, places, d): each place's token embedding as the fixed decoder (:meth:`set_decoder`) reads it."""
@@ -282,5 +330,6 @@ class KVInjector(Injector):
         self.slots.keys = None
         self.slots.values = None
         self.slots.writes = None
+        self.slots.pending = None
         self.slots.visible = None
         self.slots.reply_start = None
