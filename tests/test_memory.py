@@ -891,7 +891,7 @@ def test_decoded_values_name_each_places_token_of_values_the_decoder_never_fit_o
     values = [torch.randint(3, 128, (int(torch.randint(1, 3, (1,), generator=generator)),), generator=generator)
               .tolist() for _ in range(400)]
     fitted, unseen = values[:300], values[300:]  # tokens overlap, but 100 values (most pairs) were never fit on
-    report = model.fit_value_decoder(fitted)
+    report = model.fit_value_decoder(fitted, heldout={"unseen": unseen})
     assert report["values"] == 300 and report["held_back_places_right"] >= 0.9
     embeddings = model.base.get_input_embeddings().weight.detach()
     unit = embeddings / embeddings.norm(dim=-1, keepdim=True)
@@ -899,6 +899,10 @@ def test_decoded_values_name_each_places_token_of_values_the_decoder_never_fit_o
         states = store_states(model.reservoir.step, model.reservoir.initial_state, embeddings, unseen, 2)
         decoded = model.injector.decode(states)  # (N, places, d)
     assert places_right(decoded.flatten(1), unseen, unit, 2) >= 0.9
+    # The report's ceiling: the share of each held-out group decoded whole, as counted here value by value.
+    guesses = (decoded @ unit.T).argmax(-1)
+    whole = sum(guesses[i, :len(v)].tolist() == v for i, v in enumerate(unseen)) / len(unseen)
+    assert report["heldout_whole"]["unseen"] == pytest.approx(whole, abs=1e-4) and whole >= 0.8
     # A place past the value's end decodes to (near) nothing: its target is zero.
     single = [i for i, v in enumerate(unseen) if len(v) == 1]
     second = decoded[single, 1].norm(dim=-1).mean()
@@ -1169,6 +1173,7 @@ def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifac
     assert run["decoder"]["values"] == len(WORDS)
     assert run["decoder"]["distinct_tokens"] == len(WORDS) + (value_read in ("residual", "logits"))
     assert ("residual_norm" in run["decoder"]) == (value_read == "residual")
+    assert set(run["decoder"]["heldout_whole"]) == {"word"} and 0 <= run["decoder"]["heldout_whole"]["word"] <= 1
     from ran.loading import load_model
 
     base, _ = load_model(str(tiny_chat_dir))

@@ -66,6 +66,18 @@ def places_right(decoded: torch.Tensor, values: list[list[int]], unit_embeddings
     return right / max(total, 1)
 
 
+def values_whole(decoded: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor, places: int) -> float:
+    """The share of ``values`` whose every place (up to ``places``) decodes to its own token: what a write of the
+    decoder's nearest tokens would reply whole, the ceiling of a read through this decoder."""
+    decoded = decoded.view(len(values), places, -1)
+    whole = 0
+    for i, tokens in enumerate(values):
+        tokens = tokens[:places]
+        guesses = (decoded[i, :len(tokens)] @ unit_embeddings.T).argmax(-1)
+        whole += bool((guesses == torch.tensor(tokens, device=guesses.device)).all())
+    return whole / max(len(values), 1)
+
+
 def fit_place_decoder(states: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor, places: int,
                       ridges: tuple[float, ...] = RIDGES, seed: int = 0
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:

@@ -38,7 +38,7 @@ from ran.artifact import (
     read_artifact_part,
     save_artifact,
 )
-from ran.decoding import fit_place_decoder, store_states
+from ran.decoding import fit_place_decoder, store_states, values_whole
 from ran.errors import ArtifactError, ConfigError
 from ran.injection import injector_class
 from ran.passes import PassFormat
@@ -809,11 +809,14 @@ class ReservoirModel(nn.Module):
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.base.named_parameters() if "lora_" in name}
 
-    def fit_value_decoder(self, values: list[list[int]], end: int | None = None) -> dict[str, Any]:
-        """Fit the fixed decoder of ``value_read`` decoded / residual (:mod:`ran.decoding`) on the token ids of the
-        values training stores, with ``end`` (the reply's stop) decoded at the place after each value where given;
-        returns the fit's report (values, distinct tokens, ridge, places right held back). The residual write also
-        takes its reference norm here: the median norm of layer L's output over the values' tokens said in a row."""
+    def fit_value_decoder(self, values: list[list[int]], end: int | None = None,
+                          heldout: dict[str, list[list[int]]] | None = None) -> dict[str, Any]:
+        """Fit the fixed decoder of ``value_read`` decoded / residual / logits (:mod:`ran.decoding`) on the token ids
+        of the values training stores, with ``end`` (the reply's stop) decoded at the place after each value where
+        given; returns the fit's report (values, distinct tokens, ridge, places right held back and, for each group
+        of ``heldout`` values, the share the decoder alone names whole, stop included: the read's ceiling). The
+        residual write also takes its reference norm here: the median norm of layer L's output over the values'
+        tokens said in a row."""
         if self.config.value_read not in DECODED_VALUE_READS:
             raise ConfigError(f"value_read is '{self.config.value_read}': only {', '.join(DECODED_VALUE_READS)} "
                               "have a decoder to fit")
@@ -825,6 +828,15 @@ class ReservoirModel(nn.Module):
                                   embeddings, values, self.config.read_places)
             unit = embeddings.float() / embeddings.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)
             weight, state_mean, target_mean, report = fit_place_decoder(states, targets, unit, self.config.read_places)
+            if heldout:
+                report["heldout_whole"] = {}
+                for group, group_values in heldout.items():
+                    held_states = store_states(self.reservoir.step, lambda n: self.reservoir.initial_state(n, device),
+                                               embeddings, group_values, self.config.read_places)
+                    decoded = (held_states - state_mean) @ weight + target_mean
+                    group_targets = group_values if end is None else [tokens + [end] for tokens in group_values]
+                    report["heldout_whole"][group] = round(values_whole(decoded, group_targets, unit,
+                                                                        self.config.read_places), 4)
         self.injector.set_decoder(weight, state_mean, target_mean)
         if self.config.value_read == "residual":
             report["residual_norm"] = self._residual_norm([t for tokens in values for t in tokens][:NORM_TOKENS])
