@@ -211,12 +211,12 @@ class KVInjector(Injector):
         self.residual = write == "residual"
         if write and not decoded_places:
             raise ConfigError(f"the {write} write writes each place's decoded embedding: it needs decoded_places >= 1")
-        if decoded_places:  # value_read decoded / residual (ran.reading.VALUE_READS): a fixed decoder first
+        if decoded_places:  # value_read decoded / residual / logits (ran.reading.VALUE_READS): a fixed decoder first
             self.register_buffer("decoder_weight", torch.zeros(units, decoded_places * d))
             self.register_buffer("decoder_state_mean", torch.zeros(units))
             self.register_buffer("decoder_target_mean", torch.zeros(decoded_places * d))
         width = n_slots * geometry.n_kv_heads * geometry.head_dim
-        if write:  # no slots: a map of the decoded embedding within the residual, a scale per place
+        if write:  # no slots: a map of the decoded embedding (within the residual, or at the logits), a scale a place
             self.key_readout = None
             self.value_readout = None
             # The map is u + W u / d, W from zero: Adam moves every entry of W by about the learning rate a step,
