@@ -234,6 +234,8 @@ def plot_memory(results: dict[str, Any], path: str | Path) -> Path:
                     axis.scatter(delays, carried, marker=marker, facecolors="none", edgecolors=colour,
                                  label=f"{label}, held-out phrasing" if kind == kinds[0] else None)
         axis.set_xscale("symlog", linthresh=2)
+        ticks = sorted({g["delay"] for row in rows for g in row["groups"] if g["kind"] == kind})
+        axis.set_xticks(ticks, [str(t) for t in ticks])  # the delays measured (symlog labels only powers of ten)
         axis.set_title(kind, fontsize=9)
         axis.set_xlabel("intervening passes")
         axis.set_ylim(-0.05, 1.05)
