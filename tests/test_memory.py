@@ -883,13 +883,28 @@ def _decoded_model(units: int = 256) -> ReservoirModel:
     return wrap(tiny_model("llama", 0), config)
 
 
+def _random_values(count: int, seed: int = 0) -> list[list[int]]:
+    """``count`` values of 1-2 random tokens of the tiny vocabulary (3-127: no special token)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, 128, (int(torch.randint(1, 3, (1,), generator=generator)),), generator=generator)
+            .tolist() for _ in range(count)]
+
+
+def _written_model(value_read: str) -> tuple[ReservoirModel, dict]:
+    """A tiny llama with value_read residual or logits, its decoder fit on 300 random values with the stop (2)
+    decoded at the place after each; returns (model, the fit's report)."""
+    config = RanConfig(summary="gated", read_places=2, n_slots=2, slot_order="reply", read_from="embeddings",
+                       value_read=value_read, reservoir=ReservoirConfig(units=256, leak_rate=1.0, input_scaling=0.1))
+    model = wrap(tiny_model("llama", 0), config)
+    assert model.injector.key_readout is None and model.injector.value_readout is None  # no slots
+    return model, model.fit_value_decoder(_random_values(300), end=2)
+
+
 def test_decoded_values_name_each_places_token_of_values_the_decoder_never_fit_on(tmp_path):
     from ran.decoding import place_targets, places_right, store_states
 
     model = _decoded_model()
-    generator = torch.Generator().manual_seed(0)
-    values = [torch.randint(3, 128, (int(torch.randint(1, 3, (1,), generator=generator)),), generator=generator)
-              .tolist() for _ in range(400)]
+    values = _random_values(400)
     fitted, unseen = values[:300], values[300:]  # tokens overlap, but 100 values (most pairs) were never fit on
     report = model.fit_value_decoder(fitted, heldout={"unseen": unseen})
     assert report["values"] == 300 and report["held_back_places_right"] >= 0.9
@@ -926,16 +941,9 @@ def test_decoded_values_name_each_places_token_of_values_the_decoder_never_fit_o
 
 def test_the_residual_write_adds_each_places_decoded_embedding_across_the_residual_at_the_query_that_says_it(
         tmp_path):
-    config = RanConfig(summary="gated", read_places=2, n_slots=2, slot_order="reply", read_from="embeddings",
-                       value_read="residual", reservoir=ReservoirConfig(units=256, leak_rate=1.0, input_scaling=0.1))
-    model = wrap(tiny_model("llama", 0), config)
-    assert model.injector.key_readout is None and model.injector.value_readout is None  # no slots
     from ran.decoding import store_states
 
-    generator = torch.Generator().manual_seed(0)
-    values = [torch.randint(3, 128, (int(torch.randint(1, 3, (1,), generator=generator)),), generator=generator)
-              .tolist() for _ in range(300)]
-    report = model.fit_value_decoder(values, end=2)  # the stop (2) decoded at the place after each value
+    model, report = _written_model("residual")
     assert report["held_back_places_right"] >= 0.9 and report["residual_norm"] > 0
     assert float(model.injector.write_norm) == pytest.approx(report["residual_norm"], rel=1e-6)  # float32
     embeddings = model.base.get_input_embeddings().weight.detach()
@@ -976,16 +984,9 @@ def test_the_residual_write_adds_each_places_decoded_embedding_across_the_residu
 
 
 def test_the_logits_write_lifts_each_places_decoded_token_in_the_logits_of_the_query_that_says_it(tmp_path):
-    config = RanConfig(summary="gated", read_places=2, n_slots=2, slot_order="reply", read_from="embeddings",
-                       value_read="logits", reservoir=ReservoirConfig(units=256, leak_rate=1.0, input_scaling=0.1))
-    model = wrap(tiny_model("llama", 0), config)
-    assert model.injector.key_readout is None and model.injector.value_readout is None  # no slots
     from ran.decoding import store_states
 
-    generator = torch.Generator().manual_seed(0)
-    values = [torch.randint(3, 128, (int(torch.randint(1, 3, (1,), generator=generator)),), generator=generator)
-              .tolist() for _ in range(300)]
-    report = model.fit_value_decoder(values, end=2)
+    model, report = _written_model("logits")
     assert report["held_back_places_right"] >= 0.9 and "residual_norm" not in report
     embeddings = model.base.get_input_embeddings().weight.detach().float()
     unit = embeddings / embeddings.norm(dim=-1, keepdim=True)

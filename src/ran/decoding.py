@@ -53,15 +53,21 @@ def place_targets(values: list[list[int]], unit_embeddings: torch.Tensor, places
     return targets.flatten(1)
 
 
-def places_right(decoded: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor,
-                 places: int) -> float:
-    """The share of the values' places (up to ``places``) whose nearest vocabulary token is the right one."""
+def _nearest_tokens(decoded: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor, places: int):
+    """Per value: (its nearest vocabulary token (cosine) at each of its places, up to ``places``; its tokens there)."""
     decoded = decoded.view(len(values), places, -1)
-    right = total = 0
     for i, tokens in enumerate(values):
         tokens = tokens[:places]
         guesses = (decoded[i, :len(tokens)] @ unit_embeddings.T).argmax(-1)
-        right += int((guesses == torch.tensor(tokens, device=guesses.device)).sum())
+        yield guesses, torch.tensor(tokens, device=guesses.device)
+
+
+def places_right(decoded: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor,
+                 places: int) -> float:
+    """The share of the values' places (up to ``places``) whose nearest vocabulary token is the right one."""
+    right = total = 0
+    for guesses, tokens in _nearest_tokens(decoded, values, unit_embeddings, places):
+        right += int((guesses == tokens).sum())
         total += len(tokens)
     return right / max(total, 1)
 
@@ -69,12 +75,8 @@ def places_right(decoded: torch.Tensor, values: list[list[int]], unit_embeddings
 def values_whole(decoded: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor, places: int) -> float:
     """The share of ``values`` whose every place (up to ``places``) decodes to its own token: what a write of the
     decoder's nearest tokens would reply whole, the ceiling of a read through this decoder."""
-    decoded = decoded.view(len(values), places, -1)
-    whole = 0
-    for i, tokens in enumerate(values):
-        tokens = tokens[:places]
-        guesses = (decoded[i, :len(tokens)] @ unit_embeddings.T).argmax(-1)
-        whole += bool((guesses == torch.tensor(tokens, device=guesses.device)).all())
+    whole = sum(bool((guesses == tokens).all())
+                for guesses, tokens in _nearest_tokens(decoded, values, unit_embeddings, places))
     return whole / max(len(values), 1)
 
 

@@ -822,22 +822,24 @@ class ReservoirModel(nn.Module):
                               "have a decoder to fit")
         embeddings = self.base.get_input_embeddings().weight.detach()
         device = embeddings.device
-        targets = values if end is None else [tokens + [end] for tokens in values]
+
+        def states_of(group: list[list[int]]) -> torch.Tensor:
+            return store_states(self.reservoir.step, lambda n: self.reservoir.initial_state(n, device), embeddings,
+                                group, self.config.read_places)
+
+        def with_end(group: list[list[int]]) -> list[list[int]]:
+            return group if end is None else [tokens + [end] for tokens in group]
+
         with torch.no_grad():
-            states = store_states(self.reservoir.step, lambda n: self.reservoir.initial_state(n, device),
-                                  embeddings, values, self.config.read_places)
             unit = embeddings.float() / embeddings.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            weight, state_mean, target_mean, report = fit_place_decoder(states, targets, unit, self.config.read_places)
+            fit = fit_place_decoder(states_of(values), with_end(values), unit, self.config.read_places)
+            self.injector.set_decoder(*fit[:3])
+            report = fit[3]
             if heldout:
-                report["heldout_whole"] = {}
-                for group, group_values in heldout.items():
-                    held_states = store_states(self.reservoir.step, lambda n: self.reservoir.initial_state(n, device),
-                                               embeddings, group_values, self.config.read_places)
-                    decoded = (held_states - state_mean) @ weight + target_mean
-                    group_targets = group_values if end is None else [tokens + [end] for tokens in group_values]
-                    report["heldout_whole"][group] = round(values_whole(decoded, group_targets, unit,
-                                                                        self.config.read_places), 4)
-        self.injector.set_decoder(weight, state_mean, target_mean)
+                report["heldout_whole"] = {
+                    group: round(values_whole(self.injector.decode(states_of(items)).flatten(1), with_end(items),
+                                              unit, self.config.read_places), 4)
+                    for group, items in heldout.items()}
         if self.config.value_read == "residual":
             report["residual_norm"] = self._residual_norm([t for tokens in values for t in tokens][:NORM_TOKENS])
             with torch.no_grad():
