@@ -3,13 +3,17 @@
 1. the device tests (tests/test_devices.py: non-destruction, cached == uncached generation, a training
    step, artifacts and a session pass, on CUDA) and the model tests;
 2. the headline on the GPU: ``ran crosspass --device DEVICE`` with its defaults, 3 seeds, timed;
-3. the forward, generation and training benchmarks with ``--device DEVICE --quick``;
+3. the retention recipe of ``make demo`` on the GPU (``--train-delays 0-8``), 3 seeds: training seconds per
+   seed (aim: <= 5 s on an H100-class card) and recall to 64 passes, carried and wiped;
 4. a population in one batch (``benchmarks/members.py --device DEVICE --members 1 32 --steps 5``), in
    float32 (the batched members' losses equal the loop's at every step) and in bfloat16 (the first step's
    losses agree within bf16 rounding; see the benchmark's LOSS_TOLERANCE), and 32 members' cost against
    one member's (aim: <= 2x);
 5. a profile of the retention recipe's training steps (``benchmarks/profile_training.py``: one run and 32
-   in one batch; kernel launches, waits for the GPU and the top operators per step).
+   in one batch; kernel launches, waits for the GPU and the top operators per step);
+6. the forward, generation and training benchmarks with ``--device DEVICE --quick``.
+
+The steps run in that order, the issue's figures first, so that a check cut short by a time limit has them.
 
 It writes ``OUT/gpu-check.json`` (the card, versions, test counts, the headline's recall and time, the
 benchmark ratios) and prints a summary. Budget: under 5 minutes on one H100-class GPU.
@@ -40,14 +44,16 @@ def steps(device: str, out: Path) -> list[tuple[str, list[str]]]:
                    "tests/test_model.py"]),
         ("headline", [python, "-m", "ran", "crosspass", "--device", device, "--seeds", "0", "1", "2",
                       "--out", str(out / "headline"), "--no-progress"]),
-        ("benchmarks", [python, "-m", "benchmarks", "--device", device, "--quick", "--only", "forward",
-                        "generation", "training", "--out", str(out / "benchmarks")]),
+        ("retention", [python, "-m", "ran", "crosspass", "--device", device, "--train-delays", "0-8",
+                       "--seeds", "0", "1", "2", "--out", str(out / "retention"), "--no-progress"]),
         ("members", [python, "benchmarks/members.py", "--device", device, "--members", "1", "32", "--steps", "5",
                      "--out", str(out / "benchmarks")]),
         ("members-bfloat16", [python, "benchmarks/members.py", "--device", device, "--dtype", "bfloat16",
                               "--members", "1", "32", "--steps", "5", "--out", str(out / "benchmarks")]),
         ("profile", [python, "benchmarks/profile_training.py", "--device", device, "--members", "1", "32",
                      "--label", "gpu", "--out", str(out / "benchmarks")]),
+        ("benchmarks", [python, "-m", "benchmarks", "--device", device, "--quick", "--only", "forward",
+                        "generation", "training", "--out", str(out / "benchmarks")]),
     ]
 
 
@@ -75,6 +81,18 @@ def summarise(out: Path, seconds: dict[str, float], tests: dict[str, int], devic
             "train_seconds": [run["train_seconds"] for run in results["runs"]],
             "device": results["runs"][0].get("device"), "dtype": results["runs"][0].get("dtype"),
             "machine": results["machine"], "versions": results["versions"]}
+    retention = out / "retention" / "crosspass.json"
+    if retention.is_file():
+        results = read_results(retention, "crosspass")
+        runs = results["runs"]
+        summary["retention"] = {
+            "train_seconds": [run["train_seconds"] for run in runs], "aim_train_seconds": "<= 5",
+            "met": max(run["train_seconds"] for run in runs) <= 5, "seeds": results["summary"][0]["seeds"],
+            "recall_by_delay": {f"{row['filler']} {row['delay']}": {c: row["recall"][c]["mean"]
+                                                                     for c in ("carried", "wiped")}
+                                for row in results["summary"][0].get("retention", [])
+                                if row["split"] == "trained"},
+            "seconds": results["seconds"], "device": runs[0].get("device"), "dtype": runs[0].get("dtype")}
     rows = []
     for name in ("forward", "generation", "training"):
         path = out / "benchmarks" / f"{name}.json"
@@ -145,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         head = summary["headline"]
         print(f"headline on {head['device']} ({head['dtype']}): recall {head['recall']}, {head['seconds']} s, "
               f"training {head['train_seconds']} s per seed")
+    if "retention" in summary:
+        kept = summary["retention"]
+        print(f"retention recipe on {kept['device']} ({kept['dtype']}): training {kept['train_seconds']} s per seed "
+              f"(aim <= 5 s), recall by delay {kept['recall_by_delay']}")
     for entry in summary["benchmarks"]:
         ratio = entry["ratio"]["median"] if entry["ratio"] else float("nan")
         print(f"  {entry['benchmark']:>10}  {entry['case']:<60}  {ratio:.3g}x  {entry['target']}")
