@@ -20,6 +20,7 @@ benchmark ratios) and prints a summary. Budget: under 5 minutes on one H100-clas
 
     python -m benchmarks.gpu_check                   # --device cuda --out runs/gpu-check
     python -m benchmarks.gpu_check --dry-run         # print the steps, run nothing
+    python -m benchmarks.gpu_check --only members profile   # some steps only
 """
 
 from __future__ import annotations
@@ -127,9 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="the GPU to check (default: cuda)")
     parser.add_argument("--out", default="runs/gpu-check", help="output folder (default: runs/gpu-check)")
     parser.add_argument("--dry-run", action="store_true", help="print the steps and exit")
+    parser.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps (default: all)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     plan = steps(args.device, out)
+    names = [name for name, _ in plan]
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:
+        print(f"gpu-check: error: unknown step {unknown[0]!r}; the steps are {', '.join(names)}", file=sys.stderr)
+        return 2
+    plan = [(name, command) for name, command in plan if not args.only or name in args.only]
     if args.dry_run:
         for name, command in plan:
             print(f"{name}: {' '.join(command)}")

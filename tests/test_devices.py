@@ -6,7 +6,7 @@ them there (non-destruction, cached == uncached generation, a training step, art
 
 import pytest
 import torch
-from tiny_models import tiny_model, tiny_tokenizer
+from tiny_models import VOCAB, tiny_model, tiny_tokenizer
 
 from ran.devices import available_devices, resolve
 from ran.errors import ConfigError
@@ -102,3 +102,30 @@ def test_training_step_artifact_and_session_on_the_device(device, tmp_path):
     session = Session(again, SessionConfig.for_renderer(renderer, max_new_tokens=2), gate=EntropyGate(100.0))
     record = session.prompt(renderer.turn("w3 w10"))
     assert record.tick == 1 and session.state.device.type == device
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_population_in_one_batch_on_the_device(device):
+    # Members with a leak below 1 step through the stacked leak and keep buffers, which must be on the members'
+    # device. The first step's losses (the same parameters) equal each member trained alone on that device;
+    # later steps are compared on the CPU (tests/test_batched.py), since a GPU rounds other batch shapes
+    # differently and Adam amplifies that (benchmarks/members.py says how much).
+    from numerics import float32_tolerance, pass_depth
+
+    from ran.batched import Member, train_members
+
+    settings = [(ReservoirConfig(units=64, seed=0), 0), (ReservoirConfig(units=64, seed=1, leak_rate=0.5), 1),
+                (ReservoirConfig(units=64, seed=2, leak_rate=0.3, leak_rate_min=0.05), 2)]
+    members = [Member(RanConfig(mode="kv", n_slots=4, readout_seed=readout, reservoir=reservoir),
+                      TrainConfig(steps=2, seed=readout), lambda step, generator: TOY.training_episodes(generator))
+               for reservoir, readout in settings]
+    renderer = Renderer(PassFormat(), tiny_tokenizer())
+    trained = train_members(tiny_model("llama").to(device), members, renderer)
+    delta = float32_tolerance(VOCAB, 2 * pass_depth(layers=4, passes=4))
+    for batched in trained:
+        model = wrap(tiny_model("llama").to(device), batched.member.ran)
+        alone = train(model, renderer, batched.member.episodes_for_step, batched.member.train, progress=False)
+        model.unwrap()
+        assert len(batched.result.losses) == len(alone.losses) == 2
+        assert abs(batched.result.losses[0] - alone.losses[0]) <= delta * abs(alone.losses[0])
+        assert all(parameter.device.type == device for parameter in batched.parameters.values())

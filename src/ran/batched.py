@@ -312,8 +312,9 @@ class _MemberReservoirs(nn.Module):
         self.uniform_leak = all(c.leak_rate_min is None for c in self.configs)
         leak = torch.stack([r.leak for r in reservoirs])[:, None, :]  # (N, 1, K)
         if self.uniform_leak:  # the solo step's scalar form: (1 - a) * r + a * tanh(...), a a Python float
-            leak = torch.tensor([c.leak_rate for c in self.configs], dtype=torch.float32)[:, None, None]
-            keep = torch.tensor([1.0 - c.leak_rate for c in self.configs], dtype=torch.float32)[:, None, None]
+            device = self.w_in.device  # the reservoirs' own, as the stacks above (the stack is never moved)
+            leak = torch.tensor([c.leak_rate for c in self.configs], device=device)[:, None, None]
+            keep = torch.tensor([1.0 - c.leak_rate for c in self.configs], device=device)[:, None, None]
             self.register_buffer("keep", keep, persistent=False)  # (N, 1, 1)
         self.register_buffer("leak", leak, persistent=False)
 
