@@ -48,7 +48,7 @@ lint: setup
 bench: setup  ## benchmarks/results/*.json and SUMMARY.md (about 20 minutes)
 	$(BIN)/python benchmarks/run.py
 
-gpu-check: setup  ## on a CUDA machine: device tests, the headline and the benchmarks on the GPU (< 5 min on an H100)
+gpu-check: setup  ## on a CUDA machine: device tests, headline, retention recipe, population, profile, benchmarks (~7 min on an H200)
 	$(BIN)/python -m benchmarks.gpu_check
 
 clean:
