@@ -1021,6 +1021,42 @@ def test_the_logits_write_lifts_each_places_decoded_token_in_the_logits_of_the_q
     assert after.logits is not None and model.base.get_output_embeddings()._forward_hooks == {}  # unwrap unhooks
 
 
+def test_the_nearest_write_adds_a_trained_bonus_on_the_decoders_nearest_token_to_the_logits_write(tmp_path):
+    from ran.decoding import store_states
+
+    model, _ = _written_model("nearest")
+    embeddings = model.base.get_input_embeddings().weight.detach().float()
+    unit = embeddings / embeddings.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        model.injector.write_readout.weight.normal_(std=3.0)  # a trained-looking map: the direction is not decoded's
+        state = store_states(model.reservoir.step, model.reservoir.initial_state, embeddings, [[50, 60]], 2)
+        decoded = model.injector.decode(state)[0]
+        mapped = decoded + model.injector.write_readout(decoded) / decoded.shape[-1]
+        ids = torch.tensor([[10, 11, 40, 12, 21, 22]])
+        written = model(ids, state=state, read_index=torch.tensor([2])).logits[0]
+        model.injection_enabled = False
+        stock = model(ids, state=state, read_index=torch.tensor([2])).logits[0]
+        model.injection_enabled = True
+    # Queries 2 and 3 say places 0 and 1: 20 x cosine with every token (the logits write), and 10 more on the token
+    # of the largest cosine, the decoder's nearest token through the map.
+    cosine = (mapped / mapped.norm(dim=-1, keepdim=True)) @ unit.T  # (places, vocabulary)
+    expected = 20.0 * cosine
+    expected[torch.arange(2), cosine.argmax(-1)] += 10.0
+    torch.testing.assert_close(written[2:4] - stock[2:4], expected, atol=1e-4, rtol=1e-4)
+    assert float((written[:2] - stock[:2]).abs().max()) == 0.0 and float((written[4:] - stock[4:]).abs().max()) == 0.0
+    with torch.no_grad():
+        _assert_generate_matches_teacher_forcing(model, state)
+    model(ids, state=state).logits.pow(2).sum().backward()  # the bonus learns, beside the map and the scales
+    assert float(model.injector.nearest_log_bonus.grad.abs()) > 0
+    assert float(model.injector.write_log_scale.grad.abs().max()) > 0
+    model.zero_grad()
+    with torch.no_grad():
+        model.injector.nearest_log_bonus.fill_(float(torch.tensor(3.0).log()))  # a trained bonus, not the initial
+    before, after = _outputs_before_and_after_saving(model, tmp_path, units=256)  # the bonus is saved with the rest
+    torch.testing.assert_close(after.logits, before.logits)
+    assert json.loads((tmp_path / "artifact" / "ran_config.json").read_text())["config"]["value_read"] == "nearest"
+
+
 def test_decoded_values_need_reply_slots_a_read_from_the_embeddings_the_fixed_reservoir_and_stored_values():
     reply = dict(summary="gated", read_places=2, n_slots=4, slot_order="reply", read_from="embeddings")
     needs = "needs slot_order 'reply' or 'content-reply' and read_from 'embeddings'"
@@ -1031,7 +1067,7 @@ def test_decoded_values_need_reply_slots_a_read_from_the_embeddings_the_fixed_re
             RanConfig(**{**reply, "value_read": "decoded", **changes})
             RanConfig(**{**reply, "value_read": "residual", **changes})
     assert RanConfig(**{**reply, "value_read": "decoded", "slot_order": "content-reply"}).value_read == "decoded"
-    with pytest.raises(ConfigError, match="only decoded, residual, logits have a decoder"):
+    with pytest.raises(ConfigError, match="only decoded, residual, logits, nearest have a decoder"):
         wrap(tiny_model("llama", 0), RanConfig()).fit_value_decoder([[5]] * 20)
     from ran.runner import fit_decoder
     from ran.tasks.recall import RecallTask
@@ -1158,7 +1194,7 @@ def test_remember_trains_scores_and_reports_no_harm(tiny_chat_dir, tmp_path, cap
     assert [r["harm"]["agreement"] for r in again["runs"]] == [r["harm"]["agreement"] for r in results["runs"]]
 
 
-@pytest.mark.parametrize("value_read", ["decoded", "residual", "logits"])
+@pytest.mark.parametrize("value_read", ["decoded", "residual", "logits", "nearest"])
 def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifact(tiny_chat_dir, tmp_path,
                                                                                   value_read):
     task = tmp_path / "task.json"
@@ -1172,7 +1208,7 @@ def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifac
     assert run["ran_config"]["value_read"] == value_read
     # The residual write's decoder also places the stop after each value: one more distinct token.
     assert run["decoder"]["values"] == len(WORDS)
-    assert run["decoder"]["distinct_tokens"] == len(WORDS) + (value_read in ("residual", "logits"))
+    assert run["decoder"]["distinct_tokens"] == len(WORDS) + (value_read != "decoded")
     assert ("residual_norm" in run["decoder"]) == (value_read == "residual")
     assert set(run["decoder"]["heldout_whole"]) == {"word"} and 0 <= run["decoder"]["heldout_whole"]["word"] <= 1
     from ran.loading import load_model
@@ -1182,7 +1218,7 @@ def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifac
     assert float(loaded.injector.decoder_weight.abs().sum()) > 0
 
 
-@pytest.mark.parametrize("value_read", ["residual", "logits"])
+@pytest.mark.parametrize("value_read", ["residual", "logits", "nearest"])
 def test_a_written_value_artifact_replies_the_same_in_ran_run_and_the_python_api(tiny_chat_dir, tmp_path, value_read):
     """From training to the live session: ran remember's residual- or logits-write artifact in ran run, and the same
     artifact loaded through the API into a Session, give the same reply to the recall after a store and a wiped

@@ -63,10 +63,14 @@ REPLY_ORDERS = ("reply", "content-reply")  # the orders that split the slots amo
 # value, so the state also says where the reply ends. No kv slots are appended. Or (logits) the same decoded
 # embeddings written at the output instead: the reply's j-th token's logits gain a trained scale times each
 # vocabulary token's cosine with place j's mapped embedding, so the decoder's nearest token (its own criterion) is
-# what the write favours; the fixed decoder holds the value's tokens, the trained switch decides when it speaks.
-VALUE_READS = ("direct", "decoded", "residual", "logits")
-DECODED_VALUE_READS = ("decoded", "residual", "logits")  # the value reads with a fixed decoder fit before training
-WRITTEN_VALUE_READS = ("residual", "logits")  # decoded embeddings written (no slots), the stop decoded after a value
+# what the write favours; the fixed decoder holds the value's tokens, the trained switch decides when it speaks. Or
+# (nearest) the logits write plus a trained bonus on the decoder's nearest token itself, so that where the decoder
+# names the token the reply says it, whatever the model's own logits prefer (r60's replies lost multi-piece values
+# the live store still decoded whole: docs/tasks/store-read-r60.json).
+VALUE_READS = ("direct", "decoded", "residual", "logits", "nearest")
+DECODED_VALUE_READS = ("decoded", "residual", "logits", "nearest")  # a fixed decoder fit before training
+WRITTEN_VALUE_READS = ("residual", "logits", "nearest")  # decoded embeddings written (no slots), a stop after a value
+LOGIT_VALUE_READS = ("logits", "nearest")  # the writes at the LM head's output
 GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.03 per token
 # What a token's read gate sees: its own layer-L output (token), which in a causal model knows only the tokens before
 # it, so the value of "cloudy is the word to remember" cannot know, when its gate decides, that it is the value; or

@@ -25,13 +25,16 @@ from ran.architectures import SUPPORTED_ATTENTION, ModelGeometry, attention_modu
 from ran.errors import ConfigError
 from ran.injection.additive import _match_batch
 from ran.injection.base import Injector, Readout
-from ran.reading import WRITTEN_VALUE_READS
+from ran.reading import LOGIT_VALUE_READS, WRITTEN_VALUE_READS
 
 OUTPUT_PROJECTIONS = ("o_proj", "c_proj", "out_proj", "dense")  # what the attention's output projection is called
 RESIDUAL_WRITE_SCALE = 4.0  # the residual write's initial scale, times the residual's norm (the copy probe's best)
 # The logits write's initial scale: a bias of 20 x cosine lifts the decoded token (cosine near 1) by ~12 logits over
 # tokens at cosine 0.4, about the gap between an Instruct model's top reply token and the rest.
 LOGIT_WRITE_SCALE = 20.0
+# value_read "nearest": the decoder's nearest token's initial bonus on top of that, in logits; with the cosine term it
+# puts a correctly decoded token ~20 logits over the next, so the model's own preference rarely overrules it.
+NEAREST_BONUS = 10.0
 SLOTS_ATTRIBUTE = "ran_slots"  # set on the one attention module that carries slots
 IMPLEMENTATION_PREFIX = "ran_"
 
@@ -233,13 +236,15 @@ class KVInjector(Injector):
             # logits: the vocabulary's unit input embeddings, what the decoder's nearest token is chosen among (set by
             # install, not saved)
             self.register_buffer("vocabulary_directions", torch.zeros(0, d), persistent=False)
+            if write == "nearest":  # the bonus on the decoder's nearest token, one for every place
+                self.nearest_log_bonus = nn.Parameter(torch.tensor(math.log(NEAREST_BONUS)))
         else:
             self.key_readout = Readout(units, width, bias=False)
             nn.init.normal_(self.key_readout.weight, std=units**-0.5)
             self.value_readout = Readout(d if decoded_places else units, width // max(decoded_places, 1), bias=False)
             nn.init.zeros_(self.value_readout.weight)  # untrained slots carry no content, only dilute
         self.slots = SlotSource()
-        self.slots.to_logits = write == "logits"
+        self.slots.to_logits = write in LOGIT_VALUE_READS
         self._logit_hook = None
         self._installed_on: tuple[PreTrainedModel, ...] = ()  # a tuple, so the model is no submodule
         self._original_implementation: str | None = None
@@ -262,7 +267,7 @@ class KVInjector(Injector):
         if self.residual:
             with torch.no_grad():
                 self.write_basis.copy_(_output_inverse(attention, self.write_basis.shape[1]).to(self.write_basis))
-        if self.write == "logits":
+        if self.write in LOGIT_VALUE_READS:
             head = model.get_output_embeddings()
             if head is None:
                 raise ConfigError(f"the logits write needs the model's LM head: {type(model).__name__} has none")
@@ -302,13 +307,19 @@ class KVInjector(Injector):
             self.slots.values = self.value_readout(state).view(shape).transpose(1, 2)
 
     def _bias_logits(self, head: nn.Module, args, logits: torch.Tensor) -> torch.Tensor | None:
-        """The LM head's forward hook (value_read "logits"): each written query's logits gain its write's cosine
-        with every vocabulary token. The head sees this forward's last positions (``logits_to_keep``); so do
-        the writes, which the attention at layer L picked per query."""
+        """The LM head's forward hook (value_read "logits", "nearest"): each written query's logits gain its write's
+        cosine with every vocabulary token (and, "nearest", a bonus on the token of the largest). The head sees this
+        forward's last positions (``logits_to_keep``); so do the writes, which the attention at layer L picked per
+        query."""
         pending, self.slots.pending = self.slots.pending, None
         if pending is None:
             return None
-        bias = pending[:, -logits.shape[1]:] @ self.vocabulary_directions.T  # (B, kept, vocabulary)
+        pending = pending[:, -logits.shape[1]:]  # (B, kept, d)
+        bias = pending @ self.vocabulary_directions.T  # (B, kept, vocabulary)
+        if self.write == "nearest":  # the decoder's nearest token (the largest cosine) gains the bonus, where written
+            written = (pending != 0).any(dim=-1, keepdim=True)  # (B, kept, 1)
+            bonus = self.nearest_log_bonus.exp() * written.to(bias.dtype)
+            bias = bias.scatter_add(-1, bias.argmax(dim=-1, keepdim=True), bonus)
         width = min(bias.shape[-1], logits.shape[-1])  # a head padded past the embeddings: those columns get none
         return torch.cat([logits[..., :width] + bias[..., :width].to(logits.dtype), logits[..., width:]], dim=-1)
 
