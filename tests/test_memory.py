@@ -1021,6 +1021,21 @@ def test_the_logits_write_lifts_each_places_decoded_token_in_the_logits_of_the_q
     assert after.logits is not None and model.base.get_output_embeddings()._forward_hooks == {}  # unwrap unhooks
 
 
+def test_the_logits_write_leaves_a_padded_heads_extra_columns_alone():
+    model, _ = _written_model("logits")
+    injector = model.injector
+    vocabulary = injector.vocabulary_directions.shape[0]
+    pending = torch.zeros(1, 3, injector.vocabulary_directions.shape[1])
+    pending[0, 1] = 5.0 * injector.vocabulary_directions[40]  # one written query, towards token 40
+    logits = torch.randn(1, 3, vocabulary + 6)  # a head padded with 6 columns past the embeddings
+    injector.slots.pending = pending
+    biased = injector._bias_logits(None, (), logits)
+    torch.testing.assert_close(biased[..., vocabulary:], logits[..., vocabulary:])  # the padding: untouched
+    torch.testing.assert_close(biased[..., :vocabulary] - logits[..., :vocabulary],
+                               pending @ injector.vocabulary_directions.T)
+    assert injector.slots.pending is None  # used once
+
+
 def test_the_nearest_write_adds_a_trained_bonus_on_the_decoders_nearest_token_to_the_logits_write(tmp_path):
     from ran.decoding import store_states
 

@@ -320,6 +320,8 @@ class KVInjector(Injector):
             written = (pending != 0).any(dim=-1, keepdim=True)  # (B, kept, 1)
             bonus = self.nearest_log_bonus.exp() * written.to(bias.dtype)
             bias = bias.scatter_add(-1, bias.argmax(dim=-1, keepdim=True), bonus)
+        if bias.shape[-1] == logits.shape[-1]:
+            return logits + bias.to(logits.dtype)
         width = min(bias.shape[-1], logits.shape[-1])  # a head padded past the embeddings: those columns get none
         return torch.cat([logits[..., :width] + bias[..., :width].to(logits.dtype), logits[..., width:]], dim=-1)
 
