@@ -64,9 +64,10 @@ REPLY_ORDERS = ("reply", "content-reply")  # the orders that split the slots amo
 # embeddings written at the output instead: the reply's j-th token's logits gain a trained scale times each
 # vocabulary token's cosine with place j's mapped embedding, so the decoder's nearest token (its own criterion) is
 # what the write favours; the fixed decoder holds the value's tokens, the trained switch decides when it speaks. Or
-# (nearest) the logits write plus a trained bonus on the decoder's nearest token itself, so that where the decoder
-# names the token the reply says it, whatever the model's own logits prefer (r60's replies lost multi-piece values
-# the live store still decoded whole: docs/tasks/store-read-r60.json).
+# (nearest) the logits write plus a trained bonus on the token of the largest cosine itself (the decoder's nearest
+# token, through the trained map), so that where the decoder names the token the reply says it, whatever the model's
+# own logits prefer (r60's replies lost multi-piece values the live store still decoded whole:
+# docs/tasks/store-read-r60.json).
 VALUE_READS = ("direct", "decoded", "residual", "logits", "nearest")
 DECODED_VALUE_READS = ("decoded", "residual", "logits", "nearest")  # a fixed decoder fit before training
 WRITTEN_VALUE_READS = ("residual", "logits", "nearest")  # decoded embeddings written (no slots), a stop after a value

@@ -316,7 +316,8 @@ class KVInjector(Injector):
             return None
         pending = pending[:, -logits.shape[1]:]  # (B, kept, d)
         bias = pending @ self.vocabulary_directions.T  # (B, kept, vocabulary)
-        if self.write == "nearest":  # the decoder's nearest token (the largest cosine) gains the bonus, where written
+        if self.write == "nearest":  # the token of the largest cosine (the decoder's nearest, through the map) gains
+            # the bonus, at written queries only
             written = (pending != 0).any(dim=-1, keepdim=True)  # (B, kept, 1)
             bonus = self.nearest_log_bonus.exp() * written.to(bias.dtype)
             bias = bias.scatter_add(-1, bias.argmax(dim=-1, keepdim=True), bonus)
