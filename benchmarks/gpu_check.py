@@ -16,7 +16,7 @@
 The steps run in that order, the issue's figures first, so that a check cut short by a time limit has them.
 
 It writes ``OUT/gpu-check.json`` (the card, versions, test counts, the headline's recall and time, the
-benchmark ratios) and prints a summary. It takes about 7 minutes on one H200 (420 s on 2026-12-04).
+benchmark ratios) and prints a summary. It takes about 7 minutes on one H200 (417 s on 2026-12-04).
 
     python -m benchmarks.gpu_check                   # --device cuda --out runs/gpu-check
     python -m benchmarks.gpu_check --dry-run         # print the steps, run nothing
