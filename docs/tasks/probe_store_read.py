@@ -6,7 +6,7 @@ open on exactly the value's tokens, ``ran.decoding.store_states``), and the stat
 return is bounded by the first; the artifact's recall (``ran remember``'s results) shows how much of it comes back.
 
 Usage: python docs/tasks/probe_store_read.py ARTIFACT OUT.json [--per-kind 20] [--words 6000]
-(ARTIFACT: a ``ran remember --value-read decoded|residual|logits`` artifact trained on the built-in task.)
+(ARTIFACT: a ``ran remember --value-read decoded|residual|logits|nearest`` artifact trained on the built-in task.)
 """
 
 from __future__ import annotations
