@@ -98,12 +98,10 @@ def run(member_counts: list[int], steps: int, units: int, delays: tuple[int, int
         alone, batched = outcomes["loop"][0], outcomes["batched"][0]
         episodes = sum(result.episodes for result in alone)
         compared = None if dtype == "float32" and base.device.type == "cpu" else 1  # None: all steps; see above
-        difference = max(abs(a - b) / abs(b) for trained in outcomes["batched"]
-                         for member, solo in zip(trained, alone, strict=True)
-                         for a, b in zip(member.result.losses[:compared], solo.losses[:compared], strict=True))
-        every_step = max(abs(a - b) / abs(b) for trained in outcomes["batched"]
-                         for member, solo in zip(trained, alone, strict=True)
-                         for a, b in zip(member.result.losses, solo.losses, strict=True))
+        by_step = [max(abs(member.result.losses[step] - solo.losses[step]) / abs(solo.losses[step])
+                       for trained in outcomes["batched"] for member, solo in zip(trained, alone, strict=True))
+                   for step in range(len(alone[0].losses))]  # the largest relative difference at each step
+        difference, every_step = max(by_step[:compared]), max(by_step)
         same = difference <= LOSS_TOLERANCE[dtype] and all(len(t.result.losses) == len(s.losses)
                                                            for t, s in zip(batched, alone, strict=True))
         speed_up = ratio(seconds["loop"], seconds["batched"])
@@ -113,10 +111,7 @@ def run(member_counts: list[int], steps: int, units: int, delays: tuple[int, int
                 "time_ratio": 1 / speed_up["median"], "speed_up": speed_up,
                 "dtype": dtype, "steps_compared": "all" if compared is None else compared,
                 "loss_tolerance": LOSS_TOLERANCE[dtype], "max_relative_loss_difference": difference,
-                "max_relative_loss_difference_every_step": every_step,
-                "max_relative_loss_difference_by_step": [
-                    max(abs(member.result.losses[step] - solo.losses[step]) / abs(solo.losses[step])
-                        for member, solo in zip(batched, alone, strict=True)) for step in range(len(alone[0].losses))],
+                "max_relative_loss_difference_every_step": every_step, "max_relative_loss_difference_by_step": by_step,
                 "same_losses": same}
         results["cases"].append(case)
         rates = case["episodes_per_second"]

@@ -1,6 +1,5 @@
-"""The fixed decoder of ``value_read`` "decoded", "residual" and "logits" (``ran.reading.VALUE_READS``): each place's
-token embedding read back from the state by a ridge regression, fit in closed form the way an echo-state network's
-readout is.
+"""The fixed decoder of the decoded value reads (``ran.reading.DECODED_VALUE_READS``): each place's token embedding
+read back from the state by a ridge regression, fit in closed form the way an echo-state network's readout is.
 
 The states are those one store writes: the ordered read (``ran.reading.ordered_summary``) of the value's input
 embeddings with the gates open on exactly its tokens, one full reservoir step from the zero state (what the

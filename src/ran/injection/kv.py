@@ -214,7 +214,7 @@ class KVInjector(Injector):
         self.residual = write == "residual"
         if write and not decoded_places:
             raise ConfigError(f"the {write} write writes each place's decoded embedding: it needs decoded_places >= 1")
-        if decoded_places:  # value_read decoded / residual / logits (ran.reading.VALUE_READS): a fixed decoder first
+        if decoded_places:  # a decoded value read (ran.reading.DECODED_VALUE_READS): a fixed decoder first
             self.register_buffer("decoder_weight", torch.zeros(units, decoded_places * d))
             self.register_buffer("decoder_state_mean", torch.zeros(units))
             self.register_buffer("decoder_target_mean", torch.zeros(decoded_places * d))
