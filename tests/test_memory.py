@@ -83,6 +83,24 @@ def test_task_round_trips_through_a_dict():
     assert again == task
 
 
+def test_the_wider_phrasing_pool_holds_the_builtin_ones_and_no_heldout_one():
+    """docs/tasks/store-phrasings-40.json (``ran remember --task``): 40 store phrasings a kind, the built-in fifteen
+    first, and a task built from it keeps every held-out phrasing one training never reads."""
+    from pathlib import Path
+
+    from ran.tasks.memory_texts import HELDOUT_STORE_TEMPLATES, KINDS, STORE_TEMPLATES
+
+    given = json.loads((Path(__file__).parents[1] / "docs/tasks/store-phrasings-40.json").read_text())
+    assert set(given) == {"store_templates"} and set(given["store_templates"]) == set(KINDS)
+    values = {kind: (f"w4{i}",) for i, kind in enumerate(KINDS)}
+    task = MemoryTask(values=values, heldout_values={kind: ("w50",) for kind in KINDS}, **given)
+    for kind in KINDS:
+        pool = task.store_templates[kind]
+        assert len(set(pool)) == 40 and pool[:15] == STORE_TEMPLATES[kind]
+        assert not set(pool) & set(task.heldout_store_templates[kind])
+        assert task.heldout_store_templates[kind] == HELDOUT_STORE_TEMPLATES[kind]
+
+
 # ----- rendering: a stop at the end of a target, a reply that joins the context ------------------------------
 def test_an_answer_ends_with_the_formats_stop_token(renderer):
     tokens = renderer.target(" w40 w41" + STOP)
