@@ -85,7 +85,8 @@ def test_task_round_trips_through_a_dict():
 
 def test_the_wider_phrasing_pool_holds_the_builtin_ones_and_no_heldout_one():
     """docs/tasks/store-phrasings-40.json (``ran remember --task``): 40 store phrasings a kind, the built-in fifteen
-    first, and a task built from it keeps every held-out phrasing one training never reads."""
+    first, and a task built from it keeps every held-out phrasing one training never reads; the -15 file is the
+    built-in fifteen alone."""
     from pathlib import Path
 
     from ran.tasks.memory_texts import HELDOUT_STORE_TEMPLATES, KINDS, STORE_TEMPLATES
@@ -99,6 +100,9 @@ def test_the_wider_phrasing_pool_holds_the_builtin_ones_and_no_heldout_one():
         assert len(set(pool)) == 40 and pool[:15] == STORE_TEMPLATES[kind]
         assert not set(pool) & set(task.heldout_store_templates[kind])
         assert task.heldout_store_templates[kind] == HELDOUT_STORE_TEMPLATES[kind]
+    # docs/tasks/store-phrasings-15.json, r63 scored on r62's phrasings (README), is the built-in fifteen.
+    builtin = json.loads((Path(__file__).parents[1] / "docs/tasks/store-phrasings-15.json").read_text())
+    assert builtin == {"store_templates": {kind: list(pool) for kind, pool in STORE_TEMPLATES.items()}}
 
 
 # ----- rendering: a stop at the end of a target, a reply that joins the context ------------------------------
