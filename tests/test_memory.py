@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from ran.passes import STOP, PassFormat, Renderer
 from ran.reading import NextGateContext
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.tasks.memory import MemoryTask, builtin_values
+from ran.tasks.memory_texts import HELDOUT_STORE_TEMPLATES, KINDS, STORE_TEMPLATES
 from ran.training import TrainConfig, predict, run_episodes, train
 
 WORDS = tuple(f"w{i}" for i in range(40, 56))
@@ -87,10 +89,6 @@ def test_the_wider_phrasing_pool_holds_the_builtin_ones_and_no_heldout_one():
     """docs/tasks/store-phrasings-40.json (``ran remember --task``): 40 store phrasings a kind, the built-in fifteen
     first, and a task built from it keeps every held-out phrasing one training never reads; the -15 file is the
     built-in fifteen alone."""
-    from pathlib import Path
-
-    from ran.tasks.memory_texts import HELDOUT_STORE_TEMPLATES, KINDS, STORE_TEMPLATES
-
     given = json.loads((Path(__file__).parents[1] / "docs/tasks/store-phrasings-40.json").read_text())
     assert set(given) == {"store_templates"} and set(given["store_templates"]) == set(KINDS)
     values = {kind: (f"w4{i}",) for i, kind in enumerate(KINDS)}
