@@ -585,6 +585,82 @@ def test_training_teaches_the_pass_switched_write_to_open_on_stores_only_and_it_
     assert {text: write_logit(loaded, text) for text in texts} == pytest.approx(logits, abs=1e-5)
 
 
+# ----- the idle tick's write ----------------------------------------------------------------------------------------
+def _idle_keeping_model(idle_write: str) -> ReservoirModel:
+    """A pass-switched write held open on every pass (its switch's bias +10), 16 running units beside it."""
+    model = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write="pass-switched", running_units=16,
+                                                   idle_write=idle_write,
+                                                   reservoir=ReservoirConfig(units=64, leak_rate=1.0,
+                                                                             input_scaling=0.5)))
+    with torch.no_grad():
+        model.write_gate.bias.fill_(10.0)
+    return model
+
+
+def test_with_idle_write_keep_an_idle_tick_leaves_the_held_units_on_every_path(renderer):
+    """An idle tick whose write switch opens steps the held units with idle_write "gate" and leaves them as they
+    were with "keep" (the running units step either way); the same through forward, open_pass, generate, the
+    episode runner (training's and evaluation's) and a live session's idle tick."""
+    from ran.runtime import EntropyGate, Session, SessionConfig
+
+    keep, gate = _idle_keeping_model("keep"), _idle_keeping_model("gate")
+    ids = torch.tensor([[10, 11, 40, 12], [13, 14, 15, 16]])
+    state = torch.randn(2, 64) * 0.5
+    with torch.no_grad():
+        stepped = gate(ids, state=state, read_only=True, idle=True).state  # "gate": the open write steps
+        assert float((stepped - state)[:, :48].abs().min()) > 0
+        torch.testing.assert_close(keep(ids, state=state, read_only=True, idle=False).state, stepped)
+        rows = keep(ids, state=state, read_only=True, idle=torch.tensor([True, False]))
+        torch.testing.assert_close(rows.state[0, :48], state[0, :48], atol=0, rtol=0)
+        torch.testing.assert_close(rows.state[0, 48:], stepped[0, 48:])  # the running units still step
+        torch.testing.assert_close(rows.state[1], stepped[1])
+        assert rows.wrote.tolist() == [0.0, 1.0]
+        with keep.open_pass(ids, state=state, idle=True) as opened:
+            keep.base(**opened.inputs)
+        torch.testing.assert_close(opened.next_state()[:, :48], state[:, :48], atol=0, rtol=0)
+        keep.generate(ids, state=state, idle=True, max_new_tokens=1, do_sample=False)
+        torch.testing.assert_close(keep.state[:, :48], state[:, :48], atol=0, rtol=0)
+
+    # The runner marks an episode's idle ticks: after a store, the tick keeps what the store wrote.
+    store = Pass("w10 w11 w40 w12", read="w40")
+    stored_only, then_tick = (render(Episode(passes), renderer) for passes in ((store,), (store, Pass.tick(read=""))))
+    assert then_tick[1].idle and not then_tick[0].idle
+    after = {}
+    with torch.no_grad():
+        for name, model in (("keep", keep), ("gate", gate)):
+            after[name] = [run_episodes(model, [e], teach_switches=taught).final_state
+                           for taught in (False, True) for e in (stored_only, then_tick)]
+    for _, _, taught_store, taught_tick in after.values():  # training teaches the tick shut either way
+        torch.testing.assert_close(taught_tick[:, :48], taught_store[:, :48], atol=0, rtol=0)
+    torch.testing.assert_close(after["keep"][1][:, :48], after["keep"][0][:, :48], atol=0, rtol=0)
+    assert float((after["gate"][1] - after["gate"][0])[:, :48].abs().max()) > 0.01  # untaught, the switch steps
+
+    # A live session's idle tick is the same pass; a prompted pass still writes.
+    config = SessionConfig(idle_tokens=tuple(renderer.idle_tokens), max_new_tokens=0)
+    session = Session(keep, config, gate=EntropyGate(0.0))
+    session.prompt(renderer.turn("w10 w11 w40 w12"))
+    stored = session.state.clone()
+    session.idle()
+    torch.testing.assert_close(session.state[:, :48], stored[:, :48], atol=0, rtol=0)
+    assert float((session.state - stored)[:, 48:].abs().max()) > 0
+    session.prompt(renderer.turn("w13 w14"))
+    assert float((session.state - stored)[:, :48].abs().max()) > 0.01
+
+
+def test_idle_write_is_checked_saved_and_absent_means_the_gate_decides(tmp_path):
+    with pytest.raises(ConfigError, match="unknown idle_write 'never': choose one of gate, keep"):
+        RanConfig(summary="gated", write="pass-switched", idle_write="never")
+    with pytest.raises(ConfigError, match="idle_write 'keep' .* needs a write that can hold"):
+        RanConfig(idle_write="keep")
+    older = RanConfig(summary="gated", write="pass-switched").to_dict()
+    del older["idle_write"]  # an artifact saved before the field
+    assert RanConfig.from_dict(older).idle_write == "gate"
+    model = _idle_keeping_model("keep")
+    model.save_pretrained(tmp_path / "artifact")
+    model.unwrap()
+    assert ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact").config.idle_write == "keep"
+
+
 # ----- the token drive: a value of several tokens enters the state in order ------------------------------------------
 def test_drive_tokens_steps_once_per_open_token_in_order_and_a_shut_token_changes_nothing():
     from ran.reading import drive_tokens

@@ -80,6 +80,7 @@ class RenderedPass:
     read: tuple[int, ...] = ()  # per prompt token: 1 read it, 0 do not, -1 no label; () = no labels at all
     recall: bool | None = None  # whether the pass needs the memory (a switched recall's label); None = no label
     running_read: tuple[int, ...] = ()  # per prompt token, the running units' own read's labels (as ``read``)
+    idle: bool = False  # an idle tick (with RanConfig.idle_write "keep" it writes nothing)
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -104,7 +105,7 @@ def render(episode: Episode, renderer: Renderer) -> list[RenderedPass]:
                 labels = [0] * len(turn) if step.idle else renderer.turn_labels(step.text, wanted, step.read_last)
                 labelled[name] = (-1,) * len(context) + tuple(labels)
         rendered.append(RenderedPass(tuple(prompt), tuple(target), step.speak, labelled.get("read", ()), step.recall,
-                                     labelled.get("running_read", ())))
+                                     labelled.get("running_read", ()), step.idle))
         if step.target is None:
             reply = renderer.target(step.reply) if step.reply else []
         else:
@@ -127,6 +128,7 @@ class PassGroup:
     read_labels: torch.Tensor | None = None  # (b, T): 1 read, 0 do not, -1 no label; None = no pass is labelled
     recall_labels: torch.Tensor | None = None  # (b,): 1 needs the memory, 0 does not, -1 no label; None = none
     running_read_labels: torch.Tensor | None = None  # (b, T): the running units' read's labels, as read_labels
+    idle: torch.Tensor | None = None  # (b,) bool: which passes are idle ticks; None = none is
 
     @property
     def has_targets(self) -> bool:
@@ -160,8 +162,9 @@ def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGrou
     recall_labels = None
     if any(p.recall is not None for p in passes):
         recall_labels = torch.tensor([-1 if p.recall is None else int(p.recall) for p in passes], dtype=torch.long)
+    idle = torch.tensor([p.idle for p in passes]) if any(p.idle for p in passes) else None
     return PassGroup(torch.tensor(rows), passes, input_ids, attention_mask, position_ids, read_index, labels,
-                     read_labels, recall_labels, running_read_labels)
+                     read_labels, recall_labels, running_read_labels, idle)
 
 
 def _token_labels(per_pass: list[tuple[int, ...]], passes: list[RenderedPass], width: int) -> torch.Tensor | None:

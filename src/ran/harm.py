@@ -144,7 +144,7 @@ def state_holding(model: ReservoirModel, renderer: Renderer, passes: list[Pass])
     state = model.reservoir.initial_state(1, device)
     for rendered in render(Episode(tuple(passes)), renderer):
         ids = torch.tensor([list(rendered.prompt)], device=device)
-        state = model(ids, state=state, read_only=True).state
+        state = model(ids, state=state, read_only=True, idle=rendered.idle).state
     return state
 
 

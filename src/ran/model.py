@@ -47,6 +47,7 @@ from ran.reading import (
     DRIVES,
     GATE_CONTEXTS,
     GATED_READ_BIAS,
+    IDLE_WRITES,
     PLACE_COUNTS,
     READ_SOURCES,
     RECALLS,
@@ -113,6 +114,8 @@ class RanConfig:
     place_count: str = "soft"  # how the ordered read places a token: by the gates' running sum | hard: open gates
     gate_context: str = "token"  # what a read gate sees: its token | pass: also the pass's last token | next: and
     # the token after it
+    idle_write: str = "gate"  # an idle tick's write: gate (its write decides, as any pass's) | keep (the held units
+    # stay as they were: a tick has no new input); older artifacts, saved without it, keep "gate"
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -186,6 +189,11 @@ class RanConfig:
             raise ConfigError(f"value_read '{self.value_read}' decodes each place's token embedding for the query that "
                               "says it: it needs slot_order 'reply' or 'content-reply' and read_from 'embeddings', not "
                               f"'{self.slot_order}' and '{self.read_from}'")
+        if self.idle_write not in IDLE_WRITES:
+            raise ConfigError(f"unknown idle_write '{self.idle_write}': choose one of {', '.join(IDLE_WRITES)}")
+        if self.idle_write == "keep" and self.write == "always":
+            raise ConfigError("idle_write 'keep' holds the state through idle ticks: it needs a write that can hold "
+                              "(gated, switched or pass-switched), not 'always'")
         if self.recall not in RECALLS:
             raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
         if self.recall == "switched" and self.mode != "kv":
@@ -325,6 +333,7 @@ class _ReadPoint:
     running_units: int = 0  # the last R units take the step whatever the write (RanConfig.running_units)
     running_summary: torch.Tensor | None = None  # (B, d) the running units' own input (RanConfig.running_read)
     running_read_logits: torch.Tensor | None = None  # (B, T) that read's per-token logits
+    idle: torch.Tensor | None = None  # (B,) bool: the rows whose pass is an idle tick that writes nothing (idle_write)
 
     def next_state(self, reservoir: Reservoir, state: torch.Tensor) -> torch.Tensor:
         """(B, K) the state after this pass: the reservoir's step (one on the summary, or with a token drive one
@@ -339,6 +348,8 @@ class _ReadPoint:
             stepped = drive_tokens(reservoir.step, state, self.tokens, self.token_gates)
         if self.write is None:
             return stepped
+        if self.idle is not None:  # idle_write "keep": an idle tick leaves the held units as they were
+            self.write = torch.where(self.idle.to(self.write.device), torch.zeros_like(self.write), self.write)
         write = self.write[:, None].expand_as(state)
         if self.running_units:
             running = self.running_units
@@ -435,7 +446,7 @@ class ReservoirModel(nn.Module):
                 position_ids: torch.Tensor | None = None, read_only: bool = False,
                 read_index: torch.Tensor | None = None, layer_input: torch.Tensor | None = None,
                 taught_write: torch.Tensor | None = None, taught_recall: torch.Tensor | None = None,
-                **kwargs) -> RanOutput:
+                idle: torch.Tensor | bool | None = None, **kwargs) -> RanOutput:
         """One pass. Extra keyword arguments go to the base model (e.g. ``use_cache``, ``logits_to_keep``).
 
         ``read_only=True`` stops the pass once the reservoir has read layer L: the next state is the
@@ -446,6 +457,8 @@ class ReservoirModel(nn.Module):
         layers below L are skipped (they do not depend on the state in kv and additive mode).
         ``taught_write`` (B,) sets a switched write in training (1 step, 0 keep; -1: the gates decide), and
         ``taught_recall`` (B,) a switched recall (1 the slots are seen, 0 hidden; -1: the switch decides).
+        ``idle`` (B,) bool, or one bool for every row: the passes that are idle ticks (with idle_write "keep"
+        they write nothing).
         """
         tokens = input_ids if input_ids is not None else inputs_embeds
         batch, length = tokens.shape[0], tokens.shape[1]
@@ -454,6 +467,7 @@ class ReservoirModel(nn.Module):
             read.content = self._read_content(input_ids, inputs_embeds)
             read.stop_after_read = read_only
             read.taught_write, read.taught_recall = taught_write, taught_recall
+            read.idle = self._idle_rows(idle, batch, state.device)
             inputs = self._model_inputs(input_ids, inputs_embeds, attention_mask, position_ids)
             try:
                 with self._starting_at_layer(layer_input):
@@ -473,13 +487,15 @@ class ReservoirModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 state: torch.Tensor | None = None, **kwargs):
-        """``generate()`` of the base model as one pass; returns what it returns (prompt + new tokens)."""
+                 state: torch.Tensor | None = None, idle: torch.Tensor | bool | None = None, **kwargs):
+        """``generate()`` of the base model as one pass; returns what it returns (prompt + new tokens).
+        ``idle`` as in :meth:`forward`."""
         batch, length = input_ids.shape
         state = self._state_for(batch, state)
         n_prefix = self._n_prefix()
         with self._pass(state, attention_mask, batch, length) as read:
             read.content = self._read_content(input_ids, None)
+            read.idle = self._idle_rows(idle, batch, state.device)
             if n_prefix:
                 inputs = self._model_inputs(input_ids, None, attention_mask, None)
                 inputs.pop("position_ids")
@@ -498,7 +514,8 @@ class ReservoirModel(nn.Module):
 
     @contextmanager
     def open_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                  state: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> Iterator[OpenPass]:
+                  state: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                  idle: torch.Tensor | bool | None = None) -> Iterator[OpenPass]:
         """One pass whose base-model calls the caller makes (e.g. a token loop that streams with the cache).
 
         Inside the block call ``model.base(**p.inputs, use_cache=True)`` once (the prefill: layer L is
@@ -506,16 +523,26 @@ class ReservoirModel(nn.Module):
         stays on throughout. On normal exit the reservoir ticks once and ``p.next_state()`` becomes the
         carried state; if the block raises, nothing ticks. ``position_ids`` (B, T) for left-padded rows:
         ``p.inputs`` then holds them (shifted past any prefix), and a decode step's are one past its last.
+        ``idle`` as in :meth:`forward`.
         """
         batch, length = input_ids.shape
         state = self._state_for(batch, state)
         with self._pass(state, attention_mask, batch, length) as read:
             read.content = self._read_content(input_ids, None)
+            read.idle = self._idle_rows(idle, batch, state.device)
             handle = OpenPass(inputs=self._model_inputs(input_ids, None, attention_mask, position_ids),
                               n_prefix=self._n_prefix(), state=state, _reservoir=self.reservoir, _read=read)
             yield handle
             next_state = handle.next_state()
         self.state = next_state
+
+    def _idle_rows(self, idle: torch.Tensor | bool | None, batch: int, device: torch.device) -> torch.Tensor | None:
+        """(B,) bool: the idle ticks that write nothing this pass (idle_write "keep"); None where every row's write
+        decides."""
+        if idle is None or self.config.idle_write != "keep":
+            return None
+        rows = torch.as_tensor(idle, dtype=torch.bool, device=device).expand(batch)  # one bool: every row
+        return rows if bool(rows.any()) else None
 
     def _read_content(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None
                       ) -> torch.Tensor | None:

@@ -22,6 +22,11 @@ SUMMARIES = ("last", "mean", "attention", "gated")
 WRITES = ("always", "gated", "switched", "pass-switched")
 TOKEN_GATED_WRITES = ("gated", "switched")  # the writes that open with the gated read's per-token gates
 SWITCHED_WRITES = ("switched", "pass-switched")  # the writes that step fully or not at all
+# What an idle tick (a pass with no new input) writes: as its write decides, as any pass (gate); or nothing
+# (keep): the held units stay as they were, so a tick that rereads an earlier turn in the context cannot
+# overwrite what that turn stored (the running units still step). Training teaches the write to stay shut
+# on idle ticks either way; keep makes every surface do what training did.
+IDLE_WRITES = ("gate", "keep")
 # Whether a pass's queries see the memory (kv slots): always; or (switched) where a trained switch on layer L's
 # input at the prompt's end opens, so a pass that does not need the memory runs exactly as the base model does.
 RECALLS = ("always", "switched")

@@ -43,12 +43,14 @@ CONDITIONS = ("carried", "wiped")
 @dataclass(frozen=True)
 class Recipe:
     """The recipe's defaults, from the design study's best arm (README, "One memory": ``r14``, 3 seeds): the
-    gated read, a write switched once per pass, a switched recall, leak rates spread from 1.0 to 0.01, trained
-    on single-token words over 0-1 intervening passes without harm episodes (the switched recall leaves
-    ordinary passes as the base model's). Names, numbers and places are not learned by it yet."""
+    gated read, a write switched once per pass (shut on idle ticks: ``idle_write`` "keep", so a tick cannot
+    overwrite what an earlier turn still in the context stored), a switched recall, leak rates spread from 1.0 to
+    0.01, trained on single-token words over 0-1 intervening passes without harm episodes (the switched recall
+    leaves ordinary passes as the base model's). Names, numbers and places are not learned by it yet."""
 
-    ran: RanConfig = RanConfig(summary="gated", write="pass-switched", recall="switched", reservoir=ReservoirConfig(
-        units=2048, leak_rate=1.0, leak_rate_min=0.01, input_scaling=0.05))
+    ran: RanConfig = RanConfig(summary="gated", write="pass-switched", idle_write="keep", recall="switched",
+                               reservoir=ReservoirConfig(units=2048, leak_rate=1.0, leak_rate_min=0.01,
+                                                         input_scaling=0.05))
     train: TrainConfig = TrainConfig(steps=300, learning_rate=1e-2)
     format: PassFormat = PassFormat("chat")
     kinds: tuple[str, ...] = ("word",)

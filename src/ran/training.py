@@ -302,7 +302,7 @@ def run_episodes(model: ReservoirModel, episodes: list[list[RenderedPass]], carr
                 before_pass(group.rows)
             output = model(group.input_ids.to(device), attention_mask=mask, position_ids=group.position_ids.to(device),
                            state=start, read_index=group.read_index.to(device), read_only=not group.has_targets,
-                           **kwargs)
+                           idle=group.idle, **kwargs)
             next_state = next_state.index_copy(0, rows, output.state)
             passes += len(rows)
             logits = losses = speak = None

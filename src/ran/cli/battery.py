@@ -179,7 +179,7 @@ def run(args) -> int:
                                                            episodes_per_step=args.episodes_per_step))
                            for task in tasks if args.alone]
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    running_units=args.running_units, running_read=args.running_read,
+                    idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                     slot_order=args.slot_order, gate_context=args.gate_context, gate_hidden=args.gate_hidden,
                     reservoir=reservoir_config_from(args))

@@ -14,7 +14,7 @@ from ran.errors import ConfigError
 from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
-from ran.reading import DRIVES, GATE_CONTEXTS, READ_SOURCES, RECALLS, SLOT_ORDERS, SUMMARIES, WRITES
+from ran.reading import DRIVES, GATE_CONTEXTS, IDLE_WRITES, READ_SOURCES, RECALLS, SLOT_ORDERS, SUMMARIES, WRITES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
 from ran.tracking import DEFAULT_DIRECTORY, TRACKERS, TrackConfig
 
@@ -47,6 +47,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "(pass-switched) fully where a trained switch on layer L's input at the prompt's end "
                              "opens, one decision per pass; the switches are taught by the passes' read labels in "
                              "training (default: %(default)s)")
+    parser.add_argument("--idle-write", default="gate", choices=list(IDLE_WRITES),
+                        help="what an idle tick writes, with a write that can hold: what its write decides, as "
+                             "any pass's (gate), or nothing (keep), so a tick that rereads an earlier turn in the "
+                             "context cannot overwrite what that turn stored; training teaches the write shut on "
+                             "idle ticks either way (default: %(default)s)")
     parser.add_argument("--running-units", type=int, default=0, metavar="R",
                         help="with a write that can hold (gated, switched, pass-switched): the reservoir's last R "
                              "units step on every pass whatever the write decides, a running clock beside the held "

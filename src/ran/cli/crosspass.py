@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     resolve(args.device, args.dtype)  # a bad device or dtype fails now, before anything loads
     check_outputs(args)  # --out and --save writable (their files are checked once the runs are known)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    running_units=args.running_units, running_read=args.running_read,
+                    idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                     slot_order=args.slot_order, gate_context=args.gate_context,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)

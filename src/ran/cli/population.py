@@ -110,7 +110,7 @@ def config_from(args: argparse.Namespace) -> PopulationConfig:
     if path.is_dir() or path.is_file():  # workers may start elsewhere: give them an absolute path
         model = str(path.resolve())
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    running_units=args.running_units, running_read=args.running_read,
+                    idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                     slot_order=args.slot_order, gate_context=args.gate_context,
                     reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)

@@ -57,8 +57,9 @@ EPILOG = ("Time on 2 cores of an AMD EPYC: a seed of the default 300 steps of 32
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.set_defaults(summary=RECIPE.ran.summary, write=RECIPE.ran.write, recall=RECIPE.ran.recall,
-                        drive=RECIPE.ran.drive, read_places=RECIPE.ran.read_places, read_from=RECIPE.ran.read_from,
+    parser.set_defaults(summary=RECIPE.ran.summary, write=RECIPE.ran.write, idle_write=RECIPE.ran.idle_write,
+                        recall=RECIPE.ran.recall, drive=RECIPE.ran.drive, read_places=RECIPE.ran.read_places,
+                        read_from=RECIPE.ran.read_from,
                         slot_order=RECIPE.ran.slot_order)
     add_reservoir_arguments(parser, RECIPE.ran.reservoir, with_seed=False)
     parser.add_argument("--value-read", default=RECIPE.ran.value_read, choices=list(VALUE_READS),
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give at least one seed")
     resolve(args.device, args.dtype)
     ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    running_units=args.running_units, running_read=args.running_read,
+                    idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                     slot_order=args.slot_order, gate_context=args.gate_context, value_read=args.value_read,
                     place_count=args.place_count,

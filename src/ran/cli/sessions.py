@@ -67,8 +67,8 @@ def add_session_arguments(parser: argparse.ArgumentParser, default_session: str 
                        help="pass format (default: the artifact's; without one, chat for ChatML tokenizers)")
     group.add_argument("--idle-text", help="text read at every idle tick (default: the format's, a newline)")
     # None marks "not given": a resumed session keeps what it was made with unless told otherwise.
-    parser.set_defaults(model=None, mode=None, slots=None, summary=None, write=None, recall=None, drive=None,
-                        read_places=None, read_from=None, slot_order=None, gate_context=None,
+    parser.set_defaults(model=None, mode=None, slots=None, summary=None, write=None, idle_write=None, recall=None,
+                        drive=None, read_places=None, read_from=None, slot_order=None, gate_context=None,
                         **{flag: None for flag in RESERVOIR_FLAGS})
 
 
@@ -150,7 +150,7 @@ def _build_model(args: argparse.Namespace, base, artifact: str | None,
                  if getattr(args, flag) is not None}
     changes: dict[str, Any] = {"reservoir": ReservoirConfig(**{**config.reservoir.to_dict(), **reservoir})}
     for flag, field in (("mode", "mode"), ("layer", "layer"), ("slots", "n_slots"), ("summary", "summary"),
-                        ("write", "write"), ("recall", "recall"), ("drive", "drive"),
+                        ("write", "write"), ("idle_write", "idle_write"), ("recall", "recall"), ("drive", "drive"),
                         ("read_places", "read_places"), ("read_from", "read_from"), ("slot_order", "slot_order"),
                         ("gate_context", "gate_context")):
         if getattr(args, flag) is not None:

@@ -307,7 +307,7 @@ class Session:
         extra = {"output_attentions": True} if config.policy.needs_attention else {}
         generated: list[int] = []
         stopped = interrupted = False
-        with model.open_pass(input_ids, state=self.state) as open_pass:
+        with model.open_pass(input_ids, state=self.state, idle=kind == "idle") as open_pass:
             output = model.base(**open_pass.inputs, use_cache=True, logits_to_keep=1, **extra)  # (1, 1, vocab)
             calls = 1
             if config.policy.needs_attention:
