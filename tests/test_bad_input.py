@@ -348,6 +348,9 @@ ROWS = [
     ("eval", [ARTIFACT, "--device", "tpu"], "unknown device 'tpu'"),
     ("eval", [ARTIFACT, "--model", SESSION_MODEL], "different base model"),
     ("eval", [ARTIFACT, "--task", "@W/task.json", "--key-list", "w9"], "not allowed with argument --task"),
+    ("eval", [ARTIFACT, "--json", "@W/adir"], "--json @W/adir is a directory: give the name of a JSON file"),
+    ("eval", [ARTIFACT, "--json", "@W/file.txt"], "the file @W/file.txt already exists; pass --overwrite"),
+    ("eval", [ARTIFACT, "--json", "@W/file.txt/out.json"], "out.json: the directory @W/file.txt is a file"),
     # ----- battery ------------------------------------------------------------------------------------------
     ("battery", ["--tasks", "recall", "timd"], "unknown task 'timd' (did you mean 'timed'?)"),
     ("battery", ["--tasks", "recall", "recall"], "a task is given twice"),

@@ -536,8 +536,10 @@ def test_a_battery_artifact_with_a_hidden_gate_decides_in_a_live_session_as_it_t
     assert "reproduced the saved scores" in capsys.readouterr().out
     settings = tmp_path / "two.json"
     settings.write_text('{"timed": {"appointments": [2, 2]}}')
-    assert main(["eval", str(artifact), "--model", str(directory), "--task", str(settings)]) == 0
+    assert main(["eval", str(artifact), "--model", str(directory), "--task", str(settings),
+                 "--json", str(tmp_path / "two-eval.json")]) == 0
     assert "appointment 2 of the session (n=24)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "two-eval.json").read_text())["scores"]["carried"]["tasks"]["timed"]
     settings.write_text('{"recall": {"keys": ["w40"]}}')
     assert main(["eval", str(artifact), "--model", str(directory), "--task", str(settings)]) == 2
     assert "'recall' is not a task of this artifact; its tasks are timed" in capsys.readouterr().err

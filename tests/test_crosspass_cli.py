@@ -115,9 +115,12 @@ def test_eval_scores_an_artifact_on_keys_it_never_trained_on(tiny_dir, task_file
     assert ran("crosspass", "--model", str(tiny_dir), "--task", str(task_file), "--units", "32", "--steps", "2",
                "--seeds", "0", "--eval-delays", "0", "--out", str(tmp_path), "--save", str(saved),
                "--no-progress").returncode == 0
-    result = ran("eval", str(next(saved.iterdir())), "--key-list", "w40,w41,w42", "--eval-delays", "0", "2")
+    result = ran("eval", str(next(saved.iterdir())), "--key-list", "w40,w41,w42", "--eval-delays", "0", "2",
+                 "--json", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stderr
     assert "heldout  distractor      2" in result.stdout
+    written = json.loads((tmp_path / "eval.json").read_text())
+    assert written["switches"] is None and f"carried: {written['scores']['carried']['value']:.2f}" in result.stdout
 
 
 def test_template_flags_set_the_task_and_a_task_file_still_wins(tiny_dir, task_file, tmp_path):

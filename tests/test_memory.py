@@ -1373,6 +1373,57 @@ def test_a_written_value_artifact_replies_the_same_in_ran_run_and_the_python_api
     assert float((written[0, :-1] - stock[0, :-1]).abs().max()) == 0.0  # only the reply's first query is written
 
 
+def test_a_remember_artifact_keeps_its_store_through_idle_ticks_in_ran_run_and_ran_eval_writes_json(
+        tiny_chat_dir, tmp_path, capsys):
+    """End to end: ran remember saves idle_write "keep"; with its write switch held open, ``ran run``'s idle ticks
+    leave the state as the store left it, while the same weights with "gate" step on every tick. ``ran eval
+    --json`` writes what it prints (scores carried and wiped, the no-harm check, the switches, the commit)."""
+    from ran.cli import main
+    from ran.loading import load_model
+
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps(tiny_task().to_dict()))
+    saved = tmp_path / "artifacts"
+    assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
+                    "--steps", "2", "--seeds", "0", "--idle-text", "w9", "--out", str(tmp_path / "out"),
+                    "--save", str(saved), "--no-progress") == 0
+    base, _ = load_model(str(tiny_chat_dir))
+    model = ReservoirModel.from_pretrained(base, saved / "memory-seed0")
+    assert model.config.idle_write == "keep"
+    with torch.no_grad():
+        model.write_gate.bias.fill_(10.0)  # every pass opens the write
+    for idle_write in ("keep", "gate"):
+        model.config = replace(model.config, idle_write=idle_write)
+        model.save_pretrained(tmp_path / idle_write, pass_format=PassFormat("chat", idle_text="w9"))
+    model.unwrap()
+    script = tmp_path / "ticks.txt"
+    script.write_text("w10 w11 w45 w12\n/tick 2\n")
+    digests = {}
+    for idle_write in ("keep", "gate"):
+        assert main(["run", "--session", idle_write, "--sessions-dir", str(tmp_path / "sessions"), "--artifact",
+                     str(tmp_path / idle_write), "--model", str(tiny_chat_dir), "--script", str(script),
+                     "--max-new-tokens", "2", "--out", str(tmp_path / f"live-{idle_write}"), "--quiet"]) == 0
+        transcript = json.loads(next((tmp_path / f"live-{idle_write}").glob("run-*.json")).read_text())
+        digests[idle_write] = [e["state_digest"] for e in transcript["events"] if e["kind"] in ("prompt", "idle")]
+    assert len(set(digests["keep"])) == 1, digests  # the store's state, unchanged by both ticks
+    assert len(set(digests["gate"])) == 3 and digests["gate"][0] == digests["keep"][0], digests
+
+    report = tmp_path / "eval.json"
+    capsys.readouterr()
+    assert main(["eval", str(saved / "memory-seed0"), "--model", str(tiny_chat_dir), "--eval-delays", "0", "2",
+                 "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    written = json.loads(report.read_text())
+    assert written["schema"] == "ran.eval/1" and written["ran_config"]["idle_write"] == "keep"
+    assert written["environment"]["git"]["commit"] and written["switches"]
+    for condition in ("carried", "wiped"):
+        score = written["scores"][condition]
+        assert {g["delay"] for g in score["groups"]} == {0, 2}
+        assert f"{condition}: {score['value']:.2f}, replies stop {score['stopped']:.2f}" in printed
+    assert main(["eval", str(saved / "memory-seed0"), "--model", str(tiny_chat_dir), "--json", str(report)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
 def test_remembers_flags_default_to_the_recipe_the_python_api_uses():
     """``ran remember`` with no flags trains what ``run_memory(MemoryTask(...))`` trains: the design study's arm."""
     import argparse
@@ -1383,9 +1434,9 @@ def test_remembers_flags_default_to_the_recipe_the_python_api_uses():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([])
-    assert (args.summary, args.write, args.recall, args.drive) == (
-        RECIPE.ran.summary, RECIPE.ran.write, RECIPE.ran.recall, RECIPE.ran.drive) == (
-        "gated", "pass-switched", "switched", "pass")
+    assert (args.summary, args.write, args.idle_write, args.recall, args.drive) == (
+        RECIPE.ran.summary, RECIPE.ran.write, RECIPE.ran.idle_write, RECIPE.ran.recall, RECIPE.ran.drive) == (
+        "gated", "pass-switched", "keep", "switched", "pass")
     assert (args.leak_rate, args.leak_rate_min, args.input_scaling, args.units) == (1.0, 0.01, 0.05, 2048)
     assert (args.steps, args.lr, tuple(args.kinds)) == (RECIPE.train.steps, RECIPE.train.learning_rate, RECIPE.kinds)
     assert (args.train_delays, args.harm_fraction, args.per_step, tuple(args.eval_delays)) == (

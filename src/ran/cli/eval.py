@@ -8,7 +8,8 @@ artifact (``ran remember``) it holds settings that replace the artifact's own, e
 artifact (``ran battery --save``) it maps a task's name to settings that replace that task's own, e.g.
 ``{"timed": {"appointments": [2, 2]}}`` (two appointments in one session). Every run also
 prints the no-harm check (``ran.harm``): agreement with the base model's replies and the perplexity of
-held-out text, base vs wiped vs carried.
+held-out text, base vs wiped vs carried. ``--json FILE`` also writes what it measured (every group, the
+predictions, the no-harm check and the write and recall switches) with the commit and the machine.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from ran.artifact import artifact_pass_format, read_artifact_description
+from ran.cli.common import add_overwrite_argument
 from ran.errors import ArtifactError, ConfigError
-from ran.fileio import read_json_object
+from ran.fileio import atomic_write, check_directory, check_new, read_json_object
 from ran.harm import harm_inputs, harm_report
 from ran.loading import load_model
 from ran.model import ReservoirModel
 from ran.passes import Renderer
+from ran.provenance import environment
 from ran.runner import ARTIFACT_RUN_FILE, evaluate
 from ran.switches import switch_rates
 from ran.tasks import MemoryTask, RecallTask, Task, task_class, task_from_settings
@@ -51,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "templates; keys it trained on are refused)")
     parser.add_argument("--eval-delays", type=int, nargs="+", metavar="D",
                         help="intervening passes to evaluate (default: the artifact's own)")
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the scores, carried and wiped (with the predictions), the no-harm check "
+                             "and the switches to this JSON file, with the commit and the machine")
+    add_overwrite_argument(parser)
 
 
 def saved_run(directory: Path) -> tuple[dict[str, Any], Task | TaskMix, dict[str, dict[str, Any]]]:
@@ -81,6 +88,11 @@ def saved_run(directory: Path) -> tuple[dict[str, Any], Task | TaskMix, dict[str
 def run(args: argparse.Namespace) -> int:
     directory = Path(args.artifact)
     read_artifact_description(directory)  # clear errors for a missing or corrupt artifact first
+    if args.json:  # before any work: an unwritable or existing file costs nothing
+        if Path(args.json).is_dir():
+            raise ConfigError(f"--json {args.json} is a directory: give the name of a JSON file to write")
+        check_directory(Path(args.json).parent, f"--json {args.json}: the directory")
+        check_new(args.json, "--json", args.overwrite)
     saved, task, saved_scores = saved_run(directory)
     own_task = args.task is None and args.key_list is None and args.eval_delays is None
     if args.task and isinstance(task, MemoryTask):
@@ -104,13 +116,22 @@ def run(args: argparse.Namespace) -> int:
     renderer = Renderer(artifact_pass_format(directory), tokenizer)
     task.check(renderer)
     measured = {c: evaluate(model, renderer, task, carry=c == "carried") for c in ("carried", "wiped")}
-    _print_harm(harm_report(model, renderer, *harm_inputs(task)))
-    if isinstance(task, MemoryTask):
-        _print_switches(switch_rates(model, renderer, task)["switches"])
+    harm = harm_report(model, renderer, *harm_inputs(task))
+    _print_harm(harm)
+    switches = switch_rates(model, renderer, task)["switches"] if isinstance(task, MemoryTask) else None
+    if switches is not None:
+        _print_switches(switches)
+    if args.json:
+        report = {"schema": "ran.eval/1", "command": "eval", "artifact": str(directory),
+                  "ran_config": model.config.to_dict(), "task": {"name": task.name, "file": args.task},
+                  "eval_delays": args.eval_delays, "scores": measured, "harm": harm, "switches": switches,
+                  "environment": environment()}
+        atomic_write(args.json, json.dumps(report, indent=1) + "\n")
     if isinstance(task, TaskMix):
         return _report_mix(measured, saved_scores if own_task else None)
     if not own_task:
         _print_groups(measured)
+        _print_totals(measured)
         return 0
     print(f"{'':>10}  {'saved':>6}  {'now':>6}")
     same = True
@@ -184,6 +205,14 @@ def _print_groups(measured: dict[str, dict[str, Any]]) -> None:
         wiped = _group_value(measured["wiped"], row)
         print("  ".join(f"{str(row.get(name, 'trained')):>{GROUP_COLUMNS.get(name, 8)}}" for name in columns)
               + f"  {row['recall']:>7.2f}  {wiped:>7.2f}")
+
+
+def _print_totals(measured: dict[str, dict[str, Any]]) -> None:
+    """The task's headline value and, where it scores them, how often replies stop, carried and wiped."""
+    for condition in ("carried", "wiped"):
+        score = measured[condition]
+        stopped = f", replies stop {score['stopped']:.2f}" if score.get("stopped") is not None else ""
+        print(f"{condition}: {score['value']:.2f}{stopped}")
 
 
 def _print_harm(report: dict[str, Any]) -> None:
