@@ -7,7 +7,7 @@ import torch
 from numerics import float32_tolerance, pass_depth
 from tiny_models import VOCAB, tiny_model, tiny_tokenizer
 
-from ran.batched import Member, train_members
+from ran.batched import Member, batch_shape, train_members
 from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.model import WRAPPED_MARK, RanConfig, wrap
@@ -131,6 +131,16 @@ def test_members_of_another_shape_are_refused_in_one_line(change, named):
         train_members(base, [first, replace(first, **change)], RENDERER)
     assert named in str(refused.value) and "\n" not in str(refused.value)
     assert not getattr(base, WRAPPED_MARK, False)
+
+
+def test_members_that_differ_in_what_an_idle_tick_writes_do_not_share_a_batch():
+    """The batch runs every row on member 0's model, so its idle_write would hold for all: they differ in shape."""
+    gate = RanConfig(summary="gated", write="switched", reservoir=ReservoirConfig(units=64))
+    keep = replace(gate, idle_write="keep")
+    assert batch_shape(gate, TrainConfig()) != batch_shape(keep, TrainConfig())
+    first = replace(members("kv", 2)[0], ran=gate)
+    with pytest.raises(ConfigError, match="member 1 has idle_write='keep', member 0 has 'gate'"):
+        train_members(tiny_model("llama"), [first, replace(first, ran=keep)], RENDERER)
 
 
 @pytest.mark.parametrize(("ran", "named"), [

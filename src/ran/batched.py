@@ -57,7 +57,7 @@ from ran.training import (
 )
 
 # What members must share to run as rows of one batch (the shape of every stacked map and of the pass).
-SHARED_RAN_FIELDS = ("mode", "layer", "n_slots", "summary", "write", "gate")
+SHARED_RAN_FIELDS = ("mode", "layer", "n_slots", "summary", "write", "idle_write", "gate")
 SHARED_RESERVOIR_FIELDS = ("units", "activation")
 
 
