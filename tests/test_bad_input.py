@@ -319,6 +319,8 @@ ROWS = [
     ("crosspass", ["--seeds"], "expected at least one argument"),
     ("crosspass", ["--grid", "units=abc"], "are not all int"),
     ("crosspass", ["--grid", "colour=1,2"], "unknown grid field 'colour'"),
+    ("remember", ["--grid", "idle_write=never"], "unknown idle_write 'never': choose one of gate, keep"),
+    ("remember", ["--write", "always", "--idle-write", "keep"], "idle_write 'keep' holds the state through idle"),
     ("crosspass", ["--grid", "keys=0,6"], "grid keys=0 is not a number of keys this task has"),
     ("crosspass", ["--grid", "units=100000000"], "units must be at most 65,536"),
     ("crosspass", ["--grid", "leak_rate=0,1"], "leak_rate must be in (0, 1]"),

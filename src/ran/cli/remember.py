@@ -33,7 +33,7 @@ from ran.devices import resolve
 from ran.engine import member_of
 from ran.errors import ConfigError
 from ran.fileio import atomic_write, read_json_object
-from ran.grid import GRID_FIELDS, parse_grid
+from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.loading import load_tokenizer
 from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
@@ -165,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
     arms = arms_from(args.grid)
+    for arm in arms:  # every arm's config checked before any model loads
+        apply_point(ran, train, arm)
     name, out = results_name(args, "memory"), Path(args.out)
     save = Path(args.save) if args.save else None
     check_outputs(args, [out / f"{name}.json", out / f"{name}.png"])  # before any work: nothing replaced unasked
