@@ -1,8 +1,9 @@
-"""A copy of each artifact in a directory with ``idle_write`` "keep": the same weight files (checked), only the
-idle tick's write differs, so an idle tick writes nothing. For artifacts saved before the field (they decide with
-the write switch, "gate"); training taught their write shut on idle ticks either way.
+"""A copy of each artifact in a directory with ``idle_write`` "keep" (or, with ``--idle-write gate``, "gate"): the
+same weight files (checked), only the idle tick's write differs. "keep" is for artifacts saved before the field
+(they decide with the write switch, "gate"; training taught their write shut on idle ticks either way); "gate" gives
+a paired control for one saved with "keep".
 
-Usage: python docs/tasks/keep_idle_ticks.py SOURCE_DIR TARGET_DIR [--model smollm2-135m]
+Usage: python docs/tasks/keep_idle_ticks.py SOURCE_DIR TARGET_DIR [--idle-write keep|gate] [--model smollm2-135m]
 (SOURCE_DIR holds artifact directories, e.g. ``ran remember --save``'s memory-seedN.)
 """
 
@@ -16,18 +17,20 @@ from pathlib import Path
 from ran.artifact import artifact_pass_format, read_artifact_description
 from ran.loading import load_model
 from ran.model import ReservoirModel
+from ran.reading import IDLE_WRITES
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)
+    parser.add_argument("--idle-write", default="keep", choices=IDLE_WRITES)
     parser.add_argument("--model", default="smollm2-135m")
     args = parser.parse_args()
     base, _ = load_model(args.model)
     for directory in sorted(p for p in args.source.iterdir() if (p / "ran_config.json").is_file()):
         model = ReservoirModel.from_pretrained(base, directory)
-        model.config = replace(model.config, idle_write="keep")
+        model.config = replace(model.config, idle_write=args.idle_write)
         out = args.target / directory.name
         shutil.copytree(directory, out, dirs_exist_ok=True)  # run.json and all; the config is written anew
         model.save_pretrained(out, pass_format=artifact_pass_format(directory))
@@ -35,7 +38,7 @@ def main() -> None:
         files = (read_artifact_description(directory)["files"], read_artifact_description(out)["files"])
         if files[0] != files[1]:
             raise SystemExit(f"{out}: the weight files differ from {directory}'s")
-        print(f"{out}: idle_write keep, weights as {directory}")
+        print(f"{out}: idle_write {args.idle_write}, weights as {directory}")
 
 
 if __name__ == "__main__":
