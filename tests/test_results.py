@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ran.cli.eval import EVAL_SCHEMA
 from ran.engine.report import EXPERIMENTS, LEGACY_SCHEMAS, RESULTS_SCHEMA, experiment_of, read_results, results_document
 from ran.errors import ConfigError
 
@@ -22,6 +23,9 @@ def committed() -> dict[str, list[Path]]:
         relative = path.relative_to(RESULTS).as_posix()
         document = json.loads(path.read_text())
         if relative.startswith(NOT_EXPERIMENTS) or document.get("schema") == BENCHMARK_SCHEMA:
+            continue
+        if document.get("schema") == EVAL_SCHEMA:  # one artifact rescored by ran eval --json: its own layout
+            assert document["environment"]["git"]["commit"] and document["scores"]["carried"]["groups"], relative
             continue
         found[experiment_of(document, relative)].append(path)
     return found

@@ -36,6 +36,7 @@ from ran.tasks.base import group_key
 from ran.tasks.mix import TaskMix
 
 LEGACY_RUN_FILE = "crosspass.json"  # artifacts of ran.crosspass/1: one-hop recall only
+EVAL_SCHEMA = "ran.eval/1"  # what --json writes: one artifact rescored (not a results file of an experiment)
 GROUP_COLUMNS = {"split": 8, "kind": 7, "values": 8, "phrasing": 8, "filler": 10, "delay": 5}  # order and widths
 
 
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if switches is not None:
         _print_switches(switches)
     if args.json:
-        report = {"schema": "ran.eval/1", "command": "eval", "artifact": str(directory),
+        report = {"schema": EVAL_SCHEMA, "command": "eval", "artifact": str(directory),
                   "ran_config": model.config.to_dict(), "task": {"name": task.name, "file": args.task},
                   "eval_delays": args.eval_delays, "scores": measured, "harm": harm, "switches": switches,
                   "environment": environment()}
