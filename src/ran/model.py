@@ -349,7 +349,7 @@ class _ReadPoint:
         if self.write is None:
             return stepped
         if self.idle is not None:  # idle_write "keep": an idle tick leaves the held units as they were
-            self.write = torch.where(self.idle.to(self.write.device), torch.zeros_like(self.write), self.write)
+            self.write = torch.where(self.idle, torch.zeros_like(self.write), self.write)
         write = self.write[:, None].expand_as(state)
         if self.running_units:
             running = self.running_units
@@ -463,11 +463,10 @@ class ReservoirModel(nn.Module):
         tokens = input_ids if input_ids is not None else inputs_embeds
         batch, length = tokens.shape[0], tokens.shape[1]
         state = self._state_for(batch, state)
-        with self._pass(state, attention_mask, batch, length, read_index) as read:
+        with self._pass(state, attention_mask, batch, length, read_index, idle) as read:
             read.content = self._read_content(input_ids, inputs_embeds)
             read.stop_after_read = read_only
             read.taught_write, read.taught_recall = taught_write, taught_recall
-            read.idle = self._idle_rows(idle, batch, state.device)
             inputs = self._model_inputs(input_ids, inputs_embeds, attention_mask, position_ids)
             try:
                 with self._starting_at_layer(layer_input):
@@ -493,9 +492,8 @@ class ReservoirModel(nn.Module):
         batch, length = input_ids.shape
         state = self._state_for(batch, state)
         n_prefix = self._n_prefix()
-        with self._pass(state, attention_mask, batch, length) as read:
+        with self._pass(state, attention_mask, batch, length, idle=idle) as read:
             read.content = self._read_content(input_ids, None)
-            read.idle = self._idle_rows(idle, batch, state.device)
             if n_prefix:
                 inputs = self._model_inputs(input_ids, None, attention_mask, None)
                 inputs.pop("position_ids")
@@ -527,9 +525,8 @@ class ReservoirModel(nn.Module):
         """
         batch, length = input_ids.shape
         state = self._state_for(batch, state)
-        with self._pass(state, attention_mask, batch, length) as read:
+        with self._pass(state, attention_mask, batch, length, idle=idle) as read:
             read.content = self._read_content(input_ids, None)
-            read.idle = self._idle_rows(idle, batch, state.device)
             handle = OpenPass(inputs=self._model_inputs(input_ids, None, attention_mask, position_ids),
                               n_prefix=self._n_prefix(), state=state, _reservoir=self.reservoir, _read=read)
             yield handle
@@ -541,8 +538,10 @@ class ReservoirModel(nn.Module):
         decides."""
         if idle is None or self.config.idle_write != "keep":
             return None
-        rows = torch.as_tensor(idle, dtype=torch.bool, device=device).expand(batch)  # one bool: every row
-        return rows if bool(rows.any()) else None
+        rows = torch.as_tensor(idle, dtype=torch.bool)  # where the caller has it (the CPU): no device sync
+        if not bool(rows.any()):
+            return None
+        return rows.to(device).expand(batch)  # one bool: every row
 
     def _read_content(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None
                       ) -> torch.Tensor | None:
@@ -622,8 +621,8 @@ class ReservoirModel(nn.Module):
                 layers[index] = layer
 
     @contextmanager
-    def _pass(self, state: torch.Tensor, attention_mask: torch.Tensor | None, batch: int,
-              length: int, read_index: torch.Tensor | None = None) -> Iterator[_ReadPoint]:
+    def _pass(self, state: torch.Tensor, attention_mask: torch.Tensor | None, batch: int, length: int,
+              read_index: torch.Tensor | None = None, idle: torch.Tensor | bool | None = None) -> Iterator[_ReadPoint]:
         n_prefix = self._n_prefix()
         device = state.device
         if attention_mask is None:
@@ -644,7 +643,7 @@ class ReservoirModel(nn.Module):
             token_mask = torch.cat([torch.zeros(batch, n_prefix, dtype=torch.bool, device=device),
                                     torch.ones(batch, length, dtype=torch.bool, device=device)], dim=1)
         read = _ReadPoint(batch=batch, last_index=last_index + n_prefix, token_mask=token_mask,
-                          running_units=self.config.running_units)
+                          running_units=self.config.running_units, idle=self._idle_rows(idle, batch, device))
         self._read = read
         if self.injection_enabled:
             self.injector.begin_pass(state)
