@@ -24,3 +24,30 @@ def test_ran_check_passes_on_the_embedded_model(smollm2):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all checks passed" in result.stdout
     assert "PASS  non-destruction" in result.stdout
+
+
+@pytest.mark.parametrize("command, extra", [
+    ("crosspass", {"lora_rank": 4}), ("population", {"lora_rank": 4}),
+    ("remember", {"lora_rank": 4, "value_read": "nearest"}), ("battery", {"gate_hidden": 16}),
+])
+def test_every_training_command_builds_its_config_from_the_shared_flags(command, extra):
+    """One function turns the shared model and reservoir flags into a RanConfig; each command adds its own."""
+    from ran.cli import build_parser
+    from ran.cli.common import ran_config_from
+
+    shared = ["--mode", "kv", "--layer", "3", "--slots", "4", "--summary", "gated", "--write", "switched",
+              "--idle-write", "keep", "--running-units", "8", "--recall", "switched", "--read-places", "2",
+              "--read-from", "embeddings", "--slot-order", "content-reply", "--gate-context", "pass",
+              "--units", "64", "--leak-rate", "0.5", "--leak-rate-min", "0.05", "--input-scaling", "0.3"]
+    own = {"lora_rank": ["--lora-rank", "4"], "value_read": ["--value-read", "nearest"],
+           "gate_hidden": ["--gate-hidden", "16"]}
+    argv = [command, *shared, *[flag for field in extra for flag in own[field]]]
+    args = build_parser().parse_args(argv)
+    config = ran_config_from(args, **{field: getattr(args, field) for field in extra})
+    assert (config.mode, config.layer, config.n_slots, config.summary, config.write, config.idle_write) == (
+        "kv", 3, 4, "gated", "switched", "keep")
+    assert (config.running_units, config.recall, config.read_places, config.read_from, config.slot_order,
+            config.gate_context) == (8, "switched", 2, "embeddings", "content-reply", "pass")
+    assert (config.reservoir.units, config.reservoir.leak_rate, config.reservoir.leak_rate_min,
+            config.reservoir.input_scaling) == (64, 0.5, 0.05, 0.3)
+    assert all(getattr(config, field) == value for field, value in extra.items())

@@ -23,7 +23,7 @@ from ran.cli.common import (
     backend_from,
     check_engine_outputs,
     check_outputs,
-    reservoir_config_from,
+    ran_config_from,
     results_name,
     track_config_from,
 )
@@ -32,7 +32,6 @@ from ran.errors import ConfigError
 from ran.fileio import atomic_write
 from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.loading import load_tokenizer
-from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_battery
 from ran.schema import RANGE, from_dict, parse_range
@@ -178,11 +177,7 @@ def run(args) -> int:
     mixes = [({}, mix)] + [({"alone": task.name}, TaskMix(tasks=(task,), weights=(1.0,),
                                                            episodes_per_step=args.episodes_per_step))
                            for task in tasks if args.alone]
-    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
-                    recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                    slot_order=args.slot_order, gate_context=args.gate_context, gate_hidden=args.gate_hidden,
-                    reservoir=reservoir_config_from(args))
+    ran = ran_config_from(args, gate_hidden=args.gate_hidden)
     train = TrainConfig(steps=args.steps, learning_rate=args.lr)
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]

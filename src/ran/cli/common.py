@@ -14,6 +14,7 @@ from ran.errors import ConfigError
 from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
+from ran.model import RanConfig
 from ran.reading import DRIVES, GATE_CONTEXTS, IDLE_WRITES, READ_SOURCES, RECALLS, SLOT_ORDERS, SUMMARIES, WRITES
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
 from ran.tracking import DEFAULT_DIRECTORY, TRACKERS, TrackConfig
@@ -121,6 +122,16 @@ def reservoir_config_from(args: argparse.Namespace) -> ReservoirConfig:
                            input_scaling=args.input_scaling, connectivity=args.connectivity,
                            activation=args.activation, seed=getattr(args, "reservoir_seed", 0),
                            leak_rate_min=getattr(args, "leak_rate_min", None))
+
+
+def ran_config_from(args: argparse.Namespace, **fields) -> RanConfig:
+    """The RAN config of the flags :func:`add_model_arguments` and :func:`add_reservoir_arguments` define;
+    ``fields`` are a command's own (``lora_rank``, ``value_read``...)."""
+    return RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
+                     idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
+                     recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
+                     slot_order=args.slot_order, gate_context=args.gate_context,
+                     reservoir=reservoir_config_from(args), **fields)
 
 
 def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from ran.cli.common import (
     backend_from,
     check_engine_outputs,
     check_outputs,
-    reservoir_config_from,
+    ran_config_from,
     results_name,
     track_config_from,
 )
@@ -37,7 +37,6 @@ from ran.fileio import atomic_write, read_json_object
 from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.injection import INJECTION_MODES
 from ran.loading import load_tokenizer
-from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_crosspass, plot_heldout, plot_retention
 from ran.schema import check_template
@@ -187,11 +186,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give at least one seed")
     resolve(args.device, args.dtype)  # a bad device or dtype fails now, before anything loads
     check_outputs(args)  # --out and --save writable (their files are checked once the runs are known)
-    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
-                    recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                    slot_order=args.slot_order, gate_context=args.gate_context,
-                    reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
+    ran = ran_config_from(args, lora_rank=args.lora_rank)
     task = task_from(args)
     steps = args.steps if args.steps is not None else (MIXED_DELAY_STEPS if max(task.train_delays) else DEFAULTS.steps)
     train = TrainConfig(steps=steps, learning_rate=args.lr, batch_size=args.batch_size,

@@ -19,13 +19,12 @@ from ran.cli.common import (
     add_reservoir_arguments,
     add_track_arguments,
     backend_from,
-    reservoir_config_from,
+    ran_config_from,
     track_config_from,
 )
 from ran.devices import resolve
 from ran.errors import ConfigError
 from ran.fileio import check_directory, read_json_object
-from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.population import LARGE_POPULATION, PopulationConfig, members, run_population
 from ran.population.grid import HYPER_FIELDS, parse_hyper, parse_seeds
@@ -109,11 +108,7 @@ def config_from(args: argparse.Namespace) -> PopulationConfig:
     path = Path(model).expanduser()
     if path.is_dir() or path.is_file():  # workers may start elsewhere: give them an absolute path
         model = str(path.resolve())
-    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
-                    recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                    slot_order=args.slot_order, gate_context=args.gate_context,
-                    reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
+    ran = ran_config_from(args, lora_rank=args.lora_rank)
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size)
     return PopulationConfig(
         model=model, task=task_from(args), ran=ran, train=train, format=PassFormat(args.format, args.idle_text),

@@ -25,7 +25,7 @@ from ran.cli.common import (
     backend_from,
     check_engine_outputs,
     check_outputs,
-    reservoir_config_from,
+    ran_config_from,
     results_name,
     track_config_from,
 )
@@ -35,7 +35,6 @@ from ran.errors import ConfigError
 from ran.fileio import atomic_write, read_json_object
 from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.loading import load_tokenizer
-from ran.model import RanConfig
 from ran.passes import FORMATS, PassFormat
 from ran.reading import PLACE_COUNTS, VALUE_READS
 from ran.remember import RECIPE, RECORDS_SUFFIX, artifact_name, builtin_task, memory_runs, run_memory
@@ -155,12 +154,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.seeds:
         raise ConfigError("give at least one seed")
     resolve(args.device, args.dtype)
-    ran = RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
-                    idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
-                    recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                    slot_order=args.slot_order, gate_context=args.gate_context, value_read=args.value_read,
-                    place_count=args.place_count,
-                    reservoir=reservoir_config_from(args), lora_rank=args.lora_rank)
+    ran = ran_config_from(args, value_read=args.value_read, place_count=args.place_count,
+                          lora_rank=args.lora_rank)
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
     arms = arms_from(args.grid)
