@@ -696,3 +696,35 @@ def test_battery_runs_trained_in_one_batch_score_as_runs_trained_alone(tmp_path)
         # float32 sums in other batch shapes: ~1e-6 relative (tests/test_batched.py) in the losses and the speak
         # gate's probabilities; the gate head batches too. Every score, count and text is equal.
         assert_records_match(batched, alone, rel=1e-4)
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_a_gate_that_reads_the_running_units_ignores_the_held_ones_on_every_surface(tmp_path, hidden):
+    """gate_reads "running": trained (AdamW, weight decay) on states whose labels hang on a held unit as much as
+    on a running one, the head keeps zero weight on the held units, so its decision moves with the running units
+    alone; the runtime, which applies the stored head to the whole state, decides the same."""
+    from ran.runtime import load_gate
+
+    config = RanConfig(n_slots=4, gate=True, gate_hidden=hidden, summary="gated", write="switched",
+                       running_units=8, gate_reads="running", reservoir=ReservoirConfig(units=32))
+    model = wrap(tiny_model("llama"), config)
+    draws = torch.Generator().manual_seed(0)
+    states = torch.randn(64, 32, generator=draws)
+    labels = ((states[:, 0] + states[:, 30]) > 0).float()  # unit 0 is held, unit 30 running
+    optimiser = torch.optim.AdamW(model.gate_head.parameters(), lr=1e-2, weight_decay=0.01)
+    for _ in range(100):
+        optimiser.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(model.speak_logit(states), labels).backward()
+        optimiser.step()
+    first = model.gate_head if hidden == 0 else model.gate_head[0]
+    assert float(first.weight[:, :24].abs().max()) == 0.0 and float(first.weight[:, 24:].abs().max()) > 0.01
+    moved = states.clone()
+    moved[:, :24] = torch.randn(64, 24, generator=draws) * 5
+    assert torch.equal(model.speak_logit(moved), model.speak_logit(states))
+    model.save_pretrained(tmp_path)
+    gate = load_gate(tmp_path, model.reservoir)
+    expected = torch.sigmoid(model.speak_logit(moved[:4])).tolist()
+    for state, p in zip(moved[:4], expected, strict=True):
+        assert gate.decide(state[None], None).value == pytest.approx(p, abs=1e-6)
+    with pytest.raises(ConfigError, match="gate_reads 'running' gives the gate head the running units alone"):
+        RanConfig(gate=True, gate_reads="running")

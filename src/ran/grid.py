@@ -18,6 +18,7 @@ GRID_FIELDS: dict[str, tuple[str, type]] = {
     "recall": ("ran", str),
     "drive": ("ran", str), "read_places": ("ran", int), "read_from": ("ran", str), "slot_order": ("ran", str),
     "value_read": ("ran", str), "place_count": ("ran", str), "gate_context": ("ran", str), "gate_hidden": ("ran", int),
+    "gate_reads": ("ran", str),
     "running_units": ("ran", int),
     "lora_rank": ("ran", int),
     "mode": ("ran", str),

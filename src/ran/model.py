@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import PreTrainedModel
 
 from ran import schema
@@ -46,6 +47,7 @@ from ran.reading import (
     DECODED_VALUE_READS,
     DRIVES,
     GATE_CONTEXTS,
+    GATE_READS,
     GATED_READ_BIAS,
     IDLE_WRITES,
     PLACE_COUNTS,
@@ -116,6 +118,8 @@ class RanConfig:
     # the token after it
     idle_write: str = "gate"  # an idle tick's write: gate (its write decides, as any pass's) | keep (the held units
     # stay as they were: a tick has no new input); older artifacts, saved without it, keep "gate"
+    gate_reads: str = "state"  # what the gate head reads: the whole state | running: only the running units, so
+    # when to speak follows the clock, not what the held units keep (a word training never said)
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -194,6 +198,11 @@ class RanConfig:
         if self.idle_write == "keep" and self.write == "always":
             raise ConfigError("idle_write 'keep' holds the state through idle ticks: it needs a write that can hold "
                               "(gated, switched or pass-switched), not 'always'")
+        if self.gate_reads not in GATE_READS:
+            raise ConfigError(f"unknown gate_reads '{self.gate_reads}': choose one of {', '.join(GATE_READS)}")
+        if self.gate_reads == "running" and not self.running_units:
+            raise ConfigError("gate_reads 'running' gives the gate head the running units alone: it needs "
+                              "running_units > 0")
         if self.recall not in RECALLS:
             raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
         if self.recall == "switched" and self.mode != "kv":
@@ -269,7 +278,9 @@ class OpenPass:
 
 def gate_head(config: RanConfig) -> nn.Module:
     """The speak/silent head: one linear unit on the state, or (``gate_hidden`` H) H ReLU units and one on them.
-    Its output unit starts at zero (p = 0.5); the hidden layer is drawn from ``readout_seed``."""
+    Its output unit starts at zero (p = 0.5); the hidden layer is drawn from ``readout_seed``. With ``gate_reads``
+    "running" its weights on the held units start at zero and, as it only ever sees those units zeroed
+    (:func:`gate_input`), stay there: the stored head reads the running units alone wherever it is applied."""
     units = config.reservoir.units
     if not config.gate_hidden:
         head = nn.Linear(units, 1)
@@ -279,9 +290,22 @@ def gate_head(config: RanConfig) -> nn.Module:
             torch.manual_seed(config.readout_seed)
             head = nn.Sequential(nn.Linear(units, config.gate_hidden), nn.ReLU(), nn.Linear(config.gate_hidden, 1))
         output = head[2]
+        with torch.no_grad():
+            head[0].weight[:, :held_units(config)] = 0.0
     nn.init.zeros_(output.weight)
     nn.init.zeros_(output.bias)
     return head
+
+
+def held_units(config: RanConfig) -> int:
+    """How many of the state's first units the gate head does not read (``gate_reads`` "running": the held ones)."""
+    return config.reservoir.units - config.running_units if config.gate_reads == "running" else 0
+
+
+def gate_input(config: RanConfig, state: torch.Tensor) -> torch.Tensor:
+    """(B, K) what the gate head reads of the state: all of it, or the running units with the held ones zeroed."""
+    held = held_units(config)
+    return F.pad(state[:, held:], (held, 0)) if held else state
 
 
 def gate_head_tensors(head: nn.Module) -> GateHead:
@@ -807,7 +831,7 @@ class ReservoirModel(nn.Module):
         """(B,) the gate head's logit of speaking, from the state after a pass (needs ``RanConfig.gate``)."""
         if self.gate_head is None:
             raise ConfigError("this model has no gate head: wrap it with RanConfig(gate=True)")
-        return self.gate_head(state.to(next(self.gate_head.parameters()).dtype))[:, 0]
+        return self.gate_head(gate_input(self.config, state).to(next(self.gate_head.parameters()).dtype))[:, 0]
 
     def _lora_target_modules(self) -> list[str]:
         spec = architecture_of(self.base)

@@ -34,6 +34,7 @@ from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.loading import load_tokenizer
 from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_battery
+from ran.reading import GATE_READS
 from ran.schema import RANGE, from_dict, parse_range
 from ran.tasks import BATTERY, task_class
 from ran.tasks.episode_file import task_from_file, task_name
@@ -77,6 +78,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default: 0.01)")
     parser.add_argument("--gate-hidden", type=int, default=0, metavar="H",
                         help="the gate head's hidden ReLU units: 0 = one linear unit on the state (default: 0)")
+    parser.add_argument("--gate-reads", default="state", choices=list(GATE_READS),
+                        help="what the gate head reads: the whole state, or (running, with --running-units) only the "
+                             "running units, so when to speak follows their clock and not what the held units keep "
+                             "(default: %(default)s)")
     parser.add_argument("--recipe", nargs="+", default=["readout"], choices=list(RECIPES),
                         help="readout: readout + gate head, decayed rate (the retention recipe); lora: LoRA rank 8, "
                              "constant rate (the plain recipe); give both to compare (default: readout)")
@@ -177,7 +182,7 @@ def run(args) -> int:
     mixes = [({}, mix)] + [({"alone": task.name}, TaskMix(tasks=(task,), weights=(1.0,),
                                                            episodes_per_step=args.episodes_per_step))
                            for task in tasks if args.alone]
-    ran = ran_config_from(args, gate_hidden=args.gate_hidden)
+    ran = ran_config_from(args, gate_hidden=args.gate_hidden, gate_reads=args.gate_reads)
     train = TrainConfig(steps=args.steps, learning_rate=args.lr)
     pass_format = PassFormat(args.format, idle_text=args.idle_text)
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
