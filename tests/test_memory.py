@@ -86,21 +86,21 @@ def test_task_round_trips_through_a_dict():
 
 
 def test_the_wider_phrasing_pool_holds_the_builtin_ones_and_no_heldout_one():
-    """docs/tasks/store-phrasings-40.json (``ran remember --task``): 40 store phrasings a kind, the built-in fifteen
-    first, and a task built from it keeps every held-out phrasing one training never reads; the -15 file is the
-    built-in fifteen alone."""
+    """docs/tasks/store-phrasings-40.json (``ran remember --task``, r63 and r64): 40 store phrasings a kind, now the
+    built-in pool, and a task built from it keeps every held-out phrasing one training never reads; the -15 file is
+    the built-in pool's first fifteen, the pool of r62 and earlier runs."""
     given = json.loads((Path(__file__).parents[1] / "docs/tasks/store-phrasings-40.json").read_text())
     assert set(given) == {"store_templates"} and set(given["store_templates"]) == set(KINDS)
     values = {kind: (f"w4{i}",) for i, kind in enumerate(KINDS)}
     task = MemoryTask(values=values, heldout_values={kind: ("w50",) for kind in KINDS}, **given)
     for kind in KINDS:
         pool = task.store_templates[kind]
-        assert len(set(pool)) == 40 and pool[:15] == STORE_TEMPLATES[kind]
+        assert len(set(pool)) == 40 and pool == STORE_TEMPLATES[kind]
         assert not set(pool) & set(task.heldout_store_templates[kind])
         assert task.heldout_store_templates[kind] == HELDOUT_STORE_TEMPLATES[kind]
     # docs/tasks/store-phrasings-15.json, r63 scored on r62's phrasings (README), is the built-in fifteen.
     builtin = json.loads((Path(__file__).parents[1] / "docs/tasks/store-phrasings-15.json").read_text())
-    assert builtin == {"store_templates": {kind: list(pool) for kind, pool in STORE_TEMPLATES.items()}}
+    assert builtin == {"store_templates": {kind: list(pool[:15]) for kind, pool in STORE_TEMPLATES.items()}}
 
 
 # ----- rendering: a stop at the end of a target, a reply that joins the context ------------------------------

@@ -42,19 +42,24 @@ CONDITIONS = ("carried", "wiped")
 
 @dataclass(frozen=True)
 class Recipe:
-    """The recipe's defaults, from the design study's best arm (README, "One memory": ``r14``, 3 seeds): the
-    gated read, a write switched once per pass (shut on idle ticks: ``idle_write`` "keep", so a tick cannot
-    overwrite what an earlier turn still in the context stored), a switched recall, leak rates spread from 1.0 to
-    0.01, trained on single-token words over 0-1 intervening passes without harm episodes (the switched recall
-    leaves ordinary passes as the base model's). Names, numbers and places are not learned by it yet."""
+    """The recipe's defaults, from the design study (README, "One memory": ``r63``, 3 seeds, with idle ticks that
+    keep): one artifact for all five kinds (vocabulary words, made-up names, 3-6 digit numbers, two-word places,
+    coined words), each with a held-out split, stored in forty phrasings a kind. The gated read from the tokens'
+    embeddings keeps a value's first eight tokens in order (``read_places``), a write switched once per pass (shut
+    on idle ticks: ``idle_write`` "keep", so a tick cannot overwrite what an earlier turn still in the context
+    stored), a switched recall, the slots ordered by the reply (place j answers the reply's j-th token) and the
+    nearest write (a fixed decoder fit on the training values' store states names each place's token; needs
+    thousands of training values to name values it never saw), leak rates spread from 1.0 to 0.01; trained over
+    0-1 intervening passes without harm episodes (the switched recall leaves ordinary passes as the base model's)."""
 
     ran: RanConfig = RanConfig(summary="gated", write="pass-switched", idle_write="keep", recall="switched",
+                               read_places=8, read_from="embeddings", slot_order="reply", value_read="nearest",
                                reservoir=ReservoirConfig(units=2048, leak_rate=1.0, leak_rate_min=0.01,
                                                          input_scaling=0.05))
     train: TrainConfig = TrainConfig(steps=300, learning_rate=1e-2)
     format: PassFormat = PassFormat("chat")
-    kinds: tuple[str, ...] = ("word",)
-    words: int = 2000  # training words from the vocabulary
+    kinds: tuple[str, ...] = KINDS
+    words: int = 6000  # training words from the vocabulary (and as many coined words)
     heldout_words: int = 200
 
 

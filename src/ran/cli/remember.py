@@ -78,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-text", default=RECIPE.format.idle_text, help="what an idle tick reads")
     task = parser.add_argument_group("task")
     task.add_argument("--kinds", nargs="+", default=list(RECIPE.kinds), choices=KINDS,
-                      help=f"kinds of values (default: {' '.join(RECIPE.kinds)}; numbers need --read-places; held-out "
-                           "names and places, and coined words, are not learned yet)")
+                      help=f"kinds of values (default: {' '.join(RECIPE.kinds)}; values of several tokens need "
+                           "--read-places > 1; held-out names are the weakest, README 'One memory')")
     task.add_argument("--words", type=int, default=RECIPE.words,
                       help=f"training words from the vocabulary, and as many coined words (default: {RECIPE.words})")
     task.add_argument("--heldout-words", type=int, default=RECIPE.heldout_words,
