@@ -22,16 +22,16 @@ browser:  ## Debian's chromium for the browser tests of ran serve (needs root; P
 
 demo: setup  ## the main job: retention of a key across 0-64 passes on the embedded SmolLM2-135M, 5 seeds (~7 min on 2 AMD EPYC cores)
 	$(BIN)/ran crosspass --train-delays 0-8 --seeds 0 1 2 3 4 --overwrite  # a rerun replaces runs/ (ignored by git)
-	@echo 'Next: make remember trains one memory of a word in your own words, kept across turns and a wiped'
-	@echo 'context (~13 min); README, "One memory". make open-vocabulary: words the readout never trained on.'
+	@echo 'Next: make remember trains one memory of a word, name, number or place in your own words, kept'
+	@echo 'across turns and a wiped context (README, "One memory"). make open-vocabulary: words the readout never trained on.'
 
 open-vocabulary: setup  ## words the readout never trained on, carried across a pass (3 seeds, ~16 min on 2 cores)
 	$(BIN)/ran crosspass --key-pool vocab --keys 2000 --heldout-keys 200 --keys-per-step 64 --eval-keys 200 \
 		--store-template "The secret word is {key}" --leak-rate 1.0 --input-scaling 0.01 --steps 200 \
 		--eval-delays 0 1 2 --name open-vocabulary --overwrite
 
-remember: setup  ## one memory: a held-out word in your own words, across turns and a wiped context, no-harm check (~13 min on 2 cores)
-	$(BIN)/ran remember --seeds 0 --eval-delays 0 4 16 32 --save runs/artifacts --overwrite
+remember: setup  ## one memory: a held-out word, name, number or place in your own words, across turns and a wiped context, no-harm check (~13 min on 2 cores)
+	$(BIN)/ran remember --seeds 0 --eval-delays 0 8 16 32 --save runs/artifacts --overwrite
 
 test: setup  ## the default test run (CPU, ~minutes)
 	$(BIN)/pytest -q -m "not slow"
