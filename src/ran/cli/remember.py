@@ -42,18 +42,13 @@ from ran.tasks.memory import FILLERS, KINDS, READ_SPANS, MemoryTask
 from ran.tasks.recall import parse_delays
 from ran.training import TrainConfig
 
-EPILOG = ("Time on 2 cores of an AMD EPYC: a seed of the default 300 steps of 32 episodes trains in 10-14 min "
-          "and is evaluated in about 3 (README, 'One memory', r14). The defaults recall held-out single-token words "
-          "(0.82 [0.80] over 3 seeds). With --read-places 8 --slot-order reply held-out numbers come back 0.80-0.85 "
-          "(3 seeds, min 0.60; r28). Held-out names and places: with --value-read residual and coined words "
-          "(README, r59, one seed) places 0.60 and names 0.08-0.12, numbers then 0.00. All five kinds in one "
-          "artifact: --value-read nearest --steps 300 (r62, 3 seeds) words 0.84 [0.84], places 0.88 [0.76], numbers "
-          "0.84 [0.76], coined 0.69 [0.68], names 0.61 [0.56], replies stop 0.98. With 40 store phrasings a kind "
-          "(--task docs/tasks/store-phrasings-40.json, r63, 3 seeds) values stored and asked in phrasings training "
-          "never read come back: numbers 0.92 [0.76], words 0.93 [0.84], places 0.93 [0.84], names 0.36 [0.32]. "
-          "Idle ticks write nothing (--idle-write keep, the default): with it r63's numbers after 8 passes "
-          "0.83 [0.80] (was 0.77), and the demo's name in a live session with all three seeds; not learned to the "
-          "aim yet.")
+EPILOG = ("Time on 2 cores of an AMD EPYC: the defaults (all five kinds, r63's arm) take about 8 min to prepare, 14 "
+          "to train a seed and 9 to score it at D = 0, 8, 16 and 32 (make remember, 1,923 s). r63, 3 seeds: held-out "
+          "values stored and asked in phrasings training never read come back at one hop: numbers 0.92 [0.76], words "
+          "0.93 [0.84], places 0.93 [0.84], coined 0.63 [0.60], names 0.36 [0.32]; after 8 intervening passes in "
+          "training phrasings 0.60-0.87. --train-delays 0-8 (r64, 3 seeds) holds 0.51-0.79 at D = 16 at 1.6 times the "
+          "training time. Names and coined words sit near the decoder's ceiling (0.43 and 0.77 of held-out values "
+          "named whole). README, 'One memory'.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
