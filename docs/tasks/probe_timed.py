@@ -13,7 +13,12 @@ What the reservoir reads (``READS``):
 - ``last``: the battery's default (``summary="last"``): layer L's output at each pass's last token, ticks included;
 - ``N``: what the gated read (``summary="gated"``) takes in when read labels mark N alone (``--set
   timed.read={turns}``): N's token, RMS-normalised, and nothing on the ticks (every gate shut);
-- ``span``: the same with the read labels of "{turns} turn{s}, say {word}": the mean of those tokens.
+- ``span``: the same with the read labels of "{turns} turn{s}, say {word}": the mean of those tokens;
+- ``word``: the same with the word alone (``--set timed.read={word}``).
+And ``SPLIT``, the two-reads arm (``--running-units 1024 --running-read --write switched``): the held units take in
+the word once and keep it, the running units N and then step on every tick; its gate reads the whole state or
+(``--gate-reads running``) the running units alone; and its clock coupled to the held units through W_r (as ran
+runs it) or isolated from them (``run_split``).
 Heads: ``linear`` (the battery's gate head) and ``mlp`` (one hidden layer of 64 ReLU units). Control:
 ``stateless``, the same heads on the tick's own input (layer L at its last token), which knows how many ticks
 since the wipe but not N. Reservoirs (``RESERVOIRS``): the battery's and others, 3 seeds each. And, before any
@@ -45,7 +50,12 @@ SEEDS = (0, 1, 2)
 STEPS = 300
 HIDDEN = 64
 # (leak rate, input scaling, slowest leak of a spread or None): the battery's reservoir first.
-READS = {"last": None, "N": "{turns}", "span": "{turns} turn{s}, say {word}"}  # the read labels' part (None: last)
+READS = {"last": None, "N": "{turns}", "span": "{turns} turn{s}, say {word}", "word": "{word}"}  # the read labels'
+# part (None: last)
+# The two-reads arm (README, "Two reads"): leak rate, input scaling, running units; the held units take in the
+# word once and keep it, the running ones N, then step on every tick. Its gate reads the whole state or
+# (gate_reads "running") the running units alone.
+SPLIT = (1.0, 0.05, 1024)
 SCHEDULED = ((1.0, 0.2, None), "span")  # the reservoir and read the schedules are tried on
 SCHEDULES = (150, 600)  # the battery's default steps, and four times them
 # (leak rate, input scaling, slowest leak of a spread or None): the battery's reservoir first, then r52's.
@@ -109,6 +119,24 @@ def run(reservoir: Reservoir, inputs: torch.Tensor) -> torch.Tensor:
     state, trajectory = reservoir.initial_state(1), []
     for drive in inputs:
         state = reservoir.step(state, drive[None])
+        trajectory.append(state[0])
+    return torch.stack(trajectory)
+
+
+@torch.no_grad()
+def run_split(reservoir: Reservoir, held_inputs: torch.Tensor, running_inputs: torch.Tensor, running: int,
+              isolated: bool = False) -> torch.Tensor:
+    """(passes, K): as :func:`run` with ``running_units`` and a switched write: the first pass steps the held units
+    on ``held_inputs`` and the running ones on ``running_inputs``; after it the held units keep, the running step.
+    ``isolated``: the running units' step does not see the held units (W_r's held-to-running block cut), as no
+    config of ran does yet: otherwise the held word drives the clock on every tick through W_r."""
+    state, trajectory = reservoir.initial_state(1), []
+    held = state.shape[1] - running
+    for index, (held_drive, running_drive) in enumerate(zip(held_inputs, running_inputs, strict=True)):
+        seen = torch.nn.functional.pad(state[:, held:], (held, 0)) if isolated else state
+        stepped = reservoir.step(seen, running_drive[None])
+        kept = reservoir.step(state, held_drive[None]) if index == 0 else state
+        state = torch.cat([kept[:, :held], stepped[:, held:]], dim=1)
         trajectory.append(state[0])
     return torch.stack(trajectory)
 
@@ -201,6 +229,22 @@ def main() -> None:
                                        for split, group in inputs[name].items()}, seed))
         rows += [{"reservoir": {"leak_rate": leak, "input_scaling": scaling, "leak_rate_min": slowest}, "read": name,
                   "stateless": False, "seeds": list(SEEDS), "runs": runs[name]} for name in READS]
+    leak, scaling, running = SPLIT
+    split_runs: dict[tuple[str, str], list[dict]] = {}
+    for seed in SEEDS:
+        reservoir = Reservoir(ReservoirConfig(units=2048, spectral_radius=0.95, leak_rate=leak, input_scaling=scaling,
+                                              connectivity=0.1, seed=seed), input_dim=model.config.hidden_size)
+        held = reservoir.config.units - running
+        for clock in ("coupled", "isolated"):
+            states = {split: [run_split(reservoir, word, count, running, clock == "isolated") for word, count in
+                              zip(inputs["word"][split], inputs["N"][split], strict=True)] for split in episodes}
+            split_runs.setdefault((clock, "state"), []).append(arm(states, seed))
+            split_runs.setdefault((clock, "running"), []).append(arm(
+                {split: [torch.nn.functional.pad(rows_in[:, held:], (held, 0)) for rows_in in group]
+                 for split, group in states.items()}, seed))
+    rows += [{"reservoir": {"leak_rate": leak, "input_scaling": scaling, "running_units": running},
+              "read": f"word held, N running, {clock} clock; gate reads {gate_reads}", "stateless": False,
+              "seeds": list(SEEDS), "runs": runs} for (clock, gate_reads), runs in split_runs.items()]
     (leak, scaling, slowest), read_name = SCHEDULED
     schedules = []
     for steps in SCHEDULES:
