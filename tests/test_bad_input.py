@@ -408,10 +408,10 @@ ROWS = [
      "two task files would be named 'idle-target'"),
     # ----- remember -----------------------------------------------------------------------------------------
     ("remember", ["--steps", "0"], "--steps must be an integer in 1..10,000,000, got 0"),
-    ("remember", ["--value-read", "decoded"], "value_read 'decoded' decodes each place's token embedding for the "
-     "query that says it: it needs slot_order 'reply' or 'content-reply' and read_from 'embeddings', not 'content' "
-     "and 'layer'"),
-    ("remember", ["--value-read", "residual", "--slot-order", "reply", "--read-places", "8"],
+    ("remember", ["--value-read", "decoded", "--slot-order", "content"], "value_read 'decoded' decodes each place's "
+     "token embedding for the query that says it: it needs slot_order 'reply' or 'content-reply' and read_from "
+     "'embeddings', not 'content' and 'embeddings'"),
+    ("remember", ["--value-read", "residual", "--read-from", "layer"],
      "value_read 'residual' decodes each place's token embedding for the query that says it: it needs slot_order "
      "'reply' or 'content-reply' and read_from 'embeddings', not 'reply' and 'layer'"),
     ("remember", ["--slot-order", "content-reply", "--read-places", "8", "--slots", "9"],
@@ -419,7 +419,8 @@ ROWS = [
     ("remember", ["--value-read", "pooled"], "invalid choice: 'pooled'"),
     ("remember", ["--place-count", "round"], "invalid choice: 'round'"),
     ("remember", ["--read-span", "first"], "invalid choice: 'first'"),
-    ("remember", ["--place-count", "hard"], "place_count 'hard' places the ordered read's tokens: it needs"),
+    ("remember", ["--place-count", "hard", "--read-places", "1"],
+     "place_count 'hard' places the ordered read's tokens: it needs"),
     ("remember", ["--harm-fraction", "1"], "--harm-fraction must be a number in [0, 1), got 1.0"),
     ("remember", ["--leak-rate-min", "0"], "--leak-rate-min must be a number in (0, 1], got 0.0"),
     ("remember", ["--per-step", "0"], "--per-step must be"),
