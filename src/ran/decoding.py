@@ -52,13 +52,23 @@ def place_targets(values: list[list[int]], unit_embeddings: torch.Tensor, places
     return targets.flatten(1)
 
 
-def _nearest_tokens(decoded: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor, places: int):
-    """Per value: (its nearest vocabulary token (cosine) at each of its places, up to ``places``; its tokens there)."""
+def _nearest_tokens(decoded: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor, places: int,
+                    rows_per_product: int = 1024):
+    """Per value: (its nearest vocabulary token (cosine) at each of its places, up to ``places``; its tokens there).
+
+    The values' places are gathered into one matrix and matched to the vocabulary a block of rows at a time: one
+    product per value reads the whole (vocabulary, d) embedding matrix for a row or two, which made the decoder's
+    ridge choice take minutes.
+    """
     decoded = decoded.view(len(values), places, -1)
-    for i, tokens in enumerate(values):
-        tokens = tokens[:places]
-        guesses = (decoded[i, :len(tokens)] @ unit_embeddings.T).argmax(-1)
-        yield guesses, torch.tensor(tokens, device=guesses.device)
+    lengths = [min(len(tokens), places) for tokens in values]
+    value_index = torch.repeat_interleave(torch.arange(len(values)), torch.tensor(lengths, dtype=torch.long))
+    place_index = torch.cat([torch.arange(n) for n in lengths]) if values else torch.zeros(0, dtype=torch.long)
+    rows = decoded[value_index.to(decoded.device), place_index.to(decoded.device)]
+    guesses = torch.cat([(block @ unit_embeddings.T).argmax(-1) for block in rows.split(rows_per_product)]) \
+        if len(rows) else torch.zeros(0, dtype=torch.long, device=decoded.device)
+    for value_guesses, tokens in zip(guesses.split(lengths), values, strict=True):
+        yield value_guesses, torch.tensor(tokens[:places], device=value_guesses.device)
 
 
 def places_right(decoded: torch.Tensor, values: list[list[int]], unit_embeddings: torch.Tensor,

@@ -44,13 +44,14 @@ class RunSpec:
 
 
 def evaluate(model: ReservoirModel, renderer: Renderer, task: Task | TaskMix, carry: bool,
-             cache: LayerInputCache | None = None) -> dict[str, Any]:
+             cache: LayerInputCache | None = None, progress: bool = False) -> dict[str, Any]:
     """The task's score of the model on its evaluation episodes, with the state carried or wiped; a
-    :class:`TaskMix` is scored task by task (:meth:`TaskMix.combine`)."""
+    :class:`TaskMix` is scored task by task (:meth:`TaskMix.combine`). ``progress`` shows a bar."""
     if isinstance(task, TaskMix):  # a mix has no episodes of its own
-        return task.combine({t.name: evaluate(model, renderer, t, carry, cache) for t in task.tasks})
+        return task.combine({t.name: evaluate(model, renderer, t, carry, cache, progress) for t in task.tasks})
     episodes = task.evaluation_episodes()
     predictions = predict(model, renderer, episodes, carry=carry, candidates=task.candidates(renderer), cache=cache,
+                          progress=progress, description=f"scoring {task.name} {'carried' if carry else 'wiped'}",
                           **task.decoding(renderer))
     return task.score(episodes, predictions, renderer)
 
@@ -121,7 +122,7 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
     renderer = Renderer(spec.format, tokenizer)
     spec.task.check(renderer)
     model, cache, trained, scores = _trained(spec, base, renderer, progress)
-    record = _scored(spec, model, cache, trained, scores, renderer, save_to, after)
+    record = _scored(spec, model, cache, trained, scores, renderer, save_to, after, progress)
     if stateless:
         if spec.ran.lora_rank:
             base, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
@@ -168,7 +169,7 @@ def run_together(specs: list[RunSpec], base, tokenizer, progress: bool = True,
                                                            strict=True):
         model = done.wrap(base)
         cache = LayerInputCache(model) if model.can_start_at_layer else None
-        record = _scored(spec, model, cache, done.result, scores, renderer, save_to, after)
+        record = _scored(spec, model, cache, done.result, scores, renderer, save_to, after, progress)
         if ablate:
             _add_stateless(record, spec, base, renderer, progress)
         records.append(record)
@@ -177,11 +178,12 @@ def run_together(specs: list[RunSpec], base, tokenizer, progress: bool = True,
 
 def _scored(spec: RunSpec, model: ReservoirModel, cache: LayerInputCache | None, trained: TrainResult,
             scores: dict[str, Any], renderer: Renderer, save_to: Path | None,
-            after: Callable[[ReservoirModel, Renderer], dict[str, Any]] | None) -> dict[str, Any]:
+            after: Callable[[ReservoirModel, Renderer], dict[str, Any]] | None, progress: bool = False
+            ) -> dict[str, Any]:
     """A trained run's record: scored carried and wiped, measured by ``after``, saved; ``model`` unwrapped."""
     try:
         for condition, carry in (("carried", True), ("wiped", False)):
-            scores[condition] = evaluate(model, renderer, spec.task, carry=carry, cache=cache)
+            scores[condition] = evaluate(model, renderer, spec.task, carry=carry, cache=cache, progress=progress)
         base = model.base
         record = {
             "task": spec.task.name,

@@ -475,7 +475,7 @@ def train(model: ReservoirModel, renderer: Renderer, episodes_for_step: EpisodeS
 def predict(model: ReservoirModel, renderer: Renderer, episodes: list[Episode], carry: bool,
             candidates: list[int] | None = None, batch_size: int = 64,
             cache: LayerInputCache | None = None, stop_tokens: tuple[int, ...] = (),
-            extra_tokens: int = 0) -> list[list[Prediction]]:
+            extra_tokens: int = 0, progress: bool = False, description: str = "scoring") -> list[list[Prediction]]:
     """Greedy predictions at every scored pass (a target or a speak label): ``[episode][scored pass]``.
 
     A one-token target is the arg-max at the end of the prompt; a longer one is decoded greedily, each
@@ -484,13 +484,15 @@ def predict(model: ReservoirModel, renderer: Renderer, episodes: list[Episode], 
     also scored at the last target token, teacher-forced (e.g. recall restricted to the keys).
     With ``stop_tokens`` a reply is decoded as a session decodes it: up to ``extra_tokens`` beyond the
     target's length, ending at (and including) the first stop token, so a reply that does not stop
-    where the target does is seen to run on.
+    where the target does is seen to run on. ``progress`` shows a bar over the batches of episodes.
     """
     if cache is None and model.can_start_at_layer:
         cache = LayerInputCache(model)
     chosen = None if candidates is None else torch.tensor(candidates, device=model.reservoir.w_in.device)
     predictions: list[list[Prediction]] = []
-    for start in range(0, len(episodes), batch_size):
+    batches = range(0, len(episodes), batch_size)
+    for start in tqdm(batches, desc=description, disable=not progress or len(batches) < 2, leave=False,
+                      dynamic_ncols=True, unit="batch"):
         chunk = [render(e, renderer) for e in episodes[start:start + batch_size]]
         outputs = run_episodes(model, chunk, carry=carry, cache=cache, keep=True)
         decoding: list[tuple[RenderedPass, list[int], torch.Tensor]] = []  # multi-token targets, decoded together
