@@ -36,7 +36,8 @@ def test_every_training_command_builds_its_config_from_the_shared_flags(command,
     from ran.cli.common import ran_config_from
 
     shared = ["--mode", "kv", "--layer", "3", "--slots", "4", "--summary", "gated", "--write", "switched",
-              "--idle-write", "keep", "--running-units", "8", "--recall", "switched", "--read-places", "2",
+              "--idle-write", "keep", "--running-units", "8", "--running-clock", "isolated", "--recall", "switched",
+              "--read-places", "2",
               "--read-from", "embeddings", "--slot-order", "content-reply", "--gate-context", "pass",
               "--units", "64", "--leak-rate", "0.5", "--leak-rate-min", "0.05", "--input-scaling", "0.3"]
     own = {"lora_rank": ["--lora-rank", "4"], "value_read": ["--value-read", "nearest"],
@@ -46,6 +47,7 @@ def test_every_training_command_builds_its_config_from_the_shared_flags(command,
     config = ran_config_from(args, **{field: getattr(args, field) for field in extra})
     assert (config.mode, config.layer, config.n_slots, config.summary, config.write, config.idle_write) == (
         "kv", 3, 4, "gated", "switched", "keep")
+    assert config.running_clock == "isolated"
     assert (config.running_units, config.recall, config.read_places, config.read_from, config.slot_order,
             config.gate_context) == (8, "switched", 2, "embeddings", "content-reply", "pass")
     assert (config.reservoir.units, config.reservoir.leak_rate, config.reservoir.leak_rate_min,

@@ -372,6 +372,41 @@ def test_running_read_steps_the_running_units_on_a_read_of_their_own(tmp_path):
         RanConfig(summary="gated", write="switched", running_read=True, reservoir=reservoir)
 
 
+@pytest.mark.parametrize("running_read", [False, True])
+def test_an_isolated_clock_steps_the_running_units_as_if_the_held_ones_were_zero(tmp_path, running_read):
+    """running_clock "isolated": the running units' step sees only them (W_r's held-to-running block cut), so what
+    the held units keep cannot move the clock; coupled, it does. The held units step as before, and the artifact
+    keeps the setting."""
+    reservoir = ReservoirConfig(units=64, leak_rate=0.5, input_scaling=0.5)
+    configs = {clock: RanConfig(summary="gated", write="switched", running_units=16, running_read=running_read,
+                                running_clock=clock, read_from="embeddings", reservoir=reservoir)
+               for clock in ("coupled", "isolated")}  # a read of the embeddings: the reads cannot see the state
+    models = {clock: wrap(tiny_model("llama", 0), config) for clock, config in configs.items()}
+    ids = torch.tensor([[10, 11, 40, 12]])
+    state = torch.randn(1, 64) * 0.5
+    other = state.clone()
+    other[:, :48] = torch.randn(1, 48) * 0.5  # another held memory, the same clock
+    zeroed = torch.cat([torch.zeros(1, 48), state[:, 48:]], dim=1)
+    with torch.no_grad():
+        for model in models.values():
+            model.read_gate.bias.fill_(-40.0)  # the write shut: the held units keep
+        isolated = [models["isolated"](ids, state=s, read_only=True).state for s in (state, other, zeroed)]
+        coupled = [models["coupled"](ids, state=s, read_only=True).state for s in (state, other, zeroed)]
+    torch.testing.assert_close(isolated[0][:, 48:], isolated[1][:, 48:], rtol=0, atol=0)
+    torch.testing.assert_close(isolated[0][:, 48:], coupled[2][:, 48:])  # as the coupled clock from a zero memory
+    torch.testing.assert_close(isolated[0][:, :48], coupled[0][:, :48], rtol=0, atol=0)  # the held units kept
+    assert float((coupled[0] - coupled[1]).abs()[:, 48:].max()) > 1e-3  # coupled: the memory moves the clock
+    models["isolated"].save_pretrained(tmp_path / "artifact")
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
+    assert loaded.config.running_clock == "isolated"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, state=other, read_only=True).state, isolated[1], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="running_clock 'isolated' cuts the held units out"):
+        RanConfig(summary="gated", write="switched", running_clock="isolated", reservoir=reservoir)
+    with pytest.raises(ConfigError, match="unknown running_clock 'loose': choose one of coupled, isolated"):
+        RanConfig(running_clock="loose")
+
+
 @pytest.mark.parametrize("write", ["switched", "pass-switched"])
 def test_a_switched_write_weighs_the_values_tokens_as_much_as_the_rest_in_its_read_loss(renderer, write):
     """A switched write steps fully, so what it writes is the gates' own weighting: its read loss is the mean
@@ -994,6 +1029,20 @@ def _written_model(value_read: str) -> tuple[ReservoirModel, dict]:
     model = wrap(tiny_model("llama", 0), config)
     assert model.injector.key_readout is None and model.injector.value_readout is None  # no slots
     return model, model.fit_value_decoder(_random_values(300), end=2)
+
+
+def test_the_decoders_nearest_tokens_in_blocks_equal_one_product_per_value():
+    from ran.decoding import _nearest_tokens
+
+    generator = torch.Generator().manual_seed(0)
+    unit = torch.nn.functional.normalize(torch.randn(50, 8, generator=generator), dim=-1)
+    values = [[], [3], [4, 5, 6], [7, 8, 9, 10, 11], [12, 13]]  # empty, short, longer than the places
+    decoded = torch.randn(len(values), 3 * 8, generator=generator)
+    one_by_one = [((decoded.view(len(values), 3, 8)[i, :len(v[:3])] @ unit.T).argmax(-1), v[:3])
+                  for i, v in enumerate(values)]
+    for rows in (1, 2, 1024):  # blocks that split values and one that holds all
+        blocked = list(_nearest_tokens(decoded, values, unit, 3, rows_per_product=rows))
+        assert [(g.tolist(), t.tolist()) for g, t in blocked] == [(g.tolist(), t) for g, t in one_by_one]
 
 
 def test_decoded_values_name_each_places_token_of_values_the_decoder_never_fit_on(tmp_path):

@@ -128,8 +128,9 @@ def run_split(reservoir: Reservoir, held_inputs: torch.Tensor, running_inputs: t
               isolated: bool = False) -> torch.Tensor:
     """(passes, K): as :func:`run` with ``running_units`` and a switched write: the first pass steps the held units
     on ``held_inputs`` and the running ones on ``running_inputs``; after it the held units keep, the running step.
-    ``isolated``: the running units' step does not see the held units (W_r's held-to-running block cut), as no
-    config of ran does yet: otherwise the held word drives the clock on every tick through W_r."""
+    ``isolated``: the running units' step does not see the held units (W_r's held-to-running block cut), as
+    ``RanConfig(running_clock="isolated")`` (``--running-clock isolated``) runs it: otherwise the held word drives the
+    clock on every tick through W_r."""
     state, trajectory = reservoir.initial_state(1), []
     held = state.shape[1] - running
     for index, (held_drive, running_drive) in enumerate(zip(held_inputs, running_inputs, strict=True)):

@@ -54,6 +54,7 @@ from ran.reading import (
     READ_SOURCES,
     RECALLS,
     REPLY_ORDERS,
+    RUNNING_CLOCKS,
     SLOT_ORDERS,
     SUMMARIES,
     TOKEN_GATED_WRITES,
@@ -120,6 +121,8 @@ class RanConfig:
     # stay as they were: a tick has no new input); older artifacts, saved without it, keep "gate"
     gate_reads: str = "state"  # what the gate head reads: the whole state | running: only the running units, so
     # when to speak follows the clock, not what the held units keep (a word training never said)
+    running_clock: str = "coupled"  # the running units' step: coupled (sees the whole state through W_r) | isolated
+    # (sees only the running units: W_r's held-to-running block is cut, so the held value cannot drive the clock)
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -203,6 +206,13 @@ class RanConfig:
         if self.gate_reads == "running" and not self.running_units:
             raise ConfigError("gate_reads 'running' gives the gate head the running units alone: it needs "
                               "running_units > 0")
+        if self.running_clock not in RUNNING_CLOCKS:
+            raise ConfigError(f"unknown running_clock '{self.running_clock}': choose one of "
+                              f"{', '.join(RUNNING_CLOCKS)}")
+        if self.running_clock == "isolated" and not (self.running_units and self.drive == "pass"):
+            raise ConfigError("running_clock 'isolated' cuts the held units out of the running units' step: it needs "
+                              f"running_units > 0 and drive 'pass', not running_units {self.running_units}, drive "
+                              f"'{self.drive}'")
         if self.recall not in RECALLS:
             raise ConfigError(f"unknown recall '{self.recall}': choose one of {', '.join(RECALLS)}")
         if self.recall == "switched" and self.mode != "kv":
@@ -356,6 +366,7 @@ class _ReadPoint:
     stop_after_read: bool = False  # end the pass once layer L has been read (no logits wanted)
     running_units: int = 0  # the last R units take the step whatever the write (RanConfig.running_units)
     running_summary: torch.Tensor | None = None  # (B, d) the running units' own input (RanConfig.running_read)
+    isolated_clock: bool = False  # the running units' step sees only them (RanConfig.running_clock "isolated")
     running_read_logits: torch.Tensor | None = None  # (B, T) that read's per-token logits
     idle: torch.Tensor | None = None  # (B,) bool: the rows whose pass is an idle tick that writes nothing (idle_write)
 
@@ -377,9 +388,11 @@ class _ReadPoint:
         write = self.write[:, None].expand_as(state)
         if self.running_units:
             running = self.running_units
-            if self.running_summary is not None:
-                stepped = torch.cat([stepped[:, :-running],
-                                     reservoir.step(state, self.running_summary)[:, -running:]], dim=1)
+            if self.running_summary is not None or self.isolated_clock:
+                seen = torch.cat([state.new_zeros(state.shape[0], state.shape[1] - running), state[:, -running:]],
+                                 dim=1) if self.isolated_clock else state
+                drive = self.summary if self.running_summary is None else self.running_summary
+                stepped = torch.cat([stepped[:, :-running], reservoir.step(seen, drive)[:, -running:]], dim=1)
             write = torch.cat([write[:, :-running], write.new_ones(write.shape[0], running)], dim=1)
         return state + write * (stepped - state)
 
@@ -667,7 +680,9 @@ class ReservoirModel(nn.Module):
             token_mask = torch.cat([torch.zeros(batch, n_prefix, dtype=torch.bool, device=device),
                                     torch.ones(batch, length, dtype=torch.bool, device=device)], dim=1)
         read = _ReadPoint(batch=batch, last_index=last_index + n_prefix, token_mask=token_mask,
-                          running_units=self.config.running_units, idle=self._idle_rows(idle, batch, device))
+                          running_units=self.config.running_units,
+                          isolated_clock=self.config.running_clock == "isolated",
+                          idle=self._idle_rows(idle, batch, device))
         self._read = read
         if self.injection_enabled:
             self.injector.begin_pass(state)

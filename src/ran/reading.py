@@ -29,6 +29,7 @@ SWITCHED_WRITES = ("switched", "pass-switched")  # the writes that step fully or
 IDLE_WRITES = ("gate", "keep")
 # What the gate head reads: the whole state, or (running) only the running units, the clock beside a held memory.
 GATE_READS = ("state", "running")
+RUNNING_CLOCKS = ("coupled", "isolated")  # whether the running units' step sees the held units (RanConfig)
 # Whether a pass's queries see the memory (kv slots): always; or (switched) where a trained switch on layer L's
 # input at the prompt's end opens, so a pass that does not need the memory runs exactly as the base model does.
 RECALLS = ("always", "switched")

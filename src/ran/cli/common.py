@@ -15,7 +15,17 @@ from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
 from ran.model import RanConfig
-from ran.reading import DRIVES, GATE_CONTEXTS, IDLE_WRITES, READ_SOURCES, RECALLS, SLOT_ORDERS, SUMMARIES, WRITES
+from ran.reading import (
+    DRIVES,
+    GATE_CONTEXTS,
+    IDLE_WRITES,
+    READ_SOURCES,
+    RECALLS,
+    RUNNING_CLOCKS,
+    SLOT_ORDERS,
+    SUMMARIES,
+    WRITES,
+)
 from ran.reservoir import ACTIVATIONS, ReservoirConfig
 from ran.tracking import DEFAULT_DIRECTORY, TRACKERS, TrackConfig
 
@@ -62,6 +72,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --running-units and --summary gated: the running units step on a gated read of "
                              "their own, trained on the task's running_read labels (e.g. timed's N), while the held "
                              "units take in the main read (e.g. its word) (default: one read for every unit)")
+    parser.add_argument("--running-clock", default="coupled", choices=list(RUNNING_CLOCKS),
+                        help="with --running-units: whether the running units' step sees the held units through "
+                             "W_r (coupled) or only themselves (isolated: W_r's held-to-running block is cut, so a "
+                             "held word cannot drive the clock) (default: %(default)s)")
     parser.add_argument("--recall", default="always", choices=list(RECALLS),
                         help="which passes see the memory (kv mode): every pass, or (switched) those where a "
                              "trained switch on layer L's input opens, taught by the passes' recall labels in "
@@ -129,6 +143,7 @@ def ran_config_from(args: argparse.Namespace, **fields) -> RanConfig:
     ``fields`` are a command's own (``lora_rank``, ``value_read``...)."""
     return RanConfig(mode=args.mode, layer=args.layer, n_slots=args.slots, summary=args.summary, write=args.write,
                      idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
+                     running_clock=args.running_clock,
                      recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                      slot_order=args.slot_order, gate_context=args.gate_context,
                      reservoir=reservoir_config_from(args), **fields)

@@ -23,7 +23,7 @@ MEMBER_SCHEMA = "ran.population-member/1"  # the name predates the engine; popul
 # Config fields newer than records already written: left out of a member while at their default, as they are
 # absent from those records, so those runs keep their keys (reading a member back, a missing field is its default).
 NEWER_RAN_FIELDS: dict[str, Any] = {"gate_hidden": 0, "running_units": 0, "running_read": False, "idle_write": "gate",
-                                   "gate_reads": "state"}
+                                   "gate_reads": "state", "running_clock": "coupled"}
 NEWER_TASK_FIELDS: dict[str, Any] = {"appointments": [1, 1], "running_read": None}  # timed and initiative
 
 
