@@ -290,7 +290,9 @@ def test_fields_newer_than_the_records_keep_the_keys_of_runs_without_them():
     for run, key in ((spec(TimedTask()), "5b2e30df7275b66a"), (spec(mix), "1cb03fe6cf1e6f93")):
         member = member_of(run, stateless=True)
         assert member_key(member) == key and spec_of(member) == run
-    for run in (spec(TimedTask(appointments=(1, 2))), spec(TimedTask(), gate_hidden=8)):  # set: kept, and read back
+    isolated = {"summary": "gated", "write": "switched", "running_units": 8, "running_clock": "isolated"}
+    for run in (spec(TimedTask(appointments=(1, 2))), spec(TimedTask(), gate_hidden=8),
+                spec(TimedTask(), **isolated)):  # set: kept, and read back
         member = member_of(run, stateless=True)
         assert member_key(member) != "5b2e30df7275b66a" and spec_of(member) == run
 
