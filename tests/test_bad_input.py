@@ -82,6 +82,7 @@ BAD_EPISODE_FILES = {
 # name -> text of @W/scripts/<name>.txt
 SCRIPTS = {
     "slash": "w5 w6\n/\n",
+    "tick-one": "/tick 1\n",
     "tick-zero": "/tick 0\n",
     "tick-over-cap": "/tick 1001\n",
     "tick-huge": "/tick 999999999\n",
@@ -127,6 +128,8 @@ ROWS = [
     ("battery", ["--model", WORDS, "--tasks", "timed", "--units", "32", "--seeds", "0", "--out", "@T",
                  "--running-clock", "isolated"], "running_clock 'isolated' cuts the held units out"),
     ("battery", ["--running-clock", "loose"], "invalid choice: 'loose'"),
+    ("battery", ["--tick", "turn"], "tick 'turn' (an empty user turn) needs the chat format"),
+    ("crosspass", ["--tick", "wall"], "invalid choice: 'wall'"),
     ("check", ["--read-from", "tokens"], "invalid choice: 'tokens'"),
     ("crosspass", ["--model", WORDS, "--task", "@W/task.json", "--units", "32", "--seeds", "0", "--out", "@T",
                    "--slot-order", "reply", "--mode", "prefix"], "slot_order 'reply' shows each place's kv slots"),
@@ -171,6 +174,10 @@ ROWS = [
      "artifact directory not found"),
     ("chat", ["--session", "new", "--sessions-dir", "@T", "--model", WORDS, "--artifact", ARTIFACT, "--format",
               "chat"], "contradicts the artifact"),
+    ("chat", ["--session", "new", "--sessions-dir", "@T", "--model", WORDS, "--artifact", ARTIFACT, "--tick",
+              "turn"], "--tick 'turn' contradicts the artifact"),
+    ("run", ["--session", "new", "--script", "@W/scripts/tick-one.txt", "--sessions-dir", "@T", "--model", WORDS,
+             "--tick", "turn"], "tick 'turn' (an empty user turn) needs the chat format"),
     # ----- run ----------------------------------------------------------------------------------------------
     ("run", ["--session", "new", "--script", "@W/nothing.txt", "--sessions-dir", "@T"],
      "script @W/nothing.txt not found"),

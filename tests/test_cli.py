@@ -53,3 +53,17 @@ def test_every_training_command_builds_its_config_from_the_shared_flags(command,
     assert (config.reservoir.units, config.reservoir.leak_rate, config.reservoir.leak_rate_min,
             config.reservoir.input_scaling) == (64, 0.5, 0.05, 0.3)
     assert all(getattr(config, field) == value for field, value in extra.items())
+
+
+@pytest.mark.parametrize("command", ["crosspass", "population", "remember", "battery"])
+def test_every_training_command_builds_its_pass_format_from_the_shared_flags(command):
+    from ran.cli import build_parser
+    from ran.cli.common import pass_format_from
+    from ran.passes import PassFormat
+
+    parser = build_parser()
+    given = pass_format_from(parser.parse_args([command, "--format", "chat", "--idle-text", "w9", "--tick", "turn"]))
+    assert given == PassFormat("chat", idle_text="w9", tick="turn")
+    default = pass_format_from(parser.parse_args([command]))
+    assert default.tick == "text" and default.idle_text == "\n"
+    assert default.kind == ("chat" if command == "remember" else "text")  # remember's recipe is the chat format

@@ -489,8 +489,8 @@ def test_ran_chat_streams_ticks_and_resumes(tmp_path, capsys, monkeypatch):
 
 
 # ----- one definition of a pass: the session reads what training renders ---------------------------
-@pytest.mark.parametrize("kind", ["text", "chat"])
-def test_a_session_reads_exactly_the_passes_training_renders(kind):
+@pytest.mark.parametrize("kind, tick", [("text", "text"), ("chat", "text"), ("chat", "turn")])
+def test_a_session_reads_exactly_the_passes_training_renders(kind, tick):
     from tiny_models import tiny_chat_tokenizer, tiny_tokenizer
 
     from ran.episodes import Episode, Pass, render
@@ -498,7 +498,7 @@ def test_a_session_reads_exactly_the_passes_training_renders(kind):
     from ran.training import run_episodes
 
     tokenizer = tiny_chat_tokenizer() if kind == "chat" else tiny_tokenizer()
-    renderer = Renderer(PassFormat(kind, idle_text="w9"), tokenizer)
+    renderer = Renderer(PassFormat(kind, idle_text="w9", tick=tick), tokenizer)
     model = _model()
     prefills = []
     handle = model.base.register_forward_pre_hook(
@@ -509,23 +509,28 @@ def test_a_session_reads_exactly_the_passes_training_renders(kind):
     session.idle()
     session.idle()
     session.reset("context")
+    session.idle()  # a tick on a wiped context, which the next turn continues
     session.prompt(renderer.turn("w20"))
     handle.remove()
     reply = tokenizer.decode(stored.tokens)
-    episode = Episode((Pass("w10 w11", reply), Pass.tick(), Pass.tick(), Pass("w20")))
+    episode = Episode((Pass("w10 w11", reply), Pass.tick(), Pass.tick(), Pass.tick(wipe=True), Pass("w20", wipe=False)))
     rendered = render(episode, renderer)
     assert prefills == [list(p.prompt) for p in rendered]  # the same tokens, read at the same last position
+    idle = (9,) if tick == "text" else tuple(renderer.turn(""))  # the idle text, or an empty user turn
+    assert rendered[3].prompt == idle  # the wiped tick reads the tick alone
     if kind == "chat":
-        closing = (*renderer.reply_end, 9)  # the reply was closed with <|im_end|>, then the idle text
+        closing = (*renderer.reply_end, *idle)  # the reply was closed with <|im_end|>, then the tick
         assert renderer.reply_end and rendered[1].prompt[-len(closing):] == closing
+    if tick == "turn":  # the tick ends, as a turn does, in the assistant's header, past the first position
+        assert len(idle) > 1 and idle[-1] == renderer.turn("w20")[-1]
     with torch.no_grad():
         trained_view = run_episodes(model, [rendered], keep=True)
     # The trainer, teacher-forced on the session's reply, predicts that reply greedily: the same tokens.
     reply_logits = trained_view.scored[0][0].logits  # (target length, vocab)
     assert reply_logits.argmax(-1)[:len(stored.tokens)].tolist() == stored.tokens
-    # The same state up to float32 rounding (another sequence length, so other kernels): 4 passes read at
+    # The same state up to float32 rounding (another sequence length, so other kernels): 5 passes read at
     # layer 2 of the tiny Llama (3 layers deep), 64 reservoir units.
-    assert_float32_close(session.state, trained_view.final_state, TINY_WIDTH, pass_depth(layers=3, passes=4))
+    assert_float32_close(session.state, trained_view.final_state, TINY_WIDTH, pass_depth(layers=3, passes=5))
 
 
 def test_a_new_sessions_model_takes_the_read_write_recall_drive_and_places_flags():

@@ -329,3 +329,20 @@ def test_the_vocabulary_pool_of_smollm2_is_large_deterministic_and_split(smollm2
     assert (train, heldout) == again and not set(train) & set(heldout) and len(heldout) == 50
     RecallTask(keys=train, heldout_keys=heldout, train_distractors=(), eval_distractors=()).check(
         Renderer(PassFormat(), tokenizer))  # every drawn word is one token after a space
+
+
+def test_a_turn_tick_is_an_empty_chat_turn_saved_only_where_it_is_chosen():
+    from tiny_models import tiny_chat_tokenizer
+
+    chat = Renderer(PassFormat("chat", idle_text="w9", tick="turn"), tiny_chat_tokenizer())
+    assert chat.idle_tokens == chat.turn("")  # the user says nothing; the assistant's header follows
+    tick, = render(Episode((Pass.tick(wipe=True),)), chat)
+    assert tick.prompt == tuple(chat.turn(""))
+    assert PassFormat("chat", tick="turn").to_dict() == {"kind": "chat", "idle_text": "\n", "tick": "turn"}
+    assert "tick" not in PassFormat("chat").to_dict()  # formats saved before ticks keep their description
+    assert PassFormat.from_dict({"kind": "chat", "idle_text": "\n"}).tick == "text"
+    assert PassFormat.from_dict(PassFormat("chat", tick="turn").to_dict()) == PassFormat("chat", tick="turn")
+    with pytest.raises(ConfigError, match="needs the chat format"):
+        PassFormat("text", tick="turn")
+    with pytest.raises(ConfigError, match="unknown tick 'wall'"):
+        PassFormat("chat", tick="wall")

@@ -4,7 +4,8 @@ Training, evaluation and the live runtime all render passes here, so an artifact
 reads exactly what a session feeds it. A pass is one of:
 
 - an *input* pass: the user's text, rendered by the :class:`PassFormat` as a turn;
-- an *idle* tick: ``idle_text`` (a blank observation), appended to whatever context there is.
+- an *idle* tick: ``idle_text`` (a blank observation), appended to whatever context there is; or, with
+  ``tick="turn"`` in the chat format, an empty user turn, so the model's reply on a tick is an assistant turn.
 
 The context is a list of token ids. A pass reads ``context + turn``; the reservoir reads layer L at the
 last token of that (the end of the prompt, before any reply). The reply (the target in training, the
@@ -30,6 +31,13 @@ from ran import schema
 from ran.errors import ConfigError
 
 FORMATS = ("text", "chat")
+# What an idle tick reads: the idle text (text), or (turn, chat only) an empty user turn. A text tick on a wiped context
+# reads one token, so its prompt ends at position 0, where a causal LM's residual stream holds the first token's
+# massive activation (SmolLM2-135M, layer 15: |h| ~24,000 against ~150 elsewhere). There the memory barely moves the
+# reply: a random readout that changes the next token for 15-16 of 16 random states at every other tick or turn
+# changes it for 0 of 16 (docs/tasks/probe_first_position.py), and a tick due right after a wipe cannot say a word.
+# A turn tick's prompt ends 9 tokens in.
+TICKS = ("text", "turn")
 CHAT_START, CHAT_END = "<|im_start|>", "<|im_end|>"
 SILENT = "<silent>"  # a target meaning "say nothing": the format's stop token
 STOP = "<stop>"  # at the end of a target: the reply ends there, with the format's stop token
@@ -40,16 +48,26 @@ class PassFormat:
     """How passes are rendered; saved with every artifact and session, so all surfaces agree."""
 
     kind: str = "text"  # text | chat
-    idle_text: str = "\n"  # what an idle tick reads
+    idle_text: str = "\n"  # what an idle tick reads (tick "text")
+    tick: str = "text"  # text: an idle tick reads idle_text; turn (chat): it reads an empty user turn
 
     def __post_init__(self) -> None:
         if self.kind not in FORMATS:
             raise ConfigError(f"unknown pass format '{self.kind}': choose one of {', '.join(FORMATS)}")
         if not isinstance(self.idle_text, str) or not self.idle_text:
             raise ConfigError(f"idle_text must be a non-empty string, got {self.idle_text!r}")
+        if self.tick not in TICKS:
+            raise ConfigError(f"unknown tick '{self.tick}': choose one of {', '.join(TICKS)}")
+        if self.tick == "turn" and self.kind != "chat":
+            raise ConfigError("tick 'turn' (an empty user turn) needs the chat format: use --format chat, or "
+                              "tick 'text'")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Its fields; ``tick`` only where it is not "text", so formats saved before it keep their description."""
+        data = asdict(self)
+        if self.tick == "text":
+            del data["tick"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PassFormat:
@@ -89,6 +107,8 @@ class Renderer:
     @property
     def idle_tokens(self) -> list[int]:
         """What an idle tick reads (refused, when first needed, if the idle text encodes to nothing)."""
+        if self.format.tick == "turn":
+            return self.turn("")
         tokens = self.encode(self.format.idle_text)
         if not tokens:
             raise ConfigError(f"idle text {self.format.idle_text!r} encodes to no tokens for this tokenizer: "

@@ -16,6 +16,7 @@ from ran.cli.common import (
     DEFAULT_OUT,
     RETENTION_RESERVOIR,
     add_backend_arguments,
+    add_format_arguments,
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
@@ -23,6 +24,7 @@ from ran.cli.common import (
     backend_from,
     check_engine_outputs,
     check_outputs,
+    pass_format_from,
     ran_config_from,
     results_name,
     track_config_from,
@@ -32,7 +34,6 @@ from ran.errors import ConfigError
 from ran.fileio import atomic_write
 from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.loading import load_tokenizer
-from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_battery
 from ran.reading import GATE_READS
 from ran.schema import RANGE, from_dict, parse_range
@@ -56,8 +57,7 @@ GRID = {name: field for name, field in GRID_FIELDS.items() if name != "lora_rank
 def add_arguments(parser) -> None:
     add_model_arguments(parser)
     add_reservoir_arguments(parser, RETENTION_RESERVOIR)
-    parser.add_argument("--format", default="text", choices=FORMATS, help="pass format (default: text)")
-    parser.add_argument("--idle-text", default=PassFormat().idle_text, help="what an idle tick reads")
+    add_format_arguments(parser)
     parser.add_argument("--tasks", nargs="+", metavar="TASK",
                         help=f"built-in tasks to train and score (default: all eight, {' '.join(BATTERY)}, unless "
                              "--episode-file is given: then none)")
@@ -184,7 +184,7 @@ def run(args) -> int:
                            for task in tasks if args.alone]
     ran = ran_config_from(args, gate_hidden=args.gate_hidden, gate_reads=args.gate_reads)
     train = TrainConfig(steps=args.steps, learning_rate=args.lr)
-    pass_format = PassFormat(args.format, idle_text=args.idle_text)
+    pass_format = pass_format_from(args)
     points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     arms = []
     for name, point, (alone, task_mix) in itertools.product(dict.fromkeys(args.recipe), points, mixes):

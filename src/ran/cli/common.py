@@ -15,6 +15,7 @@ from ran.fileio import check_directory, check_name, check_new
 from ran.injection import INJECTION_MODES
 from ran.loading import DEFAULT_MODEL
 from ran.model import RanConfig
+from ran.passes import FORMATS, TICKS, PassFormat
 from ran.reading import (
     DRIVES,
     GATE_CONTEXTS,
@@ -236,3 +237,20 @@ def track_config_from(args: argparse.Namespace, experiment: str) -> TrackConfig 
         raise ConfigError("--track tensorboard needs the tensorboard package: pip install 'ran[track]'")
     return TrackConfig(args.track, args.track_dir, re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._-")[:64]
                        or "runs")
+
+
+def add_format_arguments(parser, default: PassFormat | None = None) -> None:
+    """How every training command renders passes (``ran.passes``): --format, --idle-text, --tick."""
+    default = default or PassFormat()
+    parser.add_argument("--format", default=default.kind, choices=FORMATS,
+                        help="how a pass is rendered: the text verbatim, or a ChatML turn as ran chat renders it "
+                             "(default: %(default)s)")
+    parser.add_argument("--idle-text", default=default.idle_text, help="what an idle tick reads (default: a newline)")
+    parser.add_argument("--tick", default=default.tick, choices=TICKS,
+                        help="what an idle tick reads: the idle text (text), or an empty user turn (turn, chat only), "
+                             "so that a tick on a wiped context does not end at the first position, where the memory "
+                             "barely moves the reply (default: %(default)s)")
+
+
+def pass_format_from(args: argparse.Namespace) -> PassFormat:
+    return PassFormat(args.format, idle_text=args.idle_text, tick=args.tick)

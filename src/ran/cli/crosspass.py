@@ -19,6 +19,7 @@ from ran.cli.common import (
     DEFAULT_OUT,
     RETENTION_RESERVOIR,
     add_backend_arguments,
+    add_format_arguments,
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
@@ -26,6 +27,7 @@ from ran.cli.common import (
     backend_from,
     check_engine_outputs,
     check_outputs,
+    pass_format_from,
     ran_config_from,
     results_name,
     track_config_from,
@@ -37,7 +39,6 @@ from ran.fileio import atomic_write, read_json_object
 from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.injection import INJECTION_MODES
 from ran.loading import load_tokenizer
-from ran.passes import FORMATS, PassFormat
 from ran.plots import plot_crosspass, plot_heldout, plot_retention
 from ran.schema import check_template
 from ran.stats import format_interval
@@ -62,10 +63,7 @@ CHAT_TEMPLATES = {"store_template": "The secret word is {key}.", "recall_templat
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_reservoir_arguments(parser, RETENTION_RESERVOIR)
-    parser.add_argument("--format", default="text", choices=FORMATS,
-                        help="how a pass is rendered: the text verbatim, or a ChatML turn (default: text)")
-    parser.add_argument("--idle-text", default=PassFormat().idle_text,
-                        help="what an idle tick reads (default: a newline)")
+    add_format_arguments(parser)
     task = parser.add_argument_group("task")
     task.add_argument("--keys", type=int, default=6, help="number of training keys from the pool (default: 6)")
     task.add_argument("--key-pool", default="builtin", choices=SOURCES,
@@ -191,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else (MIXED_DELAY_STEPS if max(task.train_delays) else DEFAULTS.steps)
     train = TrainConfig(steps=steps, learning_rate=args.lr, batch_size=args.batch_size,
                         curriculum_steps=args.curriculum_steps)
-    pass_format = PassFormat(args.format, idle_text=args.idle_text)
+    pass_format = pass_format_from(args)
     reservoir_seed = args.reservoir_seed if args.fixed_reservoir_seed else None
 
     # --compare-modes, --scalings and --capacity are grid axes with names of their own (mode, input_scaling,

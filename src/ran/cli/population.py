@@ -15,17 +15,18 @@ from pathlib import Path
 from ran.cli.common import (
     RETENTION_RESERVOIR,
     add_backend_arguments,
+    add_format_arguments,
     add_model_arguments,
     add_reservoir_arguments,
     add_track_arguments,
     backend_from,
+    pass_format_from,
     ran_config_from,
     track_config_from,
 )
 from ran.devices import resolve
 from ran.errors import ConfigError
 from ran.fileio import check_directory, read_json_object
-from ran.passes import FORMATS, PassFormat
 from ran.population import LARGE_POPULATION, PopulationConfig, members, run_population
 from ran.population.grid import HYPER_FIELDS, parse_hyper, parse_seeds
 from ran.population.report import format_report
@@ -63,8 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--train-delays", metavar="LOW-HIGH", help="recall: intervening passes in training, e.g. 0-4")
     task.add_argument("--eval-delays", type=int, nargs="+", metavar="D",
                       help="recall: intervening passes evaluated, e.g. 0 1 2 4 (adds the mean over delays)")
-    task.add_argument("--format", default="text", choices=FORMATS, help="how a pass is rendered (default: text)")
-    task.add_argument("--idle-text", default=PassFormat().idle_text, help="what an idle tick reads (default: newline)")
+    add_format_arguments(task)
     training = parser.add_argument_group("training")
     training.add_argument("--steps", type=int, default=DEFAULTS.steps,
                           help=f"optimizer steps (default: {DEFAULTS.steps})")
@@ -111,7 +111,7 @@ def config_from(args: argparse.Namespace) -> PopulationConfig:
     ran = ran_config_from(args, lora_rank=args.lora_rank)
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size)
     return PopulationConfig(
-        model=model, task=task_from(args), ran=ran, train=train, format=PassFormat(args.format, args.idle_text),
+        model=model, task=task_from(args), ran=ran, train=train,  format=pass_format_from(args),
         reservoir_seeds=parse_seeds(args.reservoir_seeds, "reservoir"),
         train_seeds=parse_seeds(args.train_seeds, "training"), hyper=parse_hyper(args.grid),
         recurrences=RECURRENCE_CHOICES[args.recurrence], device=args.device, dtype=args.dtype,

@@ -18,6 +18,7 @@ from pathlib import Path
 from ran.cli.common import (
     DEFAULT_OUT,
     add_backend_arguments,
+    add_format_arguments,
     add_model_arguments,
     add_overwrite_argument,
     add_reservoir_arguments,
@@ -25,6 +26,7 @@ from ran.cli.common import (
     backend_from,
     check_engine_outputs,
     check_outputs,
+    pass_format_from,
     ran_config_from,
     results_name,
     track_config_from,
@@ -35,7 +37,6 @@ from ran.errors import ConfigError
 from ran.fileio import atomic_write, read_json_object
 from ran.grid import GRID_FIELDS, apply_point, parse_grid
 from ran.loading import load_tokenizer
-from ran.passes import FORMATS, PassFormat
 from ran.reading import PLACE_COUNTS, VALUE_READS
 from ran.remember import RECIPE, RECORDS_SUFFIX, artifact_name, builtin_task, memory_runs, run_memory
 from ran.tasks.memory import FILLERS, KINDS, READ_SPANS, MemoryTask
@@ -69,9 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the ordered read (--read-places P > 1) places a token: by the running sum of "
                              "the gates (soft), or by the number of gates open above 1/2 (hard), so that tokens "
                              "left slightly open do not move the value along the places (default: %(default)s)")
-    parser.add_argument("--format", default=RECIPE.format.kind, choices=FORMATS,
-                        help=f"how a pass is rendered (default: {RECIPE.format.kind}, as ran chat renders it)")
-    parser.add_argument("--idle-text", default=RECIPE.format.idle_text, help="what an idle tick reads")
+    add_format_arguments(parser, RECIPE.format)
     task = parser.add_argument_group("task")
     task.add_argument("--kinds", nargs="+", default=list(RECIPE.kinds), choices=KINDS,
                       help=f"kinds of values (default: {' '.join(RECIPE.kinds)}; values of several tokens need "
@@ -153,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     ran = ran_config_from(args, value_read=args.value_read, place_count=args.place_count,
                           lora_rank=args.lora_rank)
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
-    pass_format = PassFormat(args.format, idle_text=args.idle_text)
+    pass_format = pass_format_from(args)
     arms = arms_from(args.grid)
     for arm in arms:  # every arm's config checked before any model loads
         apply_point(ran, train, arm)

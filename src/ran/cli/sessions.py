@@ -20,7 +20,7 @@ from ran.fileio import check_directory
 from ran.limits import MAX_INPUT_CHARACTERS, MAX_TICKS
 from ran.loading import DEFAULT_MODEL, load_model
 from ran.model import RanConfig, ReservoirModel, wrap
-from ran.passes import FORMATS, PassFormat, Renderer, default_format
+from ran.passes import FORMATS, TICKS, PassFormat, Renderer, default_format
 from ran.reservoir import ReservoirConfig
 from ran.runtime import POLICIES, ContextPolicy, Session, SessionConfig, SessionStore, load_gate
 from ran.runtime.gate import DEFAULT_MAX_ENTROPY
@@ -66,6 +66,9 @@ def add_session_arguments(parser: argparse.ArgumentParser, default_session: str 
     group.add_argument("--format", choices=FORMATS,
                        help="pass format (default: the artifact's; without one, chat for ChatML tokenizers)")
     group.add_argument("--idle-text", help="text read at every idle tick (default: the format's, a newline)")
+    group.add_argument("--tick", choices=TICKS,
+                       help="what an idle tick reads: the idle text (text) or an empty user turn (turn, chat only) "
+                            "(default: the artifact's; without one, text)")
     # None marks "not given": a resumed session keeps what it was made with unless told otherwise.
     parser.set_defaults(model=None, mode=None, slots=None, summary=None, write=None, idle_write=None, recall=None,
                         drive=None, read_places=None, read_from=None, slot_order=None, gate_context=None,
@@ -126,17 +129,20 @@ def open_session(args: argparse.Namespace, check: Callable[[Renderer, Any], None
 
 def _pass_format(args: argparse.Namespace, tokenizer, artifact: str | None, stored: dict[str, Any]) -> PassFormat:
     """The artifact's pass format (what its readout was trained on), else the stored session's, else the
-    tokenizer's default (chat for ChatML tokenizers); --format and --idle-text may not contradict an artifact."""
+    tokenizer's default (chat for ChatML tokenizers); --format, --idle-text and --tick may not contradict an
+    artifact."""
     if artifact:
         trained = artifact_pass_format(artifact)
         for flag, value, wanted in (("--format", args.format, trained.kind),
-                                    ("--idle-text", args.idle_text, trained.idle_text)):
+                                    ("--idle-text", args.idle_text, trained.idle_text),
+                                    ("--tick", args.tick, trained.tick)):
             if value is not None and value != wanted:
                 raise ConfigError(f"{flag} {value!r} contradicts the artifact, which was trained with {wanted!r}: "
                                   f"leave {flag} out")
         return trained
     chosen = PassFormat.from_dict(stored["pass_format"]) if "pass_format" in stored else default_format(tokenizer)
-    changes = {key: value for key, value in (("kind", args.format), ("idle_text", args.idle_text)) if value is not None}
+    changes = {key: value for key, value in (("kind", args.format), ("idle_text", args.idle_text), ("tick", args.tick))
+               if value is not None}
     return replace(chosen, **changes)
 
 
