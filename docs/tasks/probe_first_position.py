@@ -46,7 +46,7 @@ def main() -> None:
     torch.manual_seed(0)
     base, tokenizer = load_model()
     model = wrap(base, RanConfig(mode="kv", n_slots=8, reservoir=ReservoirConfig(units=2048)))
-    layer = model.config.layer if model.config.layer is not None else len(base.model.layers) // 2
+    layer = model.config.layer  # resolved by wrap (the middle layer when not given)
     text = Renderer(PassFormat("chat"), tokenizer)
     turn = Renderer(PassFormat("chat", tick="turn"), tokenizer)
     states = (torch.randn(STATES, model.reservoir.units) * STATE_STD).clamp(-1, 1)

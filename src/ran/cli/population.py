@@ -111,7 +111,7 @@ def config_from(args: argparse.Namespace) -> PopulationConfig:
     ran = ran_config_from(args, lora_rank=args.lora_rank)
     train = TrainConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size)
     return PopulationConfig(
-        model=model, task=task_from(args), ran=ran, train=train,  format=pass_format_from(args),
+        model=model, task=task_from(args), ran=ran, train=train, format=pass_format_from(args),
         reservoir_seeds=parse_seeds(args.reservoir_seeds, "reservoir"),
         train_seeds=parse_seeds(args.train_seeds, "training"), hyper=parse_hyper(args.grid),
         recurrences=RECURRENCE_CHOICES[args.recurrence], device=args.device, dtype=args.dtype,
