@@ -40,7 +40,7 @@ from ran.episodes import render
 from ran.loading import load_model
 from ran.passes import PassFormat, Renderer
 from ran.provenance import environment
-from ran.reservoir import Reservoir, ReservoirConfig
+from ran.reservoir import Reservoir, ReservoirConfig, step_running
 from ran.stats import seed_summary
 from ran.tasks.timed import TimedTask
 from ran.training import cosine_schedule
@@ -134,10 +134,9 @@ def run_split(reservoir: Reservoir, held_inputs: torch.Tensor, running_inputs: t
     state, trajectory = reservoir.initial_state(1), []
     held = state.shape[1] - running
     for index, (held_drive, running_drive) in enumerate(zip(held_inputs, running_inputs, strict=True)):
-        seen = torch.nn.functional.pad(state[:, held:], (held, 0)) if isolated else state
-        stepped = reservoir.step(seen, running_drive[None])
         kept = reservoir.step(state, held_drive[None]) if index == 0 else state
-        state = torch.cat([kept[:, :held], stepped[:, held:]], dim=1)
+        state = torch.cat([kept[:, :held], step_running(reservoir.step, state, running_drive[None], running, isolated)],
+                          dim=1)
         trajectory.append(state[0])
     return torch.stack(trajectory)
 

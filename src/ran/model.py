@@ -72,7 +72,7 @@ from ran.reading import (
     token_gates,
 )
 from ran.recurrence import RECURRENCES, make_recurrence
-from ran.reservoir import Reservoir, ReservoirConfig
+from ran.reservoir import Reservoir, ReservoirConfig, step_running
 
 READ_QUERY = "read_query"  # the trained read's query, stored with the readout
 READ_GATE = "read_gate."  # the gated read's per-token gate (weight, bias), stored with the readout
@@ -389,10 +389,9 @@ class _ReadPoint:
         if self.running_units:
             running = self.running_units
             if self.running_summary is not None or self.isolated_clock:
-                seen = torch.cat([state.new_zeros(state.shape[0], state.shape[1] - running), state[:, -running:]],
-                                 dim=1) if self.isolated_clock else state
                 drive = self.summary if self.running_summary is None else self.running_summary
-                stepped = torch.cat([stepped[:, :-running], reservoir.step(seen, drive)[:, -running:]], dim=1)
+                stepped = torch.cat([stepped[:, :-running],
+                                     step_running(reservoir.step, state, drive, running, self.isolated_clock)], dim=1)
             write = torch.cat([write[:, :-running], write.new_ones(write.shape[0], running)], dim=1)
         return state + write * (stepped - state)
 

@@ -251,6 +251,15 @@ class Reservoir(nn.Module):
                 f"seed={c.seed}, fingerprint={self.fingerprint[:12]}")
 
 
+def step_running(step, state: torch.Tensor, inputs: torch.Tensor, running: int, isolated: bool) -> torch.Tensor:
+    """(B, running): the last ``running`` units of ``step(state, inputs)`` (a reservoir's or a recurrence's step);
+    ``isolated``: the step sees those units alone, the others zeroed, so W_r's held-to-running block is cut and what
+    the held units keep cannot drive them (``RanConfig.running_clock`` "isolated")."""
+    if isolated:
+        state = torch.cat([state.new_zeros(state.shape[0], state.shape[1] - running), state[:, -running:]], dim=1)
+    return step(state, inputs)[:, -running:]
+
+
 def _fingerprint(config: ReservoirConfig, input_dim: int, recurrent: sp.csr_matrix,
                  w_in: np.ndarray, bias: np.ndarray) -> str:
     digest = hashlib.sha256()
