@@ -20,7 +20,7 @@ browser:  ## Debian's chromium for the browser tests of ran serve (needs root; P
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 		> /tmp/ran-chromium-install.log 2>&1) || (echo "could not install chromium: see /tmp/ran-chromium-install.log"; exit 1)
 
-demo: setup  ## the main job: retention of a key across 0-64 passes on the embedded SmolLM2-135M, 5 seeds (~7 min on 2 AMD EPYC cores)
+demo: setup  ## the main job: retention of a key across 0-64 passes on the embedded SmolLM2-135M, 5 seeds (7-10 min on 2 AMD EPYC cores)
 	$(BIN)/ran crosspass --train-delays 0-8 --seeds 0 1 2 3 4 --overwrite  # a rerun replaces runs/ (ignored by git)
 	@echo 'Next: make remember trains one memory of a word, name, number or place in your own words, kept'
 	@echo 'across turns and a wiped context (README, "One memory"). make open-vocabulary: words the readout never trained on.'
