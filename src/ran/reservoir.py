@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -251,7 +252,8 @@ class Reservoir(nn.Module):
                 f"seed={c.seed}, fingerprint={self.fingerprint[:12]}")
 
 
-def step_running(step, state: torch.Tensor, inputs: torch.Tensor, running: int, isolated: bool) -> torch.Tensor:
+def step_running(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], state: torch.Tensor,
+                 inputs: torch.Tensor, running: int, isolated: bool) -> torch.Tensor:
     """(B, running): the last ``running`` units of ``step(state, inputs)`` (a reservoir's or a recurrence's step);
     ``isolated``: the step sees those units alone, the others zeroed, so W_r's held-to-running block is cut and what
     the held units keep cannot drive them (``RanConfig.running_clock`` "isolated")."""
