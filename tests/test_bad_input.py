@@ -398,6 +398,8 @@ ROWS = [
     ("battery", ["--tasks", "timed", "--set", 'timed.word_pool={"train": 500}'],
      "the built-in pool has"),
     ("battery", ["--tasks", "timed", "--set", "timed.read=say {word} soon"], "is not part of the instruction"),
+    ("battery", ["--tasks", "timed", "--set", 'timed.heldout_instructions=["In {turns} turn{s}, say {word}."]'],
+     "held-out instruction 'In {turns} turn{s}, say {word}.' is also a training phrasing"),
     ("battery", ["--name", "../x"], "invalid --name '../x'"),
     ("battery", ["--out", "@W/file.txt"], "is a file"),
     ("battery", ["--save", "@W/file.txt/x"], "lies inside the file"),

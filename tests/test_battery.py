@@ -278,6 +278,48 @@ def test_timed_keeps_appointments_one_after_another_in_one_session():
     assert [(e.info["word"], e.info["due"]) for e in single][:3] == [("window", 8), ("bread", 4), ("happy", 8)]
 
 
+def test_timed_trains_on_a_pool_of_phrasings_and_is_scored_on_phrasings_it_never_read():
+    pool = ("Say {word} in {turns} turn{s}.", "In {turns} turn{s}, please say {word}.")
+    heldout = ("In {turns} turn{s}, remind me to call {word}.", "After {turns} turn{s}, say the word {word}.")
+    task = TimedTask(instructions=pool, heldout_instructions=heldout, read="{word}", eval_count=16)
+    drawn = task.training_episodes(torch.Generator().manual_seed(0))
+    drawn += [task.episode(torch.Generator().manual_seed(seed)) for seed in range(40)]
+    said = {e.info["appointments"][0]["phrasing"] for e in drawn}
+    assert said == {task.instruction, *pool}  # every training phrasing, never a held-out one
+    for episode in drawn:
+        fields = {"turns": episode.info["due"], "s": "" if episode.info["due"] == 1 else "s",
+                  "word": episode.info["word"]}
+        assert episode.passes[0].text == episode.info["appointments"][0]["phrasing"].format(**fields)
+        assert episode.passes[0].read == episode.info["word"]  # the read label follows the word wherever it stands
+    episodes = task.evaluation_episodes()
+    phrased = [e for e in episodes if e.info["split"] == "heldout phrasing"]
+    assert len(phrased) == task.eval_count and {e.info["word"] for e in phrased} == set(task.heldout_words)
+    assert {e.info["appointments"][0]["phrasing"] for e in phrased} == set(heldout)
+    assert {e.info["due"] for e in phrased} == set(range(1, 9))
+    assert all(e.info["appointments"][0]["phrasing"] == task.instruction for e in episodes if e not in phrased)
+
+    # Scored apart: on time in the training phrasing, early in the held-out ones (the headline stays "heldout").
+    renderer, predicted = gate_predictions(task, episodes, lambda e, tick: tick == (
+        1 if e.info["split"] == "heldout phrasing" else e.info["due"]))
+    score = task.score(episodes, predicted, renderer)
+    assert score["split"] == "heldout" and score["value"] == 1.0
+    assert score["heldout_phrasing_on_time"] == pytest.approx(1 / 8)  # N = 1 only
+    assert score["heldout_phrasing_on_time_gate"] == pytest.approx(1 / 8)
+    assert score["heldout_phrasing_words_right"] == 1.0
+    assert {row["phrasing"] for row in score["phrasings"]} == set(heldout)
+    assert sum(row["n"] for row in score["phrasings"]) == len(phrased)
+    assert "heldout_phrasing_on_time" not in TimedTask().score(
+        TimedTask().evaluation_episodes(), gate_predictions(TimedTask(), TimedTask().evaluation_episodes(),
+                                                            lambda e, tick: tick == e.info["due"])[1], renderer)
+
+    with pytest.raises(ConfigError, match="held-out instruction 'Say {word} in {turns} turn{s}.' is also a training"):
+        TimedTask(instructions=pool, heldout_instructions=pool[:1])
+    with pytest.raises(ConfigError, match="is not part of the instruction 'After"):
+        TimedTask(heldout_instructions=heldout[1:], read="say {word}")
+    with pytest.raises(ConfigError, match="has the field {x}"):
+        TimedTask(instructions=("{x} {word}",))
+
+
 def test_fields_newer_than_the_records_keep_the_keys_of_runs_without_them():
     from ran.engine.members import member_key, member_of, spec_of
 
@@ -292,7 +334,8 @@ def test_fields_newer_than_the_records_keep_the_keys_of_runs_without_them():
         assert member_key(member) == key and spec_of(member) == run
     isolated = {"summary": "gated", "write": "switched", "running_units": 8, "running_clock": "isolated"}
     for run in (spec(TimedTask(appointments=(1, 2))), spec(TimedTask(), gate_hidden=8),
-                spec(TimedTask(), **isolated)):  # set: kept, and read back
+                spec(TimedTask(), **isolated),
+                spec(TimedTask(instructions=("Say {word} in {turns} turn{s}.",)))):  # set: kept, and read back
         member = member_of(run, stateless=True)
         assert member_key(member) != "5b2e30df7275b66a" and spec_of(member) == run
 

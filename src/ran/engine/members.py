@@ -26,7 +26,8 @@ MEMBER_SCHEMA = "ran.population-member/1"  # the name predates the engine; popul
 NEWER_RAN_NAMES = ("gate_hidden", "running_units", "running_read", "idle_write", "gate_reads", "running_clock")
 NEWER_RAN_FIELDS: dict[str, Any] = {field.name: field.default for field in dataclasses.fields(RanConfig)
                                     if field.name in NEWER_RAN_NAMES}
-NEWER_TASK_FIELDS: dict[str, Any] = {"appointments": [1, 1], "running_read": None}  # timed and initiative
+NEWER_TASK_FIELDS: dict[str, Any] = {"appointments": [1, 1], "running_read": None, "instructions": [],
+                                     "heldout_instructions": []}  # timed and initiative
 
 
 def task_description(task: Task | TaskMix) -> dict[str, Any]:

@@ -11,6 +11,10 @@ the language model's.
 - Timed states N and the word in the instruction: N is drawn from ``turns`` (1-8), and evaluation asks for
   ``heldout_words``, which training never says, so a model must read both from the input. The context is wiped
   before the first tick.
+- With ``instructions``, training draws each appointment's phrasing from the instruction and them; evaluation says
+  the held-out words again in each of ``heldout_instructions``, phrasings training never reads (split "heldout
+  phrasing", scored beside the headline as ``heldout_phrasing_*``), so the read of N and W must follow the words'
+  roles, not their places in one sentence.
 - Self-initiation never states when: the item is due ``turns`` ticks after the instruction, but the context is
   wiped before a tick drawn from ``wipe_ticks`` (at most the due tick), so the number of ticks since the wipe
   does not tell when the item is due; only a clock started by the instruction does.
@@ -48,6 +52,14 @@ from ran.tasks.texts import DEFAULT_KEY_POOL
 
 MAX_TURNS = 32
 MAX_APPOINTMENTS = 8
+HELDOUT_PHRASING = "heldout phrasing"  # the evaluation split of held-out instructions
+
+
+def _by_phrasing(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row["phrasing"], []).append(row)
+    return grouped
 
 
 @register
@@ -63,6 +75,8 @@ class TimedTask(SampledTask):
     appointments: tuple[int, int] = (1, 1)  # appointments an episode keeps one after another (training draws how
     # many; evaluation keeps the most in every episode)
     instruction: str = "In {turns} turn{s}, say {word}."  # {s}: "s" unless N is 1
+    instructions: tuple[str, ...] = ()  # more training phrasings, drawn with ``instruction`` per appointment
+    heldout_instructions: tuple[str, ...] = ()  # phrasings only evaluation says (split "heldout phrasing")
     # What of the instruction the gated read takes in (the instruction's fields; "" = nothing), taught by read
     # labels, and the ticks read nothing; None: no read labels (the read learns from the targets alone).
     read: str | None = None
@@ -81,7 +95,13 @@ class TimedTask(SampledTask):
         if self.wipe_ticks[0] > self.turns[0]:
             raise ConfigError(f"{self.name}: wipe_ticks starts at {self.wipe_ticks[0]}, after the earliest due tick "
                               f"{self.turns[0]}: the context must be wiped by the time the item is due")
-        check_template(self.instruction, f"{self.name} instruction", ("turns", "s", "word"), required=("word",))
+        phrasings = (self.instruction, *self.instructions, *self.heldout_instructions)
+        for phrasing in phrasings:
+            check_template(phrasing, f"{self.name} instruction", ("turns", "s", "word"), required=("word",))
+        trained = {self.instruction, *self.instructions}
+        for phrasing in self.heldout_instructions:
+            if phrasing in trained:
+                raise ConfigError(f"{self.name}: held-out instruction {phrasing!r} is also a training phrasing")
         check_template(self.answer_template, f"{self.name} answer_template", ("word",), required=("word",))
         for name in ("read", "running_read"):
             template = getattr(self, name)
@@ -89,9 +109,10 @@ class TimedTask(SampledTask):
                 continue
             check_template(template, f"{self.name} {name}", ("turns", "s", "word"))
             sample = {"turns": 2, "s": "s", "word": "tiger"}
-            if template.format(**sample) not in self.instruction.format(**sample):
-                raise ConfigError(f"{self.name}: {name} {template!r} is not part of the instruction "
-                                  f"{self.instruction!r}: a pass can only read what it says")
+            for phrasing in phrasings:
+                if template.format(**sample) not in phrasing.format(**sample):
+                    raise ConfigError(f"{self.name}: {name} {template!r} is not part of the instruction "
+                                      f"{phrasing!r}: a pass can only read what it says")
         if not self.words:
             raise ConfigError(f"{self.name}: give at least one word")
         overlap = sorted(set(self.words) & set(self.heldout_words))
@@ -112,28 +133,32 @@ class TimedTask(SampledTask):
         check_targets(renderer, self.name,
                       [self.answer_template.format(word=w) for w in (*self.words, *self.heldout_words)])
 
-    def appointment(self, word: str, due: int, wipe: int, first: bool) -> list[Pass]:
-        """The instruction and its ticks; a later appointment's instruction continues the session's context."""
+    def appointment(self, word: str, due: int, wipe: int, first: bool, phrasing: str | None = None) -> list[Pass]:
+        """The instruction (``phrasing``, default ``instruction``) and its ticks; a later appointment's instruction
+        continues the session's context."""
         reads = {"read": self.read, "running_read": self.running_read}  # a labelled read labels the ticks too
         on_tick = {name: None if template is None else "" for name, template in reads.items()}  # they read nothing
         ticks = [Pass.tick(wipe=index == wipe, speak=index == due, **on_tick,
                            target=self.answer_template.format(word=word) if index == due else None)
                  for index in range(1, due + 2)]  # the due tick, and one more that must stay silent
         fields = {"turns": due, "s": "" if due == 1 else "s", "word": word}
-        instruction = Pass(self.instruction.format(**fields), wipe=first,
+        instruction = Pass((phrasing or self.instruction).format(**fields), wipe=first,
                            **{name: None if template is None else template.format(**fields)
                               for name, template in reads.items()})
         return [instruction, *ticks]
 
-    def make(self, word: str, due: int, wipe: int, split: str,
-             before: tuple[tuple[str, int, int], ...] = ()) -> Episode:
-        """An episode that keeps the appointments ``before`` (word, due tick, wipe tick), then this one."""
+    def make(self, word: str, due: int, wipe: int, split: str, before: tuple[tuple, ...] = (),
+             phrasing: str | None = None) -> Episode:
+        """An episode that keeps the appointments ``before`` ((word, due tick, wipe tick) or (..., phrasing)), then
+        this one (said in ``phrasing``, default ``instruction``)."""
         passes: list[Pass] = []
         appointments = []
-        for order, (item, item_due, item_wipe) in enumerate((*before, (word, due, wipe)), 1):
+        for order, (item, item_due, item_wipe, *said) in enumerate((*before, (word, due, wipe, phrasing)), 1):
+            said = (said[0] if said else None) or self.instruction
             offset = sum(a["due"] + 1 for a in appointments)  # its first tick among the episode's scored passes
-            appointments.append({"word": item, "due": item_due, "wipe": item_wipe, "order": order, "offset": offset})
-            passes.extend(self.appointment(item, item_due, item_wipe, first=order == 1))
+            appointments.append({"word": item, "due": item_due, "wipe": item_wipe, "order": order, "offset": offset,
+                                 "phrasing": said})
+            passes.extend(self.appointment(item, item_due, item_wipe, first=order == 1, phrasing=said))
         return Episode(tuple(passes), label=word, group=f"due={due}",
                        info={"word": word, "due": due, "wipe": wipe, "split": split, "appointments": appointments})
 
@@ -142,20 +167,29 @@ class TimedTask(SampledTask):
         items = []
         for _ in range(low if low == high else draw(generator, low, high)):
             word, due = str(pick(generator, self.words)), draw(generator, *self.turns)
-            items.append((word, due, draw(generator, self.wipe_ticks[0], min(self.wipe_ticks[1], due))))
-        return self.make(*items[-1], "trained", before=tuple(items[:-1]))
+            wipe = draw(generator, self.wipe_ticks[0], min(self.wipe_ticks[1], due))
+            # drawn only from a pool, so a one-phrasing task's draws are as before
+            phrasing = str(pick(generator, (self.instruction, *self.instructions))) if self.instructions else None
+            items.append((word, due, wipe, phrasing))
+        *before, (word, due, wipe, phrasing) = items
+        return self.make(word, due, wipe, "trained", before=tuple(before), phrasing=phrasing)
 
     def evaluation_episodes(self) -> list[Episode]:
         """``eval_count`` episodes per words split, each keeping the most appointments, cycling through every (due
-        tick, wipe tick) and the words."""
+        tick, wipe tick) and the words; with ``heldout_instructions``, as many again of the last split's words, each
+        appointment said in a held-out phrasing (cycling through them)."""
         moments, count = self.moments(), self.appointments[1]
-        splits = [("trained", self.words)] + ([("heldout", self.heldout_words)] if self.heldout_words else [])
+        splits = [("trained", self.words, ())] + ([("heldout", self.heldout_words, ())] if self.heldout_words else [])
+        if self.heldout_instructions:
+            splits.append((HELDOUT_PHRASING, splits[-1][1], self.heldout_instructions))
         episodes = []
-        for split, words in splits:
+        for split, words, phrasings in splits:
             for index in range(self.eval_count):
-                items = [(words[(index + order) % len(words)], *moments[(index + order) % len(moments)])
+                items = [(words[(index + order) % len(words)], *moments[(index + order) % len(moments)],
+                          phrasings[(index + order) % len(phrasings)] if phrasings else None)
                          for order in range(count)]  # so every place in the session sees every moment
-                episodes.append(self.make(*items[-1], split, before=tuple(items[:-1])))
+                *before, (word, due, wipe, phrasing) = items
+                episodes.append(self.make(word, due, wipe, split, before=tuple(before), phrasing=phrasing))
         return episodes
 
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
@@ -169,6 +203,7 @@ class TimedTask(SampledTask):
                 right = exact(ticks[due - 1], renderer, self.answer_template.format(word=appointment["word"]))
                 timing = float(speaks[due - 1] and not any(speaks[:due - 1]))
                 rows.append({"split": episode.info["split"], "due": due, "wipe": appointment["wipe"],
+                             "phrasing": appointment.get("phrasing", self.instruction),
                              "order": appointment["order"], "on_time": timing * right, "on_time_gate": timing,
                              "words_right": right, "early": float(any(speaks[:due - 1])),
                              "silent_after": float(not speaks[due]), "word": appointment["word"], "speaks": speaks,
@@ -176,6 +211,7 @@ class TimedTask(SampledTask):
         split = "heldout" if any(r["split"] == "heldout" for r in rows) else "trained"
         measures = ("on_time", "on_time_gate", "words_right", "early", "silent_after")
         headline = [r for r in rows if r["split"] == split]
+        phrased = [r for r in rows if r["split"] == HELDOUT_PHRASING]
         groups, by_order = {}, {}
         for row in rows:
             groups.setdefault((row["split"], row["due"], row["wipe"]), []).append(row)
@@ -189,8 +225,13 @@ class TimedTask(SampledTask):
                             **{m: mean([r[m] for r in members]) for m in measures}}
                            for (s, d, w), members in sorted(groups.items())],
                 **({"orders": orders} if self.appointments[1] > 1 else {}),
+                **{f"heldout_phrasing_{m}": mean([r[m] for r in phrased]) for m in measures[:3] if phrased},
+                **({"phrasings": [{"phrasing": p, "n": len(members), **{m: mean([r[m] for r in members])
+                                                                         for m in measures[:3]}}
+                                  for p, members in _by_phrasing(phrased).items()]} if phrased else {}),
                 "gate": gate_counts(episodes, predictions),
                 "predictions": [{k: r[k] for k in ("split", "word", "due", "wipe", "order", "speaks", "said")}
+                                | ({"phrasing": r["phrasing"]} if r["split"] == HELDOUT_PHRASING else {})
                                 for r in rows]}
 
 
