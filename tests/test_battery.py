@@ -610,6 +610,12 @@ def test_a_word_pool_draws_the_timed_words_from_the_vocabulary_keeping_the_instr
     again = {"timed": {"word_pool": {"source": "vocab", "train": 300, "heldout": 40}}}
     resolve_word_pools(again, "smollm2-135m")
     assert again["timed"]["words"] == timed["words"]  # the split is seeded
+    drawn, held = timed["words"][0], timed["heldout_words"][0]  # words the pool draws, put into the phrasing pools
+    pooled = {"timed": {"word_pool": {"source": "vocab", "train": 300, "heldout": 40},
+                        "instructions": [f"In {{turns}} turn{{s}}, {drawn} {{word}}."],
+                        "heldout_instructions": [f"{{turns}} turn{{s}} from now, {held} {{word}}."]}}
+    resolve_word_pools(pooled, "smollm2-135m")  # the phrasing pools' words are kept out too
+    assert not {drawn, held} & set(pooled["timed"]["words"] + pooled["timed"]["heldout_words"])
 
 
 def test_battery_grid_makes_each_point_an_arm(tmp_path, capsys):

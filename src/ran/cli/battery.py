@@ -143,7 +143,8 @@ def resolve_word_pools(settings: dict[str, dict], model: str) -> None:
             raise ConfigError(f"{what}: give the words by word_pool or by {given[0]}, not both")
         pool = from_dict(KeyPool, fields.pop("word_pool"), what)
         texts = task_class(name).from_dict(fields, f"--set {name}")  # its texts, with the built-in words for now
-        templates = [value for value in dataclasses.asdict(texts).values() if isinstance(value, str)]
+        templates = [text for value in dataclasses.asdict(texts).values()  # its strings, phrasing pools included
+                     for text in (value if isinstance(value, tuple) else (value,)) if isinstance(text, str)]
         if pool.source == "vocab" and tokenizer is None:
             tokenizer = load_tokenizer(model)
         fields["words"], fields["heldout_words"] = resolve_keys(pool, tokenizer, template_words(templates, "{word}"))
