@@ -30,7 +30,7 @@ open-vocabulary: setup  ## words the readout never trained on, carried across a 
 		--store-template "The secret word is {key}" --leak-rate 1.0 --input-scaling 0.01 --steps 200 \
 		--eval-delays 0 1 2 --name open-vocabulary --overwrite
 
-remember: setup  ## one memory: a held-out word, name, number or place in your own words, across turns and a wiped context, no-harm check (~32 min on 2 cores)
+remember: setup  ## one memory: a held-out word, name, number or place in your own words, across turns and a wiped context, no-harm check (~30 min on 2 cores)
 	$(BIN)/ran remember --seeds 0 --eval-delays 0 8 16 32 --save runs/artifacts --overwrite
 
 test: setup  ## the default test run (CPU, ~minutes)

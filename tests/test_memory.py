@@ -1486,7 +1486,7 @@ def test_remembers_flags_default_to_the_recipe_the_python_api_uses():
     assert (args.summary, args.write, args.idle_write, args.recall, args.drive) == (
         RECIPE.ran.summary, RECIPE.ran.write, RECIPE.ran.idle_write, RECIPE.ran.recall, RECIPE.ran.drive) == (
         "gated", "pass-switched", "keep", "switched", "pass")
-    assert (args.leak_rate, args.leak_rate_min, args.input_scaling, args.units) == (1.0, 0.01, 0.05, 2048)
+    assert (args.leak_rate, args.leak_rate_min, args.input_scaling, args.units) == (1.0, 0.01, 0.05, 4096)
     assert (args.steps, args.lr, tuple(args.kinds)) == (RECIPE.train.steps, RECIPE.train.learning_rate, RECIPE.kinds)
     assert (args.train_delays, args.harm_fraction, args.per_step, tuple(args.eval_delays)) == (
         "0-1", MemoryTask.harm_fraction, MemoryTask.per_step, MemoryTask.eval_delays)
