@@ -153,8 +153,8 @@ class TimedTask(SampledTask):
         this one (said in ``phrasing``, default ``instruction``)."""
         passes: list[Pass] = []
         appointments = []
-        for order, (item, item_due, item_wipe, *said) in enumerate((*before, (word, due, wipe, phrasing)), 1):
-            said = (said[0] if said else None) or self.instruction
+        for order, (item, item_due, item_wipe, *phrased) in enumerate((*before, (word, due, wipe, phrasing)), 1):
+            said = (phrased[0] if phrased else None) or self.instruction
             offset = sum(a["due"] + 1 for a in appointments)  # its first tick among the episode's scored passes
             appointments.append({"word": item, "due": item_due, "wipe": item_wipe, "order": order, "offset": offset,
                                  "phrasing": said})
