@@ -203,7 +203,7 @@ class TimedTask(SampledTask):
                 right = exact(ticks[due - 1], renderer, self.answer_template.format(word=appointment["word"]))
                 timing = float(speaks[due - 1] and not any(speaks[:due - 1]))
                 rows.append({"split": episode.info["split"], "due": due, "wipe": appointment["wipe"],
-                             "phrasing": appointment.get("phrasing", self.instruction),
+                             "phrasing": appointment["phrasing"],
                              "order": appointment["order"], "on_time": timing * right, "on_time_gate": timing,
                              "words_right": right, "early": float(any(speaks[:due - 1])),
                              "silent_after": float(not speaks[due]), "word": appointment["word"], "speaks": speaks,
