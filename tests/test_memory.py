@@ -1256,7 +1256,9 @@ def test_switch_rates_report_each_switchs_decision_per_kind_of_pass(renderer):
     assert all(r["write"] == 1.0 and r["recall"] == 0.0 for r in rows.values())
     assert rows[("store", "trained")]["wrong"] == [] and rows[("recall", "trained")]["wrong"] == ["w13 w14"]
     assert rows[("turn", "heldout")] == {"pass": "turn", "phrasing": "heldout", "n": 2, "write": 1.0,
-                                         "recall": 0.0, "wrong": ["w23 w24", "w25"]}
+                                         "recall": 0.0, "wrong": ["w23 w24", "w25"],
+                                         "overwrites": ["w23 w24", "w25"]}
+    assert rows[("store", "trained")]["overwrites"] == [] and rows[("recall", "trained")]["overwrites"] == []
     switched = wrap(tiny_model("llama", 1), RanConfig(summary="gated", write="switched",
                                                       reservoir=ReservoirConfig(units=64, leak_rate=1.0)))
     # The switched write opens where its strongest read gate is over 1/2: shut at the start (bias -3.5).
@@ -1265,6 +1267,26 @@ def test_switch_rates_report_each_switchs_decision_per_kind_of_pass(renderer):
     always = wrap(tiny_model("llama", 1), RanConfig(reservoir=ReservoirConfig(units=64)))  # no switches: all open
     rows = switch_rates(always, renderer, task)["switches"]
     assert all(r["write"] == 1.0 and r["recall"] == 1.0 for r in rows)
+
+
+def test_recall_by_overwrite_splits_episodes_on_whether_a_pass_between_opens_the_write():
+    from ran.switches import recall_by_overwrite
+
+    switches = [{"pass": "store", "overwrites": []}, {"pass": "distractor", "overwrites": ["Lisbon."]},
+                {"pass": "turn", "overwrites": ["Hi?"]}]
+
+    def said(delay, between, exact, values="heldout", phrasing="trained"):
+        return {"values": values, "phrasing": phrasing, "delay": delay, "between": between, "exact": exact}
+
+    predictions = [said(0, [], True),  # no pass between: not counted
+                   said(2, ["Rain.", "(idle tick)"], True), said(2, ["Rain.", "Rain."], False),
+                   said(2, ["Lisbon.", "(idle tick)"], False), said(2, ["Hi?", "Rain."], True),
+                   said(2, ["Lisbon.", "Rain."], True, values="trained"),  # training values: not counted
+                   said(2, ["Lisbon.", "Rain."], True, phrasing="heldout"),
+                   said(4, ["Rain."] * 4, True)]
+    assert recall_by_overwrite(predictions, switches) == [
+        {"delay": 2, "kept": {"n": 2, "recall": 0.5}, "overwritten": {"n": 2, "recall": 0.5}},
+        {"delay": 4, "kept": {"n": 1, "recall": 1.0}, "overwritten": {"n": 0, "recall": None}}]
 
 
 # ----- decoding as a session does -----------------------------------------------------------------------------
@@ -1339,7 +1361,15 @@ def test_remember_trains_scores_and_reports_no_harm(tiny_chat_dir, tmp_path, cap
         assert len(run["loss_curve"]) == 3
     summary = results["summary"][0]
     assert summary["headline"]["carried"]["values"] == [r["headline"]["carried"] for r in results["runs"]]
-    assert "no harm" in capsys.readouterr().out
+    # Recall at D = 2 split on whether a pass between opened the write: every scored episode on one side.
+    for run in results["runs"]:
+        (split,) = run["recall_by_overwrite"]
+        group = next(g for g in run["groups"] if (g["values"], g["phrasing"], g["delay"]) == ("heldout", "trained", 2))
+        assert split["delay"] == 2 and split["kept"]["n"] + split["overwritten"]["n"] == group["n"]
+    (pooled,) = summary["recall_by_overwrite"]
+    assert pooled["kept"]["n"] == sum(r["recall_by_overwrite"][0]["kept"]["n"] for r in results["runs"])
+    printed = capsys.readouterr().out
+    assert "no harm" in printed and "where every pass between keeps the write shut" in printed
     # One record per run on the engine: with seed 1's record and the results gone, a rerun trains seed 1 only.
     records = sorted((out / "memory.records").glob("*.json"))
     assert len(records) == 2
@@ -1465,6 +1495,12 @@ def test_a_remember_artifact_keeps_its_store_through_idle_ticks_in_ran_run_and_r
     written = json.loads(report.read_text())
     assert written["schema"] == "ran.eval/1" and written["ran_config"]["idle_write"] == "keep"
     assert written["environment"]["git"]["commit"] and written["switches"]
+    at_two = [p for p in written["scores"]["carried"]["predictions"]
+              if p["values"] == "heldout" and p["phrasing"] == "trained" and p["delay"] == 2]
+    assert all(len(p["between"]) == 2 for p in at_two)
+    (split,) = written["recall_by_overwrite"]  # delay 2 only: delay 0 has no pass between
+    assert split["delay"] == 2 and split["kept"]["n"] + split["overwritten"]["n"] == len(at_two) > 0
+    assert "where every pass between keeps the write shut" in printed
     for condition in ("carried", "wiped"):
         score = written["scores"][condition]
         assert {g["delay"] for g in score["groups"]} == {0, 2}

@@ -30,6 +30,7 @@ from ran.provenance import environment
 from ran.reservoir import ReservoirConfig
 from ran.runner import RunSpec
 from ran.stats import seed_summary
+from ran.switches import recall_by_overwrite
 from ran.tasks.memory import KINDS, SLOT, MemoryTask, builtin_values
 from ran.tasks.texts import template_words
 from ran.tasks.vocab import KeyPool, coined_words, resolve_keys
@@ -165,7 +166,15 @@ def memory_record(run: dict[str, Any], arm: dict[str, Any]) -> dict[str, Any]:
         {**carried, "wiped": wiped["reply"]}
         for carried, wiped in zip(scores["carried"]["predictions"], scores["wiped"]["predictions"], strict=True)]
     record.update({k: v for k, v in run.items() if k not in record and k != "task"})
+    if "switches" in record and all("between" in p for p in scores["carried"]["predictions"]):
+        record["recall_by_overwrite"] = recall_by_overwrite(scores["carried"]["predictions"], record["switches"])
     return record
+
+
+def _seeds_with(values: list[float | None]) -> dict[str, Any] | None:
+    """The seed summary of the seeds that have a value (None: none has)."""
+    present = [value for value in values if value is not None]
+    return seed_summary(present) if present else None
 
 
 def _row(score: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
@@ -203,6 +212,15 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                and r["phrasing"] == where["phrasing"]) for m in members])
                     for switch in ("write", "recall")}}
                 for where in first["switches"]]
+        if all("recall_by_overwrite" in m for m in members):
+            row["recall_by_overwrite"] = [
+                {"delay": where["delay"],
+                 **{name: {"n": sum(m_row[name]["n"] for m_row in same),
+                           "recall": _seeds_with([m_row[name]["recall"] for m_row in same])}
+                    for name in ("kept", "overwritten")}}
+                for where in first["recall_by_overwrite"]
+                for same in [[next(r for r in m["recall_by_overwrite"] if r["delay"] == where["delay"])
+                              for m in members]]]
         row["train_seconds"] = seed_summary([m["train_seconds"] for m in members])
         rows.append(row)
     return rows

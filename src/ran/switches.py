@@ -28,6 +28,8 @@ from ran.model import ReservoirModel
 from ran.passes import Renderer
 from ran.tasks.memory import SLOT, MemoryTask
 
+INTERVENING = ("distractor", "turn")  # the pass kinds that come between a store and its recall and must not write
+
 
 def switch_passes(task: MemoryTask) -> dict[tuple[str, str], list[str]]:
     """(pass kind, phrasing split) -> the texts of its passes."""
@@ -50,7 +52,7 @@ def switch_rates(model: ReservoirModel, renderer: Renderer, task: MemoryTask) ->
     device = model.reservoir.w_in.device
     rows = []
     for (kind, split), texts in switch_passes(task).items():
-        writes, recalls, wrong = [], [], []
+        writes, recalls, wrong, overwrites = [], [], [], []
         for text in texts:
             prompt = render(Episode((Pass(text),)), renderer)[0].prompt
             output = model(torch.tensor([prompt], device=device), state=model.reservoir.initial_state(1, device),
@@ -61,6 +63,30 @@ def switch_rates(model: ReservoirModel, renderer: Renderer, task: MemoryTask) ->
             recalls.append(shown)
             if writes[-1] != (kind == "store") or recalls[-1] != (kind == "recall"):
                 wrong.append(text)
+            if writes[-1] and kind in INTERVENING:
+                overwrites.append(text)
         rows.append({"pass": kind, "phrasing": split, "n": len(texts), "write": sum(writes) / len(texts),
-                     "recall": sum(recalls) / len(texts), "wrong": wrong})
+                     "recall": sum(recalls) / len(texts), "wrong": wrong, "overwrites": overwrites})
     return {"switches": rows}
+
+
+def recall_by_overwrite(predictions: list[dict[str, Any]], switches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per delay, held-out values stored in training phrasings: recall in the episodes none of whose intervening
+    passes opens the write, and in those where one does (a pass in a switch row's ``overwrites``: its write
+    decision is made on its own text in a new context, so it is the same in every episode that reads it).
+    Separates what the state loses while it holds from what a wrongly opened write overwrites."""
+    opened = {text for row in switches for text in row.get("overwrites", ())}
+    cells: dict[tuple[int, bool], list[float]] = {}
+    for prediction in predictions:
+        if prediction["values"] != "heldout" or prediction["phrasing"] != "trained" or not prediction["delay"]:
+            continue
+        overwritten = any(text in opened for text in prediction["between"])
+        cells.setdefault((prediction["delay"], overwritten), []).append(float(prediction["exact"]))
+    rows = []
+    for delay in sorted({delay for delay, _ in cells}):
+        row: dict[str, Any] = {"delay": delay}
+        for overwritten, name in ((False, "kept"), (True, "overwritten")):
+            hits = cells.get((delay, overwritten), [])
+            row[name] = {"n": len(hits), "recall": sum(hits) / len(hits) if hits else None}
+        rows.append(row)
+    return rows

@@ -30,7 +30,7 @@ from ran.model import ReservoirModel
 from ran.passes import Renderer
 from ran.provenance import environment
 from ran.runner import ARTIFACT_RUN_FILE, evaluate
-from ran.switches import switch_rates
+from ran.switches import recall_by_overwrite, switch_rates
 from ran.tasks import MemoryTask, RecallTask, Task, task_class, task_from_settings
 from ran.tasks.base import group_key
 from ran.tasks.mix import TaskMix
@@ -120,12 +120,16 @@ def run(args: argparse.Namespace) -> int:
     harm = harm_report(model, renderer, *harm_inputs(task))
     _print_harm(harm)
     switches = switch_rates(model, renderer, task)["switches"] if isinstance(task, MemoryTask) else None
+    overwrites = None
     if switches is not None:
+        overwrites = recall_by_overwrite(measured["carried"]["predictions"], switches)
         _print_switches(switches)
+        _print_overwrites(overwrites)
     if args.json:
         report = {"schema": EVAL_SCHEMA, "command": "eval", "artifact": str(directory),
                   "ran_config": model.config.to_dict(), "task": {"name": task.name, "file": args.task},
                   "eval_delays": args.eval_delays, "scores": measured, "harm": harm, "switches": switches,
+                  "recall_by_overwrite": overwrites,
                   "environment": environment()}
         atomic_write(args.json, json.dumps(report, indent=1) + "\n")
     if isinstance(task, TaskMix):
@@ -231,3 +235,16 @@ def _print_switches(rows: list[dict[str, Any]]) -> None:
     print(f"{'pass':>10}  {'phrasing':>8}  {'n':>3}  {'writes':>6}  {'recalls':>7}")
     for row in rows:
         print(f"{row['pass']:>10}  {row['phrasing']:>8}  {row['n']:>3}  {row['write']:>6.2f}  {row['recall']:>7.2f}")
+
+
+def _print_overwrites(rows: list[dict[str, Any]]) -> None:
+    """Carried recall after intervening passes that keep the write shut, and after one that opens it."""
+    if not rows:
+        return
+    print("held-out values, training phrasings, carried: recall where every pass between keeps the write shut | "
+          "where one opens it")
+    for row in rows:
+        kept, overwritten = row["kept"], row["overwritten"]
+        cells = [f"{c['recall']:.2f} of {c['n']}" if c["n"] else "none" for c in (kept, overwritten)]
+        print(f"  D = {row['delay']:>2}: {cells[0]:>12} | {cells[1]}")
+

@@ -210,3 +210,10 @@ def print_table(results: dict) -> None:
             print("switches (share of passes that write / that see the memory): " + "; ".join(
                 f"{s['pass']} ({s['phrasing']}, {s['n']}) {s['write']['mean']:.2f} / {s['recall']['mean']:.2f}"
                 for s in row["switches"]))
+        if row.get("recall_by_overwrite"):
+            print("held-out values, training phrasings, carried, where every pass between keeps the write shut | "
+                  "where one opens it: " + "; ".join(
+                      f"D = {r['delay']} " + " | ".join(
+                          f"{_cell(r[name]['recall'])} of {r[name]['n']}" if r[name]["recall"] else "none"
+                          for name in ("kept", "overwritten"))
+                      for r in row["recall_by_overwrite"]))

@@ -51,6 +51,7 @@ from ran.tasks.recall import check_delay_range
 from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
 
 FILLERS = ("distractor", "idle", "turn")
+IDLE_LABEL = "(idle tick)"  # an idle tick among the passes a prediction lists
 READ_SPANS = ("value", "last")
 SLOT = "{value}"
 
@@ -349,8 +350,9 @@ class MemoryTask(Task):
             details.append({"kind": info["kind"], "value": info["value"], "values": info["values"],
                             "phrasing": info["phrasing"], "delay": info["delay"],
                             "store": episode.passes[0].text, "question": episode.passes[-1].text,  # phrasings that miss
+                            "between": [IDLE_LABEL if p.idle else p.text for p in episode.passes[1:-1]],
                             "reply": renderer.tokenizer.decode(prediction.tokens, skip_special_tokens=True),
-                            "stopped": bool(stopped)})
+                            "exact": bool(exact), "stopped": bool(stopped)})
         rows = [{"kind": kind, "values": values, "phrasing": phrasing, "delay": delay,
                  "recall": _mean(g["recall"]), "stopped": _mean(g["stopped"]), "n": len(g["recall"])}
                 for (kind, values, phrasing, delay), g in sorted(groups.items())]
