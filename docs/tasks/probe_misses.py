@@ -7,8 +7,9 @@ Every carried miss of a held-out value (the reply is not the value and the stop 
                     text is in a switch row's ``overwrites``), so the state holds that pass, not the value
     value opens     the store begins with the value: without its leading space the value is other tokens
                     ("cattle" is "c" + "attle", " cattle" one token), which the nearest write's decoder never fit
-    read twice      the reply is the value said more than once: a half-open read gate on an earlier token counted
-                    as a place, so the value lands in two places
+    first token     the reply is the value said more than once, or begins with a piece of the message's first word:
+                    a half-open read gate on the message's first token ("Don't ...", "Guess ...") counts as a place,
+                    so that token, or a second copy of the value, takes the first place
     other           the rest
 
 With ``--artifact`` it also loads the artifact and measures its read gate on the first token of each store phrasing
@@ -29,7 +30,7 @@ import torch
 from ran.provenance import environment
 
 OUT = Path(__file__).resolve().parent / "misses.json"  # beside this script: not a results file of ran
-CLASSES = ("overwritten", "value opens", "read twice", "other")
+CLASSES = ("overwritten", "value opens", "first token", "other")
 
 
 def miss_class(prediction: dict, overwrites: set[str]) -> str:
@@ -38,8 +39,10 @@ def miss_class(prediction: dict, overwrites: set[str]) -> str:
     if prediction["store"].startswith(prediction["value"]):
         return "value opens"
     said, value = prediction["reply"].split(), prediction["value"].split()
-    if len(said) > len(value) and said == value * (len(said) // len(value)):
-        return "read twice"
+    first_word = prediction["store"].split()[0]
+    if said and ((len(said) > len(value) and said == value * (len(said) // len(value)))
+                 or (said[0] != value[0] and first_word.startswith(said[0]))):
+        return "first token"
     return "other"
 
 
@@ -93,7 +96,7 @@ def first_token_gates(artifact: str) -> dict:
                 prompt = render(Episode((Pass(text),)), renderer)[0].prompt
                 output = model(torch.tensor([prompt]), state=model.reservoir.initial_state(1), read_only=True)
                 opened = torch.sigmoid(output.read_logits[0])
-                first = message_start(prompt, tokenizer.encode(text, add_special_tokens=False))
+                first = message_start(prompt, tokenizer)
                 gates.append({"kind": kind, "template": template, "first_token": tokenizer.decode([prompt[first]]),
                               "gate": round(float(opened[first]), 3)})
         opened = [g for g in gates if g["gate"] > 0.25]
@@ -102,12 +105,13 @@ def first_token_gates(artifact: str) -> dict:
     return rows
 
 
-def message_start(prompt: list[int], message: list[int]) -> int:
-    """Where the message's tokens begin in the rendered prompt (the last place they occur)."""
-    for start in range(len(prompt) - len(message), -1, -1):
-        if prompt[start:start + len(message)] == message:
-            return start
-    raise ValueError("the message's tokens are not in the rendered prompt")
+def message_start(prompt: list[int], tokenizer) -> int:
+    """Where the user's message begins in a chat-rendered prompt: after the last user turn's "<|im_start|>user\\n"."""
+    header = tokenizer.encode("<|im_start|>user\n", add_special_tokens=False)
+    for start in range(len(prompt) - len(header), -1, -1):
+        if list(prompt[start:start + len(header)]) == header:
+            return start + len(header)
+    raise ValueError("no user turn in the rendered prompt: the probe reads chat-format artifacts")
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE",
                         help="also write the scores, carried and wiped (with the predictions), the no-harm check "
                              "and the switches to this JSON file, with the commit and the machine")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_overwrite_argument(parser)
 
 
@@ -116,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     model = ReservoirModel.from_pretrained(base, directory)
     renderer = Renderer(artifact_pass_format(directory), tokenizer)
     task.check(renderer)
-    measured = {c: evaluate(model, renderer, task, carry=c == "carried") for c in ("carried", "wiped")}
+    measured = {c: evaluate(model, renderer, task, carry=c == "carried", progress=not args.no_progress)
+                for c in ("carried", "wiped")}
     harm = harm_report(model, renderer, *harm_inputs(task))
     _print_harm(harm)
     switches = switch_rates(model, renderer, task)["switches"] if isinstance(task, MemoryTask) else None
