@@ -72,9 +72,12 @@ def switch_rates(model: ReservoirModel, renderer: Renderer, task: MemoryTask) ->
 
 def recall_by_overwrite(predictions: list[dict[str, Any]], switches: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per delay, held-out values stored in training phrasings: recall in the episodes none of whose intervening
-    passes opens the write, and in those where one does (a pass in a switch row's ``overwrites``: its write
-    decision is made on its own text in a new context, so it is the same in every episode that reads it).
-    Separates what the state loses while it holds from what a wrongly opened write overwrites."""
+    passes opens the write, and in those where one does (a pass whose text is in a switch row's ``overwrites``).
+    Separates what the state loses while it holds from what a wrongly opened write overwrites.
+
+    The write decides on layer L's input at the pass's end, which the state does not reach, so a distractor (always
+    read in a new context) decides as it did alone, in every episode. An ordinary turn that keeps the context before
+    it is judged by its decision alone, and idle ticks are not counted (with ``idle_write`` "keep" they never write)."""
     opened = {text for row in switches for text in row.get("overwrites", ())}
     cells: dict[tuple[int, bool], list[float]] = {}
     for prediction in predictions:
