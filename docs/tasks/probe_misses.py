@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ran.provenance import environment
+from ran.switches import overwriting_texts
 
 OUT = Path(__file__).resolve().parent / "misses.json"  # beside this script: not a results file of ran
 CLASSES = ("overwritten", "value opens", "first token", "other")
@@ -47,7 +48,7 @@ def miss_class(prediction: dict, overwrites: set[str]) -> str:
 
 
 def breakdown(report: dict) -> dict:
-    overwrites = {text for row in report["switches"] for text in row.get("overwrites", ())}
+    overwrites = overwriting_texts(report["switches"])
     cells: dict[str, Counter] = {}
     examples: dict[str, list] = {name: [] for name in CLASSES}
     for prediction in report["scores"]["carried"]["predictions"]:

@@ -213,14 +213,13 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     for switch in ("write", "recall")}}
                 for where in first["switches"]]
         if all("recall_by_overwrite" in m for m in members):
-            row["recall_by_overwrite"] = [
-                {"delay": where["delay"],
-                 **{name: {"n": sum(m_row[name]["n"] for m_row in same),
-                           "recall": _seeds_with([m_row[name]["recall"] for m_row in same])}
-                    for name in ("kept", "overwritten")}}
-                for where in first["recall_by_overwrite"]
-                for same in [[next(r for r in m["recall_by_overwrite"] if r["delay"] == where["delay"])
-                              for m in members]]]
+            row["recall_by_overwrite"] = []
+            for where in first["recall_by_overwrite"]:
+                same = [next(r for r in m["recall_by_overwrite"] if r["delay"] == where["delay"]) for m in members]
+                row["recall_by_overwrite"].append({"delay": where["delay"], **{
+                    name: {"n": sum(r[name]["n"] for r in same),
+                           "recall": _seeds_with([r[name]["recall"] for r in same])}
+                    for name in ("kept", "overwritten")}})
         row["train_seconds"] = seed_summary([m["train_seconds"] for m in members])
         rows.append(row)
     return rows

@@ -70,6 +70,11 @@ def switch_rates(model: ReservoirModel, renderer: Renderer, task: MemoryTask) ->
     return {"switches": rows}
 
 
+def overwriting_texts(switches: list[dict[str, Any]]) -> set[str]:
+    """The texts of the intervening passes whose write opens, over every switch row (:func:`switch_rates`)."""
+    return {text for row in switches for text in row.get("overwrites", ())}
+
+
 def recall_by_overwrite(predictions: list[dict[str, Any]], switches: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per delay, held-out values stored in training phrasings: recall in the episodes none of whose intervening
     passes opens the write, and in those where one does (a pass whose text is in a switch row's ``overwrites``).
@@ -78,7 +83,7 @@ def recall_by_overwrite(predictions: list[dict[str, Any]], switches: list[dict[s
     The write decides on layer L's input at the pass's end, which the state does not reach, so a distractor (always
     read in a new context) decides as it did alone, in every episode. An ordinary turn that keeps the context before
     it is judged by its decision alone, and idle ticks are not counted (with ``idle_write`` "keep" they never write)."""
-    opened = {text for row in switches for text in row.get("overwrites", ())}
+    opened = overwriting_texts(switches)
     cells: dict[tuple[int, bool], list[float]] = {}
     for prediction in predictions:
         if prediction["values"] != "heldout" or prediction["phrasing"] != "trained" or not prediction["delay"]:
