@@ -361,6 +361,7 @@ ROWS = [
     ("eval", [ARTIFACT, "--eval-delays", "-1"], "--eval-delays must be an integer in 0..256"),
     ("eval", [ARTIFACT, "--key-list", "w10"], "held-out keys are also training keys"),
     ("eval", [ARTIFACT, "--device", "tpu"], "unknown device 'tpu'"),
+    ("eval", [ARTIFACT, "--write-margin", "2"], "needs write 'pass-switched', not 'always'"),
     ("eval", [ARTIFACT, "--model", SESSION_MODEL], "different base model"),
     ("eval", [ARTIFACT, "--task", "@W/task.json", "--key-list", "w9"], "not allowed with argument --task"),
     ("eval", [ARTIFACT, "--json", "@W/adir"], "--json @W/adir is a directory: give the name of a JSON file"),
@@ -420,6 +421,10 @@ ROWS = [
      "two task files would be named 'idle-target'"),
     # ----- remember -----------------------------------------------------------------------------------------
     ("remember", ["--steps", "0"], "--steps must be an integer in 1..10,000,000, got 0"),
+    ("remember", ["--write-margin", "nan"], "--write-margin must be a number in [-100, 100], got nan"),
+    ("remember", ["--grid", "write_margin=nan"], "write_margin must be a finite number (a logit), got nan"),
+    ("remember", ["--write-margin", "x"], "invalid float value: 'x'"),
+    ("remember", ["--write", "switched", "--write-margin", "1"], "needs write 'pass-switched', not 'switched'"),
     ("remember", ["--value-read", "decoded", "--slot-order", "content"], "value_read 'decoded' decodes each place's "
      "token embedding for the query that says it: it needs slot_order 'reply' or 'content-reply' and read_from "
      "'embeddings', not 'content' and 'embeddings'"),

@@ -598,6 +598,40 @@ def test_a_pass_switched_write_steps_or_keeps_the_whole_state_by_one_decision_pe
         check_members([Member(config, TrainConfig(), lambda step, g: [])], 4)
 
 
+def test_a_write_margin_keeps_the_state_where_the_switch_is_open_by_less_and_an_artifact_keeps_it(tmp_path):
+    """The switch's logit is its bias here (weight zero): with bias 1.5, margin 0 and 1 step the state, margin 2
+    keeps it; training's teaching still decides whatever the margin; the margin is saved, and replaced on load."""
+    config = RanConfig(summary="gated", write="pass-switched", reservoir=ReservoirConfig(units=64, input_scaling=0.5))
+    ids, state = torch.tensor([[10, 11, 40, 12]]), torch.randn(1, 64) * 0.5
+    results = {}
+    for margin in (0.0, 1.0, 2.0):
+        model = wrap(tiny_model("llama", 0), replace(config, write_margin=margin))
+        with torch.no_grad():
+            model.write_gate.weight.zero_()
+            model.write_gate.bias.fill_(1.5)
+            results[margin] = model(ids, state=state, read_only=True)
+            taught = model(ids, state=state, read_only=True, taught_write=torch.tensor([1])).state
+        torch.testing.assert_close(taught, results[0.0].state)  # taught open: the margin does not matter
+        if margin < 2:
+            model.unwrap()
+    assert results[0.0].wrote.tolist() == results[1.0].wrote.tolist() == [1.0]
+    assert float((results[0.0].state - state).abs().max()) > 0.01
+    assert results[2.0].wrote.tolist() == [0.0]
+    torch.testing.assert_close(results[2.0].state, state, atol=0, rtol=0)
+    model.save_pretrained(tmp_path / "artifact")
+    model.unwrap()
+    assert ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact").config.write_margin == 2.0
+    reloaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact", write_margin=0.0)
+    assert reloaded.config.write_margin == 0.0
+    older = config.to_dict()
+    del older["write_margin"]  # an artifact saved before the field
+    assert RanConfig.from_dict(older).write_margin == 0.0
+    for bad, message in ((float("nan"), "write_margin must be a finite number"),
+                         (1.0, "needs write 'pass-switched', not 'always'")):
+        with pytest.raises(ConfigError, match=message):
+            RanConfig(summary="gated", write="pass-switched" if bad != 1.0 else "always", write_margin=bad)
+
+
 def test_training_teaches_the_pass_switched_write_to_open_on_stores_only_and_it_round_trips(renderer, tmp_path):
     task = tiny_task(values={"word": WORDS[:8]}, train_delays=(1, 2))
     model = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write="pass-switched", n_slots=4,

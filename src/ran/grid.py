@@ -19,7 +19,7 @@ GRID_FIELDS: dict[str, tuple[str, type]] = {
     "drive": ("ran", str), "read_places": ("ran", int), "read_from": ("ran", str), "slot_order": ("ran", str),
     "value_read": ("ran", str), "place_count": ("ran", str), "gate_context": ("ran", str), "gate_hidden": ("ran", int),
     "gate_reads": ("ran", str),
-    "running_units": ("ran", int), "running_clock": ("ran", str),
+    "running_units": ("ran", int), "running_clock": ("ran", str), "write_margin": ("ran", float),
     "lora_rank": ("ran", int),
     "mode": ("ran", str),
     "steps": ("train", int), "learning_rate": ("train", float),

@@ -123,6 +123,9 @@ class RanConfig:
     # when to speak follows the clock, not what the held units keep (a word training never said)
     running_clock: str = "coupled"  # the running units' step: coupled (sees the whole state through W_r) | isolated
     # (sees only the running units: W_r's held-to-running block is cut, so the held value cannot drive the clock)
+    write_margin: float = 0.0  # a switched write opens where its logit exceeds this (0: p > 0.5); training teaches
+    # the labelled passes whatever it is, so it can be raised on a trained artifact to keep the write shut on
+    # statements it is unsure of (README, "Where the misses come from")
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -206,6 +209,11 @@ class RanConfig:
         if self.gate_reads == "running" and not self.running_units:
             raise ConfigError("gate_reads 'running' gives the gate head the running units alone: it needs "
                               "running_units > 0")
+        if not isinstance(self.write_margin, int | float) or not math.isfinite(self.write_margin):
+            raise ConfigError(f"write_margin must be a finite number (a logit), got {self.write_margin!r}")
+        if self.write_margin and self.write != "pass-switched":
+            raise ConfigError(f"write_margin moves the pass-switched write's threshold: it needs write "
+                              f"'pass-switched', not '{self.write}'")
         if self.running_clock not in RUNNING_CLOCKS:
             raise ConfigError(f"unknown running_clock '{self.running_clock}': choose one of "
                               f"{', '.join(RUNNING_CLOCKS)}")
@@ -741,9 +749,10 @@ class ReservoirModel(nn.Module):
         at_end = hidden[torch.arange(read.batch, device=hidden.device), read.last_index.to(hidden.device)].float()
         normed = rms_normalised(at_end)  # (B, d)
 
-        def decide(gate: nn.Linear, taught: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        def decide(gate: nn.Linear, taught: torch.Tensor | None, margin: float = 0.0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
             logits = gate(normed)[:, 0]
-            opened = logits.detach() > 0
+            opened = logits.detach() > margin
             if taught is not None:
                 taught = taught.to(opened.device)
                 opened = torch.where(taught >= 0, taught > 0, opened)
@@ -753,7 +762,7 @@ class ReservoirModel(nn.Module):
             read.recall_logits, read.shown = decide(self.recall_gate, read.taught_recall)
             self.injector.slots.visible = read.shown
         if self.write_gate is not None:
-            read.write_logits, opened = decide(self.write_gate, read.taught_write)
+            read.write_logits, opened = decide(self.write_gate, read.taught_write, self.config.write_margin)
             read.write = opened.float()
 
     def _switched_lora(self, module, args, output: torch.Tensor) -> torch.Tensor:
@@ -951,14 +960,18 @@ class ReservoirModel(nn.Module):
                              base_model_identity(self.base), pass_format or PassFormat(), parts, gate)
 
     @classmethod
-    def from_pretrained(cls, base: PreTrainedModel, directory: str | os.PathLike) -> ReservoirModel:
-        """Rebuild a saved wrapped model on ``base``: regenerate the reservoir, check it, load the readout."""
+    def from_pretrained(cls, base: PreTrainedModel, directory: str | os.PathLike,
+                        write_margin: float | None = None) -> ReservoirModel:
+        """Rebuild a saved wrapped model on ``base``: regenerate the reservoir, check it, load the readout.
+        ``write_margin`` replaces the saved one (it moves a threshold, not a trained parameter)."""
         description = read_artifact_description(directory)
         check_base_model(description, base, directory)
         try:
             config = RanConfig.from_dict(description["config"])
         except (ConfigError, TypeError) as error:
             raise ArtifactError(f"artifact {directory} has an invalid config: {error}") from None
+        if write_margin is not None:
+            config = replace(config, write_margin=write_margin)  # checked: a pass-switched write only
         model = cls(base, config)
         if model.reservoir.fingerprint != description.get("reservoir_fingerprint"):
             model.unwrap()

@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "templates; keys it trained on are refused)")
     parser.add_argument("--eval-delays", type=int, nargs="+", metavar="D",
                         help="intervening passes to evaluate (default: the artifact's own)")
+    parser.add_argument("--write-margin", type=float, metavar="LOGIT",
+                        help="open a pass-switched write only where its logit exceeds this, instead of the "
+                             "artifact's own margin (default: the artifact's; 0 unless it was trained with one)")
     parser.add_argument("--json", metavar="FILE",
                         help="also write the scores, carried and wiped (with the predictions), the no-harm check "
                              "and the switches to this JSON file, with the commit and the machine")
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                               "its tasks' settings with --task FILE)")
         task = replace(task, eval_delays=tuple(sorted(set(args.eval_delays))))
     base, tokenizer = load_model(args.model or saved["model"], device=args.device, dtype=args.dtype)
-    model = ReservoirModel.from_pretrained(base, directory)
+    model = ReservoirModel.from_pretrained(base, directory, write_margin=args.write_margin)
     renderer = Renderer(artifact_pass_format(directory), tokenizer)
     task.check(renderer)
     measured = {c: evaluate(model, renderer, task, carry=c == "carried", progress=not args.no_progress)
