@@ -425,6 +425,8 @@ ROWS = [
     ("remember", ["--grid", "write_margin=nan"], "write_margin must be a finite number (a logit), got nan"),
     ("remember", ["--write-margin", "x"], "invalid float value: 'x'"),
     ("remember", ["--write", "switched", "--write-margin", "1"], "needs write 'pass-switched', not 'switched'"),
+    ("remember", ["--write-hidden", "-1"], "--write-hidden must be an integer in 0..65,536, got -1"),
+    ("remember", ["--write", "gated", "--write-hidden", "8"], "write_hidden gives the pass-switched write's switch"),
     ("remember", ["--value-read", "decoded", "--slot-order", "content"], "value_read 'decoded' decodes each place's "
      "token embedding for the query that says it: it needs slot_order 'reply' or 'content-reply' and read_from "
      "'embeddings', not 'content' and 'embeddings'"),

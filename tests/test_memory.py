@@ -10,7 +10,7 @@ from tiny_models import tiny_chat_tokenizer, tiny_model
 
 from ran.engine.report import read_results
 from ran.episodes import Episode, Pass, render
-from ran.errors import ConfigError
+from ran.errors import ArtifactError, ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import STOP, PassFormat, Renderer
 from ran.reading import NextGateContext
@@ -632,10 +632,17 @@ def test_a_write_margin_keeps_the_state_where_the_switch_is_open_by_less_and_an_
             RanConfig(summary="gated", write="pass-switched" if bad != 1.0 else "always", write_margin=bad)
 
 
-def test_training_teaches_the_pass_switched_write_to_open_on_stores_only_and_it_round_trips(renderer, tmp_path):
+@pytest.mark.parametrize("write_hidden", [0, 16])
+def test_training_teaches_the_pass_switched_write_to_open_on_stores_only_and_it_round_trips(renderer, tmp_path,
+                                                                                            write_hidden):
     task = tiny_task(values={"word": WORDS[:8]}, train_delays=(1, 2))
     model = wrap(tiny_model("llama", 0), RanConfig(summary="gated", write="pass-switched", n_slots=4,
+                                                   write_hidden=write_hidden,
                                                    reservoir=ReservoirConfig(units=64, leak_rate=1.0)))
+    if write_hidden:  # hidden units under the switch, its output starting at logit 0
+        width = model.geometry.hidden_size
+        assert [tuple(p.shape) for p in model.write_gate.parameters()] == [(16, width), (16,), (1, 16), (1,)]
+        assert float(model.write_gate[2].weight.abs().max()) == 0.0
     train(model, renderer, lambda step, g: task.training_episodes(g), TrainConfig(steps=60, learning_rate=0.03),
           progress=False)
 
@@ -652,6 +659,12 @@ def test_training_teaches_the_pass_switched_write_to_open_on_stores_only_and_it_
     model.unwrap()
     loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
     assert {text: write_logit(loaded, text) for text in texts} == pytest.approx(logits, abs=1e-5)
+    if write_hidden:  # a config that disagrees with the saved switch is refused, not loaded half-way
+        config = json.loads((tmp_path / "artifact" / "ran_config.json").read_text())
+        config["config"]["write_hidden"] = 8
+        (tmp_path / "artifact" / "ran_config.json").write_text(json.dumps(config))
+        with pytest.raises(ArtifactError):
+            ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
 
 
 # ----- the idle tick's write ----------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ do not reach layer L's input). So its training can be replayed on the frozen mod
 this probe draws episodes as ``ran.tasks.memory`` does (a store, 0-1 intervening passes of the three kinds,
 the recall), averages the write loss per episode as ``ran.training.run_episodes`` does, and steps AdamW with
 the trainer's schedule (300 steps of 32 episodes, lr 1e-2, 5 warmup steps, cosine decay, clip 1.0), then counts
-where the switch opens: held-out stores (held-out values in held-out phrasings) and the evaluation
-distractors, which a memory reads between its store and its recall.
+where the switch opens: held-out stores (held-out values in held-out phrasings), the evaluation distractors,
+which a memory reads between its store and its recall, and 60 everyday statements no training and no evaluation
+reads (``write-validation.json``).
 
 It replays two things: the built-in distractor pool (64 sentences, 1 in 3 intervening passes) against
 artifacts' own switches (r65's seeds opened on 3, 4 and 6 of the 40 evaluation distractors, README "Where the
@@ -21,9 +22,11 @@ ordinary turns without theirs.
 
 With ``--artifact DIR`` (a ``ran remember`` artifact) it reads that artifact's own write switch instead, on the
 same passes, and counts where it opens at a range of margins (``RanConfig.write_margin``: the write opens where
-its logit exceeds the margin). The margin is chosen on sentences no evaluation reads: the 185 added sentences,
-which the artifact never trained on either; the smallest margin at which the write opens on at most 1 in 40 of
-them (``VALIDATION_RATE``). ``ran eval --write-margin`` then measures what it does to recall.
+its logit exceeds the margin). The margin is chosen on sentences no training and no evaluation reads
+(``write-validation.json``, 60 everyday statements, half of them in the first person): the smallest margin at
+which the write opens on at most 1 in 40 of them (``VALIDATION_RATE``). It also counts the 185 added sentences
+(read in training only by an artifact trained on the larger pool). ``ran eval --write-margin`` then measures what
+it does to recall.
 
     python docs/tasks/probe_write_precision.py --artifact DIR   # writes docs/tasks/write-margin-probe.json
 """
@@ -51,6 +54,7 @@ MARGIN_OUT = HERE / "write-margin-probe.json"
 MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 VALIDATION_RATE = 1 / 40  # the most a chosen margin lets the write open on the validation sentences
 WRITE_PRECISION = HERE / "write-precision.json"  # the larger pool, as a task file for ran remember --task
+VALIDATION = HERE / "write-validation.json"  # 60 more everyday statements, read by no training and no evaluation
 VALUES_PER_TEMPLATE = 3  # training values stored in each training phrasing (drawn per episode from these)
 HELDOUT_VALUES = 10  # held-out values per kind, each in every held-out phrasing
 STEPS, EPISODES, LR, WARMUP = 300, 32, 1e-2, 5
@@ -103,7 +107,8 @@ def main() -> None:
     turns = features(list(task.turns))
     idle = features([""])
     pools = {"builtin": features(list(TRAIN_DISTRACTORS)), "larger": features(list(larger))}
-    held = {"held-out stores": features(heldout_store_texts),
+    validation = json.loads(VALIDATION.read_text())["sentences"]
+    held = {"held-out stores": features(heldout_store_texts), "validation sentences": features(validation),
             "evaluation distractors": features(list(EVAL_DISTRACTORS)),
             "held-out turns": features(list(task.heldout_turns)),
             "held-out recalls": features([t for kind in task.kinds for t in task.heldout_recall_templates[kind]])}
@@ -153,7 +158,8 @@ def main() -> None:
             print(f"{arm:34s} seed {seed}: opens on held-out stores {row['opens']['held-out stores']:.2f}, "
                   f"evaluation distractors {row['opens']['evaluation distractors']:.3f} "
                   f"({len(row['opened distractors'])}: {'; '.join(row['opened distractors'])}), held-out turns "
-                  f"{row['opens']['held-out turns']:.2f}, held-out recalls {row['opens']['held-out recalls']:.2f}")
+                  f"{row['opens']['held-out turns']:.2f}, held-out recalls {row['opens']['held-out recalls']:.2f}, "
+                  f"validation sentences {row['opens']['validation sentences']:.3f}")
     OUT.write_text(json.dumps({"experiment": "write-precision-probe", **environment(), "layer": layer,
                                "steps": STEPS, "episodes_per_step": EPISODES,
                                "held_out_stores": len(heldout_store_texts),
@@ -167,9 +173,10 @@ def artifact_margins(directory: Path) -> None:
     model = ReservoirModel.from_pretrained(base, directory)
     renderer = Renderer(artifact_pass_format(directory), tokenizer)
     task = builtin_task(tokenizer)
-    validation = [s for s in json.loads(WRITE_PRECISION.read_text())["train_distractors"] if s not in TRAIN_DISTRACTORS]
+    added = [s for s in json.loads(WRITE_PRECISION.read_text())["train_distractors"] if s not in TRAIN_DISTRACTORS]
     groups = {
-        "validation sentences": validation,
+        "validation sentences": json.loads(VALIDATION.read_text())["sentences"],
+        "added sentences": added,
         "evaluation distractors": list(EVAL_DISTRACTORS),
         "held-out turns": list(task.heldout_turns),
         "held-out values, training phrasings": [
@@ -196,7 +203,8 @@ def artifact_margins(directory: Path) -> None:
     print(f"chosen on the validation sentences (opens on <= {VALIDATION_RATE:.3f}): {chosen}")
     opened = {name: [(round(float(v), 2), t) for v, t in sorted(zip(logits[name].tolist(), texts, strict=True),
                                                                  reverse=True) if v > 0]
-              for name, texts in groups.items() if name in ("evaluation distractors", "validation sentences")}
+              for name, texts in groups.items() if name in ("evaluation distractors", "validation sentences",
+                                                             "added sentences")}
     MARGIN_OUT.write_text(json.dumps({"experiment": "write-margin-probe", **environment(), "artifact": str(directory),
                                       "counts": {name: len(texts) for name, texts in groups.items()},
                                       "rows": rows, "chosen": chosen, "validation_rate": VALIDATION_RATE,

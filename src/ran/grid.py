@@ -20,6 +20,7 @@ GRID_FIELDS: dict[str, tuple[str, type]] = {
     "value_read": ("ran", str), "place_count": ("ran", str), "gate_context": ("ran", str), "gate_hidden": ("ran", int),
     "gate_reads": ("ran", str),
     "running_units": ("ran", int), "running_clock": ("ran", str), "write_margin": ("ran", float),
+    "write_hidden": ("ran", int),
     "lora_rank": ("ran", int),
     "mode": ("ran", str),
     "steps": ("train", int), "learning_rate": ("train", float),

@@ -123,6 +123,7 @@ class RanConfig:
     # when to speak follows the clock, not what the held units keep (a word training never said)
     running_clock: str = "coupled"  # the running units' step: coupled (sees the whole state through W_r) | isolated
     # (sees only the running units: W_r's held-to-running block is cut, so the held value cannot drive the clock)
+    write_hidden: int = 0  # the pass-switched write's hidden ReLU units: 0 = one linear unit on layer L's input
     write_margin: float = 0.0  # a switched write opens where its logit exceeds this (0: p > 0.5); training teaches
     # the labelled passes whatever it is, so it can be raised on a trained artifact to keep the write shut on
     # statements it is unsure of (README, "Where the misses come from")
@@ -209,6 +210,11 @@ class RanConfig:
         if self.gate_reads == "running" and not self.running_units:
             raise ConfigError("gate_reads 'running' gives the gate head the running units alone: it needs "
                               "running_units > 0")
+        if not isinstance(self.write_hidden, int) or self.write_hidden < 0:
+            raise ConfigError(f"write_hidden must be an integer >= 0, got {self.write_hidden!r}")
+        if self.write_hidden and self.write != "pass-switched":
+            raise ConfigError(f"write_hidden gives the pass-switched write's switch hidden units: it needs write "
+                              f"'pass-switched', not '{self.write}'")
         if not isinstance(self.write_margin, int | float) or not math.isfinite(self.write_margin):
             raise ConfigError(f"write_margin must be a finite number (a logit), got {self.write_margin!r}")
         if self.write_margin and self.write != "pass-switched":
@@ -345,11 +351,19 @@ def load_gate_tensors(head: nn.Module, gate: GateHead) -> None:
         head[0].bias.copy_(gate.hidden_bias)
 
 
-def _switch_gate(width: int, device) -> nn.Linear:
-    gate = nn.Linear(width, 1).to(device)
-    nn.init.zeros_(gate.weight)
-    nn.init.zeros_(gate.bias)
-    return gate
+def _switch_gate(width: int, device, hidden: int = 0, seed: int = 0) -> nn.Module:
+    """A pass-level switch's logit from layer L's normalised input: one linear unit, or (``hidden`` H) H ReLU units
+    drawn from ``seed`` under their own generator and one linear unit on them. Its output starts at zero (logit 0)."""
+    if not hidden:
+        gate = output = nn.Linear(width, 1)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gate = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        output = gate[2]
+    nn.init.zeros_(output.weight)
+    nn.init.zeros_(output.bias)
+    return gate.to(device)
 
 
 @dataclass
@@ -466,7 +480,8 @@ class ReservoirModel(nn.Module):
         # Pass-level switches on layer L's input, starting undecided (logit 0, shut): whether a pass sees the
         # slots (recall "switched") and whether the reservoir steps (write "pass-switched").
         self.recall_gate = _switch_gate(geometry.hidden_size, device) if config.recall == "switched" else None
-        self.write_gate = _switch_gate(geometry.hidden_size, device) if config.write == "pass-switched" else None
+        self.write_gate = (_switch_gate(geometry.hidden_size, device, config.write_hidden, config.readout_seed)
+                           if config.write == "pass-switched" else None)
         self.injector.install(base)
         self._read_hook = decoder_layers(base)[layer].register_forward_hook(self._capture)
         self._switch_hook = (None if self.recall_gate is None and self.write_gate is None else

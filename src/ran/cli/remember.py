@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the ordered read (--read-places P > 1) places a token: by the running sum of "
                              "the gates (soft), or by the number of gates open above 1/2 (hard), so that tokens "
                              "left slightly open do not move the value along the places (default: %(default)s)")
+    parser.add_argument("--write-hidden", type=int, default=RECIPE.ran.write_hidden, metavar="H",
+                        help="hidden ReLU units in the write's switch (0: one linear unit on layer L's input at the "
+                             "pass's end) (default: %(default)s)")
     parser.add_argument("--write-margin", type=float, default=RECIPE.ran.write_margin, metavar="LOGIT",
                         help="the write opens on a pass where its logit exceeds this; training teaches the same "
                              "switch whatever it is, and the artifact keeps it (default: %(default)s)")
@@ -153,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give at least one seed")
     resolve(args.device, args.dtype)
     ran = ran_config_from(args, value_read=args.value_read, place_count=args.place_count,
-                          lora_rank=args.lora_rank, write_margin=args.write_margin)
+                          lora_rank=args.lora_rank, write_margin=args.write_margin,
+                          write_hidden=args.write_hidden)
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = pass_format_from(args)
     arms = arms_from(args.grid)

@@ -83,7 +83,7 @@ LIMITS: dict[str, Limit] = {
     # the memory recipe (ran remember)
     "words": POSITIVE, "heldout_words": POSITIVE, "values_per_kind": POSITIVE, "heldout_values_per_kind": POSITIVE,
     "eval_values": POSITIVE, "per_step": _integer(1, 100_000), "harm_fraction": _real(0.0, 1.0, high_open=True),
-    "write_margin": _real(-100.0, 100.0),
+    "write_margin": _real(-100.0, 100.0), "write_hidden": _integer(0, 65_536),
     # sessions and generation
     "new_tokens": _integer(0, 4_096), "max_new_tokens": _integer(0, 4_096), "temperature": _real(0.0, 100.0),
     "sample_seed": SEED, "sinks": COUNT, "window": COUNT, "heavy": COUNT, "max_entropy": _real(0.0, 1_000.0),
