@@ -11,12 +11,12 @@ where the switch opens: held-out stores (held-out values in held-out phrasings),
 which a memory reads between its store and its recall, and 60 everyday statements no training and no evaluation
 reads (``write-validation.json``).
 
-It replays two things: the built-in distractor pool (64 sentences, 1 in 3 intervening passes) against
-artifacts' own switches (r65's seeds opened on 3, 4 and 6 of the 40 evaluation distractors, README "Where the
-misses come from"), and the arms that might shut it there: a larger pool (``WRITE_PRECISION``, 185 more
-everyday sentences, none naming a person, place or number), more distractors among the intervening passes,
-and the two together. Idle ticks are replayed as an empty user turn without the context before them, and
-ordinary turns without theirs.
+It replays the built-in distractor pool (64 sentences, 1 in 3 intervening passes) against artifacts' own
+switches (r65's seeds opened on 3, 4 and 6 of the 40 evaluation distractors, README "Where the misses come from"),
+and the arms that might shut it there: a larger pool (``WRITE_PRECISION``, 185 more everyday sentences, none naming
+a person, place or number), more distractors among the intervening passes, the two together, and a switch with 64
+hidden ReLU units (``RanConfig.write_hidden``). Idle ticks are replayed as an empty user turn without the context
+before them, and ordinary turns without theirs.
 
     python docs/tasks/probe_write_precision.py   # writes docs/tasks/write-precision-probe.json
 
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from ran.artifact import artifact_pass_format
 from ran.loading import load_model
-from ran.model import ReservoirModel
+from ran.model import ReservoirModel, switch_gate
 from ran.passes import PassFormat, Renderer
 from ran.provenance import environment
 from ran.remember import builtin_task
@@ -59,11 +59,14 @@ VALUES_PER_TEMPLATE = 3  # training values stored in each training phrasing (dra
 HELDOUT_VALUES = 10  # held-out values per kind, each in every held-out phrasing
 STEPS, EPISODES, LR, WARMUP = 300, 32, 1e-2, 5
 SEEDS = (0, 1, 2)
-ARMS = {  # name -> (distractor pool, weights of the intervening kinds: distractor, idle, turn)
-    "built-in pool (64), kinds 1:1:1": ("builtin", (1.0, 1.0, 1.0)),
-    "larger pool (249), kinds 1:1:1": ("larger", (1.0, 1.0, 1.0)),
-    "built-in pool (64), kinds 3:1:1": ("builtin", (3.0, 1.0, 1.0)),
-    "larger pool (249), kinds 3:1:1": ("larger", (3.0, 1.0, 1.0)),
+# name -> (distractor pool, weights of the intervening kinds (distractor, idle, turn), the switch's hidden units)
+ARMS = {
+    "built-in pool (64), kinds 1:1:1, linear": ("builtin", (1.0, 1.0, 1.0), 0),
+    "larger pool (249), kinds 1:1:1, linear": ("larger", (1.0, 1.0, 1.0), 0),
+    "built-in pool (64), kinds 3:1:1, linear": ("builtin", (3.0, 1.0, 1.0), 0),
+    "larger pool (249), kinds 3:1:1, linear": ("larger", (3.0, 1.0, 1.0), 0),
+    "built-in pool (64), kinds 1:1:1, 64 hidden": ("builtin", (1.0, 1.0, 1.0), 64),
+    "larger pool (249), kinds 1:1:1, 64 hidden": ("larger", (1.0, 1.0, 1.0), 64),
 }
 
 
@@ -113,10 +116,8 @@ def main() -> None:
             "held-out turns": features(list(task.heldout_turns)),
             "held-out recalls": features([t for kind in task.kinds for t in task.heldout_recall_templates[kind]])}
 
-    def train(pool: torch.Tensor, weights: tuple[float, ...], seed: int) -> torch.nn.Linear:
-        unit = torch.nn.Linear(stores.shape[1], 1)
-        torch.nn.init.zeros_(unit.weight)
-        torch.nn.init.zeros_(unit.bias)
+    def train(pool: torch.Tensor, weights: tuple[float, ...], hidden: int, seed: int) -> torch.nn.Module:
+        unit = switch_gate(stores.shape[1], "cpu", hidden, seed)  # the model's own switch
         optimiser = torch.optim.AdamW(unit.parameters(), lr=LR, weight_decay=0.0)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: (step + 1) / WARMUP if step < WARMUP
                                                      else 0.5 * (1 + math.cos(math.pi * (step - WARMUP) /
@@ -145,9 +146,9 @@ def main() -> None:
         return unit
 
     rows = []
-    for arm, (pool, weights) in ARMS.items():
+    for arm, (pool, weights, hidden) in ARMS.items():
         for seed in SEEDS:
-            unit = train(pools[pool], weights, seed)
+            unit = train(pools[pool], weights, hidden, seed)
             with torch.no_grad():
                 opened = {name: (unit(rows_)[:, 0] > 0) for name, rows_ in held.items()}
             row = {"arm": arm, "seed": seed, "opens": {name: float(o.float().mean()) for name, o in opened.items()},
@@ -155,7 +156,7 @@ def main() -> None:
                                                             strict=True) if o],
                    "shut held-out stores": int((~opened["held-out stores"]).sum())}
             rows.append(row)
-            print(f"{arm:34s} seed {seed}: opens on held-out stores {row['opens']['held-out stores']:.2f}, "
+            print(f"{arm:42s} seed {seed}: opens on held-out stores {row['opens']['held-out stores']:.2f}, "
                   f"evaluation distractors {row['opens']['evaluation distractors']:.3f} "
                   f"({len(row['opened distractors'])}: {'; '.join(row['opened distractors'])}), held-out turns "
                   f"{row['opens']['held-out turns']:.2f}, held-out recalls {row['opens']['held-out recalls']:.2f}, "

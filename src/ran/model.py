@@ -351,7 +351,7 @@ def load_gate_tensors(head: nn.Module, gate: GateHead) -> None:
         head[0].bias.copy_(gate.hidden_bias)
 
 
-def _switch_gate(width: int, device, hidden: int = 0, seed: int = 0) -> nn.Module:
+def switch_gate(width: int, device, hidden: int = 0, seed: int = 0) -> nn.Module:
     """A pass-level switch's logit from layer L's normalised input: one linear unit, or (``hidden`` H) H ReLU units
     drawn from ``seed`` under their own generator and one linear unit on them. Its output starts at zero (logit 0)."""
     if not hidden:
@@ -479,8 +479,8 @@ class ReservoirModel(nn.Module):
         self.decoder_fit: dict[str, Any] | None = None  # value_read decoded / residual: the report of its decoder's fit
         # Pass-level switches on layer L's input, starting undecided (logit 0, shut): whether a pass sees the
         # slots (recall "switched") and whether the reservoir steps (write "pass-switched").
-        self.recall_gate = _switch_gate(geometry.hidden_size, device) if config.recall == "switched" else None
-        self.write_gate = (_switch_gate(geometry.hidden_size, device, config.write_hidden, config.readout_seed)
+        self.recall_gate = switch_gate(geometry.hidden_size, device) if config.recall == "switched" else None
+        self.write_gate = (switch_gate(geometry.hidden_size, device, config.write_hidden, config.readout_seed)
                            if config.write == "pass-switched" else None)
         self.injector.install(base)
         self._read_hook = decoder_layers(base)[layer].register_forward_hook(self._capture)
