@@ -28,7 +28,7 @@ which the write opens on at most 1 in 40 of them (``VALIDATION_RATE``). It also 
 (read in training only by an artifact trained on the larger pool). ``ran eval --write-margin`` then measures what
 it does to recall.
 
-    python docs/tasks/probe_write_precision.py --artifact DIR   # writes docs/tasks/write-margin-probe.json
+    python docs/tasks/probe_write_precision.py --artifact DIR --out FILE   # default docs/tasks/write-margin-probe.json
 """
 
 import argparse
@@ -73,9 +73,10 @@ ARMS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", help="read this ran remember artifact's write switch instead of replaying one")
+    parser.add_argument("--out", default=MARGIN_OUT, help="with --artifact: where the counts go (default: %(default)s)")
     args = parser.parse_args()
     if args.artifact:
-        return artifact_margins(Path(args.artifact))
+        return artifact_margins(Path(args.artifact), Path(args.out))
     model, tokenizer = load_model("smollm2-135m")
     renderer = Renderer(PassFormat("chat"), tokenizer)
     layer = model.config.num_hidden_layers // 2
@@ -168,7 +169,7 @@ def main() -> None:
     print(f"wrote {OUT}")
 
 
-def artifact_margins(directory: Path) -> None:
+def artifact_margins(directory: Path, out: Path) -> None:
     """Where the artifact's own write opens, per margin, on the validation sentences and the evaluation's passes."""
     base, tokenizer = load_model("smollm2-135m")  # what ran remember trains on
     model = ReservoirModel.from_pretrained(base, directory)
@@ -206,11 +207,11 @@ def artifact_margins(directory: Path) -> None:
                                                                  reverse=True) if v > 0]
               for name, texts in groups.items() if name in ("evaluation distractors", "validation sentences",
                                                              "added sentences")}
-    MARGIN_OUT.write_text(json.dumps({"experiment": "write-margin-probe", **environment(), "artifact": str(directory),
-                                      "counts": {name: len(texts) for name, texts in groups.items()},
-                                      "rows": rows, "chosen": chosen, "validation_rate": VALIDATION_RATE,
-                                      "opened": opened}, indent=1) + "\n")
-    print(f"wrote {MARGIN_OUT}")
+    out.write_text(json.dumps({"experiment": "write-margin-probe", **environment(), "artifact": str(directory),
+                               "counts": {name: len(texts) for name, texts in groups.items()},
+                               "rows": rows, "chosen": chosen, "validation_rate": VALIDATION_RATE,
+                               "opened": opened}, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
