@@ -124,9 +124,9 @@ class RanConfig:
     running_clock: str = "coupled"  # the running units' step: coupled (sees the whole state through W_r) | isolated
     # (sees only the running units: W_r's held-to-running block is cut, so the held value cannot drive the clock)
     write_hidden: int = 0  # the pass-switched write's hidden ReLU units: 0 = one linear unit on layer L's input
-    write_margin: float = 0.0  # a switched write opens where its logit exceeds this (0: p > 0.5); training teaches
-    # the labelled passes whatever it is, so it can be raised on a trained artifact to keep the write shut on
-    # statements it is unsure of (README, "Where the misses come from")
+    write_margin: float = 0.0  # the pass-switched write opens where its logit exceeds this (0: p > 0.5); training
+    # teaches the labelled passes whatever it is, so it can be raised on a trained artifact to keep the write shut on
+    # statements it is unsure of (README, "What the write opens on")
 
     def __post_init__(self) -> None:
         injector_class(self.mode)  # raises on an unknown mode
@@ -764,7 +764,7 @@ class ReservoirModel(nn.Module):
         at_end = hidden[torch.arange(read.batch, device=hidden.device), read.last_index.to(hidden.device)].float()
         normed = rms_normalised(at_end)  # (B, d)
 
-        def decide(gate: nn.Linear, taught: torch.Tensor | None, margin: float = 0.0
+        def decide(gate: nn.Module, taught: torch.Tensor | None, margin: float = 0.0
                    ) -> tuple[torch.Tensor, torch.Tensor]:
             logits = gate(normed)[:, 0]
             opened = logits.detach() > margin
