@@ -8,8 +8,9 @@ this probe draws episodes as ``ran.tasks.memory`` does (a store, 0-1 intervening
 the recall), averages the write loss per episode as ``ran.training.run_episodes`` does, and steps AdamW with
 the trainer's schedule (300 steps of 32 episodes, lr 1e-2, 5 warmup steps, cosine decay, clip 1.0), then counts
 where the switch opens: held-out stores (held-out values in held-out phrasings), the evaluation distractors,
-which a memory reads between its store and its recall, and 60 everyday statements no training and no evaluation
-reads (``write-validation.json``).
+which a memory reads between its store and its recall, and 60 everyday statements no training reads
+(``write-validation.json``; an evaluation reads them only as ``statements-between.json``, run once after the
+margin below was chosen).
 
 It replays the built-in distractor pool (64 sentences, 1 in 3 intervening passes) against artifacts' own
 switches (r65's seeds opened on 3, 4 and 6 of the 40 evaluation distractors, README "Where the misses come from"),
@@ -22,7 +23,7 @@ before them, and ordinary turns without theirs.
 
 With ``--artifact DIR`` (a ``ran remember`` artifact) it reads that artifact's own write switch instead, on the
 same passes, and counts where it opens at a range of margins (``RanConfig.write_margin``: the write opens where
-its logit exceeds the margin). The margin is chosen on sentences no training and no evaluation reads
+its logit exceeds the margin). The margin is chosen on sentences no training reads
 (``write-validation.json``, 60 everyday statements, half of them in the first person): the smallest margin at
 which the write opens on at most 1 in 40 of them (``VALIDATION_RATE``). It also counts the 185 added sentences
 (read in training only by an artifact trained on the larger pool). ``ran eval --write-margin`` then measures what
