@@ -20,6 +20,7 @@ import torch
 from ran.loading import load_model
 from ran.passes import PassFormat, Renderer
 from ran.provenance import environment
+from ran.reading import rms_normalised
 from ran.tasks.memory import SLOT, builtin_values
 from ran.tasks.memory_texts import (
     HELDOUT_RECALL_TEMPLATES,
@@ -51,6 +52,14 @@ def recalls(templates: dict[str, tuple[str, ...]], count: int | None, kinds: tup
     return [template for kind in kinds for template in templates[kind][:count]]
 
 
+@torch.no_grad()
+def switch_inputs(model, renderer: Renderer, layer: int, texts: list[str]) -> torch.Tensor:
+    """(n, d): what a pass-level switch reads of each text as a pass of its own, layer ``layer``'s input at the
+    prompt's end, RMS-normalised (``ran.model``'s ``_switch``)."""
+    return torch.stack([rms_normalised(model(torch.tensor([renderer.turn(text)]), output_hidden_states=True)
+                                       .hidden_states[layer][0, -1]) for text in texts])
+
+
 def main() -> None:
     model, tokenizer = load_model("smollm2-135m")
     renderer = Renderer(PassFormat("chat"), tokenizer)
@@ -61,14 +70,8 @@ def main() -> None:
     heldout_values = {"word": HELDOUT_WORDS, "coined": coined[1],
                       **{kind: builtin_values(kind, VALUES, True) for kind in ("name", "number", "place")}}
 
-    @torch.no_grad()
     def features(texts: list[str]) -> torch.Tensor:
-        rows = []
-        for text in texts:
-            hidden = model(torch.tensor([renderer.turn(text)]), output_hidden_states=True).hidden_states[layer]
-            at_end = hidden[0, -1].float()
-            rows.append(at_end * torch.rsqrt(at_end.pow(2).mean() + 1e-6))
-        return torch.stack(rows)
+        return switch_inputs(model, renderer, layer, texts)
 
     def fit(positive: torch.Tensor, negative: torch.Tensor) -> torch.nn.Linear:
         inputs, labels = torch.cat([positive, negative]), torch.cat([torch.ones(len(positive)),

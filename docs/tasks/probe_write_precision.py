@@ -34,11 +34,11 @@ it does to recall.
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from probe_switches import switch_inputs  # a sibling script: docs/tasks is on the path when run as below
 
 from ran.artifact import artifact_pass_format
 from ran.loading import load_model
@@ -48,6 +48,7 @@ from ran.provenance import environment
 from ran.remember import builtin_task
 from ran.tasks.memory import SLOT
 from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
+from ran.training import cosine_schedule
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "write-precision-probe.json"  # beside this script: not a results file of ran
@@ -88,17 +89,11 @@ def main() -> None:
     leaks = sorted({w for s in larger for w in s.lower().rstrip(".").split()} & {w.lower() for w in heldout_words})
     assert not leaks, f"the larger pool names held-out values: {leaks}"
 
-    @torch.no_grad()
     def features(texts: list[str]) -> torch.Tensor:
-        rows = []
-        for text in texts:
-            hidden = model(torch.tensor([renderer.turn(text)]), output_hidden_states=True).hidden_states[layer]
-            at_end = hidden[0, -1].float()
-            rows.append(at_end * torch.rsqrt(at_end.pow(2).mean() + 1e-6))
-        return torch.stack(rows)
+        return switch_inputs(model, renderer, layer, texts)
 
     generator = torch.Generator().manual_seed(0)
-    stores = []  # (kind, features of each training phrasing with VALUES_PER_TEMPLATE training values)
+    stores = []  # per kind: each training phrasing's features with VALUES_PER_TEMPLATE training values
     for kind in task.kinds:
         values = task.values[kind]
         texts = [template.replace(SLOT, values[int(torch.randint(len(values), (), generator=generator))])
@@ -121,9 +116,7 @@ def main() -> None:
     def train(pool: torch.Tensor, weights: tuple[float, ...], hidden: int, seed: int) -> torch.nn.Module:
         unit = switch_gate(stores.shape[1], "cpu", hidden, seed)  # the model's own switch
         optimiser = torch.optim.AdamW(unit.parameters(), lr=LR, weight_decay=0.0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: (step + 1) / WARMUP if step < WARMUP
-                                                     else 0.5 * (1 + math.cos(math.pi * (step - WARMUP) /
-                                                                              max(1, STEPS - WARMUP))))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: cosine_schedule(step, STEPS, WARMUP))
         draw = torch.Generator().manual_seed(seed)
         kinds = torch.tensor(weights, dtype=torch.float64)
         fillers = (pool, idle, turns)
