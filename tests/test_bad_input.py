@@ -67,6 +67,7 @@ BAD_MEMORY_TASKS = {
     "heldout-template-trained": {"heldout_store_templates": {"word": ["w3 {value} w4"]}},
     "kind-unknown": {"values": {"colour": ["w10"]}},
     "read-span-unknown": {"read_span": "first"},
+    "distractor-shared": {"train_distractors": ["w20 w21", "w22"], "eval_distractors": ["w22"]},
 }
 # name -> lines of @W/episode-files/<name>.jsonl (ran battery --episode-file): a good first line, then the bad one
 EPISODE = {"heldout": True, "passes": [{"text": "w3 w10"}, {"idle": True, "wipe": True, "speak": False},
@@ -426,7 +427,7 @@ ROWS = [
     ("remember", ["--write-margin", "x"], "invalid float value: 'x'"),
     ("remember", ["--write", "switched", "--write-margin", "1"], "needs write 'pass-switched', not 'switched'"),
     ("remember", ["--write-hidden", "-1"], "--write-hidden must be an integer in 0..65,536, got -1"),
-    ("remember", ["--write", "gated", "--write-hidden", "8"], "write_hidden gives the pass-switched write's switch"),
+    ("remember", ["--write", "gated", "--write-hidden", "8"], "write_hidden 8 gives the pass-switched write's switch"),
     ("remember", ["--value-read", "decoded", "--slot-order", "content"], "value_read 'decoded' decodes each place's "
      "token embedding for the query that says it: it needs slot_order 'reply' or 'content-reply' and read_from "
      "'embeddings', not 'content' and 'embeddings'"),
@@ -460,6 +461,9 @@ ROWS = [
     ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/heldout-template-trained.json"],
      "held-out store template 'w3 {value} w4' is also a training template"),
     ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/kind-unknown.json"], "unknown kind 'colour'"),
+    ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/distractor-shared.json"],
+     "distractor 'w22' is both a training and an evaluation distractor"),
+    ("remember", ["--grid", "write=gated"], "write_hidden 64 gives the pass-switched write's switch"),
     ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/read-span-unknown.json"],
      "read_span 'first' is not one of value, last"),
     # ----- serve ------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ran.passes import STOP, PassFormat, Renderer
 from ran.reading import NextGateContext
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.tasks.memory import MemoryTask, builtin_values
-from ran.tasks.memory_texts import HELDOUT_STORE_TEMPLATES, KINDS, STORE_TEMPLATES
+from ran.tasks.memory_texts import HELDOUT_STORE_TEMPLATES, HELDOUT_TURNS, KINDS, STORE_TEMPLATES
 from ran.training import TrainConfig, predict, run_episodes, train
 
 WORDS = tuple(f"w{i}" for i in range(40, 56))
@@ -65,6 +65,7 @@ def test_builtin_values_are_deterministic_and_their_splits_disjoint(kind):
     ({"values": {"word": ("w40", "w40")}}, "duplicates"),
     ({"kinds": ("colour",)}, "unknown kind"),
     ({"answer_template": " value"}, "must contain {value}"),
+    ({"train_distractors": ("w30 w31", "w32"), "eval_distractors": ("w32",)}, "both a training and an evaluation"),
 ])
 def test_bad_memory_tasks_are_refused_in_one_line(changes, message):
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}").replace("(", r"\(")):
@@ -1470,6 +1471,7 @@ def test_a_written_value_artifact_replies_the_same_in_ran_run_and_the_python_api
     assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
                     "--read-places", "2", "--slots", "4", "--slot-order", "reply", "--read-from", "embeddings",
                     "--value-read", value_read, "--recall", "always", "--steps", "2", "--seeds", "0",
+                    "--write-hidden", "0",  # a linear switch opens on a store within 2 steps, a hidden one not yet
                     "--idle-text", "w9", "--out", str(tmp_path / "out"), "--save", str(saved), "--no-progress") == 0
     artifact = saved / "memory-seed0"
     script = tmp_path / "memory.txt"
@@ -1517,7 +1519,7 @@ def test_a_remember_artifact_keeps_its_store_through_idle_ticks_in_ran_run_and_r
     model = ReservoirModel.from_pretrained(base, saved / "memory-seed0")
     assert model.config.idle_write == "keep"
     with torch.no_grad():
-        model.write_gate.bias.fill_(10.0)  # every pass opens the write
+        model.write_gate[-1].bias.fill_(10.0)  # every pass opens the write (the recipe's switch: hidden units)
     for idle_write in ("keep", "gate"):
         model.config = replace(model.config, idle_write=idle_write)
         model.save_pretrained(tmp_path / idle_write, pass_format=PassFormat("chat", idle_text="w9"))
@@ -1574,6 +1576,37 @@ def test_remembers_flags_default_to_the_recipe_the_python_api_uses():
     assert (args.train_delays, args.harm_fraction, args.per_step, tuple(args.eval_delays)) == (
         "0-1", MemoryTask.harm_fraction, MemoryTask.per_step, MemoryTask.eval_delays)
     assert MemoryTask.train_delays == (0, 1)
+    assert RECIPE.ran.write_hidden == 64 and ran_config_of([]).write_hidden == 64  # r67's switch
+    assert ran_config_of(["--write", "gated"]).write_hidden == 0  # only the pass-switched write has a switch
+    assert ran_config_of(["--write-hidden", "0"]).write_hidden == 0
+
+
+def ran_config_of(flags: list[str]):
+    import argparse
+
+    from ran.cli.common import ran_config_from
+    from ran.cli.remember import add_arguments, write_hidden_of
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(flags)
+    return ran_config_from(args, write_hidden=write_hidden_of(args))
+
+
+def test_the_recipes_training_distractors_add_everyday_statements_no_evaluation_reads():
+    """The 185 everyday statements join the shared pool; none is an evaluation distractor, an ordinary turn, or one
+    of the 60 held-out statements docs/tasks/write-validation.json keeps for measuring where the write opens."""
+    from ran.tasks.memory_texts import EVERYDAY_DISTRACTORS
+    from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
+
+    pool = MemoryTask.train_distractors
+    assert pool == TRAIN_DISTRACTORS + EVERYDAY_DISTRACTORS and len(set(pool)) == len(pool) == 249
+    docs_tasks = Path(__file__).parents[1] / "docs" / "tasks"
+    statements = set(json.loads((docs_tasks / "write-validation.json").read_text())["sentences"])
+    assert len(statements) == 60
+    for held_out in (set(EVAL_DISTRACTORS), statements, set(HELDOUT_TURNS)):
+        assert not set(pool) & held_out
+    assert json.loads((docs_tasks / "write-precision.json").read_text())["train_distractors"] == list(pool)
 
 
 @pytest.mark.parametrize("task, message", [

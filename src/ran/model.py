@@ -213,8 +213,9 @@ class RanConfig:
         if not isinstance(self.write_hidden, int) or self.write_hidden < 0:
             raise ConfigError(f"write_hidden must be an integer >= 0, got {self.write_hidden!r}")
         if self.write_hidden and self.write != "pass-switched":
-            raise ConfigError(f"write_hidden gives the pass-switched write's switch hidden units: it needs write "
-                              f"'pass-switched', not '{self.write}'")
+            raise ConfigError(f"write_hidden {self.write_hidden} gives the pass-switched write's switch hidden units: "
+                              f"it needs write 'pass-switched', not '{self.write}' (set write_hidden 0, "
+                              "--write-hidden 0)")
         if not isinstance(self.write_margin, int | float) or not math.isfinite(self.write_margin):
             raise ConfigError(f"write_margin must be a finite number (a logit), got {self.write_margin!r}")
         if self.write_margin and self.write != "pass-switched":

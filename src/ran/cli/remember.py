@@ -70,9 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the ordered read (--read-places P > 1) places a token: by the running sum of "
                              "the gates (soft), or by the number of gates open above 1/2 (hard), so that tokens "
                              "left slightly open do not move the value along the places (default: %(default)s)")
-    parser.add_argument("--write-hidden", type=int, default=RECIPE.ran.write_hidden, metavar="H",
-                        help="hidden ReLU units in the write's switch (0: one linear unit on layer L's input at the "
-                             "pass's end) (default: %(default)s)")
+    parser.add_argument("--write-hidden", type=int, metavar="H",
+                        help="hidden ReLU units in the pass-switched write's switch (0: one linear unit on layer L's "
+                             f"input at the pass's end) (default: {RECIPE.ran.write_hidden} with --write "
+                             "pass-switched, else 0)")
     parser.add_argument("--write-margin", type=float, default=RECIPE.ran.write_margin, metavar="LOGIT",
                         help="the write opens on a pass where its logit exceeds this; training teaches the same "
                              "switch whatever it is, and the artifact keeps it (default: %(default)s)")
@@ -144,6 +145,13 @@ def task_from(args: argparse.Namespace) -> MemoryTask:
     return MemoryTask.from_dict({**task.to_dict(), **settings, **given})
 
 
+def write_hidden_of(args: argparse.Namespace) -> int:
+    """--write-hidden, else the recipe's hidden units where the write is pass-switched (no other write has a switch)."""
+    if args.write_hidden is not None:
+        return args.write_hidden
+    return RECIPE.ran.write_hidden if args.write == "pass-switched" else 0
+
+
 def arms_from(grid_items: list[str] | None) -> list[dict]:
     if not grid_items:
         return [{}]
@@ -157,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     resolve(args.device, args.dtype)
     ran = ran_config_from(args, value_read=args.value_read, place_count=args.place_count,
                           lora_rank=args.lora_rank, write_margin=args.write_margin,
-                          write_hidden=args.write_hidden)
+                          write_hidden=write_hidden_of(args))
     train = replace(TrainConfig(steps=args.steps, learning_rate=args.lr))
     pass_format = pass_format_from(args)
     arms = arms_from(args.grid)

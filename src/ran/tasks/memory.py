@@ -32,6 +32,7 @@ from ran.passes import STOP, Renderer
 from ran.tasks.base import Prediction, Task, register
 from ran.tasks.common import EVAL_SEED, draw, pick
 from ran.tasks.memory_texts import (
+    EVERYDAY_DISTRACTORS,
     FIRST_NAMES,
     HELDOUT_EVERY,
     HELDOUT_RECALL_TEMPLATES,
@@ -134,7 +135,9 @@ class MemoryTask(Task):
     turns: tuple[str, ...] = TURNS  # ordinary turns read in training
     heldout_turns: tuple[str, ...] = HELDOUT_TURNS  # ordinary turns read in evaluation only
     heldout_texts: tuple[str, ...] = HELDOUT_TEXTS  # plain text for the no-harm perplexity check
-    train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS
+    # The shared training distractors and everyday statements (first person, plans): 64 + 185 (README, "What the
+    # write opens on": with 64 hidden units in the write's switch it opens on 0.12 of 60 held-out statements, not 0.32).
+    train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS + EVERYDAY_DISTRACTORS
     eval_distractors: tuple[str, ...] = EVAL_DISTRACTORS
     replies: dict[str, str] = field(default_factory=dict)  # turn -> the base model's greedy reply (stop included)
     per_step: int = 32  # training episodes per step
@@ -197,6 +200,10 @@ class MemoryTask(Task):
                               f"got {self.filler_weights}")
         if not 0 <= self.keep_context <= 1 or not 0 <= self.harm_fraction < 1:
             raise ConfigError("keep_context must be in [0, 1] and harm_fraction in [0, 1)")
+        shared = sorted(set(self.train_distractors) & set(self.eval_distractors))
+        if shared:
+            raise ConfigError(f"distractor {shared[0]!r} is both a training and an evaluation distractor: evaluation "
+                              "distractors must be sentences training never reads")
         if set(self.turns) & set(self.heldout_turns):
             raise ConfigError(f"turn {sorted(set(self.turns) & set(self.heldout_turns))[0]!r} is both a training "
                               "and a held-out turn")
