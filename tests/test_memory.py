@@ -1535,6 +1535,15 @@ def test_a_remember_artifact_keeps_its_store_through_idle_ticks_in_ran_run_and_r
         digests[idle_write] = [e["state_digest"] for e in transcript["events"] if e["kind"] in ("prompt", "idle")]
     assert len(set(digests["keep"])) == 1, digests  # the store's state, unchanged by both ticks
     assert len(set(digests["gate"])) == 3 and digests["gate"][0] == digests["keep"][0], digests
+    for resume in ([], ["--resume"]):  # a margin above the switch's logit (10) keeps the write shut, and it is kept
+        margin = [] if resume else ["--write-margin", "20"]
+        assert main(["run", "--session", "margin", "--sessions-dir", str(tmp_path / "sessions"), "--artifact",
+                     str(tmp_path / "keep"), "--model", str(tiny_chat_dir), "--script", str(script), *margin, *resume,
+                     "--max-new-tokens", "2", "--out", str(tmp_path / f"live-margin{len(resume)}"), "--quiet"]) == 0
+        transcript = json.loads(next((tmp_path / f"live-margin{len(resume)}").glob("run-*.json")).read_text())
+        digests[f"margin{len(resume)}"] = [e["state_digest"] for e in transcript["events"]
+                                           if e["kind"] in ("prompt", "idle")]
+    assert len(set(digests["margin0"] + digests["margin1"])) == 1 and digests["margin0"][0] != digests["keep"][0]
 
     report = tmp_path / "eval.json"
     capsys.readouterr()

@@ -30,7 +30,7 @@ RESERVOIR_FLAGS = {"units": "units", "spectral_radius": "spectral_radius", "leak
                    "reservoir_seed": "seed", "leak_rate_min": "leak_rate_min"}
 SESSION_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "sample_seed": 0, "policy": "streaming",
                     "sinks": 4, "window": 252, "heavy": 0, "max_entropy": DEFAULT_MAX_ENTROPY,
-                    "gate_prompted": False}
+                    "gate_prompted": False, "write_margin": None}
 HELP = "commands: /tick [N]  /state  /reset [all|state|context]  /save  /help  /quit  (other lines: input)"
 
 
@@ -63,6 +63,9 @@ def add_session_arguments(parser: argparse.ArgumentParser, default_session: str 
     group.add_argument("--gate-prompted", action=argparse.BooleanOptionalAction,
                        help="the gate decides after your turns too, so the model may stay silent when you type "
                             "(the battery's silence task trains this); default: every turn gets a reply")
+    group.add_argument("--write-margin", type=float, metavar="LOGIT",
+                       help="open a pass-switched write only where its logit exceeds this (default: the "
+                            "artifact's own margin, 0 unless it was trained with one)")
     group.add_argument("--format", choices=FORMATS,
                        help="pass format (default: the artifact's; without one, chat for ChatML tokenizers)")
     group.add_argument("--idle-text", help="text read at every idle tick (default: the format's, a newline)")
@@ -108,7 +111,7 @@ def open_session(args: argparse.Namespace, check: Callable[[Renderer, Any], None
                            heavy=settings["heavy"])
     attention = "eager" if policy.needs_attention else "sdpa"
     base, tokenizer = load_model(model_name, attn_implementation=attention, device=args.device, dtype=args.dtype)
-    model = _build_model(args, base, artifact, stored_config)
+    model = _build_model(args, base, artifact, stored_config, settings["write_margin"])
     renderer = Renderer(_pass_format(args, tokenizer, artifact, stored), tokenizer)
     config = SessionConfig.for_renderer(renderer, max_new_tokens=settings["max_new_tokens"],
                                         temperature=settings["temperature"], sample_seed=settings["sample_seed"],
@@ -146,11 +149,12 @@ def _pass_format(args: argparse.Namespace, tokenizer, artifact: str | None, stor
     return replace(chosen, **changes)
 
 
-def _build_model(args: argparse.Namespace, base, artifact: str | None,
-                 stored_config: dict[str, Any] | None) -> ReservoirModel:
-    """The artifact's model, else a fresh wrap: the stored session's config with any flags given applied."""
+def _build_model(args: argparse.Namespace, base, artifact: str | None, stored_config: dict[str, Any] | None,
+                 write_margin: float | None = None) -> ReservoirModel:
+    """The artifact's model (with ``write_margin`` in place of its own, where given), else a fresh wrap: the
+    stored session's config with any flags given applied."""
     if artifact:
-        return ReservoirModel.from_pretrained(base, artifact)
+        return ReservoirModel.from_pretrained(base, artifact, write_margin=write_margin)
     config = RanConfig.from_dict(stored_config) if stored_config else RanConfig()
     reservoir = {field: getattr(args, flag) for flag, field in RESERVOIR_FLAGS.items()
                  if getattr(args, flag) is not None}
@@ -161,6 +165,8 @@ def _build_model(args: argparse.Namespace, base, artifact: str | None,
                         ("gate_context", "gate_context")):
         if getattr(args, flag) is not None:
             changes[field] = getattr(args, flag)
+    if write_margin is not None:
+        changes["write_margin"] = write_margin
     return wrap(base, RanConfig(**{**vars_of(config), **changes}))
 
 
