@@ -53,7 +53,7 @@ class Recipe:
     thousands of training values to name values it never saw), leak rates spread from 1.0 to 0.01 over 4,096 units
     (``r65``, 3 seeds: at 2,048 the decoder named 0.43 of held-out names whole, at 4,096 0.91, and held-out names
     come back 0.95 [min 0.92] at D = 0 where 2,048 units gave 0.84); 64 hidden ReLU units under the write's switch
-    and 185 everyday statements among the training distractors (``r67``, seeds 0-1: the write opens on 0.08-0.12 of
+    and 185 everyday statements among the training distractors (``r68``, 3 seeds: the write opens on 0.12-0.17 of
     60 held-out statements where one linear unit opened on 0.32, and every store still writes); trained over 0-1
     intervening passes without harm episodes (the switched recall leaves ordinary passes as the base model's)."""
 

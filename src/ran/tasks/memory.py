@@ -136,7 +136,8 @@ class MemoryTask(Task):
     heldout_turns: tuple[str, ...] = HELDOUT_TURNS  # ordinary turns read in evaluation only
     heldout_texts: tuple[str, ...] = HELDOUT_TEXTS  # plain text for the no-harm perplexity check
     # The shared training distractors and everyday statements (first person, plans): 64 + 185 (README, "What the
-    # write opens on": with 64 hidden units in the write's switch it opens on 0.12 of 60 held-out statements, not 0.32).
+    # write opens on": with 64 hidden units in the write's switch it opens on 0.12-0.17 of 60 held-out statements,
+    # where one linear unit on 64 distractors opened on 0.32).
     train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS + EVERYDAY_DISTRACTORS
     eval_distractors: tuple[str, ...] = EVAL_DISTRACTORS
     replies: dict[str, str] = field(default_factory=dict)  # turn -> the base model's greedy reply (stop included)
