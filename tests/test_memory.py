@@ -1569,14 +1569,9 @@ def test_a_remember_artifact_keeps_its_store_through_idle_ticks_in_ran_run_and_r
 
 def test_remembers_flags_default_to_the_recipe_the_python_api_uses():
     """``ran remember`` with no flags trains what ``run_memory(MemoryTask(...))`` trains: the design study's arm."""
-    import argparse
-
-    from ran.cli.remember import add_arguments
     from ran.remember import RECIPE
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args([])
+    args = remember_args([])
     assert (args.summary, args.write, args.idle_write, args.recall, args.drive) == (
         RECIPE.ran.summary, RECIPE.ran.write, RECIPE.ran.idle_write, RECIPE.ran.recall, RECIPE.ran.drive) == (
         "gated", "pass-switched", "keep", "switched", "pass")
@@ -1590,15 +1585,21 @@ def test_remembers_flags_default_to_the_recipe_the_python_api_uses():
     assert ran_config_of(["--write-hidden", "0"]).write_hidden == 0
 
 
-def ran_config_of(flags: list[str]):
+def remember_args(flags: list[str]):
     import argparse
 
-    from ran.cli.common import ran_config_from
-    from ran.cli.remember import add_arguments, write_hidden_of
+    from ran.cli.remember import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(flags)
+    return parser.parse_args(flags)
+
+
+def ran_config_of(flags: list[str]):
+    from ran.cli.common import ran_config_from
+    from ran.cli.remember import write_hidden_of
+
+    args = remember_args(flags)
     return ran_config_from(args, write_hidden=write_hidden_of(args))
 
 

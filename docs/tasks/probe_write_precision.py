@@ -14,8 +14,9 @@ margin below was chosen).
 
 It replays the built-in distractor pool (64 sentences, 1 in 3 intervening passes) against artifacts' own
 switches (r65's seeds opened on 3, 4 and 6 of the 40 evaluation distractors, README "Where the misses come from"),
-and the arms that might shut it there: a larger pool (``WRITE_PRECISION``, 185 more everyday sentences, none naming
-a person, place or number), more distractors among the intervening passes, the two together, and a switch with 64
+and the arms that might shut it there: a larger pool (``ran.tasks.memory_texts.EVERYDAY_DISTRACTORS``, 185 more everyday
+sentences, none naming a person, place or number; the recipe's pool since r68, and docs/tasks/write-precision.json
+as a task file for r67), more distractors among the intervening passes, the two together, and a switch with 64
 hidden ReLU units (``RanConfig.write_hidden``). Idle ticks are replayed as an empty user turn without the context
 before them, and ordinary turns without theirs.
 
@@ -46,7 +47,8 @@ from ran.model import ReservoirModel, switch_gate
 from ran.passes import PassFormat, Renderer
 from ran.provenance import environment
 from ran.remember import builtin_task
-from ran.tasks.memory import SLOT
+from ran.tasks.memory import SLOT, MemoryTask
+from ran.tasks.memory_texts import EVERYDAY_DISTRACTORS
 from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
 from ran.training import cosine_schedule
 
@@ -55,7 +57,6 @@ OUT = HERE / "write-precision-probe.json"  # beside this script: not a results f
 MARGIN_OUT = HERE / "write-margin-probe.json"
 MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 VALIDATION_RATE = 1 / 40  # the most a chosen margin lets the write open on the validation sentences
-WRITE_PRECISION = HERE / "write-precision.json"  # the larger pool, as a task file for ran remember --task
 VALIDATION = HERE / "write-validation.json"  # 60 more everyday statements, read by no training and no evaluation
 VALUES_PER_TEMPLATE = 3  # training values stored in each training phrasing (drawn per episode from these)
 HELDOUT_VALUES = 10  # held-out values per kind, each in every held-out phrasing
@@ -82,7 +83,7 @@ def main() -> None:
     model, tokenizer = load_model("smollm2-135m")
     renderer = Renderer(PassFormat("chat"), tokenizer)
     layer = model.config.num_hidden_layers // 2
-    larger = tuple(json.loads(WRITE_PRECISION.read_text())["train_distractors"])
+    larger = MemoryTask.train_distractors  # the built-in 64 and the 185 everyday statements
     task = builtin_task(tokenizer)
     heldout_words = {value for values in task.heldout_values.values() for value in values
                      if len(value.split()) == 1}
@@ -169,7 +170,7 @@ def artifact_margins(directory: Path, out: Path) -> None:
     model = ReservoirModel.from_pretrained(base, directory)
     renderer = Renderer(artifact_pass_format(directory), tokenizer)
     task = builtin_task(tokenizer)
-    added = [s for s in json.loads(WRITE_PRECISION.read_text())["train_distractors"] if s not in TRAIN_DISTRACTORS]
+    added = list(EVERYDAY_DISTRACTORS)
     groups = {
         "validation sentences": json.loads(VALIDATION.read_text())["sentences"],
         "added sentences": added,
