@@ -158,6 +158,22 @@ def test_a_value_that_opens_its_store_is_answered_without_the_leading_space_it_n
     assert tiny_task(heldout_store_templates={"word": ("{value} w15",)}).opening_kinds() == ("word",)
 
 
+def test_a_reply_is_exact_when_its_text_is_the_answer_and_it_stops_there(renderer):
+    from ran.tasks.memory import said_exactly
+
+    value, stop = renderer.encode(" w40 w41"), renderer.silence
+    assert said_exactly([*value, stop], " w40 w41" + STOP, renderer)
+    assert said_exactly([*value, stop], "w40 w41" + STOP, renderer)  # the space around it aside
+    assert said_exactly([*value, stop, *renderer.encode(" w42")], " w40 w41" + STOP, renderer)  # read to the stop
+    assert not said_exactly(value, " w40 w41" + STOP, renderer)  # it must stop
+    assert not said_exactly([value[0], stop], " w40 w41" + STOP, renderer)
+    assert not said_exactly([*value, *renderer.encode(" w42"), stop], " w40 w41" + STOP, renderer)
+    inside = renderer.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert not said_exactly([value[0], inside, value[1], stop], " w40 w41" + STOP, renderer)
+    assert said_exactly(value, " w40 w41", renderer)  # an answer that does not stop is read whole
+    assert not said_exactly([*value, stop], " w40 w41", renderer)
+
+
 def test_evaluation_covers_held_out_values_and_phrasings_at_every_delay():
     episodes = tiny_task().evaluation_episodes()
     where = {(e.info["values"], e.info["phrasing"], e.info["delay"]) for e in episodes}

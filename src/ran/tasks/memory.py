@@ -366,16 +366,18 @@ class MemoryTask(Task):
     # ----- metric -----------------------------------------------------------------------------------------
     def score(self, episodes: list[Episode], predictions: list[list[Prediction]],
               renderer: Renderer) -> dict[str, Any]:
-        """Exact recall (the decoded reply is the value, then the stop token) and how often the reply
-        stops, per (kind, value split, phrasing split, delay). ``value``: held-out values, training
-        phrasings, delays 0-8."""
+        """Exact recall (the decoded reply is the answer, the whitespace around it aside, and then the stop
+        token) and how often the reply stops, per (kind, value split, phrasing split, delay). ``value``: held-out
+        values, training phrasings, delays 0-8. Each prediction also says whether its tokens are the target's
+        (``tokens_exact``): "3133" said without the space token " 3133" begins with is the value, not its tokens."""
         stop_tokens = set(renderer.stop_tokens)
         groups: dict[tuple, dict[str, list[float]]] = {}
         details = []
         for episode, (prediction,) in zip(episodes, predictions, strict=True):
-            target = renderer.target(episode.passes[-1].target)
+            answer = episode.passes[-1].target
+            target = renderer.target(answer)
             info = episode.info
-            exact = float(prediction.tokens == target)
+            exact = float(said_exactly(prediction.tokens, answer, renderer))
             stopped = float(any(t in stop_tokens for t in prediction.tokens))
             group = groups.setdefault((info["kind"], info["values"], info["phrasing"], info["delay"]),
                                       {"recall": [], "stopped": []})
@@ -386,7 +388,8 @@ class MemoryTask(Task):
                             "store": episode.passes[0].text, "question": episode.passes[-1].text,  # phrasings that miss
                             "between": [IDLE_LABEL if p.idle else p.text for p in episode.passes[1:-1]],
                             "reply": renderer.tokenizer.decode(prediction.tokens, skip_special_tokens=True),
-                            "exact": bool(exact), "stopped": bool(stopped)})
+                            "exact": bool(exact), "tokens_exact": prediction.tokens == target,
+                            "stopped": bool(stopped)})
         rows = [{"kind": kind, "values": values, "phrasing": phrasing, "delay": delay,
                  "recall": _mean(g["recall"]), "stopped": _mean(g["stopped"]), "n": len(g["recall"])}
                 for (kind, values, phrasing, delay), g in sorted(groups.items())]
@@ -397,6 +400,18 @@ class MemoryTask(Task):
             "groups": rows,
             "predictions": details,
         }
+
+
+def said_exactly(tokens: list[int], answer: str, renderer: Renderer) -> bool:
+    """Whether a reply's ``tokens`` say ``answer``: decoded (special tokens kept, so one inside the reply is a miss),
+    it is the answer, the whitespace around both aside; an answer that ends in :data:`STOP` must stop there (the
+    reply is read up to its first stop token, which must come)."""
+    if answer.endswith(STOP):
+        stops = [i for i, token in enumerate(tokens) if token in renderer.stop_tokens]
+        if not stops:
+            return False
+        tokens, answer = tokens[:stops[0]], answer.removesuffix(STOP)
+    return renderer.tokenizer.decode(tokens).strip() == answer.strip()
 
 
 def _mean(values: list[float]) -> float:
