@@ -140,24 +140,6 @@ def test_memory_episodes_store_first_and_end_in_the_value_and_a_stop(renderer):
             assert step.reply == (task.replies[step.text] if step.text in task.turns else None)
 
 
-def test_a_value_that_opens_its_store_is_answered_without_the_leading_space_it_never_had(renderer):
-    # "cattle, that's the word" reads "c" "attle", not " cattle": the reply says the value as the store did.
-    opening, inside = "{value} w11 w12", "w10 w11 {value} w12"
-    task = tiny_task(store_templates={"word": (opening, inside)}, heldout_store_templates={"word": ("{value} w15",)})
-    assert task.answer("w40", opening) == "w40" + STOP and task.answer("w40", inside) == " w40" + STOP
-    assert task.answer("w40") == " w40" + STOP
-    assert tiny_task(answer_template="w17 {value}" + STOP).answer("w40", opening) == "w17 w40" + STOP
-    episodes = [*task.training_episodes(torch.Generator().manual_seed(0)), *task.evaluation_episodes()]
-    for first in (True, False):
-        stores = [e for e in episodes if e.passes[0].text.startswith(e.label) == first]
-        assert stores and all(e.passes[-1].target == ("" if first else " ") + e.label + STOP for e in stores)
-    # The decoder's values: both forms for a kind with a phrasing that opens with the value, one otherwise.
-    assert task.stored_forms() == (*(f" {w}" for w in WORDS), *WORDS)
-    assert tiny_task().stored_forms() == tuple(f" {w}" for w in WORDS)
-    assert task.opening_kinds() == ("word",) and tiny_task().opening_kinds() == ()
-    assert tiny_task(heldout_store_templates={"word": ("{value} w15",)}).opening_kinds() == ("word",)
-
-
 def test_a_reply_is_exact_when_its_text_is_the_answer_and_it_stops_there(renderer):
     from ran.tasks.memory import said_exactly
 
@@ -1490,19 +1472,6 @@ def test_remember_fits_the_decoder_before_training_and_saves_it_with_the_artifac
     assert float(loaded.injector.decoder_weight.abs().sum()) > 0
 
 
-def test_the_decoder_is_fit_on_values_as_a_store_that_opens_with_them_says_them(tiny_chat_dir, tmp_path):
-    task = tmp_path / "task.json"
-    task.write_text(json.dumps(tiny_task(store_templates={"word": ("{value} w11 w12", "w10 {value}")}).to_dict()))
-    out = tmp_path / "out"
-    assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
-                    "--read-places", "2", "--slots", "4", "--slot-order", "reply", "--read-from", "embeddings",
-                    "--value-read", "nearest", "--steps", "1", "--seeds", "0", "--idle-text", "w9",
-                    "--out", str(out), "--no-progress") == 0
-    decoder = json.loads((out / "memory.json").read_text())["runs"][0]["decoder"]
-    assert decoder["values"] == 2 * len(WORDS)  # after a space and without one
-    assert set(decoder["heldout_whole"]) == {"word", "word opening"}
-
-
 @pytest.mark.parametrize("value_read", ["residual", "logits", "nearest"])
 def test_a_written_value_artifact_replies_the_same_in_ran_run_and_the_python_api(tiny_chat_dir, tmp_path, value_read):
     """From training to the live session: ran remember's residual- or logits-write artifact in ran run, and the same
@@ -1630,6 +1599,9 @@ def test_remembers_flags_default_to_the_recipe_the_python_api_uses():
     assert RECIPE.ran.write_hidden == 64 and ran_config_of([]).write_hidden == 64  # r67's switch
     assert ran_config_of(["--write", "gated"]).write_hidden == 0  # only the pass-switched write has a switch
     assert ran_config_of(["--write-hidden", "0"]).write_hidden == 0
+    # The read gate sees its token only: a gate that also sees the pass (r70) lost words in held-out phrasings.
+    assert RECIPE.ran.gate_context == ran_config_of([]).gate_context == "token"
+    assert ran_config_of(["--gate-context", "pass"]).gate_context == "pass"
 
 
 def remember_args(flags: list[str]):

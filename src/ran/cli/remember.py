@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.set_defaults(summary=RECIPE.ran.summary, write=RECIPE.ran.write, idle_write=RECIPE.ran.idle_write,
                         recall=RECIPE.ran.recall, drive=RECIPE.ran.drive, read_places=RECIPE.ran.read_places,
-                        read_from=RECIPE.ran.read_from, slot_order=RECIPE.ran.slot_order)
+                        read_from=RECIPE.ran.read_from, slot_order=RECIPE.ran.slot_order,
+                        gate_context=RECIPE.ran.gate_context)
     add_reservoir_arguments(parser, RECIPE.ran.reservoir, with_seed=False)
     parser.add_argument("--value-read", default=RECIPE.ran.value_read, choices=list(VALUE_READS),
                         help="where the kv slots' values come from: the state (direct), or (decoded, with "

@@ -249,31 +249,8 @@ class MemoryTask(Task):
         return data
 
     # ----- rendering --------------------------------------------------------------------------------------
-    def answer(self, value: str, template: str | None = None) -> str:
-        """The recall's target. A value that opens its store phrasing (``template``) has no leading space there, so
-        it is other tokens ("cattle, that's the word" reads "c" "attle", not " cattle"): the reply then says it as
-        the store did, with the tokens the read took in (an answer template that starts with " {value}" loses that
-        space)."""
-        answer = self.answer_template.replace(SLOT, value)
-        if template is not None and template.startswith(SLOT) and self.answer_template.startswith(" " + SLOT):
-            answer = answer[1:]
-        return answer
-
-    def stored_forms(self) -> tuple[str, ...]:
-        """Every training value as the store phrasings tokenise it (what ``value_read`` "decoded"'s decoder is fit
-        on): after a space, and also without one for a kind with a phrasing that opens with the value."""
-        forms = []
-        for kind in self.kinds:
-            forms += [f" {value}" for value in self.values[kind]]
-            if any(template.startswith(SLOT) for template in self.store_templates[kind]):
-                forms += list(self.values[kind])
-        return tuple(forms)
-
-    def opening_kinds(self) -> tuple[str, ...]:
-        """The kinds with a store phrasing, trained or held out, that opens with the value."""
-        return tuple(kind for kind in self.kinds
-                     if any(t.startswith(SLOT) for pool in (self.store_templates, self.heldout_store_templates)
-                            for t in pool.get(kind, ())))
+    def answer(self, value: str) -> str:
+        return self.answer_template.replace(SLOT, value)
 
     def check(self, renderer: Renderer) -> None:
         for kind in self.kinds:
@@ -323,15 +300,13 @@ class MemoryTask(Task):
         for index in range(self.per_step):
             kind = str(pick(generator, self.kinds))
             value = str(pick(generator, self.values[kind]))
-            template = str(pick(generator, self.store_templates[kind]))
-            store = self.store(template, value)
+            store = self.store(str(pick(generator, self.store_templates[kind])), value)
             fillers = self._fillers(draw(generator, low, high), False, generator)
             if index < harm:  # an ordinary turn with the value in the state: the base model's reply
                 turn = str(pick(generator, self.turns))
                 last = Pass(turn, target=self.replies[turn], read="", recall=False)
             else:
-                last = Pass(str(pick(generator, self.recall_templates[kind])), target=self.answer(value, template),
-                            read="",
+                last = Pass(str(pick(generator, self.recall_templates[kind])), target=self.answer(value), read="",
                             recall=True)
             episodes.append(Episode((store, *fillers, last), label=value))
         return episodes
@@ -353,10 +328,9 @@ class MemoryTask(Task):
                 pool = self.heldout_values[kind] if values_split == "heldout" else self.values[kind]
                 for delay in delays:
                     for value in pool[:self.eval_values]:
-                        template = str(pick(generator, stores))
-                        store = self.store(template, value)
+                        store = self.store(str(pick(generator, stores)), value)
                         fillers = self._fillers(delay, True, generator)
-                        recall = Pass(str(pick(generator, recalls)), target=self.answer(value, template))
+                        recall = Pass(str(pick(generator, recalls)), target=self.answer(value))
                         info = {"kind": kind, "values": values_split, "phrasing": phrasing, "value": value,
                                 "delay": delay}
                         episodes.append(Episode((store, *fillers, recall), label=value,
