@@ -1638,6 +1638,29 @@ def test_the_recipes_training_distractors_add_everyday_statements_no_evaluation_
     assert json.loads((docs_tasks / "write-precision.json").read_text())["train_distractors"] == list(pool)
 
 
+def test_the_memory_tasks_distractors_name_no_person_place_or_number():
+    """A sentence that names a place is a place store by the task's own phrasings ("The wedding will be in
+    {value}."), so no distractor, trained or evaluated, names one: past its first word a capital opens only "I", a
+    day or a month, and no sentence has a digit. The evaluation pool is the shared one with its one place-naming
+    sentence replaced in place, so every other drawn pass is the same."""
+    import calendar
+    import re
+
+    from ran.tasks.memory import MEMORY_EVAL_DISTRACTORS, NAMES_A_PLACE
+    from ran.tasks.texts import EVAL_DISTRACTORS
+
+    allowed = {"I", *calendar.day_name, *calendar.month_name[1:]}
+    allowed |= {f"{day}s" for day in calendar.day_name}
+    task = MemoryTask(values={"word": ("w40",)}, heldout_values={"word": ("w41",)})
+    assert task.eval_distractors == MEMORY_EVAL_DISTRACTORS
+    for sentence in (*task.train_distractors, *task.eval_distractors):
+        capitals = [w for w in re.findall(r"[A-Za-z]+", sentence)[1:] if w[0].isupper()]
+        assert set(capitals) <= allowed and not re.search(r"[0-9]", sentence), sentence
+    changed = [(a, b) for a, b in zip(EVAL_DISTRACTORS, MEMORY_EVAL_DISTRACTORS, strict=True) if a != b]
+    assert [a for a, _ in changed] == [NAMES_A_PLACE] and changed[0][1] not in EVAL_DISTRACTORS
+    assert not set(MEMORY_EVAL_DISTRACTORS) & set(task.train_distractors)
+
+
 @pytest.mark.parametrize("task, message", [
     ({"values": {"word": []}}, "no entries for kind 'word'"),
     ({"store_templates": {"word": ["w10"]}}, "exactly once"),

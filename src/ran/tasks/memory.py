@@ -56,6 +56,16 @@ IDLE_LABEL = "(idle tick)"  # an idle tick among the passes a prediction lists
 READ_SPANS = ("value", "last")
 SLOT = "{value}"
 
+# The evaluation distractors: the shared ones (ran.tasks.texts) but one. "The conference will be held in Lisbon."
+# names a place, and by this task's own phrasings ("The wedding will be in {value}.") a sentence that names a place
+# stores it, so a reply " Lisbon" there is the task working, not a wrong write. Like the training statements
+# (EVERYDAY_DISTRACTORS), the memory task's distractors name no person, place or number (tests check); the sentence
+# keeps its place in the pool, so every other drawn pass stays the same.
+NAMES_A_PLACE = "The conference will be held in Lisbon."
+MEMORY_EVAL_DISTRACTORS: tuple[str, ...] = tuple(
+    "The conference will be held in the main hall." if sentence == NAMES_A_PLACE else sentence
+    for sentence in EVAL_DISTRACTORS)
+
 
 def _split(items: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(training, held-out) parts of a component list: every HELDOUT_EVERY-th item is held out."""
@@ -139,7 +149,7 @@ class MemoryTask(Task):
     # write opens on": with 64 hidden units in the write's switch it opens on 0.12-0.17 of 60 held-out statements,
     # where one linear unit on 64 distractors opened on 0.32).
     train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS + EVERYDAY_DISTRACTORS
-    eval_distractors: tuple[str, ...] = EVAL_DISTRACTORS
+    eval_distractors: tuple[str, ...] = MEMORY_EVAL_DISTRACTORS
     replies: dict[str, str] = field(default_factory=dict)  # turn -> the base model's greedy reply (stop included)
     per_step: int = 32  # training episodes per step
     # Of them, episodes ending in an ordinary turn (the base reply as target); none needed with a switched recall.
