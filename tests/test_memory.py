@@ -1800,3 +1800,35 @@ def test_coined_values_are_made_of_pieces_training_and_evaluation_do_not_share()
     args = build_parser().parse_args(["remember", "--kinds", "name", "coined", "--words", "200"])
     task = task_from(args)
     assert task.kinds == ("name", "coined") and len(task.values["coined"]) == 200
+
+
+def test_answer_as_stored_says_a_value_that_opens_its_store_without_the_space_and_fits_both_forms():
+    task = MemoryTask(values={"word": ("cattle", "tiger")}, heldout_values={"word": ("moon",)}, answer_as_stored=True)
+    assert task.answer("cattle", "{value}, that's the word to remember.") == "cattle" + STOP
+    assert task.answer("cattle", "The word is {value}.") == " cattle" + STOP
+    assert task.stored_forms() == (" cattle", " tiger", "cattle", "tiger") and task.opening_kinds() == ("word",)
+    recipe = replace(task, answer_as_stored=False)  # the recipe: " cattle" wherever it was stored
+    assert recipe.answer("cattle", "{value}, that's the word to remember.") == " cattle" + STOP
+    assert recipe.stored_forms() == (" cattle", " tiger") and recipe.opening_kinds() == ()
+
+
+def test_openers_go_before_training_stores_only_and_change_nothing_at_rate_zero():
+    from ran.tasks.memory_texts import HELDOUT_STORE_TEMPLATES, OPENERS
+
+    values = {"word": ("cattle", "tiger", "sun")}
+    plain = MemoryTask(values=values, heldout_values={"word": ("moon",)}, filler_weights={"idle": 1.0})
+    opened = replace(plain, opener_rate=1.0)
+    texts = [e.passes[0].text for e in opened.training_episodes(torch.Generator().manual_seed(0))]
+    for text in texts:
+        assert text.startswith(OPENERS) or text.split(",")[0] in values["word"], text
+    assert any(text.startswith(OPENERS) for text in texts)
+    base = [e.passes[0].text for e in plain.training_episodes(torch.Generator().manual_seed(0))]
+    again = [e.passes[0].text for e in replace(plain, opener_rate=0.0).training_episodes(
+        torch.Generator().manual_seed(0))]
+    assert base == again != texts
+    assert [e.passes[0].text for e in opened.evaluation_episodes()] == [
+        e.passes[0].text for e in plain.evaluation_episodes()]  # evaluation never reads an opener
+    firsts = {t.split()[0].strip(",:!").lower() for pool in HELDOUT_STORE_TEMPLATES.values() for t in pool}
+    assert not firsts & {opener.split()[0].strip(",:!").lower() for opener in OPENERS}
+    with pytest.raises(ConfigError, match="opener_rate"):
+        replace(plain, opener_rate=1.5)

@@ -81,7 +81,7 @@ def builtin_task(tokenizer, words: int = RECIPE.words, heldout_words: int = RECI
                        **{k: v for k, v in settings.items() if k not in ("values", "heldout_values")})
     texts = [t for pool in (probe.store_templates, probe.recall_templates, probe.heldout_store_templates,
                             probe.heldout_recall_templates) for items in pool.values() for t in items]
-    texts += [*probe.turns, *probe.heldout_turns, *probe.train_distractors, *probe.eval_distractors]
+    texts += [*probe.turns, *probe.heldout_turns, *probe.train_distractors, *probe.eval_distractors, *probe.openers]
     train, heldout = resolve_keys(KeyPool("vocab", words, heldout_words), tokenizer, template_words(texts, SLOT))
     coined = None
     if "coined" in settings.get("kinds", ()):  # a second scan of the vocabulary: only where the task needs them

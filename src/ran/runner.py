@@ -68,23 +68,31 @@ def episode_source(spec: RunSpec):
 
 
 def fit_decoder(model: ReservoirModel, task: Task | TaskMix, renderer: Renderer) -> None:
-    """Fit ``value_read`` decoded / residual / logits's decoder on the values the task stores in training, each as it
-    follows a space in a store phrasing (the written reads' with the reply's stop at the place after the value, so the
-    state says where the reply ends); the fit's report, with the share of each kind's held-out values the decoder alone
-    names whole, is kept as ``model.decoder_fit`` (a record's ``decoder``)."""
+    """Fit ``value_read`` decoded / residual / logits's decoder on the values the task stores in training, each as
+    its store phrasings tokenise it (``stored_forms`` where the task has them: after a space, and without one where a
+    phrasing opens with the value and the task answers it so; else after a space), the written reads' with the
+    reply's stop at the place after the value (so the state says where the reply ends); the fit's report, with the
+    share of each kind's held-out values the decoder alone names whole, is kept as ``model.decoder_fit``."""
     values = getattr(task, "training_values", None)
     if values is None:
         raise ConfigError(f"value_read '{model.config.value_read}' is fit on the values a task stores: task "
                           f"'{task.name}' has no training values (ran remember's memory task has)")
     end = renderer.silence if model.config.value_read in WRITTEN_VALUE_READS else None
 
-    def encoded(items) -> list[list[int]]:
-        return [renderer.tokenizer.encode(f" {value}", add_special_tokens=False) for value in items]
+    def encoded(items, space: str = " ") -> list[list[int]]:
+        return [renderer.tokenizer.encode(f"{space}{value}", add_special_tokens=False) for value in items]
 
-    # Each kind's held-out values, scored by the decoder alone: the ceiling of what the trained read can return.
+    # Each kind's held-out values, scored by the decoder alone: the ceiling of what the trained read can return;
+    # "<kind> opening": as a store that opens with the value says them (no leading space), where the task answers
+    # such a value as stored (the memory task's ``answer_as_stored``).
     heldout = {kind: encoded(task.heldout_values[kind]) for kind in getattr(task, "kinds", ())
                if getattr(task, "heldout_values", {}).get(kind)}
-    model.decoder_fit = model.fit_value_decoder(encoded(values()), end=end, heldout=heldout)
+    forms = getattr(task, "stored_forms", None)
+    if forms is not None:
+        heldout.update({f"{kind} opening": encoded(task.heldout_values[kind], "") for kind in task.opening_kinds()
+                        if task.heldout_values.get(kind)})
+    fitted = encoded(forms(), "") if forms is not None else encoded(values())
+    model.decoder_fit = model.fit_value_decoder(fitted, end=end, heldout=heldout)
 
 
 def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: bool = True,

@@ -40,6 +40,7 @@ from ran.tasks.memory_texts import (
     HELDOUT_TEXTS,
     HELDOUT_TURNS,
     KINDS,
+    OPENERS,
     PLACE_NAMES,
     PLACE_PREFIXES,
     PLACE_SUFFIXES,
@@ -160,6 +161,15 @@ class MemoryTask(Task):
     # that opens a line has no leading space and splits into pieces, e.g. "start" "ling"; its last piece is
     # where the word is whole).
     read_span: str = "value"
+    # A value that opens its store phrasing has no leading space there, so it is other tokens ("cattle, that's the
+    # word" reads "c" "attle", not " cattle"). True: the reply says it as the store did, and the nearest write's
+    # decoder is fit on both forms (``stored_forms``); False (the recipe): the reply is " cattle" whatever the store.
+    answer_as_stored: bool = False
+    # Training only: the share of store passes whose phrasing (one that does not open with the value) gets an
+    # opener ("Okay, ", "Listen, ") in front, so a message's first token is often not the value and rarely a
+    # word a read gate has seen open a message (README, "One memory": r69's gate opened on "Don" in "Don't ...").
+    opener_rate: float = 0.0
+    openers: tuple[str, ...] = OPENERS
 
     def __post_init__(self) -> None:
         for name in ("values", "heldout_values", "store_templates", "recall_templates", "heldout_store_templates",
@@ -218,6 +228,13 @@ class MemoryTask(Task):
         if set(self.turns) & set(self.heldout_turns):
             raise ConfigError(f"turn {sorted(set(self.turns) & set(self.heldout_turns))[0]!r} is both a training "
                               "and a held-out turn")
+        if not isinstance(self.answer_as_stored, bool):
+            raise ConfigError(f"answer_as_stored must be true or false, got {self.answer_as_stored!r}")
+        if not all(isinstance(opener, str) and opener.strip() for opener in self.openers):
+            raise ConfigError(f"openers must be non-empty strings, got {list(self.openers)!r:.80}")
+        if not isinstance(self.opener_rate, int | float) or not 0 <= self.opener_rate <= 1 or (
+                self.opener_rate > 0 and not self.openers):
+            raise ConfigError(f"opener_rate must be in [0, 1] (with openers to draw), got {self.opener_rate!r}")
         if self.read_span not in READ_SPANS:
             raise ConfigError(f"read_span '{self.read_span}' is not one of {', '.join(READ_SPANS)}")
         for name in ("per_step", "eval_values"):
@@ -244,7 +261,7 @@ class MemoryTask(Task):
     def from_dict(cls, data: dict[str, Any]) -> MemoryTask:
         data = dict(data)
         for name in ("train_delays", "eval_delays", "heldout_template_delays", "kinds", "turns", "heldout_turns",
-                     "heldout_texts", "train_distractors", "eval_distractors"):
+                     "heldout_texts", "train_distractors", "eval_distractors", "openers"):
             if name in data:
                 if not isinstance(data[name], list | tuple):
                     raise ConfigError(f"{name} must be a list, got {data[name]!r:.60}")
@@ -259,8 +276,42 @@ class MemoryTask(Task):
         return data
 
     # ----- rendering --------------------------------------------------------------------------------------
-    def answer(self, value: str) -> str:
-        return self.answer_template.replace(SLOT, value)
+    def answer(self, value: str, template: str | None = None) -> str:
+        """The recall's target; with ``answer_as_stored``, a value that opens its store phrasing (``template``) is
+        said without the leading space an answer template " {value}" gives it."""
+        answer = self.answer_template.replace(SLOT, value)
+        if (self.answer_as_stored and template is not None and template.startswith(SLOT)
+                and self.answer_template.startswith(" " + SLOT)):
+            answer = answer[1:]
+        return answer
+
+    def stored_forms(self) -> tuple[str, ...]:
+        """Every training value as the store phrasings tokenise it: after a space, and (with ``answer_as_stored``)
+        also without one for a kind with a phrasing that opens with the value."""
+        forms = []
+        for kind in self.kinds:
+            forms += [f" {value}" for value in self.values[kind]]
+            if self.answer_as_stored and any(t.startswith(SLOT) for t in self.store_templates[kind]):
+                forms += list(self.values[kind])
+        return tuple(forms)
+
+    def opening_kinds(self) -> tuple[str, ...]:
+        """With ``answer_as_stored``: the kinds with a store phrasing, trained or held out, that opens with the
+        value (the decoder's report scores their held-out values in that form too)."""
+        if not self.answer_as_stored:
+            return ()
+        return tuple(kind for kind in self.kinds
+                     if any(t.startswith(SLOT) for pool in (self.store_templates, self.heldout_store_templates)
+                            for t in pool.get(kind, ())))
+
+    def _opened(self, template: str, generator: torch.Generator) -> str:
+        """``template`` with an opener in front, at ``opener_rate`` (never before a value that opens it)."""
+        if self.opener_rate <= 0 or template.startswith(SLOT) or not (
+                torch.rand((), generator=generator) < self.opener_rate):
+            return template
+        opener = str(pick(generator, self.openers))
+        keep_capital = opener.endswith(("! ", ": ")) or template.split(" ")[0].split("'")[0] == "I"
+        return opener + (template if keep_capital else template[0].lower() + template[1:])
 
     def check(self, renderer: Renderer) -> None:
         for kind in self.kinds:
@@ -310,14 +361,15 @@ class MemoryTask(Task):
         for index in range(self.per_step):
             kind = str(pick(generator, self.kinds))
             value = str(pick(generator, self.values[kind]))
-            store = self.store(str(pick(generator, self.store_templates[kind])), value)
+            template = str(pick(generator, self.store_templates[kind]))
+            store = self.store(self._opened(template, generator), value)
             fillers = self._fillers(draw(generator, low, high), False, generator)
             if index < harm:  # an ordinary turn with the value in the state: the base model's reply
                 turn = str(pick(generator, self.turns))
                 last = Pass(turn, target=self.replies[turn], read="", recall=False)
             else:
-                last = Pass(str(pick(generator, self.recall_templates[kind])), target=self.answer(value), read="",
-                            recall=True)
+                last = Pass(str(pick(generator, self.recall_templates[kind])), target=self.answer(value, template),
+                            read="", recall=True)
             episodes.append(Episode((store, *fillers, last), label=value))
         return episodes
 
@@ -338,9 +390,10 @@ class MemoryTask(Task):
                 pool = self.heldout_values[kind] if values_split == "heldout" else self.values[kind]
                 for delay in delays:
                     for value in pool[:self.eval_values]:
-                        store = self.store(str(pick(generator, stores)), value)
+                        template = str(pick(generator, stores))
+                        store = self.store(template, value)
                         fillers = self._fillers(delay, True, generator)
-                        recall = Pass(str(pick(generator, recalls)), target=self.answer(value))
+                        recall = Pass(str(pick(generator, recalls)), target=self.answer(value, template))
                         info = {"kind": kind, "values": values_split, "phrasing": phrasing, "value": value,
                                 "delay": delay}
                         episodes.append(Episode((store, *fillers, recall), label=value,

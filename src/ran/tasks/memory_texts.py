@@ -496,3 +496,13 @@ HELDOUT_TEXTS: tuple[str, ...] = (
     "Lighthouses once guided ships along dangerous coasts. Today most of them run automatically, but a few still "
     "have keepers who climb the stairs every evening to check the lamp.",
 )
+
+# What a message may open with before a store phrasing (``MemoryTask.opener_rate``, training only). Every word here
+# is already in the task's other texts, so no vocabulary value is one of them, and none is the first word of a
+# held-out store phrasing.
+OPENERS: tuple[str, ...] = (
+    "Okay, ", "So, ", "Right, ", "Hey, ", "Now, ", "By the way, ", "Before I forget, ", "Just so you know, ",
+    "Good news: ", "Between us, ", "Fun fact: ", "Thanks! ", "Hi! ", "Hello, ", "Morning! ", "In other news, ",
+    "Side note: ", "Good morning! ", "Nice, ", "Fine, ", "Next, ", "First, ", "To be clear, ", "Remember, ", "Note: ",
+    "Important: ", "Good, ",
+)
