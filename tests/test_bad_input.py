@@ -68,6 +68,8 @@ BAD_MEMORY_TASKS = {
     "kind-unknown": {"values": {"colour": ["w10"]}},
     "read-span-unknown": {"read_span": "first"},
     "distractor-shared": {"train_distractors": ["w20 w21", "w22"], "eval_distractors": ["w22"]},
+    "opener-rate-over-one": {"opener_rate": 1.5},
+    "answer-as-stored-string": {"answer_as_stored": "yes"},
 }
 # name -> lines of @W/episode-files/<name>.jsonl (ran battery --episode-file): a good first line, then the bad one
 EPISODE = {"heldout": True, "passes": [{"text": "w3 w10"}, {"idle": True, "wipe": True, "speak": False},
@@ -471,6 +473,10 @@ ROWS = [
     ("remember", ["--grid", "write=gated"], "write_hidden 64 gives the pass-switched write's switch"),
     ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/read-span-unknown.json"],
      "read_span 'first' is not one of value, last"),
+    ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/opener-rate-over-one.json"],
+     "opener_rate must be in [0, 1] (with openers to draw), got 1.5"),
+    ("remember", ["--model", WORDS, "--task", "@W/memory-tasks/answer-as-stored-string.json"],
+     "answer_as_stored = 'yes' is not valid: expected true or false"),
     # ----- serve ------------------------------------------------------------------------------------------
     ("serve", ["--port", "70000"], "--port must be an integer in 0..65,535, got 70000"),
     ("serve", ["--port", "-1"], "--port must be"),

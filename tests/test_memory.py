@@ -1659,6 +1659,9 @@ def test_the_memory_tasks_distractors_name_no_person_place_or_number():
     changed = [(a, b) for a, b in zip(EVAL_DISTRACTORS, MEMORY_EVAL_DISTRACTORS, strict=True) if a != b]
     assert [a for a, _ in changed] == [NAMES_A_PLACE] and changed[0][1] not in EVAL_DISTRACTORS
     assert not set(MEMORY_EVAL_DISTRACTORS) & set(task.train_distractors)
+    # `ran eval DIR --task docs/tasks/eval-distractors.json` scores an artifact trained before the change on this pool
+    pool = json.loads((Path(__file__).parents[1] / "docs" / "tasks" / "eval-distractors.json").read_text())
+    assert pool == {"eval_distractors": list(MEMORY_EVAL_DISTRACTORS)}
 
 
 @pytest.mark.parametrize("task, message", [
