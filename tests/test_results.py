@@ -102,3 +102,19 @@ def test_a_file_that_is_not_a_readable_results_file_is_one_line(tmp_path, conten
     with pytest.raises(ConfigError, match=message) as error:
         read_results(path, "crosspass")
     assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_the_readmes_table_of_r68_on_the_mended_pool_is_what_its_files_give():
+    """README, "The evaluation pool, mended": docs/tasks/eval_seeds.py on the three committed `ran eval` files."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    files = [str(root / f"results/memory/diagnostics/r68-seed{seed}-pool.json") for seed in range(3)]
+    out = subprocess.run([sys.executable, str(root / "docs/tasks/eval_seeds.py"), *files], capture_output=True,
+                         text=True, check=True).stdout
+    assert "trained phrasings, D =  4: word 0.83 [0.80] | name 0.76 [0.76]" in out
+    assert "trained phrasings, D = 32: word 0.89 [0.84]" in out and "heldout phrasings, D =  8: word 0.96 [0.92]" in out
+    rows = [line for line in out.splitlines() if "phrasings, D =" in line]
+    assert len(rows) == 9 and all(line.endswith("wiped max 0.00") for line in rows)
+    assert "replies stop 0.99 [0.98]; agreement with the base model carried 0.97 [0.95]" in out
