@@ -1,10 +1,11 @@
 """One table from `ran eval --json` files of a memory artifact's seeds: held-out recall per kind, mean [min] over seeds.
 
-`ran eval DIR/memory-seedS --json F` scores one seed's artifact; this reads one such file a seed and prints, per
-phrasing split and delay, each kind's held-out recall by the reply's text (``rescore_text.text_exact``, the memory
-task's own rule) as mean [min] over the files, beside the largest wiped recall of any kind in that cell; then the
-stop rate, agreement with the base model and the perplexity rise (carried and wiped), which evaluation distractors
-opened the write, and recall where no pass between opened the write against where one did:
+`ran eval DIR/memory-seedS --json F` scores one seed's artifact; this reads one such file a seed (or a `ran remember`
+results file, every run in it) and prints, per phrasing split and delay, each kind's held-out recall by the reply's
+text (``rescore_text.text_exact``, the memory task's own rule) as mean [min] over the seeds, beside the largest wiped
+recall of any kind in that cell; then the stop rate, agreement with the base model and the perplexity rise (carried
+and wiped), which evaluation distractors opened the write, and recall where no pass between opened the write against
+where one did:
 
     python docs/tasks/eval_seeds.py results/memory/diagnostics/r68-seed{0,1,2}-pool.json
 """
@@ -17,6 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rescore_text import KINDS, table  # noqa: E402
+
+
+def as_eval(run: dict) -> dict:
+    """One run of a `ran remember` results file in the shape of a `ran eval --json` file (the fields read here)."""
+    wiped = [{**group, "recall": group["recall"]["wiped"]} for group in run["groups"]]
+    return {"scores": {"carried": {"predictions": run["predictions"], "stopped": run["stopped"]["carried"]},
+                       "wiped": {"groups": wiped}},
+            "harm": run["harm"], "switches": run["switches"], "recall_by_overwrite": run["recall_by_overwrite"],
+            "environment": {"git": run["git"]}}
 
 
 def wiped_max(files: list[dict]) -> dict[tuple, float]:
@@ -36,9 +46,13 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", type=Path, nargs="+", help="ran eval --json files, one per seed")
+    parser.add_argument("files", type=Path, nargs="+",
+                        help="ran eval --json files, one per seed, or a ran remember results file (every seed)")
     args = parser.parse_args()
-    files = [json.loads(path.read_text()) for path in args.files]
+    files = []
+    for path in args.files:
+        results = json.loads(path.read_text())
+        files += [as_eval(run) for run in results["runs"]] if "runs" in results else [results]
     commits = sorted({results["environment"]["git"]["commit"][:7] for results in files})
     print(f"{len(files)} seeds, commit {', '.join(commits)}; held-out values by text, mean [min] over seeds")
     runs = {"runs": [{"seed": index, "predictions": results["scores"]["carried"]["predictions"]}
