@@ -166,7 +166,7 @@ class MemoryTask(Task):
     # decoder is fit on both forms (``stored_forms``); False (the recipe): the reply is " cattle" whatever the store.
     answer_as_stored: bool = False
     # Training only: the share of store passes whose phrasing (one that does not open with the value) gets an
-    # opener ("Okay, ", "Listen, ") in front, so a message's first token is often not the value and rarely a
+    # opener ("Okay, ", "Between us, ") in front, so a message's first token is often not the value and rarely a
     # word a read gate has seen open a message (README, "One memory": r69's gate opened on "Don" in "Don't ...").
     opener_rate: float = 0.0
     openers: tuple[str, ...] = OPENERS

@@ -497,9 +497,9 @@ HELDOUT_TEXTS: tuple[str, ...] = (
     "have keepers who climb the stairs every evening to check the lamp.",
 )
 
-# What a message may open with before a store phrasing (``MemoryTask.opener_rate``, training only). Every word here
-# is already in the task's other texts, so no vocabulary value is one of them, and none is the first word of a
-# held-out store phrasing.
+# What a message may open with before a store phrasing (``MemoryTask.opener_rate``, training only). The built-in
+# task keeps their words out of the vocabulary values (``ran.remember.builtin_task``); each is already in the task's
+# other texts, so the values drawn are the same, and none is the first word of a held-out store phrasing (tests check).
 OPENERS: tuple[str, ...] = (
     "Okay, ", "So, ", "Right, ", "Hey, ", "Now, ", "By the way, ", "Before I forget, ", "Just so you know, ",
     "Good news: ", "Between us, ", "Fun fact: ", "Thanks! ", "Hi! ", "Hello, ", "Morning! ", "In other news, ",
