@@ -7,8 +7,8 @@ Every carried miss of a held-out value (the reply is not the value and the stop 
                     text is in a switch row's ``overwrites``), so the state holds that pass, not the value
     value opens     the store begins with the value: without its leading space the value is other tokens
                     ("cattle" is "c" + "attle", " cattle" one token), which the nearest write's decoder never fit
-                    (answering such a value as stored, with the decoder fit on both forms, is commit 4a3fe2a's
-                    arm: r69 and r70 in the README, not the recipe)
+                    (answering such a value as stored, with the decoder fit on both forms, is the memory task's
+                    answer_as_stored setting: r69, r70 and r71 in the README, not the recipe)
     first token     the reply is the value said more than once, or begins with a piece of the message's first word:
                     a half-open read gate on the message's first token ("Don't ...", "Guess ...") counts as a place,
                     so that token, or a second copy of the value, takes the first place
