@@ -1835,3 +1835,18 @@ def test_openers_go_before_training_stores_only_and_change_nothing_at_rate_zero(
     assert not firsts & {opener.split()[0].strip(",:!").lower() for opener in OPENERS}
     with pytest.raises(ConfigError, match="opener_rate"):
         replace(plain, opener_rate=1.5)
+
+
+def test_with_answer_as_stored_ran_remember_fits_the_decoder_on_both_forms(tiny_chat_dir, tmp_path):
+    out = {}
+    for as_stored in (True, False):
+        task = tmp_path / f"task-{as_stored}.json"
+        task.write_text(json.dumps({**tiny_task(store_templates={"word": ("{value} w11 w12", "w10 {value}")}).to_dict(),
+                                    "answer_as_stored": as_stored}))
+        assert remember("--model", str(tiny_chat_dir), "--task", str(task), "--kinds", "word", "--units", "64",
+                        "--read-places", "2", "--slots", "4", "--slot-order", "reply", "--read-from", "embeddings",
+                        "--value-read", "nearest", "--steps", "1", "--seeds", "0", "--idle-text", "w9",
+                        "--out", str(tmp_path / f"out-{as_stored}"), "--no-progress") == 0
+        out[as_stored] = json.loads((tmp_path / f"out-{as_stored}" / "memory.json").read_text())["runs"][0]["decoder"]
+    assert out[True]["values"] == 2 * len(WORDS) and out[False]["values"] == len(WORDS)  # with and without a space
+    assert set(out[True]["heldout_whole"]) == {"word", "word opening"} and set(out[False]["heldout_whole"]) == {"word"}
