@@ -13,7 +13,7 @@ from ran.episodes import Episode, Pass, render
 from ran.errors import ArtifactError, ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import STOP, PassFormat, Renderer
-from ran.reading import NextGateContext
+from ran.reading import NextGateContext, PassGateContext, PassNextGateContext
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.tasks.memory import MemoryTask, builtin_values
 from ran.tasks.memory_texts import HELDOUT_STORE_TEMPLATES, HELDOUT_TURNS, KINDS, STORE_TEMPLATES
@@ -246,6 +246,31 @@ def test_the_next_gate_context_sees_nothing_past_a_rows_last_real_token():
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])  # the second row ends at position 1
     terms = context(normed, mask, torch.tensor([3, 1]))
     torch.testing.assert_close(terms, torch.tensor([[8.0, 8.0, 8.0, 0.0], [8.0, 0.0, 0.0, 0.0]]))
+
+
+def test_the_pass_next_gate_context_is_the_sum_of_both_and_starts_as_the_pass_context():
+    torch.manual_seed(0)
+    alone = PassGateContext(8)
+    torch.manual_seed(0)
+    both = PassNextGateContext(8)
+    torch.testing.assert_close(both.whole.key.weight, alone.key.weight)  # the same draws as "pass"
+    with torch.no_grad():
+        for weight in both.parameters():
+            weight.normal_()
+    normed, last = torch.randn(2, 5, 8), torch.tensor([4, 2])
+    mask = torch.tensor([[1.0] * 5, [1.0, 1.0, 1.0, 0.0, 0.0]])
+    terms = both.whole(normed, mask, last) + both.ahead(normed, mask, last)
+    torch.testing.assert_close(both(normed, mask, last), terms)
+
+
+def test_a_read_gate_with_the_pass_next_context_sees_the_pass_and_the_next_token(renderer, tmp_path):
+    """The first token's gate moves with the pass's last token (which is not its next token), and the artifact
+    keeps that view."""
+    model = _context_model("pass-next")
+    before, after = (_read_logits(model, renderer, text) for text in ("w57 w11 w12", "w57 w11 w13"))
+    first = renderer.turn_labels("w57 w11 w12", "w57").index(1)
+    assert float((before[first] - after[first]).abs()) > 1e-3
+    _assert_the_artifact_keeps_the_view(model, renderer, tmp_path, "w57 w11 w12")
 
 
 @pytest.mark.parametrize("config", [RanConfig(summary="gated", gate_context="pass"),

@@ -46,6 +46,7 @@ from ran.passes import PassFormat
 from ran.reading import (
     DECODED_VALUE_READS,
     DRIVES,
+    GATE_CONTEXT_MODULES,
     GATE_CONTEXTS,
     GATE_READS,
     GATED_READ_BIAS,
@@ -61,8 +62,6 @@ from ran.reading import (
     VALUE_READS,
     WRITES,
     WRITTEN_VALUE_READS,
-    NextGateContext,
-    PassGateContext,
     drive_tokens,
     gated_summary,
     last_real_index,
@@ -116,7 +115,7 @@ class RanConfig:
     # the reply's logits as a scaled cosine with every vocabulary token, no slots)
     place_count: str = "soft"  # how the ordered read places a token: by the gates' running sum | hard: open gates
     gate_context: str = "token"  # what a read gate sees: its token | pass: also the pass's last token | next: and
-    # the token after it
+    # the token after it | pass-next: both
     idle_write: str = "gate"  # an idle tick's write: gate (its write decides, as any pass's) | keep (the held units
     # stay as they were: a tick has no new input); older artifacts, saved without it, keep "gate"
     gate_reads: str = "state"  # what the gate head reads: the whole state | running: only the running units, so
@@ -455,9 +454,9 @@ class ReservoirModel(nn.Module):
                                                         **decoded)
             if config.lora_rank:
                 self._add_lora()
-            # The gated read's view beyond its token (gate_context "pass" or "next"); drawn last, so other
+            # The gated read's view beyond its token (gate_context "pass", "next" or both); drawn last, so other
             # configs' draws are as they were.
-            context = {"pass": PassGateContext, "next": NextGateContext}.get(config.gate_context)
+            context = GATE_CONTEXT_MODULES.get(config.gate_context)
             self.read_gate_context = context(geometry.hidden_size).to(device) if context else None
         self.injector.to(device)
         # The trained read (summary "attention"): which tokens the reservoir reads; zero = the plain mean.

@@ -88,8 +88,9 @@ GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.0
 # were the tokenizer's (a value at a line's start has no leading space and splits into pieces), not the gates'. Or
 # (next) that and the token after it (:class:`NextGateContext`), so a split word's first piece can shut when a second
 # follows: with the read on a value's last piece (README, r55) it lowers the loss, and still recalls less than the
-# recipe's read of every piece.
-GATE_CONTEXTS = ("token", "pass", "next")
+# recipe's read of every piece. Or (pass-next) both terms, so a message's first token can shut on what follows
+# it ("Don" before "'t") and on what the pass says.
+GATE_CONTEXTS = ("token", "pass", "next", "pass-next")
 PASS_GATE_RANK = 16
 
 
@@ -200,8 +201,24 @@ class NextGateContext(nn.Module):
         return nn.functional.pad(ahead, (0, 1))
 
 
+class PassNextGateContext(nn.Module):
+    """The gate context "pass-next": the sum of the "pass" and "next" terms (the pass term drawn first, so its
+    initial weights are those of "pass")."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.whole = PassGateContext(hidden_size)
+        self.ahead = NextGateContext(hidden_size)
+
+    def forward(self, normed: torch.Tensor, mask: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+        return self.whole(normed, mask, last_index) + self.ahead(normed, mask, last_index)
+
+
+GATE_CONTEXT_MODULES = {"pass": PassGateContext, "next": NextGateContext, "pass-next": PassNextGateContext}
+
+
 def token_gates(hidden: torch.Tensor, mask: torch.Tensor, gate: nn.Linear,
-                context: PassGateContext | NextGateContext | None = None,
+                context: nn.Module | None = None,
                 last_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gated read's parts for (B, T, d) hidden states: n(h_t) (B, T, d), the gates g_t (B, T), zero off
     ``mask``, and their logits (B, T); with a ``context`` the logits also see the last real token of each row
