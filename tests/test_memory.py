@@ -1,6 +1,7 @@
 """The one-memory recipe: its task, the gated read, the leak spread, replies that stop, and the no-harm check."""
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ran.episodes import Episode, Pass, render
 from ran.errors import ArtifactError, ConfigError
 from ran.model import RanConfig, ReservoirModel, wrap
 from ran.passes import STOP, PassFormat, Renderer
-from ran.reading import NextGateContext, PassGateContext, PassNextGateContext
+from ran.reading import NextGateContext, PassGateContext, PassNextGateContext, VetoNextGateContext
 from ran.reservoir import Reservoir, ReservoirConfig
 from ran.tasks.memory import MemoryTask, builtin_values
 from ran.tasks.memory_texts import HELDOUT_STORE_TEMPLATES, HELDOUT_TURNS, KINDS, STORE_TEMPLATES
@@ -263,10 +264,23 @@ def test_the_pass_next_gate_context_is_the_sum_of_both_and_starts_as_the_pass_co
     torch.testing.assert_close(both(normed, mask, last), terms)
 
 
-def test_a_read_gate_with_the_pass_next_context_sees_the_pass_and_the_next_token(renderer, tmp_path):
+def test_the_veto_next_term_starts_at_zero_and_raises_a_gate_by_at_most_log_2():
+    context = VetoNextGateContext(8)
+    normed, last = torch.randn(2, 4, 8), torch.tensor([3, 1])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
+    torch.testing.assert_close(context(normed, mask, last), torch.zeros(2, 4))
+    with torch.no_grad():
+        context.next.weight.normal_(std=10.0)
+    terms = context(normed, mask, last)
+    assert float(terms.max()) <= math.log(2.0) + 1e-6 and float(terms.min()) < -5.0
+    assert float(terms[0, 3].abs()) == 0.0 and float(terms[1, 1:].abs().max()) == 0.0  # nothing past a row's end
+
+
+@pytest.mark.parametrize("context", ["pass-next", "pass-veto"])
+def test_a_read_gate_with_the_pass_next_context_sees_the_pass_and_the_next_token(renderer, tmp_path, context):
     """The first token's gate moves with the pass's last token (which is not its next token), and the artifact
     keeps that view."""
-    model = _context_model("pass-next")
+    model = _context_model(context)
     before, after = (_read_logits(model, renderer, text) for text in ("w57 w11 w12", "w57 w11 w13"))
     first = renderer.turn_labels("w57 w11 w12", "w57").index(1)
     assert float((before[first] - after[first]).abs()) > 1e-3

@@ -115,7 +115,7 @@ class RanConfig:
     # the reply's logits as a scaled cosine with every vocabulary token, no slots)
     place_count: str = "soft"  # how the ordered read places a token: by the gates' running sum | hard: open gates
     gate_context: str = "token"  # what a read gate sees: its token | pass: also the pass's last token | next: and
-    # the token after it | pass-next: both
+    # the token after it | pass-next: both | pass-veto: the pass, and the token after only to shut a gate
     idle_write: str = "gate"  # an idle tick's write: gate (its write decides, as any pass's) | keep (the held units
     # stay as they were: a tick has no new input); older artifacts, saved without it, keep "gate"
     gate_reads: str = "state"  # what the gate head reads: the whole state | running: only the running units, so

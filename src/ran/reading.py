@@ -8,6 +8,8 @@ read real activations the same way.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 
 import torch
@@ -89,8 +91,10 @@ GATED_READ_BIAS = -3.5  # the gated read starts nearly shut: sigmoid(-3.5) = 0.0
 # (next) that and the token after it (:class:`NextGateContext`), so a split word's first piece can shut when a second
 # follows: with the read on a value's last piece (README, r55) it lowers the loss, and still recalls less than the
 # recipe's read of every piece. Or (pass-next) both terms, so a message's first token can shut on what follows
-# it ("Don" before "'t") and on what the pass says.
-GATE_CONTEXTS = ("token", "pass", "next", "pass-next")
+# it ("Don" before "'t") and on what the pass says; measured (README, r72) it also opens the chat header's "user"
+# "\n" before a value that opens its message ("user\nwilliam"). Or (pass-veto) the pass term and a next-token term
+# that can shut a gate but barely open one (:class:`VetoNextGateContext`).
+GATE_CONTEXTS = ("token", "pass", "next", "pass-next", "pass-veto")
 PASS_GATE_RANK = 16
 
 
@@ -201,20 +205,31 @@ class NextGateContext(nn.Module):
         return nn.functional.pad(ahead, (0, 1))
 
 
-class PassNextGateContext(nn.Module):
-    """The gate context "pass-next": the sum of the "pass" and "next" terms (the pass term drawn first, so its
-    initial weights are those of "pass")."""
+class VetoNextGateContext(NextGateContext):
+    """The next-token term of gate context "pass-veto": log sigmoid(w . n(h_{t+1})) + log 2, zero at the start,
+    at most log 2 (a gate's logit rises by no more than 0.69 for what follows it) and unbounded below, so "'t" can
+    shut "Don" while a value's first piece cannot open the chat header's "\n" before it."""
 
-    def __init__(self, hidden_size: int):
+    def forward(self, normed: torch.Tensor, mask: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+        ahead = (nn.functional.logsigmoid(self.next(normed[:, 1:])[..., 0]) + math.log(2.0)) * mask[:, 1:]
+        return nn.functional.pad(ahead, (0, 1))
+
+
+class PassNextGateContext(nn.Module):
+    """The gate contexts "pass-next" and "pass-veto": the sum of the "pass" term and a next-token term (the pass
+    term drawn first, so its initial weights are those of "pass")."""
+
+    def __init__(self, hidden_size: int, ahead: type[NextGateContext] = NextGateContext):
         super().__init__()
         self.whole = PassGateContext(hidden_size)
-        self.ahead = NextGateContext(hidden_size)
+        self.ahead = ahead(hidden_size)
 
     def forward(self, normed: torch.Tensor, mask: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
         return self.whole(normed, mask, last_index) + self.ahead(normed, mask, last_index)
 
 
-GATE_CONTEXT_MODULES = {"pass": PassGateContext, "next": NextGateContext, "pass-next": PassNextGateContext}
+GATE_CONTEXT_MODULES = {"pass": PassGateContext, "next": NextGateContext, "pass-next": PassNextGateContext,
+                        "pass-veto": functools.partial(PassNextGateContext, ahead=VetoNextGateContext)}
 
 
 def token_gates(hidden: torch.Tensor, mask: torch.Tensor, gate: nn.Linear,
