@@ -31,7 +31,8 @@ def tiny_task(**changes) -> MemoryTask:
                     turns=("w20 w21", "w22"), heldout_turns=("w23 w24", "w25"), heldout_texts=("w26 w27 w28",),
                     train_distractors=("w30 w31",),
                     eval_distractors=("w32",), filler_weights={"distractor": 1.0, "idle": 1.0}, harm_fraction=0.0,
-                    train_delays=(0, 2), eval_delays=(0, 2), heldout_template_delays=(0,), eval_values=4)
+                    train_delays=(0, 2), eval_delays=(0, 2), heldout_template_delays=(0,), eval_values=4,
+                    opener_rate=0.0)  # the openers are English; their own test gives them w-token ones
     settings.update(changes)
     return MemoryTask(**settings)
 
@@ -1638,8 +1639,11 @@ def test_remembers_flags_default_to_the_recipe_the_python_api_uses():
     assert RECIPE.ran.write_hidden == 64 and ran_config_of([]).write_hidden == 64  # r67's switch
     assert ran_config_of(["--write", "gated"]).write_hidden == 0  # only the pass-switched write has a switch
     assert ran_config_of(["--write-hidden", "0"]).write_hidden == 0
-    # The read gate sees its token only: a gate that also sees the pass (r70) lost words in held-out phrasings.
-    assert RECIPE.ran.gate_context == ran_config_of([]).gate_context == "token"
+    # The read gate sees the pass, and the token after only to shut (r73): the pass alone (r71) still opened on
+    # "Don" of "Don't", the token after unbounded (r72) on the chat header before a value that opens its message.
+    assert RECIPE.ran.gate_context == ran_config_of([]).gate_context == "pass-veto"
+    # A value that opens its store is answered as stored, and openers go before 30% of training stores (r73).
+    assert (MemoryTask.answer_as_stored, MemoryTask.opener_rate) == (True, 0.3)
     assert ran_config_of(["--gate-context", "pass"]).gate_context == "pass"
 
 
@@ -1858,7 +1862,8 @@ def test_openers_go_before_training_stores_only_and_change_nothing_at_rate_zero(
     from ran.tasks.memory_texts import HELDOUT_STORE_TEMPLATES, OPENERS
 
     values = {"word": ("cattle", "tiger", "sun")}
-    plain = MemoryTask(values=values, heldout_values={"word": ("moon",)}, filler_weights={"idle": 1.0})
+    plain = MemoryTask(values=values, heldout_values={"word": ("moon",)}, filler_weights={"idle": 1.0},
+                       opener_rate=0.0)
     opened = replace(plain, opener_rate=1.0)
     texts = [e.passes[0].text for e in opened.training_episodes(torch.Generator().manual_seed(0))]
     for text in texts:

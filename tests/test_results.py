@@ -118,3 +118,19 @@ def test_the_readmes_table_of_r68_on_the_mended_pool_is_what_its_files_give():
     rows = [line for line in out.splitlines() if "phrasings, D =" in line]
     assert len(rows) == 9 and all(line.endswith("wiped max 0.00") for line in rows)
     assert "replies stop 0.99 [0.98]; agreement with the base model carried 0.97 [0.95]" in out
+
+
+def test_the_readmes_table_of_the_recipe_r73_is_what_its_file_gives():
+    """README, "Where it stands now": docs/tasks/eval_seeds.py on r73's committed results file."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    out = subprocess.run([sys.executable, str(root / "docs/tasks/eval_seeds.py"),
+                          str(root / "results/memory/diagnostics/r73-value-opens-veto.json")], capture_output=True,
+                         text=True, check=True).stdout
+    assert "trained phrasings, D =  4: word 0.91 [0.88] | name 0.92 [0.88] | number 0.96 [0.88] | place 1.00" in out
+    assert "trained phrasings, D = 32: word 0.97 [0.96]" in out and "heldout phrasings, D =  8: word 0.99 [0.96]" in out
+    rows = [line for line in out.splitlines() if "phrasings, D =" in line]
+    assert len(rows) == 9 and all(line.endswith("wiped max 0.00") for line in rows)
+    assert "replies stop 0.99 [0.99]; agreement with the base model carried 0.97 [0.96]" in out

@@ -162,13 +162,14 @@ class MemoryTask(Task):
     # where the word is whole).
     read_span: str = "value"
     # A value that opens its store phrasing has no leading space there, so it is other tokens ("cattle, that's the
-    # word" reads "c" "attle", not " cattle"). True: the reply says it as the store did, and the nearest write's
-    # decoder is fit on both forms (``stored_forms``); False (the recipe): the reply is " cattle" whatever the store.
-    answer_as_stored: bool = False
+    # word" reads "c" "attle", not " cattle"). True (the recipe since r73): the reply says it as the store did, and
+    # the nearest write's decoder is fit on both forms (``stored_forms``); False (r68): the reply is " cattle"
+    # whatever the store, which the decoder cannot name from "c" "attle" (README, "One memory": 0.23 of such words).
+    answer_as_stored: bool = True
     # Training only: the share of store passes whose phrasing (one that does not open with the value) gets an
     # opener ("Okay, ", "Between us, ") in front, so a message's first token is often not the value and rarely a
     # word a read gate has seen open a message (README, "One memory": r69's gate opened on "Don" in "Don't ...").
-    opener_rate: float = 0.0
+    opener_rate: float = 0.3
     openers: tuple[str, ...] = OPENERS
 
     def __post_init__(self) -> None:

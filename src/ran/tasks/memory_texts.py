@@ -500,9 +500,14 @@ HELDOUT_TEXTS: tuple[str, ...] = (
 # What a message may open with before a store phrasing (``MemoryTask.opener_rate``, training only). The built-in
 # task keeps their words out of the vocabulary values (``ran.remember.builtin_task``); each is already in the task's
 # other texts, so the values drawn are the same, and none is the first word of a held-out store phrasing (tests check).
+# The first 27 are r71's; the last 15 (r72) open with a contraction ("Can" "'t") or a word that could be a name
+# ("Mark", "Will"), so that a first token the read gate never saw ("Don" of "Don't") is not taken for a value.
 OPENERS: tuple[str, ...] = (
     "Okay, ", "So, ", "Right, ", "Hey, ", "Now, ", "By the way, ", "Before I forget, ", "Just so you know, ",
     "Good news: ", "Between us, ", "Fun fact: ", "Thanks! ", "Hi! ", "Hello, ", "Morning! ", "In other news, ",
     "Side note: ", "Good morning! ", "Nice, ", "Fine, ", "Next, ", "First, ", "To be clear, ", "Remember, ", "Note: ",
     "Important: ", "Good, ",
+    "Can't tell you why, ", "Won't take long: ", "Let's see, ", "Let's do this: ", "It's me again: ", "That's it, ",
+    "That's funny, ", "I'm back! ", "I'll be quick: ", "I'd say, ", "Mark my words: ", "Will do! ", "Mind you, ",
+    "Tell you what, ", "Say, ",
 )
