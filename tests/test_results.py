@@ -104,15 +104,20 @@ def test_a_file_that_is_not_a_readable_results_file_is_one_line(tmp_path, conten
     assert "\n" not in str(error.value) and str(path) in str(error.value)
 
 
-def test_the_readmes_table_of_r68_on_the_mended_pool_is_what_its_files_give():
-    """README, "The evaluation pool, mended": docs/tasks/eval_seeds.py on the three committed `ran eval` files."""
+def _eval_seeds(*names: str) -> str:
+    """What docs/tasks/eval_seeds.py prints for these files of results/memory/diagnostics."""
     import subprocess
     import sys
 
     root = Path(__file__).parents[1]
-    files = [str(root / f"results/memory/diagnostics/r68-seed{seed}-pool.json") for seed in range(3)]
-    out = subprocess.run([sys.executable, str(root / "docs/tasks/eval_seeds.py"), *files], capture_output=True,
-                         text=True, check=True).stdout
+    files = [str(root / "results/memory/diagnostics" / name) for name in names]
+    return subprocess.run([sys.executable, str(root / "docs/tasks/eval_seeds.py"), *files], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_the_readmes_table_of_r68_on_the_mended_pool_is_what_its_files_give():
+    """README, "The evaluation pool, mended": docs/tasks/eval_seeds.py on the three committed `ran eval` files."""
+    out = _eval_seeds(*(f"r68-seed{seed}-pool.json" for seed in range(3)))
     assert "trained phrasings, D =  4: word 0.83 [0.80] | name 0.76 [0.76]" in out
     assert "trained phrasings, D = 32: word 0.89 [0.84]" in out and "heldout phrasings, D =  8: word 0.96 [0.92]" in out
     rows = [line for line in out.splitlines() if "phrasings, D =" in line]
@@ -122,13 +127,7 @@ def test_the_readmes_table_of_r68_on_the_mended_pool_is_what_its_files_give():
 
 def test_the_readmes_table_of_the_recipe_r73_is_what_its_file_gives():
     """README, "Where it stands now": docs/tasks/eval_seeds.py on r73's committed results file."""
-    import subprocess
-    import sys
-
-    root = Path(__file__).parents[1]
-    out = subprocess.run([sys.executable, str(root / "docs/tasks/eval_seeds.py"),
-                          str(root / "results/memory/diagnostics/r73-value-opens-veto.json")], capture_output=True,
-                         text=True, check=True).stdout
+    out = _eval_seeds("r73-value-opens-veto.json")
     assert "trained phrasings, D =  4: word 0.91 [0.88] | name 0.92 [0.88] | number 0.96 [0.88] | place 1.00" in out
     assert "trained phrasings, D = 32: word 0.97 [0.96]" in out and "heldout phrasings, D =  8: word 0.99 [0.96]" in out
     rows = [line for line in out.splitlines() if "phrasings, D =" in line]
