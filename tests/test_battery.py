@@ -340,6 +340,42 @@ def test_fields_newer_than_the_records_keep_the_keys_of_runs_without_them():
         assert member_key(member) != "5b2e30df7275b66a" and spec_of(member) == run
 
 
+def test_silent_ticks_after_the_due_one_are_trained_and_a_late_second_speak_is_scored():
+    chained = TimedTask(silent_ticks=3, appointments=(2, 2))
+    for episode in chained.evaluation_episodes():
+        first, second = episode.info["appointments"]
+        assert second["offset"] == first["due"] + 3  # each appointment's due tick, then three silent ones
+        labels = [step.speak for step in episode.passes if step.idle]
+        assert labels == [tick == a["due"] for a in (first, second) for tick in range(1, a["due"] + 4)]
+    task = TimedTask(silent_ticks=3)
+    episodes = task.evaluation_episodes()
+    renderer, exact = gate_predictions(task, episodes, lambda e, tick: tick == e.info["due"])
+    score = task.score(episodes, exact, renderer)
+    assert score["value"] == 1.0 and score["silent_after"] == 1.0
+    # Speaking again two ticks after the due one: still on time, but not silent after, which one tick alone misses.
+    renderer, late = gate_predictions(task, episodes, lambda e, tick: tick in (e.info["due"], e.info["due"] + 2))
+    score = task.score(episodes, late, renderer)
+    assert score["value"] == 1.0 and score["silent_after"] == 0.0
+    one = TimedTask()
+    renderer, late = gate_predictions(one, one.evaluation_episodes(), lambda e, tick: tick in (e.info["due"],
+                                                                                               e.info["due"] + 2))
+    assert one.score(one.evaluation_episodes(), late, renderer)["silent_after"] == 1.0
+
+
+def test_quiet_episodes_train_silence_from_a_zero_state_and_leave_the_other_draws_alone():
+    task = TimedTask(quiet_rate=0.5, silent_ticks=2, read="{word}")
+    drawn = [task.episode(torch.Generator().manual_seed(seed)) for seed in range(200)]
+    quiet = [e for e in drawn if e.info["split"] == "quiet"]
+    assert 70 < len(quiet) < 130  # about half
+    for episode in quiet:  # ticks alone, from an empty context, every one silent, reading nothing
+        assert all(p.idle and p.speak is False and p.target is None and p.read == "" for p in episode.passes)
+        assert episode.passes[0].wipe and 1 <= len(episode.passes) <= task.turns[1] + task.silent_ticks
+    assert all(e.info["appointments"] for e in drawn if e not in quiet)
+    assert not any(e.info["split"] == "quiet" for e in task.evaluation_episodes())
+    default = [TimedTask().episode(torch.Generator().manual_seed(seed)) for seed in range(20)]
+    assert not any(e.info["split"] == "quiet" for e in default)  # quiet_rate 0 draws no random number for it
+
+
 def test_initiative_is_not_solved_by_counting_ticks_since_the_wipe():
     task = InitiativeTask()
     episodes = task.evaluation_episodes()
@@ -391,6 +427,8 @@ def test_timed_running_read_labels_mark_n_for_the_running_units_and_the_word_for
     (dict(words=("apple",), heldout_words=("apple",)), "is also a training word"),
     (dict(turns=(1, 8), eval_count=4), "fewer than the 8"),
     (dict(appointments=(0, 2)), "appointments 0-2 is outside 1-8"),
+    (dict(silent_ticks=0), "silent_ticks 0 is outside 1-32"),
+    (dict(quiet_rate=1.0), r"quiet_rate 1.0 is outside \[0, 1\)"),
 ])
 def test_bad_timed_settings_are_refused(settings, message):
     with pytest.raises(ConfigError, match=message):

@@ -28,7 +28,8 @@ NEWER_RAN_NAMES = ("gate_hidden", "running_units", "running_read", "idle_write",
 NEWER_RAN_FIELDS: dict[str, Any] = {field.name: field.default for field in dataclasses.fields(RanConfig)
                                     if field.name in NEWER_RAN_NAMES}
 NEWER_TASK_FIELDS: dict[str, Any] = {"appointments": [1, 1], "running_read": None, "instructions": [],
-                                     "heldout_instructions": []}  # timed and initiative
+                                     "heldout_instructions": [], "silent_ticks": 1,
+                                     "quiet_rate": 0.0}  # timed and initiative
 
 
 def task_description(task: Task | TaskMix) -> dict[str, Any]:

@@ -19,6 +19,9 @@ the language model's.
   wiped before a tick drawn from ``wipe_ticks`` (at most the due tick), so the number of ticks since the wipe
   does not tell when the item is due; only a clock started by the instruction does.
 
+``silent_ticks`` sets how many ticks after the due one must stay silent (trained and scored), and ``quiet_rate``
+the share of training episodes that keep no appointment: idle ticks from a zero state, all silent.
+
 With ``appointments`` above one, an episode keeps several appointments one after another in one session: the
 state carried from one to the next (a session's state is not zero when a new instruction comes), each later
 instruction continuing the context of the ticks before it. Training draws how many; evaluation keeps the most in
@@ -32,7 +35,8 @@ with a write on every pass the ticks step the reservoir on an input near zero an
 Metrics, over the evaluation words (the held-out ones where there are any): **on time** (the headline: silent
 on every tick before the due one, speaking on it, and the word right), ``on_time_gate`` (the timing alone),
 ``words_right`` (the word at the due tick, whatever the gate decided), ``early`` (it spoke before the due tick)
-and ``silent_after`` (silent on the tick after). ``groups`` has them per words split, due tick and wipe tick.
+and ``silent_after`` (silent on every one of the ``silent_ticks`` ticks after). ``groups`` has them per words
+split, due tick and wipe tick.
 """
 
 from __future__ import annotations
@@ -85,6 +89,12 @@ class TimedTask(SampledTask):
     # units count from N. None: no labels for that read.
     running_read: str | None = None
     answer_template: str = " {word}"
+    # Idle ticks after each due tick, every one labelled silent and scored (``silent_after``): a gate that fires
+    # again two ticks late is missed by one tick alone (README, "Seed 1 of the same arm").
+    silent_ticks: int = 1
+    # The share of training episodes with no appointment: idle ticks from a zero state (as after ``/reset state``
+    # and ``/reset context`` in a session), every one labelled silent, so a wiped clock is not a due one.
+    quiet_rate: float = 0.0
     per_step: int = 8
     eval_count: int = 24  # evaluation episodes per words split, spread evenly over (due tick, wipe tick)
 
@@ -120,6 +130,11 @@ class TimedTask(SampledTask):
             raise ConfigError(f"{self.name}: held-out word {overlap[0]!r} is also a training word")
         if self.per_step < 1 or self.eval_count < 1:
             raise ConfigError("per_step and eval_count must be >= 1")
+        if not 1 <= self.silent_ticks <= MAX_TURNS:
+            raise ConfigError(f"{self.name}: silent_ticks {self.silent_ticks} is outside 1-{MAX_TURNS}")
+        if not 0.0 <= self.quiet_rate < 1.0:
+            raise ConfigError(f"{self.name}: quiet_rate {self.quiet_rate} is outside [0, 1): a share of the "
+                              "training episodes")
         if self.eval_count < len(self.moments()):
             raise ConfigError(f"{self.name}: eval_count {self.eval_count} is fewer than the {len(self.moments())} "
                               "(due tick, wipe tick) pairs to evaluate")
@@ -140,7 +155,7 @@ class TimedTask(SampledTask):
         on_tick = {name: None if template is None else "" for name, template in reads.items()}  # they read nothing
         ticks = [Pass.tick(wipe=index == wipe, speak=index == due, **on_tick,
                            target=self.answer_template.format(word=word) if index == due else None)
-                 for index in range(1, due + 2)]  # the due tick, and one more that must stay silent
+                 for index in range(1, due + 1 + self.silent_ticks)]  # the due tick, then silent_ticks silent
         fields = {"turns": due, "s": "" if due == 1 else "s", "word": word}
         instruction = Pass((phrasing or self.instruction).format(**fields), wipe=first,
                            **{name: None if template is None else template.format(**fields)
@@ -155,14 +170,22 @@ class TimedTask(SampledTask):
         appointments = []
         for order, (item, item_due, item_wipe, *phrased) in enumerate((*before, (word, due, wipe, phrasing)), 1):
             said = (phrased[0] if phrased else None) or self.instruction
-            offset = sum(a["due"] + 1 for a in appointments)  # its first tick among the episode's scored passes
+            offset = sum(a["due"] + self.silent_ticks for a in appointments)  # its first tick among the scored
             appointments.append({"word": item, "due": item_due, "wipe": item_wipe, "order": order, "offset": offset,
                                  "phrasing": said})
             passes.extend(self.appointment(item, item_due, item_wipe, first=order == 1, phrasing=said))
         return Episode(tuple(passes), label=word, group=f"due={due}",
                        info={"word": word, "due": due, "wipe": wipe, "split": split, "appointments": appointments})
 
+    def quiet(self, ticks: int) -> Episode:
+        """No appointment: ``ticks`` idle ticks from a zero state and an empty context, each labelled silent."""
+        reads = {name: "" for name in ("read", "running_read") if getattr(self, name) is not None}
+        passes = tuple(Pass.tick(wipe=index == 0, speak=False, **reads) for index in range(ticks))
+        return Episode(passes, label="", group="quiet", info={"split": "quiet", "appointments": []})
+
     def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
+        if self.quiet_rate and float(torch.rand((), generator=generator)) < self.quiet_rate:  # drawn only when set,
+            return self.quiet(draw(generator, 1, self.turns[1] + self.silent_ticks))  # so the draws stay as before
         low, high = self.appointments  # drawn only when it can vary, so a one-appointment task's draws are as before
         items = []
         for _ in range(low if low == high else draw(generator, low, high)):
@@ -198,7 +221,7 @@ class TimedTask(SampledTask):
         for episode, predicted in zip(episodes, predictions, strict=True):
             for appointment in episode.info["appointments"]:
                 due, start = appointment["due"], appointment["offset"]
-                ticks = predicted[start:start + due + 1]  # ticks[due - 1] is the due tick; ticks[due] the one after
+                ticks = predicted[start:start + due + self.silent_ticks]  # ticks[due - 1] is the due tick
                 speaks = [p.speak is not None and p.speak >= 0.5 for p in ticks]
                 right = exact(ticks[due - 1], renderer, self.answer_template.format(word=appointment["word"]))
                 timing = float(speaks[due - 1] and not any(speaks[:due - 1]))
@@ -206,7 +229,8 @@ class TimedTask(SampledTask):
                              "phrasing": appointment["phrasing"],
                              "order": appointment["order"], "on_time": timing * right, "on_time_gate": timing,
                              "words_right": right, "early": float(any(speaks[:due - 1])),
-                             "silent_after": float(not speaks[due]), "word": appointment["word"], "speaks": speaks,
+                             "silent_after": float(not any(speaks[due:])), "word": appointment["word"],
+                             "speaks": speaks,
                              "said": renderer.tokenizer.decode(ticks[due - 1].tokens)})
         split = "heldout" if any(r["split"] == "heldout" for r in rows) else "trained"
         measures = ("on_time", "on_time_gate", "words_right", "early", "silent_after")
