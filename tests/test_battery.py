@@ -1,6 +1,8 @@
 """The stateful battery on tiny random models: each task's known answer, the gate head, the CLI's refusals."""
 
+import dataclasses
 import json
+import math
 import subprocess
 import sys
 
@@ -374,6 +376,18 @@ def test_quiet_episodes_train_silence_from_a_zero_state_and_leave_the_other_draw
     assert not any(e.info["split"] == "quiet" for e in task.evaluation_episodes())
     default = [TimedTask().episode(torch.Generator().manual_seed(seed)) for seed in range(20)]
     assert not any(e.info["split"] == "quiet" for e in default)  # quiet_rate 0 draws no random number for it
+
+
+def test_quiet_episodes_and_silent_ticks_train_and_score_end_to_end():
+    timed = dataclasses.replace(TOY["timed"], quiet_rate=0.5, silent_ticks=2)
+    mix = TaskMix(tasks=(timed,), weights=(1.0,), episodes_per_step=8)
+    ran = RanConfig(n_slots=4, gate=True, reservoir=ReservoirConfig(units=32, seed=0))
+    record = run_one(RunSpec("tiny", ran, mix, TrainConfig(steps=3, seed=0), FORMAT), tiny_model("llama"),
+                     tiny_tokenizer(), progress=False, stateless=False)
+    scores = record["scores"]["carried"]["tasks"]["timed"]
+    assert len(record["loss_curve"]) == 3 and all(math.isfinite(loss) for loss in record["loss_curve"])
+    assert 0.0 <= scores["silent_after"] <= 1.0 and scores["gate"]["true_speak"] + scores["gate"]["missed"] == len(
+        timed.evaluation_episodes())  # one due tick an episode; the two after are silent labels
 
 
 def test_initiative_is_not_solved_by_counting_ticks_since_the_wipe():
