@@ -148,12 +148,15 @@ class TimedTask(SampledTask):
         check_targets(renderer, self.name,
                       [self.answer_template.format(word=w) for w in (*self.words, *self.heldout_words)])
 
+    def tick_reads(self) -> dict[str, str | None]:
+        """An idle tick's read labels: a labelled read labels the ticks too, and they read nothing."""
+        return {name: None if getattr(self, name) is None else "" for name in ("read", "running_read")}
+
     def appointment(self, word: str, due: int, wipe: int, first: bool, phrasing: str | None = None) -> list[Pass]:
         """The instruction (``phrasing``, default ``instruction``) and its ticks; a later appointment's instruction
         continues the session's context."""
-        reads = {"read": self.read, "running_read": self.running_read}  # a labelled read labels the ticks too
-        on_tick = {name: None if template is None else "" for name, template in reads.items()}  # they read nothing
-        ticks = [Pass.tick(wipe=index == wipe, speak=index == due, **on_tick,
+        reads = {"read": self.read, "running_read": self.running_read}
+        ticks = [Pass.tick(wipe=index == wipe, speak=index == due, **self.tick_reads(),
                            target=self.answer_template.format(word=word) if index == due else None)
                  for index in range(1, due + 1 + self.silent_ticks)]  # the due tick, then silent_ticks silent
         fields = {"turns": due, "s": "" if due == 1 else "s", "word": word}
@@ -179,8 +182,7 @@ class TimedTask(SampledTask):
 
     def quiet(self, ticks: int) -> Episode:
         """No appointment: ``ticks`` idle ticks from a zero state and an empty context, each labelled silent."""
-        reads = {name: "" for name in ("read", "running_read") if getattr(self, name) is not None}
-        passes = tuple(Pass.tick(wipe=index == 0, speak=False, **reads) for index in range(ticks))
+        passes = tuple(Pass.tick(wipe=index == 0, speak=False, **self.tick_reads()) for index in range(ticks))
         return Episode(passes, label="", group="quiet", info={"split": "quiet", "appointments": []})
 
     def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
