@@ -79,6 +79,8 @@ BAD_EPISODE_FILES = {
     "missing-field": [json.dumps(EPISODE), json.dumps({"passes": [{"target": " w10"}]})],
     "idle-target": [json.dumps(EPISODE), json.dumps({"passes": [{"text": "w3"}, {"idle": True, "target": " w10"}]})],
     "unknown-field": [json.dumps(EPISODE), json.dumps({"passes": [{"text": "w3", "traget": " w10"}]})],
+    "read-not-said": [json.dumps(EPISODE), json.dumps({"passes": [{"text": "w3", "read": "w10"},
+                                                                  {"text": "w4", "target": " w10"}]})],
     "nothing-held": [json.dumps({**EPISODE, "heldout": False})],
     "recall": [json.dumps(EPISODE), json.dumps({**EPISODE, "heldout": False})],
 }
@@ -421,6 +423,8 @@ ROWS = [
      "idle-target.jsonl, line 2: passes[1].target ' w10' on an idle tick not labelled \"speak\": true"),
     ("battery", ["--episode-file", "@W/episode-files/unknown-field.jsonl"],
      "unknown-field.jsonl, line 2: passes[0]: unknown field 'traget'; valid fields are text, target, idle, wipe"),
+    ("battery", ["--episode-file", "@W/episode-files/read-not-said.jsonl"],
+     "read-not-said.jsonl, line 2: passes[0].read 'w10' is not part of the text 'w3'"),
     ("battery", ["--episode-file", "@W/episode-files/nothing-held.jsonl"], "no episode has \"heldout\": true"),
     ("battery", ["--episode-file", "@W/episode-files/recall.jsonl"], "named 'recall', which is a built-in task"),
     ("battery", ["--episode-file", "@W/nothing.jsonl"], "task file not found: @W/nothing.jsonl"),

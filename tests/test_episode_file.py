@@ -133,6 +133,12 @@ GOOD = {"heldout": True, "passes": [{"text": "w3 w10"}, {"idle": True, "wipe": T
     ({"passes": [{"idle": True, "text": "w3", "speak": False}]}, "line 2: passes[0].text: an idle tick has no text"),
     ([1, 2], "line 2: an episode is a JSON object"),
     ({"pases": []}, "line 2: missing field 'passes'"),
+    ({"passes": [{"text": "w3 w10", "read": "w11"}, {"text": "w6", "target": " w10"}]},
+     "line 2: passes[0].read 'w11' is not part of the text 'w3 w10'"),
+    ({"passes": [{"text": "w3 w10"}, {"idle": True, "running_read": "w10", "target": " w10", "speak": True}]},
+     "line 2: passes[1].running_read 'w10' on an idle tick"),
+    ({"passes": [{"text": "w3 w10", "read": 10}, {"text": "w6", "target": " w10"}]},
+     "line 2: passes[0]: read = 10 is not valid"),
 ])
 def test_a_malformed_line_is_refused_naming_the_line_and_the_field(tmp_path, bad_line, message):
     path = write(tmp_path / "bad.jsonl", [GOOD, bad_line, {**GOOD, "heldout": False}])
@@ -159,6 +165,44 @@ def test_a_silent_tick_may_be_trained_to_say_nothing(tmp_path):
     silent = {"passes": [{"text": "w3"}, {"idle": True, "wipe": True, "target": "<silent>", "speak": False}]}
     task = task_from_file(write(tmp_path / "quiet.jsonl", [silent, {**silent, "heldout": True}]))
     assert task.evaluation_episodes()[0].passes[1].target == "<silent>"
+
+
+def test_read_labels_label_the_part_of_the_text_and_idle_ticks_read_nothing(tmp_path):
+    """A labelled read takes in its part of the text; the episode's unlabelled ticks read nothing (0, not -1), and
+    an episode that labels no read has no labels at all."""
+    from ran.episodes import render
+
+    labelled = {"passes": [{"text": "w3 w4 w10 w5", "read": "w10", "running_read": ""},
+                           {"idle": True, "wipe": True, "speak": False},
+                           {"idle": True, "target": " w10", "speak": True}]}
+    task = task_from_file(write(tmp_path / "reads.jsonl", [labelled, {**GOOD, "heldout": True}]))
+    episode = task.training_episodes(torch.Generator().manual_seed(0))[0]
+    assert [(p.read, p.running_read) for p in episode.passes] == [("w10", ""), ("", ""), ("", "")]
+    assert [(p.read, p.running_read) for p in task.evaluation_episodes()[0].passes] == [(None, None)] * 3
+    renderer = Renderer(PassFormat(idle_text="w9"), tiny_tokenizer())
+    task.check(renderer)
+    first, _, tick = render(episode, renderer)  # the second tick continues the first's context
+    marked = [token for token, label in zip(first.prompt, first.read, strict=True) if label == 1]
+    assert renderer.tokenizer.decode(marked).strip() == "w10" and set(first.running_read) == {0}
+    assert tick.read and set(tick.read[-len(renderer.idle_tokens):]) == {0}  # its own turn reads nothing
+    assert set(tick.read[:-len(renderer.idle_tokens)]) == {-1}  # the context keeps no labels
+
+
+def test_the_read_labelled_example_holds_out_its_words_and_labels_every_pass():
+    """docs/tasks/appointments-read.jsonl (docs/tasks/make_appointments_read.py): the timed appointments as data."""
+    task = task_from_file(EXAMPLE.with_name("appointments-read.jsonl"))
+    training, held = task._training, task.evaluation_episodes()
+    assert len(training) == 1200 and len(held) == 96
+    said = {p.target for e in training for p in e.passes if p.target}
+    assert len(said) == 1000 and not said & {p.target for e in held for p in e.passes if p.target}
+    for episode in (*training, *held):
+        for step in episode.passes:
+            assert (step.read, step.running_read) == ("", "") if step.idle else step.read.strip() in step.text
+        if episode.group != "quiet":  # one due tick, speaking its target; three silent ticks after it
+            speaks = [p.speak for p in episode.passes[1:]]
+            assert speaks.count(True) == 1 and speaks[-3:] == [False] * 3 and episode.passes[1].wipe
+    assert sum(e.group == "quiet" for e in training) == 200
+    assert {e.group for e in held} == {f"N={n}" for n in range(1, 9)} | {"held-out phrasing"}
 
 
 def test_targets_that_do_not_encode_are_refused_naming_the_line(tmp_path):

@@ -14,7 +14,11 @@ has the fields of :class:`ran.episodes.Pass`:
 - ``idle``: true for an idle tick (it reads the pass format's idle text, so it has no ``text``);
 - ``wipe``: the context is wiped before the pass (default: true for an input, false for an idle tick);
 - ``target``: what the model must say right after the pass (``"<silent>"``: nothing), or absent;
-- ``speak``: the gate head's label after the pass (true: speak, false: stay silent), or absent.
+- ``speak``: the gate head's label after the pass (true: speak, false: stay silent), or absent;
+- ``read``: read labels for the gated read (``--summary gated``): the part of ``text`` to take in (``""``:
+  nothing), or absent (no label); ``running_read``: the same for the running units' own read (``--running-read``).
+  An idle tick reads nothing, so it takes only ``""``, and where an episode labels a read on any pass its
+  unlabelled idle ticks read nothing too (as the timed task's ticks do).
 
 A target on an idle tick (but ``"<silent>"``) is only allowed where the tick is labelled ``"speak": true`` (a
 tick says something only when the gate speaks); a pass labelled ``"speak": false`` takes no target but
@@ -29,6 +33,7 @@ reports the share of targets right and of speak labels met.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -61,6 +66,11 @@ class PassLine:
     idle: bool = False
     wipe: bool | None = None
     speak: bool | None = None
+    read: str | None = None
+    running_read: str | None = None
+
+
+READS = ("read", "running_read")  # the read labels a pass may carry
 
 
 @dataclass(frozen=True)
@@ -122,8 +132,24 @@ def parse_pass(data: Any, where: str) -> Pass:
     if line.idle and line.target not in (None, SILENT) and line.speak is not True:
         raise TaskFileError(f"{where}.target {line.target!r} on an idle tick not labelled \"speak\": true: a tick "
                             "says something only when the gate speaks")
+    for name in READS:
+        part = getattr(line, name)
+        if part and line.idle:
+            raise TaskFileError(f"{where}.{name} {part!r} on an idle tick: a tick reads nothing of its own, so it "
+                                "takes only \"\" or no label")
+        if part and part not in (line.text or ""):
+            raise TaskFileError(f"{where}.{name} {part!r} is not part of the text {line.text!r}: a pass can only read "
+                                "what it says (\"\": nothing)")
     wipe = (not line.idle) if line.wipe is None else line.wipe
-    return Pass(text=line.text or "", target=line.target, idle=line.idle, wipe=wipe, speak=line.speak)
+    return Pass(text=line.text or "", target=line.target, idle=line.idle, wipe=wipe, speak=line.speak,
+                read=line.read, running_read=line.running_read)
+
+
+def label_idle_reads(passes: list[Pass]) -> list[Pass]:
+    """Where any pass labels a read, the idle ticks that do not read nothing (labels of 0, not "no label")."""
+    labelled = [name for name in READS if any(getattr(p, name) is not None for p in passes)]
+    return [dataclasses.replace(p, **{name: "" for name in labelled if getattr(p, name) is None}) if p.idle else p
+            for p in passes]
 
 
 def parse_episode(text: str, path: Path, number: int) -> tuple[Episode, bool]:
@@ -146,7 +172,7 @@ def parse_episode(text: str, path: Path, number: int) -> tuple[Episode, bool]:
     if len(line.passes) > MAX_PASSES:
         raise TaskFileError(f"{where}: passes has {len(line.passes)} passes, more than the {MAX_PASSES} an episode "
                             "may have")
-    passes = [parse_pass(item, f"{where}: passes[{index}]") for index, item in enumerate(line.passes)]
+    passes = label_idle_reads([parse_pass(item, f"{where}: passes[{index}]") for index, item in enumerate(line.passes)])
     if not any(p.target is not None or p.speak is not None for p in passes):
         raise TaskFileError(f"{where}: passes: no pass has a \"target\" or a \"speak\" label, so there is nothing to "
                             "train or score")
@@ -195,13 +221,16 @@ class EpisodeFileTask(Task):
         object.__setattr__(self, "_heldout", tuple(heldout))
 
     def check(self, renderer: Renderer) -> None:
-        """Every input and target must encode to tokens (refused naming the line and the field)."""
+        """Every input, read label and target must encode to tokens (refused naming the line and the field)."""
         for episode in (*self._training, *self._heldout):
             for index, step in enumerate(episode.passes):
                 where = f"task file {self.path}, line {episode.info['line']}: passes[{index}]"
                 try:
                     if not step.idle:
                         renderer.turn(step.text)
+                        for name in READS:
+                            if getattr(step, name):
+                                renderer.turn_labels(step.text, getattr(step, name))
                     if step.target is not None:
                         renderer.target(step.target)
                 except ConfigError as error:
