@@ -146,7 +146,8 @@ def parse_pass(data: Any, where: str) -> Pass:
 
 
 def label_idle_reads(passes: list[Pass]) -> list[Pass]:
-    """Where any pass labels a read, the idle ticks that do not read nothing (labels of 0, not "no label")."""
+    """Where any pass of an episode labels a read, its idle ticks without that label read nothing (labels of 0),
+    rather than having no label (-1)."""
     labelled = [name for name in READS if any(getattr(p, name) is not None for p in passes)]
     return [dataclasses.replace(p, **{name: "" for name in labelled if getattr(p, name) is None}) if p.idle else p
             for p in passes]
