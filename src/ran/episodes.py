@@ -30,6 +30,8 @@ __all__ = ["NO_TARGET", "SILENT", "STOP", "Episode", "Pass", "PassGroup", "Predi
            "schedule"]
 
 
+READ_LABELS = ("read", "running_read")  # the read labels a pass may carry (fields of Pass)
+
 @dataclass(frozen=True)
 class Pass:
     text: str = ""  # the input (ignored by an idle tick)
@@ -99,7 +101,7 @@ def render(episode: Episode, renderer: Renderer) -> list[RenderedPass]:
         prompt = context + turn
         target = renderer.target(step.target) if step.target is not None else []
         labelled = {}
-        for name in ("read", "running_read"):
+        for name in READ_LABELS:
             wanted = getattr(step, name)
             if wanted is not None:  # the context keeps no labels: only this pass's own turn is labelled
                 labels = [0] * len(turn) if step.idle else renderer.turn_labels(step.text, wanted, step.read_last)
@@ -158,7 +160,7 @@ def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGrou
             if step.target:
                 labels[row, longest - len(step.target):] = torch.tensor(step.target)
     read_labels, running_read_labels = (_token_labels([getattr(p, name) for p in passes], passes, width)
-                                        for name in ("read", "running_read"))
+                                        for name in READ_LABELS)
     recall_labels = None
     if any(p.recall is not None for p in passes):
         recall_labels = torch.tensor([-1 if p.recall is None else int(p.recall) for p in passes], dtype=torch.long)

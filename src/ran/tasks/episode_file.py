@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ran.episodes import SILENT, Episode, Pass
+from ran.episodes import READ_LABELS, SILENT, Episode, Pass
 from ran.errors import ConfigError, TaskFileError
 from ran.fileio import read_small_text
 from ran.passes import Renderer
@@ -68,9 +68,6 @@ class PassLine:
     speak: bool | None = None
     read: str | None = None
     running_read: str | None = None
-
-
-READS = ("read", "running_read")  # the read labels a pass may carry
 
 
 @dataclass(frozen=True)
@@ -132,7 +129,7 @@ def parse_pass(data: Any, where: str) -> Pass:
     if line.idle and line.target not in (None, SILENT) and line.speak is not True:
         raise TaskFileError(f"{where}.target {line.target!r} on an idle tick not labelled \"speak\": true: a tick "
                             "says something only when the gate speaks")
-    for name in READS:
+    for name in READ_LABELS:
         part = getattr(line, name)
         if part and line.idle:
             raise TaskFileError(f"{where}.{name} {part!r} on an idle tick: a tick reads nothing of its own, so it "
@@ -148,7 +145,7 @@ def parse_pass(data: Any, where: str) -> Pass:
 def label_idle_reads(passes: list[Pass]) -> list[Pass]:
     """Where any pass of an episode labels a read, its idle ticks without that label read nothing (labels of 0),
     rather than having no label (-1)."""
-    labelled = [name for name in READS if any(getattr(p, name) is not None for p in passes)]
+    labelled = [name for name in READ_LABELS if any(getattr(p, name) is not None for p in passes)]
     return [dataclasses.replace(p, **{name: "" for name in labelled if getattr(p, name) is None}) if p.idle else p
             for p in passes]
 
@@ -229,7 +226,7 @@ class EpisodeFileTask(Task):
                 try:
                     if not step.idle:
                         renderer.turn(step.text)
-                        for name in READS:
+                        for name in READ_LABELS:
                             if getattr(step, name):
                                 renderer.turn_labels(step.text, getattr(step, name))
                     if step.target is not None:

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ran.episodes import Episode, Pass
+from ran.episodes import READ_LABELS, Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
 from ran.schema import check_template
@@ -113,7 +113,7 @@ class TimedTask(SampledTask):
             if phrasing in trained:
                 raise ConfigError(f"{self.name}: held-out instruction {phrasing!r} is also a training phrasing")
         check_template(self.answer_template, f"{self.name} answer_template", ("word",), required=("word",))
-        for name in ("read", "running_read"):
+        for name in READ_LABELS:
             template = getattr(self, name)
             if template is None:
                 continue
@@ -150,13 +150,14 @@ class TimedTask(SampledTask):
 
     def tick_reads(self) -> dict[str, str | None]:
         """An idle tick's read labels: a labelled read labels the ticks too, and they read nothing."""
-        return {name: None if getattr(self, name) is None else "" for name in ("read", "running_read")}
+        return {name: None if getattr(self, name) is None else "" for name in READ_LABELS}
 
     def appointment(self, word: str, due: int, wipe: int, first: bool, phrasing: str | None = None) -> list[Pass]:
         """The instruction (``phrasing``, default ``instruction``) and its ticks; a later appointment's instruction
         continues the session's context."""
-        reads = {"read": self.read, "running_read": self.running_read}
-        ticks = [Pass.tick(wipe=index == wipe, speak=index == due, **self.tick_reads(),
+        reads = {name: getattr(self, name) for name in READ_LABELS}
+        tick_reads = self.tick_reads()
+        ticks = [Pass.tick(wipe=index == wipe, speak=index == due, **tick_reads,
                            target=self.answer_template.format(word=word) if index == due else None)
                  for index in range(1, due + 1 + self.silent_ticks)]  # the due tick, then silent_ticks silent
         fields = {"turns": due, "s": "" if due == 1 else "s", "word": word}
@@ -182,7 +183,8 @@ class TimedTask(SampledTask):
 
     def quiet(self, ticks: int) -> Episode:
         """No appointment: ``ticks`` idle ticks from a zero state and an empty context, each labelled silent."""
-        passes = tuple(Pass.tick(wipe=index == 0, speak=False, **self.tick_reads()) for index in range(ticks))
+        tick_reads = self.tick_reads()
+        passes = tuple(Pass.tick(wipe=index == 0, speak=False, **tick_reads) for index in range(ticks))
         return Episode(passes, label="", group="quiet", info={"split": "quiet", "appointments": []})
 
     def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
