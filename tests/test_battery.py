@@ -330,10 +330,19 @@ def test_fields_newer_than_the_records_keep_the_keys_of_runs_without_them():
                        format=PassFormat("text"))
 
     mix = TaskMix((RecallTask(), TimedTask(), InitiativeTask()), (1.0, 1.0, 1.0))
-    # The keys of these runs before gate_hidden and appointments existed (computed with the code before them).
-    for run, key in ((spec(TimedTask()), "5b2e30df7275b66a"), (spec(mix), "1cb03fe6cf1e6f93")):
+    eight = TaskMix(tuple(task_class(name)() for name in BATTERY), (1.0,) * len(BATTERY))
+    # The keys of these runs before gate_hidden, appointments and the content tasks' read labels existed (computed
+    # with the code before them).
+    for run, key in ((spec(TimedTask()), "5b2e30df7275b66a"), (spec(mix), "1cb03fe6cf1e6f93"),
+                     (spec(RecallTask()), "0de4d1c3080f0210"), (spec(SilenceTask()), "9fb8a69ed4d010a5"),
+                     (spec(eight), "fa5c77d86ef914e3")):
         member = member_of(run, stateless=True)
         assert member_key(member) == key and spec_of(member) == run
+    labelled = TaskMix((RecallTask(read="{key}"), TimedTask(), InitiativeTask()), (1.0, 1.0, 1.0))
+    for run, before in ((spec(labelled), "1cb03fe6cf1e6f93"), (spec(SilenceTask(running_read="{text}")),
+                                                               "9fb8a69ed4d010a5")):
+        member = member_of(run, stateless=True)
+        assert member_key(member) != before and spec_of(member) == run
     isolated = {"summary": "gated", "write": "switched", "running_units": 8, "running_clock": "isolated"}
     for run in (spec(TimedTask(appointments=(1, 2))), spec(TimedTask(), gate_hidden=8),
                 spec(TimedTask(), **isolated),
@@ -431,6 +440,44 @@ def test_timed_running_read_labels_mark_n_for_the_running_units_and_the_word_for
         assert all(set(step.running_read) <= {-1, 0} and 0 in step.running_read for step in rendered[1:])
     first = schedule([render(e, renderer) for e in task.evaluation_episodes()[:3]], pad_id=0)[0]  # the instructions
     assert [int((group.running_read_labels == 1).sum()) for group in first] == [len(group.rows) for group in first]
+
+
+def test_content_tasks_label_what_their_storing_passes_read_and_every_other_pass_reads_nothing():
+    labelled = {
+        "recall": (dataclasses.replace(TOY["recall"], read="{key}", running_read="", train_delays=(2, 2),
+                                       filler="mixed"), lambda e: [e.info["key"]]),
+        "deferred": (dataclasses.replace(TOY["deferred"], read="{key}"), lambda e: [e.info["key"]]),
+        "accumulate": (dataclasses.replace(TOY["accumulate"], read="w{value}"),
+                       lambda e: [f"w{v}" for v in e.info["values"]]),
+        "sequence": (dataclasses.replace(TOY["sequence"], read="{word}"), lambda e: list(e.info["items"])),
+        "interrupt": (dataclasses.replace(TOY["interrupt"], read="{word}"), lambda e: [e.info["word"]]),
+        "silence": (dataclasses.replace(TOY["silence"], running_read="{text}"),
+                    lambda e: [p.text for p in e.passes if not p.idle]),
+    }
+    renderer = Renderer(FORMAT, tiny_tokenizer())
+    for name, (task, stored) in labelled.items():
+        label = "running_read" if name == "silence" else "read"
+        for episode in [*task.evaluation_episodes(), *task.training_episodes(torch.Generator().manual_seed(0))]:
+            reads = [getattr(p, label) for p in episode.passes]
+            assert [r for r in reads if r] == stored(episode), name  # the storing passes, in order
+            assert all(r == "" for r, p in zip(reads, episode.passes, strict=True) if p.idle), name
+            for step, rendered in zip(episode.passes, render(episode, renderer), strict=True):
+                # One token a word in the toy vocabulary: a pass marks as many tokens as its read has words.
+                assert sum(v == 1 for v in getattr(rendered, label)) == len(getattr(step, label).split()), name
+        if name == "recall":
+            assert all(p.running_read == "" for e in task.evaluation_episodes() for p in e.passes)
+        assert all(getattr(p, label) is None for e in TOY[name].evaluation_episodes() for p in e.passes)  # default
+
+
+@pytest.mark.parametrize("name, settings, message", [
+    ("recall", dict(read="{value}"), "recall read '{value}' has the field {value}"),
+    ("accumulate", dict(read="Add {value}"), "accumulate: read 'Add {value}' is not part of 'w20 w{value}'"),
+    ("sequence", dict(running_read="Item {word}"), "is not part of 'w22 {word}'"),
+    ("silence", dict(read="go"), "silence: read 'go' is not part of 'w50 w51'"),
+])
+def test_a_content_task_refuses_a_read_its_passes_do_not_say(name, settings, message):
+    with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        dataclasses.replace(TOY[name], **settings)
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -30,6 +30,8 @@ NEWER_RAN_FIELDS: dict[str, Any] = {field.name: field.default for field in datac
 NEWER_TASK_FIELDS: dict[str, Any] = {"appointments": [1, 1], "running_read": None, "instructions": [],
                                      "heldout_instructions": [], "silent_ticks": 1,
                                      "quiet_rate": 0.0}  # timed and initiative
+# The same for the tasks whose read labels are newer than timed's (whose "read" records already hold).
+NEWER_READ_TASKS = ("recall", "deferred", "accumulate", "sequence", "interrupt", "silence")
 
 
 def task_description(task: Task | TaskMix) -> dict[str, Any]:
@@ -53,8 +55,12 @@ def member_of(spec: RunSpec, point: dict[str, Any] | None = None, stateless: boo
         "train_seed": spec.train.seed, "ran": spec.ran.to_dict(), "train": spec.train.to_dict(),
     }
     settings = member["task"]["settings"]
-    tasks = settings["tasks"] if member["task"]["name"] == TaskMix.name else [settings]
-    for fields, newer in [(member["ran"], NEWER_RAN_FIELDS), *[(task, NEWER_TASK_FIELDS) for task in tasks]]:
+    mixed = member["task"]["name"] == TaskMix.name
+    tasks = [(task["name"], task) for task in settings["tasks"]] if mixed else [(member["task"]["name"], settings)]
+    newer_read = {**NEWER_TASK_FIELDS, "read": None}
+    for fields, newer in [(member["ran"], NEWER_RAN_FIELDS),
+                          *[(fields, newer_read if name in NEWER_READ_TASKS else NEWER_TASK_FIELDS)
+                            for name, fields in tasks]]:
         for name, default in newer.items():
             if name in fields and fields[name] == default:
                 del fields[name]

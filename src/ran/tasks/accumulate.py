@@ -21,7 +21,7 @@ from ran.errors import ConfigError
 from ran.passes import Renderer
 from ran.schema import check_template
 from ran.tasks.base import Prediction, SampledTask, register
-from ran.tasks.common import EVAL_SEED, check_range, check_targets, draw, exact, mean
+from ran.tasks.common import EVAL_SEED, check_range, check_reads, check_targets, draw, exact, labelled, mean
 
 
 @register
@@ -35,6 +35,11 @@ class AccumulateTask(SampledTask):
     add_template: str = "Add {value}."
     ask_template: str = "The total is"
     answer_template: str = " {total}"
+    # The gated read's labels (RanConfig.summary "gated"): what of an add pass the read takes in, a template of
+    # {value} and {text} (the whole pass), and every other pass reads nothing; running_read the same for the
+    # running units' own read (RanConfig.running_read). None: no labels (the read learns from the targets alone).
+    read: str | None = None
+    running_read: str | None = None
     per_step: int = 8  # training episodes per step
     eval_count: int = 24
 
@@ -43,6 +48,7 @@ class AccumulateTask(SampledTask):
         check_range("values", self.values, 0, 99)
         check_template(self.add_template, "accumulate add_template", ("value",), required=("value",))
         check_template(self.answer_template, "accumulate answer_template", ("total",), required=("total",))
+        check_reads(self, ("value",), (self.add_template,), {"value": self.values[1]})
         if self.per_step < 1 or self.eval_count < 1:
             raise ConfigError("per_step and eval_count must be >= 1")
 
@@ -76,6 +82,7 @@ class AccumulateTask(SampledTask):
             values.append(draw(generator, max(low, rest - left * high), min(high, rest - left * low)))
         passes = [Pass(self.add_template.format(value=v)) for v in values]
         passes.append(Pass(self.ask_template, self.answer_template.format(total=sum(values))))
+        passes = labelled(self, passes, [*({"value": v} for v in values), None])
         return Episode(tuple(passes), label=str(sum(values)), group=f"addends={len(values)}",
                        info={"values": values, "total": sum(values)})
 

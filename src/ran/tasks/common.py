@@ -1,12 +1,17 @@
-"""What the battery's tasks share: seeded draws, word pools, and the exact-match metric."""
+"""What the battery's tasks share: seeded draws, word pools, read labels, and the exact-match metric."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
-from ran.episodes import Prediction
+from ran.episodes import READ_LABELS, Pass, Prediction
 from ran.errors import ConfigError
 from ran.passes import Renderer
+from ran.schema import check_template
 
 EVAL_SEED = 20_251_126  # evaluation episodes are drawn from this seed: the same in every run
 
@@ -26,6 +31,37 @@ def check_range(name: str, bounds: tuple[int, int], low: int, high: int) -> None
         raise ConfigError(f"{name} must be a range LOW-HIGH with LOW <= HIGH, got {bounds}")
     if bounds[0] < low or bounds[1] > high:
         raise ConfigError(f"{name} {bounds[0]}-{bounds[1]} is outside {low}-{high}")
+
+
+def check_reads(task: Any, fields: tuple[str, ...], phrasings: Sequence[str], sample: dict[str, Any]) -> None:
+    """Refuse a read template of ``task`` (its READ_LABELS fields; None labels nothing) that holds a field other than
+    ``fields`` or ``{text}`` (the whole pass), or that is not part of one of the ``phrasings`` it labels, each filled
+    with ``sample`` (taken as they are where ``fields`` is empty): a pass can only read what it says."""
+    for name in READ_LABELS:
+        template = getattr(task, name)
+        if template is None:
+            continue
+        check_template(template, f"{task.name} {name}", (*fields, "text"))
+        for phrasing in phrasings:
+            text = phrasing.format(**sample) if fields else phrasing
+            if template.format(**{**sample, "text": text}) not in text:
+                raise ConfigError(f"{task.name}: {name} {template!r} is not part of {phrasing!r}: a pass can only "
+                                  "read what it says")
+
+
+def labelled(task: Any, passes: Sequence[Pass], fields: Sequence[dict[str, Any] | None]) -> tuple[Pass, ...]:
+    """``passes`` with the read labels of ``task``'s templates (its READ_LABELS fields): a pass with ``fields`` reads
+    its template filled with them and ``{text}`` (its own text), every other pass, idle ticks too, reads nothing.
+    A template of None labels nothing."""
+    templates = {name: getattr(task, name) for name in READ_LABELS}
+    if all(template is None for template in templates.values()):
+        return tuple(passes)
+    out = []
+    for step, given in zip(passes, fields, strict=True):
+        reads = {name: None if template is None else "" if given is None or step.idle
+                 else template.format(**given, text=step.text) for name, template in templates.items()}
+        out.append(dataclasses.replace(step, **reads))
+    return tuple(out)
 
 
 def check_targets(renderer: Renderer, task: str, texts: list[str]) -> None:

@@ -18,7 +18,7 @@ from ran.errors import ConfigError
 from ran.passes import Renderer
 from ran.schema import check_template
 from ran.tasks.base import Prediction, SampledTask, register
-from ran.tasks.common import check_targets, draw, exact, mean, pick
+from ran.tasks.common import check_reads, check_targets, draw, exact, labelled, mean, pick
 from ran.tasks.texts import DEFAULT_KEY_POOL
 
 
@@ -32,6 +32,11 @@ class InterruptTask(SampledTask):
     begin_template: str = "Let us talk about the {word}."
     question_template: str = "Quick question: what is {a} plus {b}? It is"
     resume_template: str = "Back to our topic. We were talking about the"
+    # The gated read's labels (RanConfig.summary "gated"): what of the topic's pass the read takes in, a template of
+    # {word} and {text} (the whole pass), and every other pass reads nothing; running_read the same for the
+    # running units' own read (RanConfig.running_read). None: no labels (the read learns from the targets alone).
+    read: str | None = None
+    running_read: str | None = None
     per_step: int = 8
     eval_count: int = 24
 
@@ -40,6 +45,7 @@ class InterruptTask(SampledTask):
         check_template(self.question_template, "interrupt question_template", ("a", "b"))
         if not self.words:
             raise ConfigError("interrupt: give at least one word")
+        check_reads(self, ("word",), (self.begin_template,), {"word": self.words[0]})
         if self.per_step < 1 or self.eval_count < 1:
             raise ConfigError("per_step and eval_count must be >= 1")
 
@@ -51,6 +57,7 @@ class InterruptTask(SampledTask):
         passes = (Pass(self.begin_template.format(word=word)),
                   Pass(self.question_template.format(a=a, b=b), f" {a + b}"),
                   Pass(self.resume_template, f" {word}"))
+        passes = labelled(self, passes, ({"word": word}, None, None))
         return Episode(passes, label=word, info={"word": word, "sum": a + b})
 
 

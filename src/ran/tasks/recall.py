@@ -27,7 +27,7 @@ from ran.fileio import read_json_object
 from ran.passes import Renderer
 from ran.schema import check_template, parse_range
 from ran.tasks.base import Prediction, Task, register
-from ran.tasks.common import EVAL_SEED
+from ran.tasks.common import EVAL_SEED, check_reads, labelled
 from ran.tasks.texts import DEFAULT_KEY_POOL, EVAL_DISTRACTORS, TRAIN_DISTRACTORS, words_of
 
 FILLERS = ("distractor", "idle", "blank", "mixed")
@@ -73,6 +73,11 @@ class RecallTask(Task):
     heldout_keys: tuple[str, ...] = ()  # never trained on; evaluated beside the trained keys
     keys_per_step: int = 0  # training keys drawn per step, without replacement (0 = every key)
     eval_keys: int = 0  # trained keys evaluated, the first N of them (0 = every key)
+    # The gated read's labels (RanConfig.summary "gated"): what of the store pass the read takes in, a template of
+    # {key} and {text} (the whole pass), and every other pass reads nothing; running_read the same for the
+    # running units' own read (RanConfig.running_read). None: no labels (the read learns from the targets alone).
+    read: str | None = None
+    running_read: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("keys", "heldout_keys"):
@@ -95,6 +100,7 @@ class RecallTask(Task):
         check_template(self.store_template, f"{self.name} store_template", ("key",), required=("key",))
         check_template(self.recall_template, f"{self.name} recall_template (it must not contain the key)")
         check_template(self.answer_template, f"{self.name} answer_template", ("key",), required=("key",))
+        check_reads(self, ("key",), (self.store_template,), {"key": self.keys[0]})
         if not self.answer_template.endswith("{key}") or self.answer_template.count("{key}") != 1:
             raise ConfigError(f"answer template {self.answer_template!r} must end with {{key}} (once)")
         check_delay_range(tuple(self.train_delays))
@@ -173,7 +179,8 @@ class RecallTask(Task):
                 split: str = "trained") -> Episode:
         store = self.store_template.format(key=key)
         recall = f"{store} {self.recall_template}" if scaffold else self.recall_template
-        passes = (Pass(store), *fillers, Pass(recall, self.answer(key)))
+        passes = labelled(self, (Pass(store), *fillers, Pass(recall, self.answer(key))),
+                          ({"key": key}, *[None] * len(fillers), None))
         delay = len(fillers)
         return Episode(passes, label=key, group=f"{split}/{filler or self.filler}/{delay}",
                        info={"key": key, "delay": delay, "filler": filler or self.filler, "split": split})

@@ -19,7 +19,7 @@ from ran.errors import ConfigError
 from ran.passes import Renderer
 from ran.schema import check_template
 from ran.tasks.base import Prediction, SampledTask, register
-from ran.tasks.common import EVAL_SEED, check_range, check_targets, draw, exact, mean
+from ran.tasks.common import EVAL_SEED, check_range, check_reads, check_targets, draw, exact, labelled, mean
 from ran.tasks.texts import DEFAULT_KEY_POOL
 
 
@@ -45,6 +45,11 @@ class SequenceTask(SampledTask):
     item_template: str = "Item: {word}."
     ask_template: str = "The items were"
     separator: str = ","
+    # The gated read's labels (RanConfig.summary "gated"): what of an item's pass the read takes in, a template of
+    # {word} and {text} (the whole pass), and every other pass reads nothing; running_read the same for the
+    # running units' own read (RanConfig.running_read). None: no labels (the read learns from the targets alone).
+    read: str | None = None
+    running_read: str | None = None
     per_step: int = 8
     eval_count: int = 24
 
@@ -53,6 +58,7 @@ class SequenceTask(SampledTask):
         if len(self.words) < self.length[1]:
             raise ConfigError(f"sequence needs at least {self.length[1]} words, got {len(self.words)}")
         check_template(self.item_template, "sequence item_template", ("word",), required=("word",))
+        check_reads(self, ("word",), (self.item_template,), {"word": self.words[0]})
         if self.per_step < 1 or self.eval_count < 1:
             raise ConfigError("per_step and eval_count must be >= 1")
 
@@ -68,6 +74,7 @@ class SequenceTask(SampledTask):
         items = [self.words[i] for i in order]
         passes = [Pass(self.item_template.format(word=w)) for w in items]
         passes.append(Pass(self.ask_template, self.answer(items)))
+        passes = labelled(self, passes, [*({"word": w} for w in items), None])
         return Episode(tuple(passes), label=" ".join(items), group=f"length={count}", info={"items": items})
 
     def evaluation_episodes(self) -> list[Episode]:

@@ -28,7 +28,7 @@ from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
 from ran.tasks.base import Prediction, SampledTask, register
-from ran.tasks.common import EVAL_SEED, check_range, draw, gate_counts, mean, pick
+from ran.tasks.common import EVAL_SEED, check_range, check_reads, draw, gate_counts, labelled, mean, pick
 from ran.tasks.texts import EVAL_DISTRACTORS, TRAIN_DISTRACTORS
 
 TRAIN_HOLDS = ("Don't interrupt me until I say go.", "Please stay quiet until I say go.",
@@ -54,6 +54,12 @@ class SilenceTask(SampledTask):
     eval_releases: tuple[str, ...] = EVAL_RELEASES
     train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS
     eval_distractors: tuple[str, ...] = EVAL_DISTRACTORS
+    # The gated read's labels (RanConfig.summary "gated"): what of an input pass (the hold, a statement, the
+    # release) the read takes in, a template of {text} (the whole pass), and every idle tick reads nothing;
+    # running_read the same for the running units' own read (RanConfig.running_read), e.g. "{text}" where the gate
+    # reads the running units alone. None: no labels (the read learns from the targets alone).
+    read: str | None = None
+    running_read: str | None = None
     per_step: int = 6
     eval_count: int = 24
 
@@ -67,6 +73,8 @@ class SilenceTask(SampledTask):
                      "eval_distractors"):
             if not getattr(self, name):
                 raise ConfigError(f"silence needs at least one text in {name}")
+        check_reads(self, (), (*self.train_holds, *self.eval_holds, *self.train_releases, *self.eval_releases,
+                               *self.train_distractors, *self.eval_distractors), {})
         if self.per_step < 1 or self.eval_count < 2:
             raise ConfigError("silence: per_step must be >= 1 and eval_count >= 2 (hold and free episodes alternate)")
 
@@ -89,6 +97,7 @@ class SilenceTask(SampledTask):
             passes.append(Pass(str(pick(generator, statements)), speak=True))
             passes.append(Pass.tick(speak=False))
         passes += [Pass(str(pick(generator, statements)), speak=True) for _ in range(draw(generator, *self.after))]
+        passes = labelled(self, passes, [None if step.idle else {} for step in passes])
         return Episode(tuple(passes), label="hold" if hold else "free", group="hold" if hold else "free",
                        info={"hold": hold})
 
