@@ -33,10 +33,12 @@ def check_range(name: str, bounds: tuple[int, int], low: int, high: int) -> None
         raise ConfigError(f"{name} {bounds[0]}-{bounds[1]} is outside {low}-{high}")
 
 
-def check_reads(task: Any, fields: tuple[str, ...], phrasings: Sequence[str], sample: dict[str, Any]) -> None:
+def check_reads(task: Any, fields: tuple[str, ...], phrasings: Sequence[str], sample: dict[str, Any],
+                what: str = "") -> None:
     """Refuse a read template of ``task`` (its READ_LABELS fields; None labels nothing) that holds a field other than
     ``fields`` or ``{text}`` (the whole pass), or that is not part of one of the ``phrasings`` it labels, each filled
-    with ``sample`` (taken as they are where ``fields`` is empty): a pass can only read what it says."""
+    with ``sample`` (taken as they are where ``fields`` is empty; ``what`` names a phrasing in the error): a pass can
+    only read what it says."""
     for name in READ_LABELS:
         template = getattr(task, name)
         if template is None:
@@ -45,8 +47,8 @@ def check_reads(task: Any, fields: tuple[str, ...], phrasings: Sequence[str], sa
         for phrasing in phrasings:
             text = phrasing.format(**sample) if fields else phrasing
             if template.format(**{**sample, "text": text}) not in text:
-                raise ConfigError(f"{task.name}: {name} {template!r} is not part of {phrasing!r}: a pass can only "
-                                  "read what it says")
+                raise ConfigError(f"{task.name}: {name} {template!r} is not part of {what}{phrasing!r}: a pass can "
+                                  "only read what it says")
 
 
 def labelled(task: Any, passes: Sequence[Pass], fields: Sequence[dict[str, Any] | None]) -> tuple[Pass, ...]:

@@ -46,12 +46,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from ran.episodes import READ_LABELS, Episode, Pass
+from ran.episodes import Episode, Pass
 from ran.errors import ConfigError
 from ran.passes import Renderer
 from ran.schema import check_template
 from ran.tasks.base import Prediction, SampledTask, register
-from ran.tasks.common import check_range, check_targets, draw, exact, gate_counts, mean, pick
+from ran.tasks.common import check_range, check_reads, check_targets, draw, exact, gate_counts, labelled, mean, pick
 from ran.tasks.texts import DEFAULT_KEY_POOL
 
 MAX_TURNS = 32
@@ -113,16 +113,8 @@ class TimedTask(SampledTask):
             if phrasing in trained:
                 raise ConfigError(f"{self.name}: held-out instruction {phrasing!r} is also a training phrasing")
         check_template(self.answer_template, f"{self.name} answer_template", ("word",), required=("word",))
-        for name in READ_LABELS:
-            template = getattr(self, name)
-            if template is None:
-                continue
-            check_template(template, f"{self.name} {name}", ("turns", "s", "word"))
-            sample = {"turns": 2, "s": "s", "word": "tiger"}
-            for phrasing in phrasings:
-                if template.format(**sample) not in phrasing.format(**sample):
-                    raise ConfigError(f"{self.name}: {name} {template!r} is not part of the instruction "
-                                      f"{phrasing!r}: a pass can only read what it says")
+        check_reads(self, ("turns", "s", "word"), phrasings, {"turns": 2, "s": "s", "word": "tiger"},
+                    "the instruction ")
         if not self.words:
             raise ConfigError(f"{self.name}: give at least one word")
         overlap = sorted(set(self.words) & set(self.heldout_words))
@@ -148,23 +140,15 @@ class TimedTask(SampledTask):
         check_targets(renderer, self.name,
                       [self.answer_template.format(word=w) for w in (*self.words, *self.heldout_words)])
 
-    def tick_reads(self) -> dict[str, str | None]:
-        """An idle tick's read labels: a labelled read labels the ticks too, and they read nothing."""
-        return {name: None if getattr(self, name) is None else "" for name in READ_LABELS}
-
     def appointment(self, word: str, due: int, wipe: int, first: bool, phrasing: str | None = None) -> list[Pass]:
         """The instruction (``phrasing``, default ``instruction``) and its ticks; a later appointment's instruction
         continues the session's context."""
-        reads = {name: getattr(self, name) for name in READ_LABELS}
-        tick_reads = self.tick_reads()
-        ticks = [Pass.tick(wipe=index == wipe, speak=index == due, **tick_reads,
+        ticks = [Pass.tick(wipe=index == wipe, speak=index == due,
                            target=self.answer_template.format(word=word) if index == due else None)
                  for index in range(1, due + 1 + self.silent_ticks)]  # the due tick, then silent_ticks silent
         fields = {"turns": due, "s": "" if due == 1 else "s", "word": word}
-        instruction = Pass((phrasing or self.instruction).format(**fields), wipe=first,
-                           **{name: None if template is None else template.format(**fields)
-                              for name, template in reads.items()})
-        return [instruction, *ticks]
+        instruction = Pass((phrasing or self.instruction).format(**fields), wipe=first)
+        return list(labelled(self, [instruction, *ticks], [fields, *[None] * len(ticks)]))  # the ticks read nothing
 
     def make(self, word: str, due: int, wipe: int, split: str, before: tuple[tuple, ...] = (),
              phrasing: str | None = None) -> Episode:
@@ -183,8 +167,7 @@ class TimedTask(SampledTask):
 
     def quiet(self, ticks: int) -> Episode:
         """No appointment: ``ticks`` idle ticks from a zero state and an empty context, each labelled silent."""
-        tick_reads = self.tick_reads()
-        passes = tuple(Pass.tick(wipe=index == 0, speak=False, **tick_reads) for index in range(ticks))
+        passes = labelled(self, [Pass.tick(wipe=index == 0, speak=False) for index in range(ticks)], [None] * ticks)
         return Episode(passes, label="", group="quiet", info={"split": "quiet", "appointments": []})
 
     def episode(self, generator: torch.Generator, evaluation: bool = False) -> Episode:
