@@ -35,9 +35,8 @@ class AccumulateTask(SampledTask):
     add_template: str = "Add {value}."
     ask_template: str = "The total is"
     answer_template: str = " {total}"
-    # The gated read's labels (RanConfig.summary "gated"): what of an add pass the read takes in, a template of
-    # {value} and {text} (the whole pass), and every other pass reads nothing; running_read the same for the
-    # running units' own read (RanConfig.running_read). None: no labels (the read learns from the targets alone).
+    # What of an add pass the gated read takes in, a template of {value} and {text}, every other pass reading nothing;
+    # running_read the same for the running units' read. None: no labels (ran.tasks.common.labelled).
     read: str | None = None
     running_read: str | None = None
     per_step: int = 8  # training episodes per step

@@ -52,9 +52,10 @@ def check_reads(task: Any, fields: tuple[str, ...], phrasings: Sequence[str], sa
 
 
 def labelled(task: Any, passes: Sequence[Pass], fields: Sequence[dict[str, Any] | None]) -> tuple[Pass, ...]:
-    """``passes`` with the read labels of ``task``'s templates (its READ_LABELS fields): a pass with ``fields`` reads
-    its template filled with them and ``{text}`` (its own text), every other pass, idle ticks too, reads nothing.
-    A template of None labels nothing."""
+    """``passes`` with the read labels of ``task``'s templates (its READ_LABELS fields, for the gated read,
+    ``RanConfig.summary`` "gated", and the running units' own read, ``RanConfig.running_read``): a pass with ``fields``
+    reads its template filled with them and ``{text}`` (its own text), every other pass, idle ticks too, reads
+    nothing. A template of None labels nothing: that read learns from the targets alone."""
     templates = {name: getattr(task, name) for name in READ_LABELS}
     if all(template is None for template in templates.values()):
         return tuple(passes)

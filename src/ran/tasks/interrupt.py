@@ -32,9 +32,8 @@ class InterruptTask(SampledTask):
     begin_template: str = "Let us talk about the {word}."
     question_template: str = "Quick question: what is {a} plus {b}? It is"
     resume_template: str = "Back to our topic. We were talking about the"
-    # The gated read's labels (RanConfig.summary "gated"): what of the topic's pass the read takes in, a template of
-    # {word} and {text} (the whole pass), and every other pass reads nothing; running_read the same for the
-    # running units' own read (RanConfig.running_read). None: no labels (the read learns from the targets alone).
+    # What of the topic's pass the gated read takes in, a template of {word} and {text}, every other pass reading
+    # nothing; running_read the same for the running units' read. None: no labels (ran.tasks.common.labelled).
     read: str | None = None
     running_read: str | None = None
     per_step: int = 8

@@ -73,9 +73,8 @@ class RecallTask(Task):
     heldout_keys: tuple[str, ...] = ()  # never trained on; evaluated beside the trained keys
     keys_per_step: int = 0  # training keys drawn per step, without replacement (0 = every key)
     eval_keys: int = 0  # trained keys evaluated, the first N of them (0 = every key)
-    # The gated read's labels (RanConfig.summary "gated"): what of the store pass the read takes in, a template of
-    # {key} and {text} (the whole pass), and every other pass reads nothing; running_read the same for the
-    # running units' own read (RanConfig.running_read). None: no labels (the read learns from the targets alone).
+    # What of the store pass the gated read takes in, a template of {key} and {text}, every other pass reading nothing;
+    # running_read the same for the running units' read. None: no labels (ran.tasks.common.labelled).
     read: str | None = None
     running_read: str | None = None
 

@@ -45,9 +45,8 @@ class SequenceTask(SampledTask):
     item_template: str = "Item: {word}."
     ask_template: str = "The items were"
     separator: str = ","
-    # The gated read's labels (RanConfig.summary "gated"): what of an item's pass the read takes in, a template of
-    # {word} and {text} (the whole pass), and every other pass reads nothing; running_read the same for the
-    # running units' own read (RanConfig.running_read). None: no labels (the read learns from the targets alone).
+    # What of an item's pass the gated read takes in, a template of {word} and {text}, every other pass reading nothing;
+    # running_read the same for the running units' read. None: no labels (ran.tasks.common.labelled).
     read: str | None = None
     running_read: str | None = None
     per_step: int = 8

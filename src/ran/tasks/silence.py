@@ -54,10 +54,9 @@ class SilenceTask(SampledTask):
     eval_releases: tuple[str, ...] = EVAL_RELEASES
     train_distractors: tuple[str, ...] = TRAIN_DISTRACTORS
     eval_distractors: tuple[str, ...] = EVAL_DISTRACTORS
-    # The gated read's labels (RanConfig.summary "gated"): what of an input pass (the hold, a statement, the
-    # release) the read takes in, a template of {text} (the whole pass), and every idle tick reads nothing;
-    # running_read the same for the running units' own read (RanConfig.running_read), e.g. "{text}" where the gate
-    # reads the running units alone. None: no labels (the read learns from the targets alone).
+    # What of an input pass (the hold, a statement, the release) the gated read takes in, a template of {text}, the
+    # idle ticks reading nothing; running_read the same for the running units' read ("{text}" where the gate reads
+    # them alone). None: no labels (ran.tasks.common.labelled).
     read: str | None = None
     running_read: str | None = None
     per_step: int = 6
