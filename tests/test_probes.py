@@ -15,8 +15,9 @@ from ran.probes import PROBES, get_probe
 from ran.probes.gate import GateConfig, run_gate, thread_targets
 from ran.probes.memory import MemoryConfig, memory_capacity, run_memory
 from ran.probes.monitor import MonitorConfig, run_monitor
+from ran.probes.order import OrderConfig, item_vectors, run_order
 from ran.probes.readout import best_threshold, detection_scores
-from ran.probes.sources import capture_activations, passes_since
+from ran.probes.sources import ActivationBank, capture_activations, item_texts, passes_since
 from ran.probes.sweep import SweepConfig, run_sweep
 from ran.reservoir import ReservoirConfig
 
@@ -189,7 +190,7 @@ def test_capture_activations_matches_hidden_states_bare_and_wrapped():
 
 
 def test_probes_are_registered_by_name():
-    assert set(PROBES) == {"sweep", "memory", "gate", "monitor"}
+    assert set(PROBES) == {"sweep", "memory", "gate", "monitor", "order"}
     with pytest.raises(ConfigError, match="did you mean 'memory'"):
         get_probe("memroy")
 
@@ -264,3 +265,42 @@ def test_cli_sweep_writes_json_and_png(tmp_path, capsys):
     assert set(data["environment"]["git"]) == {"commit", "dirty"}
     assert (tmp_path / "sweep-synthetic.png").stat().st_size > 1000
     assert "echo boundary" in capsys.readouterr().out
+
+
+LINEAR = ReservoirConfig(units=128, activation="identity", leak_rate=1.0, spectral_radius=0.9, input_scaling=0.5)
+
+
+def test_order_of_lists_of_one_length_reads_both_ways_from_a_linear_reservoir():
+    # Every place sits at a fixed delay, and 4 delays x 16 input dimensions fit in 128 units: exact both ways.
+    run = run_order(OrderConfig(reservoir=LINEAR, list_length=(4, 4), train_episodes=300, test_episodes=100), [0])
+    state = run["per_seed"][0]["state"]
+    assert state["read_forward"]["exact"] == state["read_backward"]["exact"] == 1.0
+    assert state["forward_place"] == state["backward_place"] == [1.0] * 4
+
+
+def test_order_of_lists_of_3_to_6_reads_from_the_end_but_not_from_the_start():
+    # A linear state is the sum over delays d of W^d W_in x: the k-th item from the end is at delay k - 1 in every
+    # list, so backward readouts are exact. The j-th from the start is at delay L - j: one linear map cannot weigh
+    # delay 1 above delay 2 (L = 3, j = 2) and delay 2 above delays 1 and 3 (L = 4) at once, so places 2-5 fail.
+    run = run_order(OrderConfig(reservoir=LINEAR, train_episodes=800, test_episodes=200), [0])
+    seed = run["per_seed"][0]
+    assert seed["state"]["backward_place"] == [1.0] * 6 and seed["state"]["read_backward"]["exact"] == 1.0
+    assert max(seed["state"]["forward_place"][1:5]) < 0.8 and seed["state"]["read_forward"]["exact"] < 0.5
+    # The stateless control, the last item's input, knows the last item and not the first (chance 1/11).
+    assert seed["stateless"]["backward_place"][0] == 1.0 and seed["stateless"]["forward_place"][0] < 0.3
+    assert run["summary"]["state"]["exact_backward"]["values"] == [1.0]
+
+
+def test_order_reads_the_model_source_items_the_config_names():
+    passes, words = item_texts()
+    assert passes[0] == "Item: apple." and words[0] == "Item: apple"  # the sequence task's first item, to the word
+    rows = np.arange(12 * 3, dtype=np.float32).reshape(12, 3)
+    bank = ActivationBank("m", 1, rows, rows, rows, item_passes=rows, item_words=rows + 100)
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(item_vectors(OrderConfig(source="model"), rng, bank), rows)
+    np.testing.assert_array_equal(item_vectors(OrderConfig(source="model", read="word", words=6), rng, bank),
+                                  rows[:6] + 100)
+    with pytest.raises(ConfigError, match="needs captured item activations"):
+        item_vectors(OrderConfig(source="model"), rng, ActivationBank("m", 1, rows, rows, rows))
+    with pytest.raises(ConfigError, match="words 13: the model source has 12 item passes"):
+        item_vectors(OrderConfig(source="model", words=13), rng, bank)

@@ -96,6 +96,8 @@ LIMITS: dict[str, Limit] = {
     "leak_rates": _real(0.0, 1.0, low_open=True), "washout": COUNT, "band_radius": _real(0.0, 100.0, low_open=True),
     "max_saturation": _real(0.0, 1.0), "max_delay": _integer(1, 100_000), "length": _integer(2, 10_000_000),
     "test_fraction": FRACTION, "ridge": _real(0.0, 1e6), "trigger_rate": FRACTION, "stop_rate": FRACTION,
+    "penalties": _real(0.0, 1e6), "list_length": _integer(1, 64), "train_episodes": _integer(10, 10_000_000),
+    "test_episodes": _integer(1, 10_000_000),
     "drifts": _real(0.0, 1e6), "detect_f1": _real(0.0, 1.0, low_open=True),
 }
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ran.errors import ConfigError
-from ran.probes import gate, memory, monitor, sweep
+from ran.probes import gate, memory, monitor, order, sweep
 
 GRID_GROUP = "grid (every combination is run)"
 
@@ -80,6 +80,17 @@ PROBES: dict[str, Probe] = {
                Option("drifts", "input drift levels, x input RMS (default: {default})", convert=_with_no_drift),
                Option("stop_rate", "probability of a STOP per pass (default: {default})"),
                Option("detect_f1", "held-out F1 at which a STOP counts as detected (default: {default})"))),
+        Probe("order", order.OrderConfig, order.run_order, order.plot, order.table,
+              "a list of items in the state: read from the start (the answer's order) vs from the end",
+              "held-out exact match of the whole list, read in the answer's order",
+              (Option("read", "the model source's item input: pass (its last token, the read 'last') or word "
+                              "(the word's last token, a read labelled {{word}}) (default: {default})"),
+               Option("words", "items drawn from (default: {default})"),
+               Option("list_length", "shortest and longest list (default: {default})"),
+               Option("train_episodes", "lists the readouts are fitted on (default: {default})"),
+               Option("test_episodes", "held-out lists they are scored on (default: {default})"),
+               Option("penalties", "relative ridge penalties, the best on held-back training lists kept "
+                                   "(default: {default})"))),
     )
 }
 

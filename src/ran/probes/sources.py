@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ran.architectures import decoder_layers, geometry_of
 from ran.errors import ConfigError
+from ran.tasks.sequence import SequenceTask
 
 SOURCES = ("synthetic", "model")
 SUMMARIES = ("last", "mean")
@@ -134,6 +135,11 @@ class ActivationBank:
     filler: np.ndarray  # (N_filler, d)
     trigger: np.ndarray  # (N_trigger, d)
     stop: np.ndarray  # (N_stop, d)
+    # The sequence task's item passes ("Item: tiger."), one row per word: at the pass's last token (what the read
+    # "last" takes in) and at the word's own last token ("Item: tiger", what a read labelled {word} takes in).
+    # The order probe's input; not part of all().
+    item_passes: np.ndarray | None = None  # (N_words, d)
+    item_words: np.ndarray | None = None  # (N_words, d)
 
     @property
     def dim(self) -> int:
@@ -151,6 +157,7 @@ class ActivationBank:
             "n_filler": len(self.filler),
             "n_trigger": len(self.trigger),
             "n_stop": len(self.stop),
+            "n_items": 0 if self.item_passes is None else len(self.item_passes),
             "mean_norm": float(np.linalg.norm(rows, axis=1).mean()),
             "mean_abs": float(np.abs(rows).mean()),
             "max_abs": float(np.abs(rows).max()),
@@ -166,9 +173,17 @@ def capture_bank(model_name: str, layer: int | None = None) -> ActivationBank:
     layer = n_layers // 2 if layer is None else layer
     groups = [
         capture_activations(model, tokenizer, texts, layer).numpy()
-        for texts in (FILLER_TEXTS, TRIGGER_TEXTS, STOP_TEXTS)
+        for texts in (FILLER_TEXTS, TRIGGER_TEXTS, STOP_TEXTS, *item_texts())
     ]
     return ActivationBank(model_name, layer, *groups)
+
+
+def item_texts(task: SequenceTask = SequenceTask()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The sequence task's item passes, whole ("Item: tiger.") and up to the word ("Item: tiger"): causal
+    attention makes the word's last token the same in both."""
+    before = task.item_template.split("{word}")[0].format()
+    return (tuple(task.item_template.format(word=word) for word in task.words),
+            tuple(before + word for word in task.words))
 
 
 @dataclass(frozen=True)
