@@ -202,7 +202,9 @@ def test_ran_probe_takes_its_flags_from_the_registry_and_the_old_names_are_the_s
     for name, probe in PROBES.items():
         flags = {action.dest for action in parsers[f"probe {name}"]._actions}
         assert {option.field for option in probe.options} <= flags
-        assert flags == {action.dest for action in parsers[name]._actions}  # ran NAME = ran probe NAME
+        if name != "order":  # the four probes older than ran probe keep their names: ran NAME = ran probe NAME
+            assert flags == {action.dest for action in parsers[name]._actions}
+    assert "order" not in parsers
     argv = ["--source", "synthetic", "--seeds", "0", "1", "--units", "16", "--steps", "300", "--drifts", "0.2"]
     assert main(["probe", "monitor", *argv, "--out", str(tmp_path / "probe")]) == 0
     assert main(["monitor", *argv, "--out", str(tmp_path / "alias")]) == 0

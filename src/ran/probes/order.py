@@ -31,7 +31,7 @@ import numpy as np
 
 from ran import dynamics
 from ran.errors import ConfigError
-from ran.probes.readout import fit_ridge
+from ran.probes.readout import Ridge, fit_ridges
 from ran.probes.results import format_table, pm
 from ran.probes.sources import SOURCES, ActivationBank
 from ran.reservoir import Reservoir, ReservoirConfig
@@ -107,19 +107,38 @@ def final_states(reservoir: Reservoir, vectors: np.ndarray, lists: list[list[int
     return states
 
 
-class Decoder:
-    """A one-hot ridge readout over ``classes``, its penalty picked on the last fifth of the training rows."""
-
-    def __init__(self, features: np.ndarray, labels: np.ndarray, classes: int, penalties: tuple[float, ...]):
-        targets = np.eye(classes)[labels]
-        cut = max(1, int(len(labels) * 0.8))
-        scores = [float(np.mean(fit_ridge(features[:cut], targets[:cut], p).predict(features[cut:]).argmax(1)
-                                == labels[cut:])) for p in penalties] if cut < len(labels) else [0.0]
-        self.penalty = penalties[int(np.argmax(scores))]
-        self.readout = fit_ridge(features, targets, self.penalty)
-
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        return self.readout.predict(features).argmax(1)
+def fit_decoders(features: np.ndarray, tasks: dict[str, tuple[np.ndarray, np.ndarray, int]],
+                 penalties: tuple[float, ...]) -> dict[str, tuple[Ridge, float]]:
+    """One-hot ridge readouts: ``tasks[name]`` = (rows of ``features``, their labels, classes) -> (readout of
+    that name's classes, its penalty). Each penalty is picked on the last fifth of its rows, fitted on the rest;
+    tasks on the same rows share one Gram matrix (:func:`fit_ridges`)."""
+    by_rows: dict[bytes, list[str]] = {}
+    for name, (rows, _, _) in tasks.items():
+        by_rows.setdefault(np.asarray(rows).tobytes(), []).append(name)
+    decoders = {}
+    for names in by_rows.values():
+        rows = tasks[names[0]][0]
+        x = features[rows]
+        columns, start = {}, 0
+        for name in names:
+            columns[name] = slice(start, start + tasks[name][2])
+            start += tasks[name][2]
+        y = np.concatenate([np.eye(tasks[name][2])[tasks[name][1]] for name in names], axis=1)
+        cut = int(len(rows) * 0.8)
+        chosen = dict.fromkeys(names, penalties[0])
+        if 2 <= cut < len(rows) and len(penalties) > 1:
+            predictions = [readout.predict(x[cut:]) for readout in fit_ridges(x[:cut], y[:cut], penalties)]
+            for name in names:
+                labels = tasks[name][1][cut:]
+                scores = [np.mean(p[:, columns[name]].argmax(1) == labels) for p in predictions]
+                chosen[name] = penalties[int(np.argmax(scores))]
+        distinct = tuple(dict.fromkeys(chosen.values()))
+        fitted = dict(zip(distinct, fit_ridges(x, y, distinct), strict=True))
+        for name in names:
+            readout = fitted[chosen[name]]
+            decoders[name] = (Ridge(readout.weights[:, columns[name]], readout.intercept[columns[name]]),
+                              chosen[name])
+    return decoders
 
 
 def decode(config: OrderConfig, train_x: np.ndarray, train_lists: list[list[int]], test_x: np.ndarray,
@@ -127,43 +146,37 @@ def decode(config: OrderConfig, train_x: np.ndarray, train_lists: list[list[int]
     """Every readout of the module docstring fitted on (train_x, train_lists) and scored on the test lists."""
     low, high = config.list_length
     train_len, test_len = np.array([len(x) for x in train_lists]), np.array([len(x) for x in test_lists])
-    length = Decoder(train_x, train_len - low, high - low + 1, config.penalties)
-    forward, backward, penalties = {}, {}, {}
+    tasks = {"length": (np.arange(len(train_lists)), train_len - low, high - low + 1)}
     for place in range(1, high + 1):
         rows = np.flatnonzero(train_len >= place)
-        forward[place] = Decoder(train_x[rows], np.array([train_lists[i][place - 1] for i in rows]),
-                                 config.words, config.penalties)
-        backward[place] = Decoder(train_x[rows], np.array([train_lists[i][-place] for i in rows]),
-                                  config.words, config.penalties)
-        penalties[place] = (forward[place].penalty, backward[place].penalty)
-    forward_guess = {place: decoder(test_x) for place, decoder in forward.items()}
-    backward_guess = {place: decoder(test_x) for place, decoder in backward.items()}
-    decoded_length = length(test_x) + low
+        tasks[f"forward {place}"] = (rows, np.array([train_lists[i][place - 1] for i in rows]), config.words)
+        tasks[f"backward {place}"] = (rows, np.array([train_lists[i][-place] for i in rows]), config.words)
+    decoders = fit_decoders(train_x, tasks, config.penalties)
+    guess = {name: readout.predict(test_x).argmax(1) for name, (readout, _) in decoders.items()}
+    decoded_length = guess["length"] + low
 
-    def place_accuracy(guesses: dict[int, np.ndarray], from_end: bool) -> list[float]:
+    def place_accuracy(direction: str) -> list[float]:
         out = []
         for place in range(1, high + 1):
             rows = np.flatnonzero(test_len >= place)
-            truth = [test_lists[i][-place if from_end else place - 1] for i in rows]
-            out.append(float(np.mean(guesses[place][rows] == truth)))
+            truth = [test_lists[i][-place if direction == "backward" else place - 1] for i in rows]
+            out.append(float(np.mean(guess[f"{direction} {place}"][rows] == truth)))
         return out
 
     reads: dict[str, dict] = {}
-    for name, guesses, reverse in (("forward", forward_guess, False), ("backward", backward_guess, True)):
+    for direction in ("forward", "backward"):
         exact, distance, by_length = [], [], {}
         for i, items in enumerate(test_lists):
-            places = range(1, int(decoded_length[i]) + 1)
-            predicted = [int(guesses[p][i]) for p in places]
-            predicted = predicted[::-1] if reverse else predicted
+            predicted = [int(guess[f"{direction} {place}"][i]) for place in range(1, int(decoded_length[i]) + 1)]
+            predicted = predicted[::-1] if direction == "backward" else predicted
             exact.append(float(predicted == items))
             distance.append(edit_distance(predicted, items) / max(len(items), len(predicted)))
             by_length.setdefault(len(items), []).append(exact[-1])
-        reads[name] = {"exact": float(np.mean(exact)), "edit_distance": float(np.mean(distance)),
-                       "exact_by_length": {str(k): float(np.mean(v)) for k, v in sorted(by_length.items())}}
-    return {"forward_place": place_accuracy(forward_guess, False), "backward_place": place_accuracy(backward_guess, True),
+        reads[direction] = {"exact": float(np.mean(exact)), "edit_distance": float(np.mean(distance)),
+                            "exact_by_length": {str(k): float(np.mean(v)) for k, v in sorted(by_length.items())}}
+    return {"forward_place": place_accuracy("forward"), "backward_place": place_accuracy("backward"),
             "length": float(np.mean(decoded_length == test_len)), "read_forward": reads["forward"],
-            "read_backward": reads["backward"], "penalties": {str(k): v for k, v in penalties.items()},
-            "length_penalty": length.penalty}
+            "read_backward": reads["backward"], "penalties": {name: penalty for name, (_, penalty) in decoders.items()}}
 
 
 def run_order(config: OrderConfig, seeds: list[int], bank: ActivationBank | None = None, progress=None) -> dict:

@@ -36,6 +36,11 @@ def fit_ridge(features: np.ndarray, targets: np.ndarray, ridge: float = 1e-6) ->
     ``ridge`` is relative: the penalty added to the centred Gram matrix is ``ridge`` times its mean
     diagonal, so one value suits states and inputs of any scale.
     """
+    return fit_ridges(features, targets, (ridge,))[0]
+
+
+def fit_ridges(features: np.ndarray, targets: np.ndarray, ridges: tuple[float, ...]) -> list[Ridge]:
+    """:func:`fit_ridge` at each penalty of ``ridges``, from one centred Gram matrix."""
     features = np.asarray(features)
     targets = np.asarray(targets, dtype=np.float64)
     if targets.ndim == 1:
@@ -45,8 +50,8 @@ def fit_ridge(features: np.ndarray, targets: np.ndarray, ridge: float = 1e-6) ->
             f"fit_ridge needs features (N >= 2, n) and targets (N, m), got {features.shape} "
             f"and {targets.shape}"
         )
-    if not ridge >= 0:
-        raise ConfigError(f"ridge must be >= 0, got {ridge!r}")
+    if not ridges or any(not ridge >= 0 for ridge in ridges):
+        raise ConfigError(f"ridge must be >= 0, got {ridges[0] if len(ridges) == 1 else list(ridges)!r}")
     feature_mean = features.mean(axis=0, dtype=np.float64)
     target_mean = targets.mean(axis=0)
     n_features = features.shape[1]
@@ -56,13 +61,17 @@ def fit_ridge(features: np.ndarray, targets: np.ndarray, ridge: float = 1e-6) ->
         rows = np.asarray(features[start : start + _ROW_CHUNK], dtype=np.float64) - feature_mean
         gram += rows.T @ rows
         cross += rows.T @ (targets[start : start + _ROW_CHUNK] - target_mean)
-    penalty = ridge * max(float(np.trace(gram)) / n_features, np.finfo(np.float64).tiny)
-    gram[np.diag_indices_from(gram)] += penalty
-    try:
-        weights = np.linalg.solve(gram, cross)
-    except np.linalg.LinAlgError:
-        weights = np.linalg.lstsq(gram, cross, rcond=None)[0]
-    return Ridge(weights=weights, intercept=target_mean - feature_mean @ weights)
+    scale = max(float(np.trace(gram)) / n_features, np.finfo(np.float64).tiny)
+    fitted = []
+    for ridge in ridges:
+        penalised = gram.copy()
+        penalised[np.diag_indices_from(penalised)] += ridge * scale
+        try:
+            weights = np.linalg.solve(penalised, cross)
+        except np.linalg.LinAlgError:
+            weights = np.linalg.lstsq(penalised, cross, rcond=None)[0]
+        fitted.append(Ridge(weights=weights, intercept=target_mean - feature_mean @ weights))
+    return fitted
 
 
 def squared_correlation(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
