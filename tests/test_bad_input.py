@@ -282,7 +282,7 @@ ROWS = [
     ("probe", ["monitor", "--source", "synthetic", "--out", "@W/results"], "monitor-synthetic.json already exists"),
     ("probe", ["sweep", "--source", "synthetic", "--spectral-radii"], "the sweep grid is empty"),
     ("probe", ["sweep", "--source", "both", "--out", "@W/results"], "sweep-both.json already exists"),
-    ("probe", ["order", "--source", "synthetic", "--list-length", "5", "3"], "list_length must be two integers 1 <= low"),
+    ("probe", ["order", "--source", "synthetic", "--list-length", "5", "3"], "list_length must be two integers"),
     ("probe", ["order", "--source", "synthetic", "--words", "4"], "words must be an integer >= the longest list (6)"),
     ("probe", ["order", "--source", "synthetic", "--train-episodes", "5"], "--train-episodes must be an integer in 10"),
     ("probe", ["order", "--source", "synthetic", "--penalties", "-1"], "--penalties must be a number in [0, 1e+06]"),

@@ -306,3 +306,21 @@ def test_order_reads_the_model_source_items_the_config_names():
         item_vectors(OrderConfig(source="model"), rng, ActivationBank("m", 1, rows, rows, rows))
     with pytest.raises(ConfigError, match="words 13: the model source has 12 item passes"):
         item_vectors(OrderConfig(source="model", words=13), rng, bank)
+
+
+def test_every_committed_probe_file_renders_through_its_probe(tmp_path):
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parent.parent / "results" / "probes").rglob("*.json"))
+    assert len(files) >= 12
+    for path in files:
+        record = json.loads(path.read_text())
+        probe = get_probe(record["probe"])
+        assert probe.table(record).count("\n") >= 2, path
+        probe.plot(record, tmp_path / f"{path.parent.name}-{path.stem}.png")
+    # The figures docs/probes.md gives for the order probe: the battery's reservoir, the held-word settings, the band.
+    orders = {path.parent.name: json.loads(path.read_text())["summary"]["state"]
+              for path in files if path.name == "order-model.json"}
+    forward = {name: round(summary["exact_forward"]["mean"], 3) for name, summary in orders.items()}
+    assert forward == {"battery": 0.335, "held-word": 0.136, "band-pass": 1.0, "band-word": 1.0,
+                       "band-pass-identity": 0.106}

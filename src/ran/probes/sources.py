@@ -178,9 +178,10 @@ def capture_bank(model_name: str, layer: int | None = None) -> ActivationBank:
     return ActivationBank(model_name, layer, *groups)
 
 
-def item_texts(task: SequenceTask = SequenceTask()) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The sequence task's item passes, whole ("Item: tiger.") and up to the word ("Item: tiger"): causal
-    attention makes the word's last token the same in both."""
+def item_texts(task: SequenceTask | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The sequence task's item passes (default: the task's defaults), whole ("Item: tiger.") and up to the word
+    ("Item: tiger"): causal attention makes the word's last token the same in both."""
+    task = task or SequenceTask()
     before = task.item_template.split("{word}")[0].format()
     return (tuple(task.item_template.format(word=word) for word in task.words),
             tuple(before + word for word in task.words))
