@@ -1,7 +1,7 @@
 """``order``: does the state hold a list of items in the order they came, in a form a linear map can read?
 
 The sequence task ("Item: tiger." / "Item: stone." / "Item: apple." / "The items were" -> " tiger, stone,
-apple") is at the floor on every recipe. Its answer reads the list from the start. In a reservoir, an item's
+apple") is at the floor on every recipe. Its answer reads the list from the start. In a linear reservoir an item's
 trace in the state is set by how many passes ago it came, so the k-th item from the end always sits at the same
 delay, but the j-th from the start sits at delay L - j, which changes with the list's length L. Whether a linear
 map of the state reads the first order as well as the second is measured here, without training the model.
@@ -110,8 +110,9 @@ def final_states(reservoir: Reservoir, vectors: np.ndarray, lists: list[list[int
 def fit_decoders(features: np.ndarray, tasks: dict[str, tuple[np.ndarray, np.ndarray, int]],
                  penalties: tuple[float, ...]) -> dict[str, tuple[Ridge, float]]:
     """One-hot ridge readouts: ``tasks[name]`` = (rows of ``features``, their labels, classes) -> (readout of
-    that name's classes, its penalty). Each penalty is picked on the last fifth of its rows, fitted on the rest;
-    tasks on the same rows share one Gram matrix (:func:`fit_ridges`)."""
+    that name's classes, its penalty). Each penalty is the one whose fit to the first four fifths of its rows scores
+    best on the last fifth; the readout is then refitted on all of them. Tasks on the same rows share one Gram
+    matrix (:func:`fit_ridges`)."""
     by_rows: dict[bytes, list[str]] = {}
     for name, (rows, _, _) in tasks.items():
         by_rows.setdefault(np.asarray(rows).tobytes(), []).append(name)
