@@ -1101,7 +1101,7 @@ def test_slots_ordered_by_the_reply_show_place_j_to_the_query_that_says_the_repl
 def test_slots_ordered_by_the_reply_need_kv_slots_that_split_evenly_and_train_alone():
     with pytest.raises(ConfigError, match="slot_order 'reply' .* needs mode 'kv'"):
         RanConfig(mode="prefix", slot_order="reply")
-    with pytest.raises(ConfigError, match="splits the 8 slots evenly among the read's 3 places"):
+    with pytest.raises(ConfigError, match="splits the 8 slots evenly among the reply's 3 places"):
         RanConfig(summary="gated", read_places=3, slot_order="reply")
     with pytest.raises(ConfigError, match="unknown slot_order 'position'"):
         RanConfig(slot_order="position")
@@ -1110,6 +1110,44 @@ def test_slots_ordered_by_the_reply_need_kv_slots_that_split_evenly_and_train_al
     assert batch_shape(config, TrainConfig()) is None
     with pytest.raises(ConfigError, match="orders its slots by the reply"):
         check_members([Member(config, TrainConfig(), lambda step, g: [])], 4)
+
+
+def test_reply_places_split_the_slots_among_the_replys_tokens_whatever_the_read(tmp_path):
+    """A list said over several passes (sequence) has one read place a pass but an answer of many tokens:
+    reply_places splits the slots among the reply's places with the default read (the last token)."""
+    config = RanConfig(n_slots=6, slot_order="reply", reply_places=3,
+                       reservoir=ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5))
+    assert (config.read_places, config.slot_places) == (1, 3)
+    model = wrap(tiny_model("llama", 0), config)
+    torch.nn.init.normal_(model.injector.value_readout.weight, std=0.5)
+    ids, state = torch.tensor([[10, 11, 40, 12, 21, 22, 23]]), torch.randn(1, 64) * 0.5
+    width = model.injector.value_readout.weight.shape[0] // 6  # rows of one slot
+
+    def moved(slots: slice) -> torch.Tensor:
+        weight = model.injector.value_readout.weight
+        saved = weight.detach().clone()
+        with torch.no_grad():
+            base = model(ids, state=state, read_index=torch.tensor([3])).logits[0]
+            weight[slots.start * width:slots.stop * width] *= 3.0
+            out = model(ids, state=state, read_index=torch.tensor([3])).logits[0]
+            weight.copy_(saved)
+        return (out - base).abs().amax(-1)
+
+    for place in range(3):  # place j's two slots reach the query that says the reply's j-th token and no earlier one
+        change = moved(slice(2 * place, 2 * place + 2))
+        assert float(change[:3 + place].max()) == 0.0 and float(change[3 + place]) > 1e-3
+    assert float(moved(slice(4, 6))[6]) > 1e-3  # queries past the last place see the last place's slots
+    with torch.no_grad():
+        _assert_generate_matches_teacher_forcing(model, state)
+    before, after = _outputs_before_and_after_saving(model, tmp_path)
+    torch.testing.assert_close(after.logits, before.logits)
+    assert json.loads((tmp_path / "artifact" / "ran_config.json").read_text())["config"]["reply_places"] == 3
+    with pytest.raises(ConfigError, match="reply_places 3 splits the kv slots .* needs slot_order 'reply'"):
+        RanConfig(n_slots=6, reply_places=3)
+    with pytest.raises(ConfigError, match="splits the 8 slots evenly among the reply's 3 places"):
+        RanConfig(slot_order="reply", reply_places=3)
+    with pytest.raises(ConfigError, match="reply_places must be an integer >= 0"):
+        RanConfig(slot_order="reply", reply_places=-1)
 
 
 def _decoded_model(units: int = 256) -> ReservoirModel:

@@ -110,6 +110,8 @@ class RanConfig:
     read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
     read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
     slot_order: str = "content"  # how queries find the kv slots: content | reply (by place) | content-reply (both)
+    reply_places: int = 0  # the reply's places the slot order splits the slots among: 0 = read_places (a value read
+    # in one pass, place by place); P > 0: P places whatever the read (a list said over several passes)
     value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)
     # | residual (that decoded token written across layer L's attention output, no slots) | logits (written into
     # the reply's logits as a scaled cosine with every vocabulary token, no slots)
@@ -181,9 +183,18 @@ class RanConfig:
         if self.slot_order in REPLY_ORDERS and self.mode != "kv":
             raise ConfigError(f"slot_order '{self.slot_order}' shows each place's kv slots to one query: it needs mode "
                               f"'kv', not '{self.mode}'")
-        if self.slot_order in REPLY_ORDERS and self.n_slots % self.read_places:
-            raise ConfigError(f"slot_order '{self.slot_order}' splits the {self.n_slots} slots evenly among the read's "
-                              f"{self.read_places} places: give n_slots a multiple of {self.read_places}")
+        if not isinstance(self.reply_places, int) or isinstance(self.reply_places, bool) or self.reply_places < 0:
+            raise ConfigError(f"reply_places must be an integer >= 0 (0: the read's places), got {self.reply_places!r}")
+        if self.reply_places and self.slot_order not in REPLY_ORDERS:
+            raise ConfigError(f"reply_places {self.reply_places} splits the kv slots among the reply's places: it "
+                              f"needs slot_order 'reply' or 'content-reply', not '{self.slot_order}'")
+        if self.reply_places and self.value_read != "direct":
+            raise ConfigError(f"reply_places {self.reply_places} sets the places apart from the read's: it needs "
+                              f"value_read 'direct' (the decoded reads decode the read's places), not "
+                              f"'{self.value_read}'")
+        if self.slot_order in REPLY_ORDERS and self.n_slots % self.slot_places:
+            raise ConfigError(f"slot_order '{self.slot_order}' splits the {self.n_slots} slots evenly among the "
+                              f"reply's {self.slot_places} places: give n_slots a multiple of {self.slot_places}")
         if self.value_read not in VALUE_READS:
             raise ConfigError(f"unknown value_read '{self.value_read}': choose one of {', '.join(VALUE_READS)}")
         if self.place_count not in PLACE_COUNTS:
@@ -240,6 +251,11 @@ class RanConfig:
             raise ConfigError(f"lora_alpha must be > 0, got {self.lora_alpha!r}")
         if self.recurrence not in RECURRENCES:
             raise ConfigError(f"unknown recurrence '{self.recurrence}': choose one of {', '.join(RECURRENCES)}")
+
+    @property
+    def slot_places(self) -> int:
+        """The reply's places a reply slot order splits the kv slots among."""
+        return self.reply_places or self.read_places
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -710,7 +726,7 @@ class ReservoirModel(nn.Module):
             self.injector.begin_pass(state)
             if self.config.slot_order in REPLY_ORDERS:
                 self.injector.slots.reply_start = read.last_index
-                self.injector.slots.places = self.config.read_places
+                self.injector.slots.places = self.config.slot_places
                 self.injector.slots.prompt_sees_all = self.config.slot_order == "content-reply"
         try:
             yield read

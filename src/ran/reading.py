@@ -54,12 +54,13 @@ PLACE_COUNTS = ("soft", "hard")
 READ_SOURCES = ("layer", "embeddings")
 # How a query finds the kv slots: by content (every query sees every slot; a value of several tokens must then be
 # addressed token by token, each slot's key matching what was said before it), or (reply) by place in the reply:
-# the slots are split evenly among the read's places, and place j's slots are seen only by the query that says the
-# reply's j-th token (the prompt's last token says the first; queries past the last place see the last place's
-# slots, the prompt's other tokens none), so each place of a value is read back like a single word; or
+# the slots are split evenly among the read's places (or RanConfig.reply_places), and place j's slots are seen only
+# by the query that says the reply's j-th token (the prompt's last token says the first; queries past the last place
+# see the last place's slots, the prompt's other tokens none), so each place of a value is read back like a single
+# word; or
 # (content-reply) both: the prompt's other tokens see every slot, as by content, and the reply's queries their place.
 SLOT_ORDERS = ("content", "reply", "content-reply")
-REPLY_ORDERS = ("reply", "content-reply")  # the orders that split the slots among the read's places
+REPLY_ORDERS = ("reply", "content-reply")  # the orders that split the slots among the reply's places
 # How the kv slots' values come from the state: a trained linear map of the whole state (direct), or (decoded, with
 # slots ordered by the reply and the read from the embeddings) a trained map of each place's token embedding as a
 # fixed ridge regression decodes it from the state. The decoder is the echo-state network's own readout, fit in

@@ -102,9 +102,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "piece can see that another piece follows (default: %(default)s)")
     parser.add_argument("--slot-order", default="content", choices=list(SLOT_ORDERS),
                         help="how a query finds the kv slots: by content, or (reply) by place: the slots are split "
-                             "among the read's places and place j's are seen only by the query that says the "
-                             "reply's j-th token, so each token of a value is read back like a single word; "
+                             "among the read's places (or --reply-places) and place j's are seen only by the query "
+                             "that says the reply's j-th token, so each token of a value is read back like a single "
+                             "word; "
                              "content-reply: the same, and the prompt's other tokens see every slot, as by content "
+                             "(default: %(default)s)")
+    parser.add_argument("--reply-places", type=int, default=0, metavar="P",
+                        help="with --slot-order reply or content-reply: the reply's places the slots are split "
+                             "among, whatever the read; 0 takes the read's places (--read-places). A list said over "
+                             "several passes (the sequence task) gets one place per token of its answer "
                              "(default: %(default)s)")
 
 
@@ -146,7 +152,7 @@ def ran_config_from(args: argparse.Namespace, **fields) -> RanConfig:
                      idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
                      running_clock=args.running_clock,
                      recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                     slot_order=args.slot_order, gate_context=args.gate_context,
+                     slot_order=args.slot_order, reply_places=args.reply_places, gate_context=args.gate_context,
                      reservoir=reservoir_config_from(args), **fields)
 
 

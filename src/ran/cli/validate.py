@@ -68,7 +68,7 @@ FRACTION = _real(0.0, 1.0, low_open=True, high_open=True)
 LIMITS: dict[str, Limit] = {
     # the reservoir and how it is attached
     "units": _integer(1, None), "slots": _integer(1, MAX_SLOTS), "layer": _integer(0, 10_000),
-    "read_places": _integer(1, 64), "gate_hidden": _integer(0, 65_536),
+    "read_places": _integer(1, 64), "reply_places": _integer(0, 64), "gate_hidden": _integer(0, 65_536),
     "running_units": _integer(0, None),
     "lora_rank": _integer(0, 1_024), "spectral_radius": _real(0.0, 100.0, low_open=True),
     "leak_rate": _real(0.0, 1.0, low_open=True), "leak_rate_min": _real(0.0, 1.0, low_open=True),
