@@ -104,11 +104,12 @@ def batch_shape(ran: RanConfig, train: TrainConfig) -> tuple | None:
     """What a run must share with others to train in one batch with them (before the layer default is
     resolved); None for a run that trains alone (another recurrence, LoRA, the attention read, a switched
     recall, a pass-switched write, a token drive, an ordered read, a read from the embeddings, slots ordered by
-    the reply, a gate head with a hidden layer, a read gate that sees more than its token, running units)."""
+    the reply, a gate head with a hidden layer, a read gate that sees more than its token, running units, a whitened
+    state)."""
     if (ran.recurrence != "reservoir" or ran.lora_rank or ran.summary == "attention" or ran.recall != "always"
             or ran.write == "pass-switched" or ran.drive != "pass" or ran.read_places != 1
             or ran.read_from != "layer" or ran.slot_order != "content" or ran.gate_hidden
-            or ran.gate_context != "token" or ran.running_units):
+            or ran.gate_context != "token" or ran.running_units or ran.whiten):
         return None
     return (tuple(getattr(ran, name) for name in SHARED_RAN_FIELDS),
             tuple(getattr(ran.reservoir, name) for name in SHARED_RESERVOIR_FIELDS), train.steps)
@@ -155,6 +156,9 @@ def check_members(members: Sequence[Member], n_layers: int) -> None:
         if ran.slot_order != "content":
             raise ConfigError(f"member {index} orders its slots by the {ran.slot_order}, which is not stacked yet: "
                               "train it alone with ran.training.train")
+        if ran.whiten:
+            raise ConfigError(f"member {index} whitens its state, whose fit is not stacked yet: train it alone with "
+                              "ran.training.train")
 
     def shape(member: Member) -> dict[str, object]:
         ran = member.ran

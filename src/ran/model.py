@@ -39,7 +39,7 @@ from ran.artifact import (
     read_artifact_part,
     save_artifact,
 )
-from ran.decoding import fit_place_decoder, store_states, values_whole
+from ran.decoding import WHITEN_RIDGE, fit_place_decoder, store_states, values_whole, whitening
 from ran.errors import ArtifactError, ConfigError
 from ran.injection import injector_class
 from ran.passes import PassFormat
@@ -110,6 +110,9 @@ class RanConfig:
     read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
     read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
     slot_order: str = "content"  # how queries find the kv slots: content | reply (by place) | content-reply (both)
+    whiten: bool = False  # the kv readouts read the state whitened, (r - mean) W, W = (C + 0.1 tr(C) / K)^(-1/2), C
+    # the covariance of the states the task's training episodes carry into their answers, fit before training
+    # (runner.fit_whitening): a fixed linear map, so the trained read is the same class of map, only well conditioned
     reply_places: int = 0  # the reply's places the slot order splits the slots among: 0 = read_places (a value read
     # in one pass, place by place); P > 0: P places whatever the read (a list said over several passes)
     value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)
@@ -210,6 +213,12 @@ class RanConfig:
             raise ConfigError(f"value_read '{self.value_read}' decodes each place's token embedding for the query that "
                               "says it: it needs slot_order 'reply' or 'content-reply' and read_from 'embeddings', not "
                               f"'{self.slot_order}' and '{self.read_from}'")
+        if not isinstance(self.whiten, bool):
+            raise ConfigError(f"whiten must be true or false, got {self.whiten!r}")
+        if self.whiten and (self.mode != "kv" or self.value_read != "direct" or self.recurrence == "gru"):
+            raise ConfigError(f"whiten whitens the state the kv slots' direct read takes in, fit once on a fixed "
+                              f"reservoir's states: it needs mode 'kv', value_read 'direct' and recurrence 'reservoir' "
+                              f"(or 'none'), not '{self.mode}', '{self.value_read}' and '{self.recurrence}'")
         if self.idle_write not in IDLE_WRITES:
             raise ConfigError(f"unknown idle_write '{self.idle_write}': choose one of {', '.join(IDLE_WRITES)}")
         if self.idle_write == "keep" and self.write == "always":
@@ -466,6 +475,8 @@ class ReservoirModel(nn.Module):
             decoded = ({"decoded_places": config.read_places,
                         "write": config.value_read if config.value_read in WRITTEN_VALUE_READS else None}
                        if config.value_read in DECODED_VALUE_READS else {})
+            if config.whiten:
+                decoded["whiten"] = True
             self.injector = injector_class(config.mode)(geometry, config.reservoir.units, layer, config.n_slots,
                                                         **decoded)
             if config.lora_rank:
@@ -493,6 +504,7 @@ class ReservoirModel(nn.Module):
         # starts undecided (p = 0.5).
         self.gate_head = gate_head(config).to(device) if config.gate else None
         self.decoder_fit: dict[str, Any] | None = None  # value_read decoded / residual: the report of its decoder's fit
+        self.whitening_fit: dict[str, Any] | None = None  # whiten: the report of its fit (runner.fit_whitening)
         # Pass-level switches on layer L's input, starting undecided (logit 0, shut): whether a pass sees the
         # slots (recall "switched") and whether the reservoir steps (write "pass-switched").
         self.recall_gate = switch_gate(geometry.hidden_size, device) if config.recall == "switched" else None
@@ -912,6 +924,17 @@ class ReservoirModel(nn.Module):
 
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.base.named_parameters() if "lora_" in name}
+
+    def fit_whitening(self, states: torch.Tensor) -> dict[str, Any]:
+        """Fit ``RanConfig.whiten``'s map on ``states`` (N, K), the states carried into the passes a task scores:
+        W = (C + WHITEN_RIDGE * tr(C) / K * I)^(-1/2), C their covariance; returns the fit's report."""
+        if not self.config.whiten:
+            raise ConfigError("this model does not whiten its state: wrap it with RanConfig(whiten=True)")
+        mean, matrix, report = whitening(states, WHITEN_RIDGE)
+        with torch.no_grad():
+            self.injector.whiten_mean.copy_(mean)
+            self.injector.whiten_matrix.copy_(matrix)
+        return report
 
     def fit_value_decoder(self, values: list[list[int]], end: int | None = None,
                           heldout: dict[str, list[list[int]]] | None = None) -> dict[str, Any]:

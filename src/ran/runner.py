@@ -9,6 +9,7 @@ wiped-state control). The experiment engine (``ran.engine``) runs it once per me
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ran.episodes import render
 from ran.errors import ConfigError
 from ran.fileio import atomic_write
 from ran.loading import load_model
@@ -26,7 +28,7 @@ from ran.reading import DECODED_VALUE_READS, WRITTEN_VALUE_READS
 from ran.tasks import Task
 from ran.tasks.mix import TaskMix
 from ran.tracking import TrackConfig, log_run
-from ran.training import LayerInputCache, TrainConfig, TrainResult, predict, train
+from ran.training import LayerInputCache, TrainConfig, TrainResult, predict, run_episodes, train
 
 CONDITIONS = ("carried", "wiped", "untrained")
 
@@ -95,6 +97,36 @@ def fit_decoder(model: ReservoirModel, task: Task | TaskMix, renderer: Renderer)
     model.decoder_fit = model.fit_value_decoder(fitted, end=end, heldout=heldout)
 
 
+WHITEN_STATES = 2048  # states the whitening is fit on (at least this many, the answers of whole steps of episodes)
+WHITEN_SEED = 7919  # the episodes' own stream, apart from training's
+
+
+def fit_whitening(model: ReservoirModel, spec: RunSpec, renderer: Renderer, cache: LayerInputCache | None) -> None:
+    """Fit ``RanConfig.whiten``'s map on the states the spec's training episodes carry into their scored passes
+    (the ones with a target), run as training runs them but without gradients, from the model as wrapped; the fit's
+    report is kept as ``model.whitening_fit``. A model that never carries its state (the stateless ablation) keeps
+    the identity: its state is a constant."""
+    if not getattr(model.reservoir, "carries_state", True):
+        return
+    started = time.perf_counter()
+    source, generator = episode_source(spec), torch.Generator().manual_seed(WHITEN_SEED + spec.train.seed)
+    states: list[torch.Tensor] = []
+    count, step = 0, 0
+    with torch.no_grad():
+        while count < WHITEN_STATES:
+            episodes = [render(episode, renderer) for episode in source(step, generator)]
+            outputs = run_episodes(model, episodes, cache=cache, keep=True, teach_switches=True)
+            for scored in outputs.scored:
+                states += [each.state for each in scored if each.logits is not None]
+            step += 1
+            if len(states) == count and step > 8:
+                raise ConfigError(f"whiten is fit on the states of the passes a task answers: task '{spec.task.name}'"
+                                  " draws none in training")
+            count = len(states)
+    model.whitening_fit = model.fit_whitening(torch.stack(states).float().cpu())
+    model.whitening_fit["seconds"] = round(time.perf_counter() - started, 3)
+
+
 def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: bool = True,
              ran: RanConfig | None = None) -> tuple[ReservoirModel, LayerInputCache | None, Any, dict[str, Any]]:
     """Wrap ``base``, score it untrained, train it on the spec's task; returns (model, cache, result, scores)."""
@@ -102,6 +134,8 @@ def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: boo
     if model.config.value_read in DECODED_VALUE_READS:
         fit_decoder(model, spec.task, renderer)
     cache = LayerInputCache(model) if model.can_start_at_layer else None
+    if model.config.whiten:
+        fit_whitening(model, spec, renderer, cache)
     scores = {"untrained": evaluate(model, renderer, spec.task, carry=carry, cache=cache)} if spec.untrained else {}
     label = f"{model.config.mode} {model.config.recurrence} seed {spec.train.seed}"
     try:
@@ -214,6 +248,8 @@ def _scored(spec: RunSpec, model: ReservoirModel, cache: LayerInputCache | None,
         }
         if model.decoder_fit is not None:
             record["decoder"] = model.decoder_fit
+        if model.whitening_fit is not None:
+            record["whitening"] = model.whitening_fit
         if after is not None:
             record.update(after(model, renderer))
         if save_to is not None:

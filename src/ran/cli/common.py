@@ -107,6 +107,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "word; "
                              "content-reply: the same, and the prompt's other tokens see every slot, as by content "
                              "(default: %(default)s)")
+    parser.add_argument("--whiten", action="store_true",
+                        help="the kv slots read the state whitened, (r - mean) W, fit before training on the states "
+                             "the task's training episodes carry into their answers: the same linear read, well "
+                             "conditioned, so a list a ridge read gets back whole is learned in the budget (README, "
+                             "'Sequence, whitened')")
     parser.add_argument("--reply-places", type=int, default=0, metavar="P",
                         help="with --slot-order reply or content-reply: the reply's places the slots are split "
                              "among, whatever the read; 0 takes the read's places (--read-places). A list said over "
@@ -152,7 +157,8 @@ def ran_config_from(args: argparse.Namespace, **fields) -> RanConfig:
                      idle_write=args.idle_write, running_units=args.running_units, running_read=args.running_read,
                      running_clock=args.running_clock,
                      recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
-                     slot_order=args.slot_order, reply_places=args.reply_places, gate_context=args.gate_context,
+                     slot_order=args.slot_order, reply_places=args.reply_places, whiten=args.whiten,
+                     gate_context=args.gate_context,
                      reservoir=reservoir_config_from(args), **fields)
 
 

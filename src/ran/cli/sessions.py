@@ -75,7 +75,7 @@ def add_session_arguments(parser: argparse.ArgumentParser, default_session: str 
     # None marks "not given": a resumed session keeps what it was made with unless told otherwise.
     parser.set_defaults(model=None, mode=None, slots=None, summary=None, write=None, idle_write=None, recall=None,
                         drive=None, read_places=None, read_from=None, slot_order=None, reply_places=None,
-                        gate_context=None,
+                        whiten=None, gate_context=None,
                         **{flag: None for flag in RESERVOIR_FLAGS})
 
 
@@ -163,7 +163,8 @@ def _build_model(args: argparse.Namespace, base, artifact: str | None, stored_co
     for flag, field in (("mode", "mode"), ("layer", "layer"), ("slots", "n_slots"), ("summary", "summary"),
                         ("write", "write"), ("idle_write", "idle_write"), ("recall", "recall"), ("drive", "drive"),
                         ("read_places", "read_places"), ("read_from", "read_from"), ("slot_order", "slot_order"),
-                        ("reply_places", "reply_places"), ("gate_context", "gate_context")):
+                        ("reply_places", "reply_places"), ("whiten", "whiten"),
+                        ("gate_context", "gate_context")):
         if getattr(args, flag) is not None:
             changes[field] = getattr(args, flag)
     if write_margin is not None:

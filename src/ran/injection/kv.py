@@ -204,8 +204,14 @@ class KVInjector(Injector):
     mode = "kv"
 
     def __init__(self, geometry: ModelGeometry, units: int, layer: int, n_slots: int, decoded_places: int = 0,
-                 write: str | None = None):
+                 write: str | None = None, whiten: bool = False):
         super().__init__(geometry, units, layer, n_slots)
+        self.whiten = whiten
+        if whiten:  # RanConfig.whiten: the slots read (r - mean) W, fit before training (identity until then)
+            if decoded_places:
+                raise ConfigError("whiten whitens what the direct read takes in: it needs no decoded places")
+            self.register_buffer("whiten_mean", torch.zeros(units))
+            self.register_buffer("whiten_matrix", torch.eye(units))
         d = geometry.hidden_size
         self.decoded_places = decoded_places
         if write not in (None, *WRITTEN_VALUE_READS):
@@ -300,6 +306,8 @@ class KVInjector(Injector):
                 self.slots.writes = self.write_log_scale.exp()[None, :, None] * direction
             return
         shape = (state.shape[0], self.n_slots, g.n_kv_heads, g.head_dim)
+        if self.whiten:
+            state = (state - self.whiten_mean.to(state.dtype)) @ self.whiten_matrix.to(state.dtype)
         self.slots.keys = self.key_readout(state).view(shape).transpose(1, 2)  # (B, kv_heads, S, hd)
         if self.decoded_places:  # place j's slots (s // slots-per-place == j) from place j's decoded embedding
             self.slots.values = self.value_readout(self.decode(state)).reshape(shape).transpose(1, 2)
