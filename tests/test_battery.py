@@ -878,3 +878,22 @@ def test_a_gate_that_reads_the_running_units_ignores_the_held_ones_on_every_surf
         assert gate.decide(state[None], None).value == pytest.approx(p, abs=1e-6)
     with pytest.raises(ConfigError, match="gate_reads 'running' gives the gate head the running units alone"):
         RanConfig(gate=True, gate_reads="running")
+
+
+def test_a_whitened_run_fits_its_map_on_the_answers_states_and_the_ablation_keeps_the_identity(tmp_path):
+    from ran.runner import WHITEN_STATES
+    mix = TaskMix(tasks=(TOY["sequence"],), weights=(1.0,), episodes_per_step=16)
+    ran = RanConfig(n_slots=12, slot_order="reply", reply_places=12, whiten=True,
+                    reservoir=ReservoirConfig(units=128, input_scaling=1.0, leak_rate=0.5))
+    spec = RunSpec("tiny", ran, mix, TrainConfig(steps=2), FORMAT)
+    record = run_one(spec, tiny_model("llama"), tiny_tokenizer(), progress=False, stateless=True,
+                     save_to=tmp_path / "artifact")
+    fit = record["whitening"]
+    assert WHITEN_STATES <= fit["states"] < WHITEN_STATES + 16 and fit["mean_variance"] > 0 and fit["condition"] > 1
+    saved = ReservoirModel.from_pretrained(tiny_model("llama"), tmp_path / "artifact")
+    mean, matrix = saved.injector.whiten_mean, saved.injector.whiten_matrix
+    assert float(mean.abs().max()) > 0 and float((matrix - torch.eye(128)).abs().max()) > 0  # fitted, and saved
+    ablation = wrap(tiny_model("llama"), dataclasses.replace(ran, recurrence="none"))
+    from ran.runner import fit_whitening
+    fit_whitening(ablation, spec, Renderer(FORMAT, tiny_tokenizer()), None)
+    assert ablation.whitening_fit is None and torch.equal(ablation.injector.whiten_matrix, torch.eye(128))

@@ -1932,3 +1932,48 @@ def test_with_answer_as_stored_ran_remember_fits_the_decoder_on_both_forms(tiny_
         out[as_stored] = json.loads((tmp_path / f"out-{as_stored}" / "memory.json").read_text())["runs"][0]["decoder"]
     assert out[True]["values"] == 2 * len(WORDS) and out[False]["values"] == len(WORDS)  # with and without a space
     assert set(out[True]["heldout_whole"]) == {"word", "word opening"} and set(out[False]["heldout_whole"]) == {"word"}
+
+
+def test_whitening_makes_the_states_covariance_the_identity_up_to_its_ridge():
+    from ran.decoding import whitening
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.randn(16, 16, generator=generator) * torch.logspace(0, -3, 16)[:, None]  # scales 1 to 1e-3
+    states = torch.randn(4000, 16, generator=generator) @ mixing + 5.0
+    mean, matrix, report = whitening(states, ridge=0.0)
+    whitened = (states - mean) @ matrix
+    torch.testing.assert_close(torch.cov(whitened.T.double()), torch.eye(16, dtype=torch.float64), atol=2e-3, rtol=0)
+    assert report["states"] == 4000 and report["condition"] > 1e4  # the raw state's directions span 1e6 in variance
+    # A ridge of r times the mean variance m caps each direction's gain: variance v comes out as v / (v + r m) < 1.
+    mean, matrix, report = whitening(states, ridge=0.1)
+    variances = torch.linalg.eigvalsh(torch.cov(((states - mean) @ matrix).T.double()))
+    assert float(variances.max()) < 1.0 and float(variances.min()) < 0.01 and report["condition"] < 1 + 10 * 16
+    constant_mean, identity, _ = whitening(torch.full((8, 16), 0.25))  # the stateless ablation's constant state
+    torch.testing.assert_close(identity, torch.eye(16))
+    torch.testing.assert_close(constant_mean, torch.full((16,), 0.25))
+    with pytest.raises(ConfigError, match="whitening needs at least 2 states"):
+        whitening(torch.zeros(1, 16))
+
+
+def test_whitened_slots_read_the_fitted_map_of_the_state_and_it_round_trips(tmp_path):
+    config = RanConfig(n_slots=4, whiten=True, reservoir=ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5))
+    model = wrap(tiny_model("llama", 0), config)
+    plain = wrap(tiny_model("llama", 0), replace(config, whiten=False))
+    states = torch.randn(256, 64) @ torch.randn(64, 64) * 0.1 + 0.3
+    report = model.fit_whitening(states)
+    assert report["states"] == 256
+    with torch.no_grad():
+        torch.nn.init.normal_(model.injector.value_readout.weight, std=0.5)
+        # the whitened model on r reads what the plain one reads on (r - mean) M
+        plain.injector.load_state_dict({name: t for name, t in model.injector.state_dict().items()
+                                        if not name.startswith("whiten_")})
+        ids, state = torch.tensor([[10, 11, 40, 12]]), torch.randn(1, 64) * 0.5
+        whitened_state = (state - model.injector.whiten_mean) @ model.injector.whiten_matrix
+        torch.testing.assert_close(model(ids, state=state).logits, plain(ids, state=whitened_state).logits)
+    plain.unwrap()
+    before, after = _outputs_before_and_after_saving(model, tmp_path)
+    torch.testing.assert_close(after.logits, before.logits)
+    assert json.loads((tmp_path / "artifact" / "ran_config.json").read_text())["config"]["whiten"] is True
+    with pytest.raises(ConfigError, match="whiten whitens the state the kv slots' direct read takes in"):
+        RanConfig(mode="additive", whiten=True)
+    with pytest.raises(ConfigError, match="whiten must be true or false"):
+        RanConfig(whiten=1)
