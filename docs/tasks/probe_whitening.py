@@ -15,6 +15,8 @@ the loop, on three inputs (``INPUTS``):
 Lists are drawn as ``ran probe order`` draws them (its ``OrderConfig``, the model source, read "pass": each item is
 layer 15's output at the last token of "Item: {word}."); 9,600 training lists, 600 held-out ones, three reservoir
 seeds. Scores on the held-out lists: each forward place's accuracy and the whole list exact (every place right).
+And, per seed, how the raw state sits (``states``): its units' RMS, the norm of its mean and of its spread over lists,
+the share of the spread in its 10 largest directions, and the ratio of its first to its 100th eigenvalue.
 
     python docs/tasks/probe_whitening.py   # writes docs/tasks/whitening-probe.json, about 10 minutes on 2 cores
 """
@@ -60,6 +62,17 @@ def places(lists: list[list[int]]) -> torch.Tensor:
     return torch.tensor([items + [-1] * (PLACES - len(items)) for items in lists])
 
 
+def state_statistics(states: np.ndarray) -> dict:
+    """How the state after a list sits: its size, how much of it the list moves, and how unevenly it moves."""
+    centred = states - states.mean(0)
+    eigenvalues = np.clip(np.linalg.eigvalsh(np.cov(centred.T)), 0.0, None)[::-1]
+    return {"unit_rms": round(float(np.sqrt((states**2).mean())), 4),
+            "mean_norm": round(float(np.linalg.norm(states.mean(0))), 4),
+            "spread_norm": round(float(np.sqrt((centred**2).sum(1).mean())), 4),
+            "variance_top_10": round(float(eigenvalues[:10].sum() / eigenvalues.sum()), 4),
+            "eigenvalue_ratio_1_to_100": round(float(eigenvalues[0] / eigenvalues[99]), 1)}
+
+
 def train_read(x: torch.Tensor, labels: torch.Tensor, steps: int, seed: int) -> torch.nn.Linear:
     """A softmax read of every place, trained as the battery trains a readout (AdamW, warmup, cosine decay, clip)."""
     torch.manual_seed(seed)
@@ -95,7 +108,7 @@ def score(read: torch.nn.Linear, x: torch.Tensor, labels: torch.Tensor) -> dict:
 def main() -> None:
     bank = capture_bank("smollm2-135m")
     config = OrderConfig(reservoir=BAND, source="model")
-    results = {}
+    results, states = {}, []
     for seed in SEEDS:
         rng = np.random.default_rng(seed)
         vectors = item_vectors(config, rng, bank)
@@ -103,6 +116,7 @@ def main() -> None:
         train_lists, test_lists = draw_lists(config, TRAIN_LISTS, rng), draw_lists(config, TEST_LISTS, rng)
         train_x, test_x = final_states(reservoir, vectors, train_lists), final_states(reservoir, vectors, test_lists)
         train_y, test_y = places(train_lists), places(test_lists)
+        states.append(state_statistics(train_x[:COVARIANCE_LISTS]))
         for name, (a, b) in inputs(train_x, test_x).items():
             for steps in STEPS:
                 entry = score(train_read(a, train_y, steps, seed), b, test_y)
@@ -116,7 +130,7 @@ def main() -> None:
     OUT.write_text(json.dumps({"reservoir": BAND.to_dict(), "seeds": list(SEEDS), "steps": list(STEPS),
                                "ridges": list(RIDGES), "train_lists": TRAIN_LISTS, "test_lists": TEST_LISTS,
                                "covariance_lists": COVARIANCE_LISTS, "per_step": PER_STEP,
-                               "learning_rate": LEARNING_RATE, "summary": summary, "runs": results,
+                               "learning_rate": LEARNING_RATE, "summary": summary, "runs": results, "states": states,
                                "git": source(), "machine": machine(), "versions": versions()}, indent=1) + "\n")
     print("wrote", OUT)
 
