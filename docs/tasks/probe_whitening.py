@@ -18,7 +18,7 @@ seeds. Scores on the held-out lists: each forward place's accuracy and the whole
 And, per seed, how the raw state sits (``states``): its units' RMS, the norm of its mean and of its spread over lists,
 the share of the spread in its 10 largest directions, and the ratio of its first to its 100th eigenvalue.
 
-    python docs/tasks/probe_whitening.py   # writes docs/tasks/whitening-probe.json, about 10 minutes on 2 cores
+    python docs/tasks/probe_whitening.py   # writes docs/tasks/whitening-probe.json, about a minute on 2 cores
 """
 
 from __future__ import annotations

@@ -113,6 +113,7 @@ class RanConfig:
     whiten: bool = False  # the kv readouts read the state whitened, (r - mean) W, W = (C + 0.1 tr(C) / K)^(-1/2), C
     # the covariance of the states the task's training episodes carry into their answers, fit before training
     # (runner.fit_whitening): a fixed linear map, so the trained read is the same class of map, only well conditioned
+    # (on the sequence task it did worse than the raw state: README, "Sequence, whitened")
     reply_places: int = 0  # the reply's places the slot order splits the slots among: 0 = read_places (a value read
     # in one pass, place by place); P > 0: P places whatever the read (a list said over several passes)
     value_read: str = "direct"  # the slots' values: direct (of the state) | decoded (of each place's decoded token)

@@ -110,8 +110,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--whiten", action="store_true",
                         help="the kv slots read the state whitened, (r - mean) W, fit before training on the states "
                              "the task's training episodes carry into their answers: the same linear read, well "
-                             "conditioned, so a list a ridge read gets back whole is learned in the budget (README, "
-                             "'Sequence, whitened')")
+                             "conditioned. A read trained apart from the model gets a list back from the whitened "
+                             "state and not from the raw one; in the model, fit before the read is trained, it did "
+                             "worse (README, 'Sequence, whitened')")
     parser.add_argument("--reply-places", type=int, default=0, metavar="P",
                         help="with --slot-order reply or content-reply: the reply's places the slots are split "
                              "among, whatever the read; 0 takes the read's places (--read-places). A list said over "
