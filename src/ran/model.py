@@ -110,7 +110,7 @@ class RanConfig:
     read_places: int = 1  # the gated read's places: 1 averages its open tokens; P > 1 keeps the first P in order
     read_from: str = "layer"  # what the gated read takes in: layer L's output | the tokens' input embeddings
     slot_order: str = "content"  # how queries find the kv slots: content | reply (by place) | content-reply (both)
-    whiten: bool = False  # the kv readouts read the state whitened, (r - mean) W, W = (C + 0.1 tr(C) / K)^(-1/2), C
+    whiten: bool = False  # the kv readouts read the state whitened, (r - mean) W, W = (C + 0.1 tr(C) / K I)^(-1/2), C
     # the covariance of the states the task's training episodes carry into their answers, fit before training
     # (runner.fit_whitening): a fixed linear map, so the trained read is the same class of map, only well conditioned
     # (on the sequence task it did worse than the raw state: README, "Sequence, whitened")

@@ -57,8 +57,8 @@ READ_SOURCES = ("layer", "embeddings")
 # the slots are split evenly among the read's places (or RanConfig.reply_places), and place j's slots are seen only
 # by the query that says the reply's j-th token (the prompt's last token says the first; queries past the last place
 # see the last place's slots, the prompt's other tokens none), so each place of a value is read back like a single
-# word; or
-# (content-reply) both: the prompt's other tokens see every slot, as by content, and the reply's queries their place.
+# word; or (content-reply) both: the prompt's other tokens see every slot, as by content, and the reply's queries
+# their place.
 SLOT_ORDERS = ("content", "reply", "content-reply")
 REPLY_ORDERS = ("reply", "content-reply")  # the orders that split the slots among the reply's places
 # How the kv slots' values come from the state: a trained linear map of the whole state (direct), or (decoded, with

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ran.episodes import render
 from ran.errors import ConfigError
@@ -101,7 +102,8 @@ WHITEN_STATES = 2048  # states the whitening is fit on (at least this many, the 
 WHITEN_SEED = 7919  # the episodes' own stream, apart from training's
 
 
-def fit_whitening(model: ReservoirModel, spec: RunSpec, renderer: Renderer, cache: LayerInputCache | None) -> None:
+def fit_whitening(model: ReservoirModel, spec: RunSpec, renderer: Renderer, cache: LayerInputCache | None,
+                  progress: bool = False) -> None:
     """Fit ``RanConfig.whiten``'s map on the states the spec's training episodes carry into their scored passes
     (the ones with a target), run as training runs them but without gradients, from the model as wrapped; the fit's
     report is kept as ``model.whitening_fit``. A model that never carries its state (the stateless ablation) keeps
@@ -111,18 +113,20 @@ def fit_whitening(model: ReservoirModel, spec: RunSpec, renderer: Renderer, cach
     started = time.perf_counter()
     source, generator = episode_source(spec), torch.Generator().manual_seed(WHITEN_SEED + spec.train.seed)
     states: list[torch.Tensor] = []
-    count, step = 0, 0
-    with torch.no_grad():
-        while count < WHITEN_STATES:
+    step = 0
+    with torch.no_grad(), tqdm(total=WHITEN_STATES, desc="whitening: states", disable=not progress, leave=False,
+                               dynamic_ncols=True) as bar:
+        while len(states) < WHITEN_STATES:
             episodes = [render(episode, renderer) for episode in source(step, generator)]
             outputs = run_episodes(model, episodes, cache=cache, keep=True, teach_switches=True)
+            before = len(states)
             for scored in outputs.scored:
                 states += [each.state for each in scored if each.logits is not None]
+            bar.update(min(len(states), WHITEN_STATES) - min(before, WHITEN_STATES))
             step += 1
-            if len(states) == count and step > 8:
+            if not states and step >= 8:
                 raise ConfigError(f"whiten is fit on the states of the passes a task answers: task '{spec.task.name}'"
-                                  " draws none in training")
-            count = len(states)
+                                  " drew none in 8 training steps")
     model.whitening_fit = model.fit_whitening(torch.stack(states).float().cpu())
     model.whitening_fit["seconds"] = round(time.perf_counter() - started, 3)
 
@@ -135,7 +139,7 @@ def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: boo
         fit_decoder(model, spec.task, renderer)
     cache = LayerInputCache(model) if model.can_start_at_layer else None
     if model.config.whiten:
-        fit_whitening(model, spec, renderer, cache)
+        fit_whitening(model, spec, renderer, cache, progress)
     scores = {"untrained": evaluate(model, renderer, spec.task, carry=carry, cache=cache)} if spec.untrained else {}
     label = f"{model.config.mode} {model.config.recurrence} seed {spec.train.seed}"
     try:
