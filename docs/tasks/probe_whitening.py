@@ -24,7 +24,6 @@ the share of the spread in its 10 largest directions, and the ratio of its first
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from ran.probes.order import OrderConfig, draw_lists, final_states, item_vectors
 from ran.probes.sources import capture_bank
 from ran.provenance import machine, source, versions
 from ran.reservoir import Reservoir, ReservoirConfig
+from ran.training import cosine_schedule
 
 OUT = Path(__file__).with_name("whitening-probe.json")
 BAND = ReservoirConfig(units=2048, leak_rate=1.0, input_scaling=0.005, connectivity=0.1)
@@ -82,8 +82,7 @@ def train_read(x: torch.Tensor, labels: torch.Tensor, steps: int, seed: int) -> 
     optimizer = torch.optim.AdamW(read.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     for step in range(steps):
-        scale = (step + 1) / WARMUP if step < WARMUP else 0.5 * (1 + math.cos(math.pi * (step - WARMUP)
-                                                                             / max(1, steps - WARMUP)))
+        scale = cosine_schedule(step, steps, WARMUP)
         for group in optimizer.param_groups:
             group["lr"] = LEARNING_RATE * scale
         rows = torch.randint(0, len(x), (PER_STEP,), generator=generator)

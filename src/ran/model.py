@@ -39,7 +39,7 @@ from ran.artifact import (
     read_artifact_part,
     save_artifact,
 )
-from ran.decoding import WHITEN_RIDGE, fit_place_decoder, store_states, values_whole, whitening
+from ran.decoding import fit_place_decoder, store_states, values_whole, whitening
 from ran.errors import ArtifactError, ConfigError
 from ran.injection import injector_class
 from ran.passes import PassFormat
@@ -928,10 +928,10 @@ class ReservoirModel(nn.Module):
 
     def fit_whitening(self, states: torch.Tensor) -> dict[str, Any]:
         """Fit ``RanConfig.whiten``'s map on ``states`` (N, K), the states carried into the passes a task scores:
-        W = (C + WHITEN_RIDGE * tr(C) / K * I)^(-1/2), C their covariance; returns the fit's report."""
+        W = (C + ran.decoding.WHITEN_RIDGE * tr(C) / K * I)^(-1/2), C their covariance; returns the fit's report."""
         if not self.config.whiten:
             raise ConfigError("this model does not whiten its state: wrap it with RanConfig(whiten=True)")
-        mean, matrix, report = whitening(states, WHITEN_RIDGE)
+        mean, matrix, report = whitening(states)
         with torch.no_grad():
             self.injector.whiten_mean.copy_(mean)
             self.injector.whiten_matrix.copy_(matrix)
