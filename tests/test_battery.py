@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -515,6 +516,26 @@ def test_sequence_holds_three_to_six_items_scored_exactly_and_by_edit_distance()
     assert [row["edit_distance"] for row in short["groups"]] == pytest.approx([1 / 3, 1 / 4, 1 / 5, 1 / 6])
     swapped = task.score(episodes, answering(lambda items: [items[1], items[0], *items[2:]]), renderer)
     assert swapped["value"] == 0.0 and swapped["groups"][0]["edit_distance"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("name", ["sequence-lengths-1-8", "sequence-heldout-words"])
+def test_the_committed_sequence_evaluations_go_beyond_the_training_range(name):
+    """docs/tasks/sequence-*.json (`ran eval DIR --task FILE`, README "Sequence beyond the training range"): lists
+    of 1-8 items where training holds 3-6, and lists of twelve words training never says."""
+    from ran.cli.eval import mix_with_settings
+    from ran.tasks.texts import DEFAULT_KEY_POOL
+
+    path = Path(__file__).parents[1] / f"docs/tasks/{name}.json"
+    trained = SequenceTask()
+    mix = mix_with_settings(TaskMix((trained,), (1.0,)), json.loads(path.read_text()), str(path))
+    episodes = mix.tasks[0].evaluation_episodes()
+    lengths = [len(e.info["items"]) for e in episodes]
+    said = {item for e in episodes for item in e.info["items"]}
+    if name == "sequence-lengths-1-8":
+        assert all(lengths.count(n) == 6 for n in range(1, 9)) and said <= set(trained.words)
+    else:
+        assert all(lengths.count(n) == 12 for n in range(3, 7))
+        assert len(said) == 12 and said.isdisjoint(trained.words) and said <= set(DEFAULT_KEY_POOL)
 
 
 def test_edit_distance():
