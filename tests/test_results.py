@@ -25,7 +25,9 @@ def committed() -> dict[str, list[Path]]:
         if relative.startswith(NOT_EXPERIMENTS) or document.get("schema") == BENCHMARK_SCHEMA:
             continue
         if document.get("schema") == EVAL_SCHEMA:  # one artifact rescored by ran eval --json: its own layout
-            assert document["environment"]["git"]["commit"] and document["scores"]["carried"]["groups"], relative
+            carried = document["scores"]["carried"]  # a battery artifact's scores come per task
+            scored = carried["tasks"].values() if "tasks" in carried else [carried]
+            assert document["environment"]["git"]["commit"] and all(task["groups"] for task in scored), relative
             continue
         found[experiment_of(document, relative)].append(path)
     return found
