@@ -25,9 +25,10 @@ def committed() -> dict[str, list[Path]]:
         if relative.startswith(NOT_EXPERIMENTS) or document.get("schema") == BENCHMARK_SCHEMA:
             continue
         if document.get("schema") == EVAL_SCHEMA:  # one artifact rescored by ran eval --json: its own layout
-            carried = document["scores"]["carried"]  # a battery artifact's scores come per task
-            scored = carried["tasks"].values() if "tasks" in carried else [carried]
-            assert document["environment"]["git"]["commit"] and all(task["groups"] for task in scored), relative
+            carried = document["scores"]["carried"]  # a battery artifact's come per task, each with its value
+            scored = (all(isinstance(task["value"], float) for task in carried["tasks"].values()) if "tasks" in carried
+                      else carried["groups"])
+            assert document["environment"]["git"]["commit"] and scored, relative
             continue
         found[experiment_of(document, relative)].append(path)
     return found
