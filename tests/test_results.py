@@ -26,8 +26,8 @@ def committed() -> dict[str, list[Path]]:
             continue
         if document.get("schema") == EVAL_SCHEMA:  # one artifact rescored by ran eval --json: its own layout
             carried = document["scores"]["carried"]  # a battery artifact's come per task, each with its value
-            scored = (all(isinstance(task["value"], float) for task in carried["tasks"].values()) if "tasks" in carried
-                      else carried["groups"])
+            tasks = carried.get("tasks")
+            scored = (tasks and all(isinstance(task["value"], float) for task in tasks.values())) or carried["groups"]
             assert document["environment"]["git"]["commit"] and scored, relative
             continue
         found[experiment_of(document, relative)].append(path)
