@@ -136,3 +136,38 @@ def test_the_readmes_table_of_the_recipe_r73_is_what_its_file_gives():
     rows = [line for line in out.splitlines() if "phrasings, D =" in line]
     assert len(rows) == 9 and all(line.endswith("wiped max 0.00") for line in rows)
     assert "replies stop 0.99 [0.99]; agreement with the base model carried 0.97 [0.96]" in out
+
+
+def _initiative_row(path: Path) -> str:
+    """README, "What costs initiative's words": the row that a committed `ran eval` file of one arm gives."""
+    document = json.loads(path.read_text())
+    config, carried = document["ran_config"], document["scores"]["carried"]["tasks"]["initiative"]
+    trained = [group for group in carried["groups"] if group["split"] == "trained"]
+    order = {"content": "by content", "reply": f"by the reply's {config['reply_places']} places",
+             "content-reply": f"by content, and by the reply's {config['reply_places']} places in it"}
+    cells = [config["reservoir"]["input_scaling"], f"{config['n_slots']}, {order[config['slot_order']]}",
+             f"{carried['value']:.2f}", f"{carried['heldout_phrasing_on_time']:.2f}",
+             f"{sum(g['on_time'] * g['n'] for g in trained) / sum(g['n'] for g in trained):.2f}",
+             f"{carried['on_time_gate']:.2f}",
+             f"{document['scores']['wiped']['tasks']['initiative']['value']:.2f}"]
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def test_the_readmes_table_of_initiative_on_five_settings_is_what_its_files_give():
+    """Each arm's committed `ran eval` file gives its README row, carried beside wiped from the same artifact."""
+    files = sorted((RESULTS / "initiative-settings").glob("*.json"))
+    readme = (RESULTS.parent / "README.md").read_text()
+    assert len(files) == 5
+    for path in files:
+        assert _initiative_row(path) in readme, (path.name, _initiative_row(path))
+
+
+def test_the_readmes_figure_of_sequence_with_the_prompt_seeing_every_slot_is_what_its_file_gives():
+    """README, "What costs initiative's words": sequence alone with `content-reply`, beside wiped and stateless."""
+    results = json.loads((RESULTS / "battery-solo-sequence-band-word-creply.json").read_text())
+    (row,) = results["summary"]
+    carried = row["carried"]
+    assert (row["task"], row["seeds"]) == ("sequence", [0, 1, 2])
+    assert max(row["wiped"]["values"]) == max(row["stateless"]["values"]) == 0.0
+    figure = f"**{carried['mean']:.2f} ± {carried['std']:.2f} [{carried['min']:.2f}]**"
+    assert figure in (RESULTS.parent / "README.md").read_text(), figure
