@@ -171,3 +171,15 @@ def test_the_readmes_figure_of_sequence_with_the_prompt_seeing_every_slot_is_wha
     assert max(row["wiped"]["values"]) == max(row["stateless"]["values"]) == 0.0
     figure = f"**{carried['mean']:.2f} ± {carried['std']:.2f} [{carried['min']:.2f}]**"
     assert figure in (RESULTS.parent / "README.md").read_text(), figure
+
+
+def test_the_readmes_table_of_the_mix_on_sequences_recipe_is_what_its_file_gives():
+    """README, "The same mix on sequence's recipe": each task's carried and wiped cells are the `ran eval` file's."""
+    scores = json.loads((RESULTS / "battery-mix-band-places/eval-seed0.json").read_text())["scores"]
+    readme = (RESULTS.parent / "README.md").read_text()
+    assert len(scores["carried"]["tasks"]) == 8
+    rows = [line.split("|")[1:-1] for line in readme.splitlines() if line.count("|") == 5]
+    for task, carried in scores["carried"]["tasks"].items():
+        wiped = f" {scores['wiped']['tasks'][task]['value']:.2f} "
+        assert any(cells[0] == f" {task} " and f"{carried['value']:.2f}" in cells[1] and cells[2] == wiped
+                   for cells in rows), task
