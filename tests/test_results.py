@@ -173,13 +173,29 @@ def test_the_readmes_figure_of_sequence_with_the_prompt_seeing_every_slot_is_wha
     assert figure in (RESULTS.parent / "README.md").read_text(), figure
 
 
-def test_the_readmes_table_of_the_mix_on_sequences_recipe_is_what_its_file_gives():
-    """README, "The same mix on sequence's recipe": each task's carried and wiped cells are the `ran eval` file's."""
-    scores = json.loads((RESULTS / "battery-mix-band-places/eval-seed0.json").read_text())["scores"]
-    readme = (RESULTS.parent / "README.md").read_text()
-    assert len(scores["carried"]["tasks"]) == 8
-    rows = [line.split("|")[1:-1] for line in readme.splitlines() if line.count("|") == 5]
+def _table_after(readme: str, heading: str) -> list[list[str]]:
+    """The cells of the first Markdown table after the paragraph that starts with ``heading``, header and rule
+    dropped, each cell stripped."""
+    lines = readme[readme.index(heading):].splitlines()
+    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
+    table = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        table.append([cell.strip() for cell in line.strip("|").split("|")])
+    return table[2:]
+
+
+@pytest.mark.parametrize("heading, path", [
+    ("**The same mix on sequence's recipe**", "battery-mix-band-places/eval-seed0.json"),
+    ("**The mix with the prompt seeing every slot**", "battery-mix-creply/eval-seed0.json"),
+])
+def test_the_readmes_table_of_a_one_seed_mix_is_what_its_eval_file_gives(heading, path):
+    """README, the mixes on the band's scaling: each task's row of the table under ``heading`` has the carried and
+    wiped values of the committed `ran eval` file, carried beside wiped from one artifact."""
+    scores = json.loads((RESULTS / path).read_text())["scores"]
+    rows = {cells[0]: cells for cells in _table_after((RESULTS.parent / "README.md").read_text(), heading)}
+    assert set(rows) == set(scores["carried"]["tasks"]) and len(rows) == 8
     for task, carried in scores["carried"]["tasks"].items():
-        wiped = f" {scores['wiped']['tasks'][task]['value']:.2f} "
-        assert any(cells[0] == f" {task} " and f"{carried['value']:.2f}" in cells[1] and cells[2] == wiped
-                   for cells in rows), task
+        assert rows[task][1].strip("*").startswith(f"{carried['value']:.2f}"), (task, rows[task][1])
+        assert rows[task][2] == f"{scores['wiped']['tasks'][task]['value']:.2f}", (task, rows[task][2])
