@@ -199,3 +199,19 @@ def test_the_readmes_table_of_a_one_seed_mix_is_what_its_eval_file_gives(heading
     for task, carried in scores["carried"]["tasks"].items():
         assert rows[task][1].strip("*").startswith(f"{carried['value']:.2f}"), (task, rows[task][1])
         assert rows[task][2] == f"{scores['wiped']['tasks'][task]['value']:.2f}", (task, rows[task][2])
+
+
+def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_are_what_its_eval_file_gives():
+    """README, "The mix with the prompt seeing every slot": the same artifact rescored with idle_write "keep"."""
+    as_trained, kept = (json.loads((RESULTS / "battery-mix-creply" / name).read_text())
+                        for name in ("eval-seed0.json", "eval-keep-seed0.json"))
+    assert (as_trained["ran_config"]["idle_write"], kept["ran_config"]["idle_write"]) == ("gate", "keep")
+    initiative = kept["scores"]["carried"]["tasks"]["initiative"]
+    by_wipe = " / ".join(f"{group['on_time']:.2f}" for group in initiative["groups"] if group["split"] == "heldout")
+    timed = kept["scores"]["carried"]["tasks"]["timed"]
+    readme = " ".join((RESULTS.parent / "README.md").read_text().split())
+    assert f"initiative **{initiative['value']:.2f}** ({by_wipe} by wipe tick;" in readme
+    assert f"silent after the due tick {timed['silent_after']:.2f}" in readme
+    for task, scores in kept["scores"]["carried"]["tasks"].items():  # "every other task's value the same"
+        if task != "initiative":
+            assert scores["value"] == as_trained["scores"]["carried"]["tasks"][task]["value"], task
