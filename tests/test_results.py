@@ -162,9 +162,12 @@ def test_the_readmes_table_of_initiative_on_five_settings_is_what_its_files_give
         assert _initiative_row(path) in readme, (path.name, _initiative_row(path))
 
 
-def test_the_readmes_figure_of_sequence_with_the_prompt_seeing_every_slot_is_what_its_file_gives():
-    """README, "What costs initiative's words": sequence alone with `content-reply`, beside wiped and stateless."""
-    results = json.loads((RESULTS / "battery-solo-sequence-band-word-creply.json").read_text())
+@pytest.mark.parametrize("name", ["battery-solo-sequence-band-word-creply",
+                                  "battery-solo-sequence-band-word-creply-600"])
+def test_the_readmes_figure_of_sequence_with_the_prompt_seeing_every_slot_is_what_its_file_gives(name):
+    """README, "What costs initiative's words": sequence alone with `content-reply` (150 and 600 steps), beside
+    wiped and stateless."""
+    results = json.loads((RESULTS / f"{name}.json").read_text())
     (row,) = results["summary"]
     carried = row["carried"]
     assert (row["task"], row["seeds"]) == ("sequence", [0, 1, 2])
