@@ -11,6 +11,7 @@ from ran.engine.report import EXPERIMENTS, LEGACY_SCHEMAS, RESULTS_SCHEMA, exper
 from ran.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+README = RESULTS.parent / "README.md"
 NOT_EXPERIMENTS = ("probes/", "session/", "reproduce.json",  # probe outputs, session transcripts, the reproduce spec
                    "gpu/gpu-check-h200.json")  # make gpu-check's summary of its steps
 BENCHMARK_SCHEMA = "ran.benchmark/1"  # benchmark files (benchmarks/common.py), read by the benchmarks' summary
@@ -156,7 +157,7 @@ def _initiative_row(path: Path) -> str:
 def test_the_readmes_table_of_initiative_on_five_settings_is_what_its_files_give():
     """Each arm's committed `ran eval` file gives its README row, carried beside wiped from the same artifact."""
     files = sorted((RESULTS / "initiative-settings").glob("*.json"))
-    readme = (RESULTS.parent / "README.md").read_text()
+    readme = README.read_text()
     assert len(files) == 5
     for path in files:
         assert _initiative_row(path) in readme, (path.name, _initiative_row(path))
@@ -173,7 +174,7 @@ def test_the_readmes_figure_of_sequence_with_the_prompt_seeing_every_slot_is_wha
     assert (row["task"], row["seeds"]) == ("sequence", [0, 1, 2])
     assert max(row["wiped"]["values"]) == max(row["stateless"]["values"]) == 0.0
     figure = f"**{carried['mean']:.2f} ± {carried['std']:.2f} [{carried['min']:.2f}]**"
-    assert figure in (RESULTS.parent / "README.md").read_text(), figure
+    assert figure in README.read_text(), figure
 
 
 def _table_after(readme: str, heading: str) -> list[list[str]]:
@@ -197,7 +198,7 @@ def test_the_readmes_table_of_a_one_seed_mix_is_what_its_eval_file_gives(heading
     """README, the mixes on the band's scaling: each task's row of the table under ``heading`` has the carried and
     wiped values of the committed `ran eval` file, carried beside wiped from one artifact."""
     scores = json.loads((RESULTS / path).read_text())["scores"]
-    rows = {cells[0]: cells for cells in _table_after((RESULTS.parent / "README.md").read_text(), heading)}
+    rows = {cells[0]: cells for cells in _table_after(README.read_text(), heading)}
     assert set(rows) == set(scores["carried"]["tasks"]) and len(rows) == 8
     for task, carried in scores["carried"]["tasks"].items():
         assert rows[task][1].strip("*").startswith(f"{carried['value']:.2f}"), (task, rows[task][1])
@@ -212,7 +213,7 @@ def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_are_what_its_eval_f
     initiative = kept["scores"]["carried"]["tasks"]["initiative"]
     by_wipe = " / ".join(f"{group['on_time']:.2f}" for group in initiative["groups"] if group["split"] == "heldout")
     timed = kept["scores"]["carried"]["tasks"]["timed"]
-    readme = " ".join((RESULTS.parent / "README.md").read_text().split())
+    readme = " ".join(README.read_text().split())
     assert f"initiative **{initiative['value']:.2f}** ({by_wipe} by wipe tick;" in readme
     assert f"silent after the due tick {timed['silent_after']:.2f}" in readme
     for task, scores in kept["scores"]["carried"]["tasks"].items():  # "every other task's value the same"
