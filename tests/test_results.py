@@ -193,6 +193,7 @@ def _table_after(readme: str, heading: str) -> list[list[str]]:
 @pytest.mark.parametrize("heading, path", [
     ("**The same mix on sequence's recipe**", "battery-mix-band-places/eval-seed0.json"),
     ("**The mix with the prompt seeing every slot**", "battery-mix-creply/eval-seed0.json"),
+    ("**The mix with idle ticks kept and the shares raised**", "battery-mix-keep/eval-seed0.json"),
 ])
 def test_the_readmes_table_of_a_one_seed_mix_is_what_its_eval_file_gives(heading, path):
     """README, the mixes on the band's scaling: each task's row of the table under ``heading`` has the carried and
@@ -219,3 +220,22 @@ def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_are_what_its_eval_f
     for task, scores in kept["scores"]["carried"]["tasks"].items():  # "every other task's value the same"
         if task != "initiative":
             assert scores["value"] == as_trained["scores"]["carried"]["tasks"][task]["value"], task
+
+
+def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_and_shares_raised_are_what_its_eval_file_gives():
+    """README, "The mix with idle ticks kept and the shares raised": initiative by wipe tick, timed per N, and the
+    battery section's summary line of every task's carried value, from the committed `ran eval` file."""
+    result = json.loads((RESULTS / "battery-mix-keep" / "eval-seed0.json").read_text())
+    assert result["ran_config"]["idle_write"] == "keep"
+    carried = result["scores"]["carried"]["tasks"]
+    readme = " ".join(README.read_text().split())
+
+    def heldout(task: str, measure: str) -> str:
+        return " / ".join(f"{group[measure]:.2f}" for group in carried[task]["groups"] if group["split"] == "heldout")
+
+    assert f"**Initiative's fade is gone**: {heldout('initiative', 'on_time')} for the wipe before tick 1" in readme
+    assert f"on time per N = 1..8 on held-out words {heldout('timed', 'on_time')} (" in readme
+    summary = ", ".join(f"{task} {carried[task]['value']:.2f}" for task in ("initiative", "sequence", "timed"))
+    assert f"interrupt 1.00, {summary} and silence {carried['silence']['value']:.2f}, every task 0.00 wiped" in readme
+    assert all(carried[task]["value"] == 1.0 for task in ("recall", "accumulate", "deferred", "interrupt"))
+    assert all(task["value"] == 0.0 for task in result["scores"]["wiped"]["tasks"].values())
