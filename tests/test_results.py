@@ -239,3 +239,19 @@ def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_and_shares_raised_a
     assert f"interrupt 1.00, {summary} and silence {carried['silence']['value']:.2f}, every task 0.00 wiped" in readme
     assert all(carried[task]["value"] == 1.0 for task in ("recall", "accumulate", "deferred", "interrupt"))
     assert all(task["value"] == 0.0 for task in result["scores"]["wiped"]["tasks"].values())
+
+
+def test_the_readmes_figures_of_the_shares_raised_mix_scored_with_idle_ticks_that_write_are_its_eval_files():
+    """README, "What keeping idle ticks adds at scoring": the keep-trained artifact rescored with idle_write "gate"."""
+    kept, written = (json.loads((RESULTS / "battery-mix-keep" / name).read_text())
+                     for name in ("eval-seed0.json", "eval-gate-seed0.json"))
+    assert (kept["ran_config"]["idle_write"], written["ran_config"]["idle_write"]) == ("keep", "gate")
+    initiative = written["scores"]["carried"]["tasks"]["initiative"]
+    by_wipe = " / ".join(f"{group['on_time']:.2f}" for group in initiative["groups"] if group["split"] == "heldout")
+    readme = " ".join(README.read_text().split())
+    assert f"gives initiative {initiative['value']:.2f} ({by_wipe} by wipe tick:" in readme
+    timed = written["scores"]["carried"]["tasks"]["timed"]
+    assert f"(silent after the due tick {timed['silent_after']:.2f})" in readme
+    for task, scores in written["scores"]["carried"]["tasks"].items():  # "every other task's value the same"
+        if task != "initiative":
+            assert scores["value"] == kept["scores"]["carried"]["tasks"][task]["value"], task
