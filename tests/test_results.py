@@ -206,20 +206,30 @@ def test_the_readmes_table_of_a_one_seed_mix_is_what_its_eval_file_gives(heading
         assert rows[task][2] == f"{scores['wiped']['tasks'][task]['value']:.2f}", (task, rows[task][2])
 
 
+def _heldout_groups(task: dict, measure: str = "on_time") -> str:
+    """A timed or initiative task's ``measure`` per group of the held-out words, as the README writes it."""
+    return " / ".join(f"{group[measure]:.2f}" for group in task["groups"] if group["split"] == "heldout")
+
+
+def _rescored(directory: str, idle_writes: dict[str, str]) -> list[dict]:
+    """The carried task scores of `ran eval` files of one artifact (file name -> its idle_write), each checked for
+    its idle_write, with every task but initiative at the same value in all ("every other task's value the same")."""
+    files = [json.loads((RESULTS / directory / name).read_text()) for name in idle_writes]
+    assert [result["ran_config"]["idle_write"] for result in files] == list(idle_writes.values())
+    tasks = [result["scores"]["carried"]["tasks"] for result in files]
+    for task in tasks[0]:
+        if task != "initiative":
+            assert len({scores[task]["value"] for scores in tasks}) == 1, task
+    return tasks
+
+
 def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_are_what_its_eval_file_gives():
     """README, "The mix with the prompt seeing every slot": the same artifact rescored with idle_write "keep"."""
-    as_trained, kept = (json.loads((RESULTS / "battery-mix-creply" / name).read_text())
-                        for name in ("eval-seed0.json", "eval-keep-seed0.json"))
-    assert (as_trained["ran_config"]["idle_write"], kept["ran_config"]["idle_write"]) == ("gate", "keep")
-    initiative = kept["scores"]["carried"]["tasks"]["initiative"]
-    by_wipe = " / ".join(f"{group['on_time']:.2f}" for group in initiative["groups"] if group["split"] == "heldout")
-    timed = kept["scores"]["carried"]["tasks"]["timed"]
+    _, kept = _rescored("battery-mix-creply", {"eval-seed0.json": "gate", "eval-keep-seed0.json": "keep"})
     readme = " ".join(README.read_text().split())
-    assert f"initiative **{initiative['value']:.2f}** ({by_wipe} by wipe tick;" in readme
-    assert f"silent after the due tick {timed['silent_after']:.2f}" in readme
-    for task, scores in kept["scores"]["carried"]["tasks"].items():  # "every other task's value the same"
-        if task != "initiative":
-            assert scores["value"] == as_trained["scores"]["carried"]["tasks"][task]["value"], task
+    by_wipe = _heldout_groups(kept["initiative"])
+    assert f"initiative **{kept['initiative']['value']:.2f}** ({by_wipe} by wipe tick;" in readme
+    assert f"silent after the due tick {kept['timed']['silent_after']:.2f}" in readme
 
 
 def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_and_shares_raised_are_what_its_eval_file_gives():
@@ -229,12 +239,9 @@ def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_and_shares_raised_a
     assert result["ran_config"]["idle_write"] == "keep"
     carried = result["scores"]["carried"]["tasks"]
     readme = " ".join(README.read_text().split())
-
-    def heldout(task: str, measure: str) -> str:
-        return " / ".join(f"{group[measure]:.2f}" for group in carried[task]["groups"] if group["split"] == "heldout")
-
-    assert f"**Initiative's fade is gone**: {heldout('initiative', 'on_time')} for the wipe before tick 1" in readme
-    assert f"on time per N = 1..8 on held-out words {heldout('timed', 'on_time')} (" in readme
+    by_wipe = _heldout_groups(carried["initiative"])
+    assert f"**Initiative's fade is gone**: {by_wipe} for the wipe before tick 1" in readme
+    assert f"on time per N = 1..8 on held-out words {_heldout_groups(carried['timed'])} (" in readme
     summary = ", ".join(f"{task} {carried[task]['value']:.2f}" for task in ("initiative", "sequence", "timed"))
     assert f"interrupt 1.00, {summary} and silence {carried['silence']['value']:.2f}, every task 0.00 wiped" in readme
     assert all(carried[task]["value"] == 1.0 for task in ("recall", "accumulate", "deferred", "interrupt"))
@@ -243,15 +250,8 @@ def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_and_shares_raised_a
 
 def test_the_readmes_figures_of_the_shares_raised_mix_scored_with_idle_ticks_that_write_are_its_eval_files():
     """README, "What keeping idle ticks adds at scoring": the keep-trained artifact rescored with idle_write "gate"."""
-    kept, written = (json.loads((RESULTS / "battery-mix-keep" / name).read_text())
-                     for name in ("eval-seed0.json", "eval-gate-seed0.json"))
-    assert (kept["ran_config"]["idle_write"], written["ran_config"]["idle_write"]) == ("keep", "gate")
-    initiative = written["scores"]["carried"]["tasks"]["initiative"]
-    by_wipe = " / ".join(f"{group['on_time']:.2f}" for group in initiative["groups"] if group["split"] == "heldout")
+    _, written = _rescored("battery-mix-keep", {"eval-seed0.json": "keep", "eval-gate-seed0.json": "gate"})
     readme = " ".join(README.read_text().split())
-    assert f"gives initiative {initiative['value']:.2f} ({by_wipe} by wipe tick:" in readme
-    timed = written["scores"]["carried"]["tasks"]["timed"]
-    assert f"(silent after the due tick {timed['silent_after']:.2f})" in readme
-    for task, scores in written["scores"]["carried"]["tasks"].items():  # "every other task's value the same"
-        if task != "initiative":
-            assert scores["value"] == kept["scores"]["carried"]["tasks"][task]["value"], task
+    by_wipe = _heldout_groups(written["initiative"])
+    assert f"gives initiative {written['initiative']['value']:.2f} ({by_wipe} by wipe tick:" in readme
+    assert f"(silent after the due tick {written['timed']['silent_after']:.2f})" in readme
