@@ -223,13 +223,22 @@ def _rescored(directory: str, idle_writes: dict[str, str]) -> list[dict]:
     return tasks
 
 
-def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_are_what_its_eval_file_gives():
-    """README, "The mix with the prompt seeing every slot": the same artifact rescored with idle_write "keep"."""
-    _, kept = _rescored("battery-mix-creply", {"eval-seed0.json": "gate", "eval-keep-seed0.json": "keep"})
+@pytest.mark.parametrize("directory, idle_writes, initiative_figure, timed_figure", [
+    # "The mix with the prompt seeing every slot": the gate-trained artifact rescored with idle ticks kept
+    ("battery-mix-creply", {"eval-seed0.json": "gate", "eval-keep-seed0.json": "keep"},
+     "initiative **{value}** ({by_wipe} by wipe tick;", "silent after the due tick {silent_after}"),
+    # "What keeping idle ticks adds at scoring": the keep-trained artifact rescored with idle ticks that write
+    ("battery-mix-keep", {"eval-seed0.json": "keep", "eval-gate-seed0.json": "gate"},
+     "gives initiative {value} ({by_wipe} by wipe tick:", "(silent after the due tick {silent_after})"),
+])
+def test_the_readmes_figures_of_a_mix_rescored_with_the_other_idle_write_are_what_its_eval_files_give(
+        directory, idle_writes, initiative_figure, timed_figure):
+    """The rescored file's initiative (by wipe tick) and timed silence after the due tick, as the README gives them."""
+    _, rescored = _rescored(directory, idle_writes)
     readme = " ".join(README.read_text().split())
-    by_wipe = _heldout_groups(kept["initiative"])
-    assert f"initiative **{kept['initiative']['value']:.2f}** ({by_wipe} by wipe tick;" in readme
-    assert f"silent after the due tick {kept['timed']['silent_after']:.2f}" in readme
+    initiative, timed = rescored["initiative"], rescored["timed"]
+    assert initiative_figure.format(value=f"{initiative['value']:.2f}", by_wipe=_heldout_groups(initiative)) in readme
+    assert timed_figure.format(silent_after=f"{timed['silent_after']:.2f}") in readme
 
 
 def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_and_shares_raised_are_what_its_eval_file_gives():
@@ -246,12 +255,3 @@ def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_and_shares_raised_a
     assert f"interrupt 1.00, {summary} and silence {carried['silence']['value']:.2f}, every task 0.00 wiped" in readme
     assert all(carried[task]["value"] == 1.0 for task in ("recall", "accumulate", "deferred", "interrupt"))
     assert all(task["value"] == 0.0 for task in result["scores"]["wiped"]["tasks"].values())
-
-
-def test_the_readmes_figures_of_the_shares_raised_mix_scored_with_idle_ticks_that_write_are_its_eval_files():
-    """README, "What keeping idle ticks adds at scoring": the keep-trained artifact rescored with idle_write "gate"."""
-    _, written = _rescored("battery-mix-keep", {"eval-seed0.json": "keep", "eval-gate-seed0.json": "gate"})
-    readme = " ".join(README.read_text().split())
-    by_wipe = _heldout_groups(written["initiative"])
-    assert f"gives initiative {written['initiative']['value']:.2f} ({by_wipe} by wipe tick:" in readme
-    assert f"(silent after the due tick {written['timed']['silent_after']:.2f})" in readme
