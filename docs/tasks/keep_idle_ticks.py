@@ -14,10 +14,8 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-from safetensors import safe_open
-
 from ran.artifact import artifact_pass_format, read_artifact_description
+from ran.integrity import read_weights, tensor_digest
 from ran.loading import load_model
 from ran.model import ReservoirModel
 from ran.reading import IDLE_WRITES
@@ -31,11 +29,9 @@ def same_weights(first: Path, second: Path) -> bool:
     if files != sorted(read_artifact_description(second)["files"]):
         return False
     for name in files:
-        with safe_open(first / name, "pt") as a, safe_open(second / name, "pt") as b:
-            if a.metadata() != b.metadata() or sorted(a.keys()) != sorted(b.keys()):
-                return False
-            if not all(torch.equal(a.get_tensor(key), b.get_tensor(key)) for key in a.keys()):
-                return False
+        (a, a_metadata), (b, b_metadata) = (read_weights(directory / name, name) for directory in (first, second))
+        if a_metadata != b_metadata or tensor_digest(a) != tensor_digest(b):
+            return False
     return True
 
 
