@@ -255,3 +255,37 @@ def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_and_shares_raised_a
     assert f"interrupt 1.00, {summary} and silence {carried['silence']['value']:.2f}, every task 0.00 wiped" in readme
     assert all(carried[task]["value"] == 1.0 for task in ("recall", "accumulate", "deferred", "interrupt"))
     assert all(task["value"] == 0.0 for task in result["scores"]["wiped"]["tasks"].values())
+
+
+SILENCE_ARMS = ("alone", "content", "initiative", "timed", "timed-gate256", "timed-phrasings", "timed-text-read")
+SILENCE_PASSES = ("hold", "under the hold", "release", "after the release", "first, free", "later, free")
+
+
+def test_the_readmes_tables_of_where_the_mix_loses_silence_are_what_their_files_give():
+    """README, "Where the mix loses silence": each arm's row (in SILENCE_ARMS' order) has its `ran eval` file's
+    silence scores, carried beside wiped; each row of the read probe's table has docs/tasks/silence-reads.json's share
+    of marked tokens open and of decisions right, per kind of pass."""
+    readme = README.read_text()
+    heading = "**Where the mix loses silence**"
+    rows = _table_after(readme, heading)
+    assert len(rows) == len(SILENCE_ARMS)
+    for cells, arm in zip(rows, SILENCE_ARMS, strict=True):
+        scores = json.loads((RESULTS / "silence-in-the-mix" / f"{arm}.json").read_text())["scores"]
+        silence = scores["carried"]["tasks"]["silence"]
+        wanted = [silence[name] for name in ("value", "held", "replied", "released", "ticks_silent")]
+        assert [cell.strip("*") for cell in cells[2:7]] == [f"{value:.2f}" for value in wanted], arm
+        assert cells[7] == f"{scores['wiped']['tasks']['silence']['value']:.2f}", arm
+    probe = json.loads((Path(__file__).parents[1] / "docs/tasks/silence-reads.json").read_text())["artifacts"]
+    after = readme[readme.index(heading):]
+    rows = {cells[0].strip("`"): cells[1:] for cells in _table_after(after, "What the running units read")}
+    assert set(rows) == set(probe) and "battery-mix-keep" in rows
+    for name, kinds in probe.items():
+        assert rows[name] == [f"{kinds[kind]['open_share']:.2f} / {kinds[kind]['decided_right']:.2f}"
+                              for kind in SILENCE_PASSES], name
+    flat = " ".join(readme.split())
+    mix, timed = probe["battery-mix-keep"], probe["timed"]
+    assert (f"released {timed['release']['decided_right']:.2f} and the statements after it "
+            f"{timed['after the release']['decided_right']:.2f} in the timed arm, {mix['release']['decided_right']:.2f}"
+            f" and {mix['after the release']['decided_right']:.2f} in the mix") in flat
+    assert (f"later statements ({mix['later, free']['open_share']:.2f}), and the gate replies to "
+            f"{mix['later, free']['decided_right']:.2f} of them") in flat
