@@ -53,10 +53,13 @@ def pass_kinds(episode: Episode) -> list[str | None]:
     return kinds
 
 
-def probe(directory: Path) -> dict[str, dict[str, float]]:
+def probe(directory: Path, bases: dict[str, tuple]) -> dict[str, dict[str, float]]:
+    """One artifact's rows; ``bases`` keeps each base model loaded once (name -> (model, tokenizer))."""
     saved, mix, _ = saved_run(directory)
     task = next(t for t in getattr(mix, "tasks", (mix,)) if t.name == "silence")
-    base, tokenizer = load_model(saved["model"])
+    if saved["model"] not in bases:
+        bases[saved["model"]] = load_model(saved["model"])
+    base, tokenizer = bases[saved["model"]]
     model = ReservoirModel.from_pretrained(base, directory)
     renderer = Renderer(artifact_pass_format(directory), tokenizer)
     calls: list[torch.Tensor] = []  # the running read's gates (T,) of each model call, in order
@@ -90,6 +93,7 @@ def probe(directory: Path) -> dict[str, dict[str, float]]:
                 rows[kind]["decided_right"].append(float(spoke == bool(step.speak)))
     finally:
         ran.model.token_gates = token_gates
+        model.unwrap()  # the base goes back as it was loaded, for the next artifact
     return {kind: {**{name: sum(values) / len(values) for name, values in rows[kind].items()},
                    "n": len(rows[kind]["gate_mean"])} for kind in KINDS if kind in rows}
 
@@ -99,10 +103,10 @@ def main() -> None:
     parser.add_argument("artifacts", nargs="+", metavar="[NAME=]DIR")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    found = {}
+    found, bases = {}, {}
     for given in args.artifacts:
         name, _, path = given.rpartition("=")
-        found[name or path] = kinds = probe(Path(path))
+        found[name or path] = kinds = probe(Path(path), bases)
         print(name or path)
         for kind, row in kinds.items():
             print(f"  {kind:18s} read gate {row['gate_mean']:.2f}, open {row['open_share']:.2f}, "
