@@ -429,6 +429,41 @@ def test_running_read_steps_the_running_units_on_a_read_of_their_own(tmp_path):
         RanConfig(summary="gated", write="switched", running_read=True, reservoir=reservoir)
 
 
+def test_a_running_read_that_sees_its_pass_moves_with_the_pass_and_is_saved(tmp_path):
+    """running_gate_context "pass": a token's gate in the running units' read moves with the pass's last token (the
+    first token's gate differs where only the last differs), the main read's gates do not, and the artifact keeps
+    the view (its state after a pass read back exactly)."""
+    reservoir = ReservoirConfig(units=64, leak_rate=1.0, input_scaling=0.5)
+    config = RanConfig(summary="gated", write="switched", running_units=16, running_read=True,
+                       running_gate_context="pass", reservoir=reservoir)
+    model = wrap(tiny_model("llama", 0), config)
+    plain = wrap(tiny_model("llama", 0), replace(config, running_gate_context="token"))
+    assert model.running_read_gate_context is not None and plain.running_read_gate_context is None
+    torch.testing.assert_close(model.running_read_gate.weight, plain.running_read_gate.weight)  # draws as before
+    with torch.no_grad():
+        model.running_read_gate_context.query.weight.normal_()
+
+    def logits(ids):
+        with torch.no_grad():
+            output = model(torch.tensor([ids]), state=torch.zeros(1, 64), read_only=True)
+        return output.running_read_logits[0], output.read_logits[0]
+
+    (running_a, main_a), (running_b, main_b) = logits([10, 11, 12]), logits([10, 11, 13])
+    assert float((running_a[0] - running_b[0]).abs()) > 1e-3
+    torch.testing.assert_close(main_a[0], main_b[0])
+    model.save_pretrained(tmp_path / "artifact")
+    loaded = ReservoirModel.from_pretrained(tiny_model("llama", 0), tmp_path / "artifact")
+    ids, state = torch.tensor([[10, 11, 40, 12]]), torch.randn(1, 64) * 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, state=state, read_only=True).state,
+                                   model(ids, state=state, read_only=True).state, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="running_gate_context 'pass' is what the running units' own read"):
+        RanConfig(summary="gated", write="switched", running_units=16, running_gate_context="pass",
+                  reservoir=reservoir)
+    with pytest.raises(ConfigError, match="unknown running_gate_context 'turn'"):
+        replace(config, running_gate_context="turn")
+
+
 @pytest.mark.parametrize("running_read", [False, True])
 def test_an_isolated_clock_steps_the_running_units_as_if_the_held_ones_were_zero(tmp_path, running_read):
     """running_clock "isolated": the running units' step sees only them (W_r's held-to-running block cut), so what

@@ -77,6 +77,7 @@ READ_QUERY = "read_query"  # the trained read's query, stored with the readout
 READ_GATE = "read_gate."  # the gated read's per-token gate (weight, bias), stored with the readout
 READ_GATE_CONTEXT = "read_gate_context."  # its view of the whole pass (gate_context "pass"), stored with the readout
 RUNNING_READ_GATE = "running_read_gate."  # the running units' own gated read (running_read), stored with the readout
+RUNNING_READ_GATE_CONTEXT = "running_read_gate_context."  # its view beyond its token (running_gate_context)
 RECALL_GATE = "recall_gate."  # the switched recall's gate (weight, bias), stored with the readout
 WRITE_GATE = "write_gate."  # the pass-switched write's gate (weight, bias), stored with the readout
 WRAPPED_MARK = "_ran_wrapped"  # set on a base model while a ReservoirModel's hooks are installed on it
@@ -124,6 +125,10 @@ class RanConfig:
     # the token after it | pass-next: both | pass-veto: the pass, and the token after only to shut a gate
     idle_write: str = "gate"  # an idle tick's write: gate (its write decides, as any pass's) | keep (the held units
     # stay as they were: a tick has no new input); older artifacts, saved without it, keep "gate"
+    running_gate_context: str = "token"  # what the running units' read gates see (running_read), as gate_context:
+    # "pass" lets a token's gate see the pass's last token, so the read can open a whole turn of one kind and a
+    # part of another (silence's release and timed's "N turns" beside each other: README, "A running read that
+    # sees its turn")
     gate_reads: str = "state"  # what the gate head reads: the whole state | running: only the running units, so
     # when to speak follows the clock, not what the held units keep (a word training never said)
     running_clock: str = "coupled"  # the running units' step: coupled (sees the whole state through W_r) | isolated
@@ -182,6 +187,12 @@ class RanConfig:
         if self.gate_context != "token" and self.summary != "gated":
             raise ConfigError(f"gate_context '{self.gate_context}' is what the gated read's gates see: it needs "
                               f"summary 'gated', not '{self.summary}'")
+        if self.running_gate_context not in GATE_CONTEXTS:
+            raise ConfigError(f"unknown running_gate_context '{self.running_gate_context}': choose one of "
+                              f"{', '.join(GATE_CONTEXTS)}")
+        if self.running_gate_context != "token" and not self.running_read:
+            raise ConfigError(f"running_gate_context '{self.running_gate_context}' is what the running units' own "
+                              "read's gates see: it needs running_read")
         if self.slot_order not in SLOT_ORDERS:
             raise ConfigError(f"unknown slot_order '{self.slot_order}': choose one of {', '.join(SLOT_ORDERS)}")
         if self.slot_order in REPLY_ORDERS and self.mode != "kv":
@@ -496,9 +507,12 @@ class ReservoirModel(nn.Module):
             nn.init.zeros_(self.read_gate.weight)
             nn.init.constant_(self.read_gate.bias, GATED_READ_BIAS)
         self.running_read_gate = None  # the running units' own read, drawn apart so other configs' draws stay
+        self.running_read_gate_context = None
         if config.running_read:
             with torch.random.fork_rng(devices=[]):
                 self.running_read_gate = nn.Linear(geometry.hidden_size, 1).to(device)
+                context = GATE_CONTEXT_MODULES.get(config.running_gate_context)
+                self.running_read_gate_context = context(geometry.hidden_size).to(device) if context else None
             nn.init.zeros_(self.running_read_gate.weight)
             nn.init.constant_(self.running_read_gate.bias, GATED_READ_BIAS)
         # p(speak) = sigmoid(w . r + b) on the state after a pass, or (gate_hidden H) on H ReLU units of it;
@@ -761,7 +775,8 @@ class ReservoirModel(nn.Module):
             if read.content is not None:  # the gates weigh the tokens' embeddings instead (read_from)
                 normed = rms_normalised(read.content.to(normed.device))
             if self.running_read_gate is not None:
-                _, running_gates, read.running_read_logits = token_gates(hidden, mask, self.running_read_gate)
+                _, running_gates, read.running_read_logits = token_gates(
+                    hidden, mask, self.running_read_gate, self.running_read_gate_context, read.last_index)
                 read.running_summary = gated_summary(normed, running_gates)
             read.summary = (gated_summary(normed, gates) if self.config.read_places == 1
                             else ordered_summary(normed, gates, self.config.read_places,
@@ -1001,7 +1016,8 @@ class ReservoirModel(nn.Module):
         if self.read_gate is not None:
             readout.update({READ_GATE + name: t for name, t in self.read_gate.state_dict().items()})
         for prefix, gate in ((RECALL_GATE, self.recall_gate), (WRITE_GATE, self.write_gate),
-                             (READ_GATE_CONTEXT, self.read_gate_context), (RUNNING_READ_GATE, self.running_read_gate)):
+                             (READ_GATE_CONTEXT, self.read_gate_context), (RUNNING_READ_GATE, self.running_read_gate),
+                             (RUNNING_READ_GATE_CONTEXT, self.running_read_gate_context)):
             if gate is not None:
                 readout.update({prefix + name: t for name, t in gate.state_dict().items()})
         parts = {"readout": readout}
@@ -1056,7 +1072,8 @@ class ReservoirModel(nn.Module):
             names = [name for name in readout if name.startswith(READ_GATE)]
             self.read_gate.load_state_dict({name[len(READ_GATE):]: readout.pop(name) for name in names})
         for prefix, gate in ((READ_GATE_CONTEXT, self.read_gate_context), (RECALL_GATE, self.recall_gate),
-                             (WRITE_GATE, self.write_gate), (RUNNING_READ_GATE, self.running_read_gate)):
+                             (WRITE_GATE, self.write_gate), (RUNNING_READ_GATE_CONTEXT, self.running_read_gate_context),
+                             (RUNNING_READ_GATE, self.running_read_gate)):
             if gate is not None:
                 names = [name for name in readout if name.startswith(prefix)]
                 gate.load_state_dict({name[len(prefix):]: readout.pop(name) for name in names})

@@ -73,6 +73,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --running-units and --summary gated: the running units step on a gated read of "
                              "their own, trained on the task's running_read labels (e.g. timed's N), while the held "
                              "units take in the main read (e.g. its word) (default: one read for every unit)")
+    parser.add_argument("--running-gate-context", default="token", choices=list(GATE_CONTEXTS),
+                        help="with --running-read: what a token's gate in the running units' read sees, as "
+                             "--gate-context does for the main read; pass lets it see the pass's last token, which "
+                             "has read the whole turn (default: %(default)s)")
     parser.add_argument("--running-clock", default="coupled", choices=list(RUNNING_CLOCKS),
                         help="with --running-units: whether the running units' step sees the held units through "
                              "W_r (coupled) or only themselves (isolated: W_r's held-to-running block is cut, so a "
@@ -159,7 +163,7 @@ def ran_config_from(args: argparse.Namespace, **fields) -> RanConfig:
                      running_clock=args.running_clock,
                      recall=args.recall, drive=args.drive, read_places=args.read_places, read_from=args.read_from,
                      slot_order=args.slot_order, reply_places=args.reply_places, whiten=args.whiten,
-                     gate_context=args.gate_context,
+                     gate_context=args.gate_context, running_gate_context=args.running_gate_context,
                      reservoir=reservoir_config_from(args), **fields)
 
 

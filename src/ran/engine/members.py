@@ -24,7 +24,7 @@ MEMBER_SCHEMA = "ran.population-member/1"  # the name predates the engine; popul
 # Config fields newer than records already written: left out of a member while at their default, as they are
 # absent from those records, so those runs keep their keys (reading a member back, a missing field is its default).
 NEWER_RAN_NAMES = ("gate_hidden", "running_units", "running_read", "idle_write", "gate_reads", "running_clock",
-                   "write_margin", "write_hidden", "reply_places", "whiten")
+                   "write_margin", "write_hidden", "reply_places", "whiten", "running_gate_context")
 NEWER_RAN_FIELDS: dict[str, Any] = {field.name: field.default for field in dataclasses.fields(RanConfig)
                                     if field.name in NEWER_RAN_NAMES}
 NEWER_TASK_FIELDS: dict[str, Any] = {"appointments": [1, 1], "running_read": None, "instructions": [],

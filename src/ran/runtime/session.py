@@ -125,6 +125,9 @@ def model_identity(model: ReservoirModel) -> dict[str, Any]:
         trained.update({f"running_read_gate.{name}": t for name, t in model.running_read_gate.state_dict().items()})
     if model.read_gate_context is not None:
         trained.update({f"read_gate_context.{name}": t for name, t in model.read_gate_context.state_dict().items()})
+    if model.running_read_gate_context is not None:
+        trained.update({f"running_read_gate_context.{name}": t
+                        for name, t in model.running_read_gate_context.state_dict().items()})
     if model.gate_head is not None:
         trained.update({f"gate_head.{name}": t for name, t in model.gate_head.state_dict().items()})
     for name in sorted(trained):
