@@ -410,6 +410,8 @@ ROWS = [
     ("battery", ["--tasks", "timed", "--alone"], "--alone trains each task of the mix by itself beside the mix"),
     ("battery", ["--tasks", "timed", "--gate-context", "pass"], "gate_context 'pass' is what the gated read's gates "
      "see: it needs summary 'gated', not 'last'"),
+    ("battery", ["--tasks", "timed", "--summary", "gated", "--running-gate-context", "pass"],
+     "running_gate_context 'pass' is what the running units' own read's gates see: it needs running_read"),
     ("battery", ["--tasks", "recall", "--set", 'recall.word_pool={"train": 6}'],
      "--set recall.word_pool: task 'recall' has no words to draw (word_pool is for timed and initiative)"),
     ("battery", ["--tasks", "timed", "--set", 'timed.word_pool={"size": 6}'],

@@ -48,6 +48,10 @@ def test_every_training_command_builds_its_config_from_the_shared_flags(command,
     assert (config.mode, config.layer, config.n_slots, config.summary, config.write, config.idle_write) == (
         "kv", 3, 4, "gated", "switched", "keep")
     assert config.running_clock == "isolated"
+    if command != "remember":  # remember's recipe fixes its write and reads
+        running = build_parser().parse_args([command, "--summary", "gated", "--write", "switched", "--running-units",
+                                             "8", "--running-read", "--running-gate-context", "pass", "--units", "64"])
+        assert ran_config_from(running).running_gate_context == "pass"
     assert (config.running_units, config.recall, config.read_places, config.read_from, config.slot_order,
             config.gate_context) == (8, "switched", 2, "embeddings", "content-reply", "pass")
     assert (config.reservoir.units, config.reservoir.leak_rate, config.reservoir.leak_rate_min,
