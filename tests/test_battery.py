@@ -147,6 +147,28 @@ def test_silence_follows_the_state_so_a_model_without_it_is_right_at_most_half_t
     assert holds["value"] == 0.0 and holds["held"] == 1.0 and holds["replied"] == 0.0
 
 
+@pytest.mark.parametrize("arm", ["timed", "timed-running-gate-pass"])
+def test_silences_scores_walk_each_pass_by_its_kind_and_rescore_a_saved_evaluation(arm):
+    """``pass_kinds`` gives every pass of an evaluation episode one kind (the first of a held episode the hold, one
+    release, ticks where idle), and the gate decisions a `ran eval` file saved score again to its silence rows."""
+    from ran.tasks.silence import PASS_KINDS, pass_kinds
+
+    task = SilenceTask()
+    episodes = task.evaluation_episodes()
+    for episode in episodes:
+        kinds = pass_kinds(episode)
+        assert set(kinds) <= set(PASS_KINDS) and len(kinds) == len(episode.passes)
+        assert [kind == "tick" for kind in kinds] == [step.idle for step in episode.passes]
+        assert kinds.count("release") == kinds.count("hold") == int(episode.info["hold"])
+    saved = json.loads((Path(__file__).parents[1] / "results/silence-in-the-mix" / f"{arm}.json").read_text())
+    silence = saved["scores"]["carried"]["tasks"]["silence"]
+    speaks = [row["speaks"] for row in silence["predictions"]]
+    predictions = [[Prediction([], None, speak) for speak in row] for row in speaks]
+    again = task.score(episodes, predictions, Renderer(FORMAT, tiny_tokenizer()))
+    for name in ("value", "held", "replied", "released", "ticks_silent"):
+        assert again[name] == pytest.approx(silence[name]), name
+
+
 def test_silence_is_learned_through_the_state():
     scores = _run(["silence"])["silence"]
     # Measured (seeds 0-2, 1 thread, AVX2, also with portable kernels): carried 1.00, wiped 0.25-0.42,

@@ -25,32 +25,15 @@ import torch
 import ran.model
 from ran.artifact import artifact_pass_format
 from ran.cli.eval import saved_run
-from ran.episodes import Episode, render
+from ran.episodes import render
 from ran.loading import load_model
 from ran.model import ReservoirModel
 from ran.passes import Renderer
 from ran.provenance import environment
+from ran.tasks.silence import PASS_KINDS, pass_kinds
 from ran.training import run_episodes
 
-KINDS = ("hold", "under the hold", "release", "after the release", "first, free", "later, free")
-
-
-def pass_kinds(episode: Episode) -> list[str | None]:
-    """Each pass's kind (None for an idle tick), as ``SilenceTask.score`` walks the episode."""
-    under, released, kinds = episode.info["hold"], False, []
-    for index, step in enumerate(episode.passes):
-        if step.idle:
-            kinds.append(None)
-        elif under and index == 0:
-            kinds.append("hold")
-        elif under and step.speak:
-            kinds.append("release")
-            under, released = False, True
-        elif under:
-            kinds.append("under the hold")
-        else:
-            kinds.append("first, free" if index == 0 else "after the release" if released else "later, free")
-    return kinds
+KINDS = tuple(kind for kind in PASS_KINDS if kind != "tick")  # the kinds of pass the running read is to read
 
 
 def probe(directory: Path, bases: dict[str, tuple]) -> dict[str, dict[str, float]]:
@@ -84,7 +67,7 @@ def probe(directory: Path, bases: dict[str, tuple]) -> dict[str, dict[str, float
             speaks = iter(result.speak for result in scored)
             for kind, step, gates in zip(pass_kinds(episode), rendered, calls, strict=True):
                 spoke = next(speaks) >= 0.5
-                if kind is None:
+                if kind == "tick":
                     continue
                 labels = torch.tensor(step.running_read[-len(gates):])
                 marked = gates[labels == 1]

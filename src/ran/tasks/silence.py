@@ -117,20 +117,39 @@ class SilenceTask(SampledTask):
             right = [s == bool(step.speak) for step, s in zip(episode.passes, spoke, strict=True)]
             met.append(float(all(right)))
             by_kind[episode.group].append(met[-1])
-            under_hold = episode.info["hold"]
-            for index, (step, said) in enumerate(zip(episode.passes, spoke, strict=True)):
-                if step.idle:
-                    rows["ticks_silent"].append(float(not said))
-                elif under_hold and index == 0:
+            for kind, said in zip(pass_kinds(episode), spoke, strict=True):
+                if kind == "hold":
                     continue  # the hold itself: scored in the headline only
-                elif under_hold and step.speak:  # the release
-                    rows["released"].append(float(said))
-                    under_hold = False
-                else:
-                    rows["held" if under_hold else "replied"].append(float(said != under_hold))
+                row, wanted_silent = SCORED_AS.get(kind, ("replied", False))
+                rows[row].append(float(said != wanted_silent))
         return {"value": mean(met), **{name: mean(values) for name, values in rows.items()},
                 "groups": [{"kind": kind, "n": len(values), "every_label": mean(values)}
                            for kind, values in by_kind.items()],
                 "gate": gate_counts(episodes, predictions),
                 "predictions": [{"kind": e.group, "speaks": [p.speak for p in ps]}
                                 for e, ps in zip(episodes, predictions, strict=True)]}
+
+
+# The score row of a kind of pass and whether it is to be silent; any other kind but the hold: "replied", to speak.
+SCORED_AS = {"tick": ("ticks_silent", True), "under the hold": ("held", True), "release": ("released", False)}
+PASS_KINDS = ("tick", "hold", "under the hold", "release", "after the release", "first, free", "later, free")
+
+
+def pass_kinds(episode: Episode) -> list[str]:
+    """Each pass's kind (PASS_KINDS), as :meth:`SilenceTask.score` scores it: an idle tick; the hold, a statement
+    under it, the release (the first pass under the hold labelled to speak), a statement after it; a free episode's
+    first statement and a later one."""
+    under, released, kinds = episode.info["hold"], False, []
+    for index, step in enumerate(episode.passes):
+        if step.idle:
+            kinds.append("tick")
+        elif under and index == 0:
+            kinds.append("hold")
+        elif under and step.speak:
+            kinds.append("release")
+            under, released = False, True
+        elif under:
+            kinds.append("under the hold")
+        else:
+            kinds.append("first, free" if index == 0 else "after the release" if released else "later, free")
+    return kinds
