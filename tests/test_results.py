@@ -289,3 +289,32 @@ def test_the_readmes_tables_of_where_the_mix_loses_silence_are_what_their_files_
             f" and {mix['after the release']['decided_right']:.2f} in the mix") in flat
     assert (f"later statements ({mix['later, free']['open_share']:.2f}), and the gate replies to "
             f"{mix['later, free']['decided_right']:.2f} of them") in flat
+
+
+# README, "A running read that sees its turn": each row's eval file (under results/silence-in-the-mix/) and seed.
+RUNNING_GATE_ARMS = (("timed", 0), ("timed-no-running-labels", 0), ("timed-running-gate-pass", 0),
+                     ("timed-seed1", 1), ("timed-running-gate-pass-seed1", 1))
+
+
+def test_the_readmes_tables_of_a_running_read_that_sees_its_turn_are_what_their_files_give():
+    """Each arm's row has its `ran eval` file's silence scores, carried beside wiped, and timed's gate on time; the
+    probe's table has docs/tasks/silence-reads-running-gate.json's share open and decisions right per kind of pass."""
+    readme = README.read_text()
+    heading = "**A running read that sees its turn**"
+    rows = _table_after(readme, heading)
+    assert len(rows) == len(RUNNING_GATE_ARMS)
+    for cells, (arm, seed) in zip(rows, RUNNING_GATE_ARMS, strict=True):
+        scores = json.loads((RESULTS / "silence-in-the-mix" / f"{arm}.json").read_text())["scores"]
+        silence = scores["carried"]["tasks"]["silence"]
+        wanted = [silence[name] for name in ("value", "held", "replied", "released", "ticks_silent")]
+        assert cells[1] == str(seed), arm
+        assert [cell.strip("*") for cell in cells[3:8]] == [f"{value:.2f}" for value in wanted], arm
+        assert cells[8] == f"{scores['wiped']['tasks']['silence']['value']:.2f}", arm
+        assert cells[9] == f"{scores['carried']['tasks']['timed']['on_time_gate']:.2f}", arm
+    probe = json.loads((Path(__file__).parents[1] / "docs/tasks/silence-reads-running-gate.json").read_text())
+    after = readme[readme.index(heading):]
+    rows = {cells[0].strip("`"): cells[1:] for cells in _table_after(after, "What the running units read")}
+    assert set(rows) == set(probe["artifacts"])
+    for name, kinds in probe["artifacts"].items():
+        assert rows[name] == [f"{kinds[kind]['open_share']:.2f} / {kinds[kind]['decided_right']:.2f}"
+                              for kind in SILENCE_PASSES], name
