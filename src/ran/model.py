@@ -127,8 +127,8 @@ class RanConfig:
     # stay as they were: a tick has no new input); older artifacts, saved without it, keep "gate"
     running_gate_context: str = "token"  # what the running units' read gates see (running_read), as gate_context:
     # "pass" lets a token's gate see the pass's last token, so the read can open a whole turn of one kind and a
-    # part of another (silence's release and timed's "N turns" beside each other: README, "A running read that
-    # sees its turn")
+    # part of another (tried for silence's release beside timed's "N turns": it opened the release's read, but over
+    # two seeds did not mend silence; README, "A running read that sees its turn")
     gate_reads: str = "state"  # what the gate head reads: the whole state | running: only the running units, so
     # when to speak follows the clock, not what the held units keep (a word training never said)
     running_clock: str = "coupled"  # the running units' step: coupled (sees the whole state through W_r) | isolated
