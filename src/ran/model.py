@@ -1013,11 +1013,7 @@ class ReservoirModel(nn.Module):
         readout = dict(self.injector.state_dict())
         if self.read_query is not None:
             readout[READ_QUERY] = self.read_query
-        if self.read_gate is not None:
-            readout.update({READ_GATE + name: t for name, t in self.read_gate.state_dict().items()})
-        for prefix, gate in ((RECALL_GATE, self.recall_gate), (WRITE_GATE, self.write_gate),
-                             (READ_GATE_CONTEXT, self.read_gate_context), (RUNNING_READ_GATE, self.running_read_gate),
-                             (RUNNING_READ_GATE_CONTEXT, self.running_read_gate_context)):
+        for prefix, gate in self._readout_gates():
             if gate is not None:
                 readout.update({prefix + name: t for name, t in gate.state_dict().items()})
         parts = {"readout": readout}
@@ -1061,6 +1057,13 @@ class ReservoirModel(nn.Module):
             raise ArtifactError(f"readout in {directory} does not match its config: {first_line}") from None
         return model
 
+    def _readout_gates(self) -> tuple[tuple[str, nn.Module | None], ...]:
+        """The gates and switches stored with the readout, each under its prefix (None where the config has none);
+        no prefix begins another, so each loads back from its own names."""
+        return ((READ_GATE, self.read_gate), (RECALL_GATE, self.recall_gate), (WRITE_GATE, self.write_gate),
+                (READ_GATE_CONTEXT, self.read_gate_context), (RUNNING_READ_GATE, self.running_read_gate),
+                (RUNNING_READ_GATE_CONTEXT, self.running_read_gate_context))
+
     def _load_weights(self, directory: str | os.PathLike, description: dict[str, Any]) -> None:
         readout = read_artifact_part(directory, description, "readout")
         if self.read_query is not None:
@@ -1068,12 +1071,7 @@ class ReservoirModel(nn.Module):
                 raise RuntimeError(f"{READ_QUERY} is missing")
             with torch.no_grad():
                 self.read_query.copy_(readout.pop(READ_QUERY))
-        if self.read_gate is not None:
-            names = [name for name in readout if name.startswith(READ_GATE)]
-            self.read_gate.load_state_dict({name[len(READ_GATE):]: readout.pop(name) for name in names})
-        for prefix, gate in ((READ_GATE_CONTEXT, self.read_gate_context), (RECALL_GATE, self.recall_gate),
-                             (WRITE_GATE, self.write_gate), (RUNNING_READ_GATE_CONTEXT, self.running_read_gate_context),
-                             (RUNNING_READ_GATE, self.running_read_gate)):
+        for prefix, gate in self._readout_gates():
             if gate is not None:
                 names = [name for name in readout if name.startswith(prefix)]
                 gate.load_state_dict({name[len(prefix):]: readout.pop(name) for name in names})
