@@ -98,6 +98,7 @@ SCRIPTS = {
     "long-line": "w5 " * 400_000 + "\n",
     "over-window": " ".join(["w5"] * 300) + "\n",  # 599 tokens with the spaces: more than --window 252 keeps
     "over-positions": " ".join(["w5"] * 300) + "\n",  # with --policy none: past the tiny model's 128 positions
+    "args-unclosed": "--tasks timed\n--set 'timed.instruction=Say {word} in {turns} turn{s}.\n",  # an @FILE
 }
 
 ROWS = [
@@ -400,6 +401,11 @@ ROWS = [
     ("battery", ["--tasks", "timed", "--set", "timed.appointments=0-2"], "appointments 0-2 is outside 1-8"),
     ("battery", ["--tasks", "recall", "timed", "--weights", "1"], "1 weights for 2 tasks"),
     ("battery", ["--weights", "-1"], "--weights must be"),
+    ("battery", ["@@W/nothing.args"], "arguments file not found: @W/nothing.args"),
+    ("battery", ["@@W/adir"], "arguments file @W/adir is a directory: give a text file of flags"),
+    ("battery", ["@@W/binary.bin"], "arguments file @W/binary.bin is not a text file (not UTF-8)"),
+    ("battery", ["@@W/scripts/args-unclosed.txt"],
+     "arguments file @W/scripts/args-unclosed.txt line 2: No closing quotation in \"--set 'timed.instruction=Say"),
     ("battery", ["--episodes-per-step", "0"], "--episodes-per-step must be"),
     ("battery", ["--recipe", "magic"], "invalid choice: 'magic'"),
     ("battery", ["--grid", "colour=1,2"], "unknown grid field 'colour': choose from units, leak_rate"),

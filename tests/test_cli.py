@@ -1,8 +1,10 @@
 """The command line as a user runs it (``python -m ran``, a new process): exit status 2 and one error line, no
 traceback, for bad input (the table of bad inputs runs in-process: tests/test_bad_input.py); ``ran check``."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +73,52 @@ def test_every_training_command_builds_its_pass_format_from_the_shared_flags(com
     default = pass_format_from(parser.parse_args([command]))
     assert default.tick == "text" and default.idle_text == "\n"
     assert default.kind == ("chat" if command == "remember" else "text")  # remember's recipe is the chat format
+
+
+RECIPE = Path(__file__).resolve().parent.parent / "docs" / "recipes" / "battery-mix-keep.args"
+
+
+def _readme_held_word_mix_command() -> list[str]:
+    """The held-word mix's command as the README prints it, split as a shell would (without `ran battery`)."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"\*\*The mix of eight on the held-word recipe\*\*.*?```bash\n(.*?)```", readme, flags=re.S)
+    assert block, "README lost the held-word mix's command"
+    words = shlex.split(block.group(1).replace("\\\n", " "))
+    assert words[:2] == ["ran", "battery"]
+    return words[2:]
+
+
+def test_the_mix_recipe_file_is_the_readme_mix_with_idle_ticks_kept():
+    """docs/recipes/battery-mix-keep.args is what the README says battery-mix-keep ran: the held-word mix's
+    command with the changes the README lists (content-reply, then idle ticks kept and the shares raised)."""
+    from ran.cli import build_parser, expand_argument_files
+
+    changes = ["--input-scaling", "0.005", "--slot-order", "content-reply", "--reply-places", "12", "--slots", "24",
+               "--idle-write", "keep", "--steps", "500", "--episodes-per-step", "72", "--weights", "1", "2", "4", "1",
+               "4", "1", "3", "2", "--name", "battery-mix-keep"]
+    readme = vars(build_parser().parse_args(["battery", *_readme_held_word_mix_command(), *changes, "--save", "D"]))
+    recipe = vars(build_parser().parse_args(expand_argument_files(["battery", f"@{RECIPE}", "--seeds", "0",
+                                                                   "--save", "D"])))
+    assert readme["settings"] and readme == recipe
+
+
+def test_an_arguments_file_is_overridden_by_later_flags_and_its_sets_add_up(tmp_path):
+    from ran.cli import build_parser, expand_argument_files
+
+    recipe = tmp_path / "my.args"
+    recipe.write_text("# a comment line\n--tasks timed silence --steps 5  # two tasks\n"
+                      "--set 'timed.instruction=In {turns} turn{s}, say {word}.' timed.eval_count=8\n")
+    argv = expand_argument_files(["battery", f"@{recipe}", "--steps", "7", "--set", "timed.eval_count=16"])
+    assert argv == ["battery", "--tasks", "timed", "silence", "--steps", "5", "--set",
+                    "timed.instruction=In {turns} turn{s}, say {word}.", "timed.eval_count=8", "--steps", "7", "--set",
+                    "timed.eval_count=16"]
+    args = build_parser().parse_args(argv)
+    assert args.steps == 7 and args.tasks == ["timed", "silence"]
+    assert args.settings == ["timed.instruction=In {turns} turn{s}, say {word}.", "timed.eval_count=8",
+                             "timed.eval_count=16"]
+    from ran.cli.battery import parse_settings
+
+    assert parse_settings(args.settings, args.tasks)["timed"]["eval_count"] == 16  # the last value wins
+    assert expand_argument_files(["battery", "@"]) == ["battery", "@"]  # a lone @ is an ordinary argument

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 import warnings
 from functools import partial
+from pathlib import Path
 
 from ran.cli.validate import check_arguments
-from ran.errors import RanError, RanWarning
+from ran.errors import ConfigError, RanError, RanWarning
 
 # name -> (module, or "module:NAME", one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -81,6 +83,12 @@ def main(argv: list[str] | None = None, exit_at_once_on_interrupt: bool = False)
     its files are written (they are fsynced, and the session lock goes with the process), skipping the
     interpreter's teardown of some 3,000 modules, which takes seconds."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        argv = expand_argument_files(argv)
+    except ConfigError as error:
+        print(f"ran: error: {error}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     module = command_module(SUBCOMMANDS[args.command][0])
@@ -100,6 +108,33 @@ def main(argv: list[str] | None = None, exit_at_once_on_interrupt: bool = False)
             sys.stderr.flush()
             os._exit(130)
         return 130
+
+
+ARGUMENT_FILE_BYTES = 1 << 20  # an arguments file is a recipe of flags, not data
+
+
+def expand_argument_files(argv: list[str]) -> list[str]:
+    """Each ``@FILE`` in ``argv`` replaced by the arguments in FILE: split as a shell splits a line (quotes keep a
+    value with spaces together), ``#`` to the end of a line a comment. Flags after it override the file's
+    (``--set`` items add to them, the last value of a field wins), so ``ran battery @RECIPE --seeds 1`` reruns a
+    recipe with another seed. Files are not nested: an ``@`` inside a file is an ordinary argument."""
+    from ran.fileio import read_small_text
+
+    expanded: list[str] = []
+    for argument in argv:
+        if not argument.startswith("@") or argument == "@":
+            expanded.append(argument)
+            continue
+        path = Path(argument[1:])
+        text = read_small_text(path, "arguments file", ARGUMENT_FILE_BYTES, "a text file of flags, e.g. "
+                               "docs/recipes/battery-mix-keep.args", "arguments file")
+        for number, line in enumerate(text.splitlines(), 1):
+            try:
+                expanded += shlex.split(line, comments=True)
+            except ValueError as error:  # an unclosed quote
+                raise ConfigError(f"arguments file {path} line {number}: {error} in {line.strip()!r}; close the "
+                                  "quote on the same line") from None
+    return expanded
 
 
 def _show_warning(command: str, show, message, category, *args, **kwargs) -> None:

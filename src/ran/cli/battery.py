@@ -65,8 +65,10 @@ def add_arguments(parser) -> None:
                         help="a task you write as data: a JSONL file of episodes, one a line (passes with text, "
                              "target, idle, wipe, speak; held-out episodes marked \"heldout\": true), trained and "
                              "scored with the others under the file's name; see docs/tasks/appointments.jsonl")
-    parser.add_argument("--set", nargs="+", default=[], metavar="TASK.FIELD=VALUE", dest="settings",
-                        help="change a task's setting, e.g. deferred.eval_delays=[2,4,8,16] timed.turns=2-6 "
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="TASK.FIELD=VALUE",
+                        dest="settings",
+                        help="change a task's setting (given more than once, the items add up and a field's last "
+                             "value wins), e.g. deferred.eval_delays=[2,4,8,16] timed.turns=2-6 "
                              "(a JSON value, or LOW-HIGH for a range); a task with words (timed, initiative) also "
                              "takes word_pool, ran crosspass's key pool, e.g. "
                              "timed.word_pool='{\"source\": \"vocab\", \"train\": 2000, \"heldout\": 200}': "
