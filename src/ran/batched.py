@@ -280,11 +280,19 @@ class _MemberLinear(nn.Module):
     def gradients(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The stacked (N, out, in) weight and (N, out) bias gradients, each member's slice its ``.grad``."""
         for parameters, stacked in ((self.weights, self._weight_grad), (self.biases, self._bias_grad)):
+            if not len(parameters):
+                continue
+            if all(parameter.grad is None for parameter in parameters):  # after zero_grad: one zeroing for all
+                stacked.zero_()
+                for parameter, own in zip(parameters, stacked.unbind(0), strict=True):
+                    parameter.grad = own
+                continue
+            member_bytes = stacked.stride(0) * stacked.element_size()
             for member, parameter in enumerate(parameters):
                 if parameter.grad is None:
                     stacked[member].zero_()
                     parameter.grad = stacked[member]
-                elif parameter.grad.data_ptr() != stacked[member].data_ptr():
+                elif parameter.grad.data_ptr() != stacked.data_ptr() + member * member_bytes:
                     raise RuntimeError("a member's .grad was replaced: set it to None (zero_grad) between steps")
         return self._weight_grad, self._bias_grad
 

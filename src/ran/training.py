@@ -116,8 +116,8 @@ class LayerInputCache:
             self._entries.move_to_end(sequence)
         # One copy for the whole group (not one per row, each a kernel on a GPU): the rows' tokens,
         # concatenated, land at their left-padded places of the flattened (b * T, d) batch.
-        places = torch.cat([torch.arange((row + 1) * width - len(entry), (row + 1) * width)
-                            for row, entry in enumerate(entries)])
+        places = torch.tensor([place for row, entry in enumerate(entries)
+                               for place in range((row + 1) * width - len(entry), (row + 1) * width)])
         hidden = entries[0].new_zeros(len(sequences) * width, entries[0].shape[-1])
         hidden[places.to(hidden.device)] = torch.cat(entries)
         return hidden.view(len(sequences), width, -1)
