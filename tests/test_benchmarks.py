@@ -159,3 +159,22 @@ def test_gpu_check_runs_the_steps_asked_for_and_refuses_an_unknown_one(capsys):
     assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == ["members", "profile"]
     assert gpu_check.main(["--dry-run", "--only", "retention", "bogus"]) == 2
     assert "unknown step 'bogus'" in capsys.readouterr().err
+
+
+def test_the_readmes_host_cost_rows_are_what_the_profiles_give():
+    """The README's operator counts of the retention recipe's profile, before and after the host-side batching,
+    are the committed profiles' (rounded as printed)."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    results = root / "benchmarks" / "results"
+    before, after = (json.loads((results / f"profile-cpu-host-{label}.json").read_text())["results"]
+                     for label in ("before", "after"))
+    for row_start, case in (("| `benchmarks/profile_training.py`, the retention recipe (SmolLM2, K=2048), one run |",
+                             "one run alone"), ("| the same, 8 runs in one batch |", "8 runs in one batch")):
+        row = next(line for line in readme.splitlines() if line.startswith(row_start))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        printed = [int(re.sub(r"[^0-9]", "", cell)) for cell in cells[1:3]]
+        assert printed == [round(before[case]["operator_calls_per_step"]),
+                           round(after[case]["operator_calls_per_step"])], row

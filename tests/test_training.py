@@ -346,3 +346,27 @@ def test_a_turn_tick_is_an_empty_chat_turn_saved_only_where_it_is_chosen():
         PassFormat("text", tick="turn")
     with pytest.raises(ConfigError, match="unknown tick 'wall'"):
         PassFormat("chat", tick="wall")
+
+
+def test_a_pass_groups_tensors_are_left_padded_with_targets_and_read_labels_in_place():
+    """schedule()'s tensors, written out by hand: tokens right-aligned (mask 1 on real tokens, positions counted
+    over them), targets at the last positions (NO_TARGET before), read labels under each row's prompt (-1 elsewhere,
+    and on the rows without labels)."""
+    from ran.episodes import NO_TARGET, RenderedPass, left_pad
+
+    ids, mask, positions = left_pad([(5, 6), (7,), (8, 9, 10)], pad_id=0)
+    assert ids.tolist() == [[0, 5, 6], [0, 0, 7], [8, 9, 10]]
+    assert mask.tolist() == [[0, 1, 1], [0, 0, 1], [1, 1, 1]]
+    assert positions.tolist() == [[0, 0, 1], [0, 0, 0], [0, 1, 2]]
+    passes = [RenderedPass((5, 6), (7, 8), read=(0, 1)), RenderedPass((9, 10), (11,)),
+              RenderedPass((1, 2, 3), (), running_read=(1, 0, 0))]
+    groups = schedule([[step] for step in passes], pad_id=0)[0]
+    by_rows = {tuple(group.rows.tolist()): group for group in groups}
+    with_targets = by_rows[(0, 1)]  # (5, 6) and 7 are read; (9, 10) (a target's last token is not read)
+    assert with_targets.input_ids.tolist() == [[5, 6, 7], [0, 9, 10]]
+    assert with_targets.labels.tolist() == [[7, 8], [NO_TARGET, 11]]
+    assert with_targets.read_labels.tolist() == [[0, 1, -1], [-1, -1, -1]]
+    assert with_targets.running_read_labels is None
+    without = by_rows[(2,)]
+    assert without.labels is None and without.read_labels is None
+    assert without.running_read_labels.tolist() == [[1, 0, 0]]
