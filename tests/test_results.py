@@ -257,6 +257,50 @@ def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_and_shares_raised_a
     assert all(task["value"] == 0.0 for task in result["scores"]["wiped"]["tasks"].values())
 
 
+def test_the_readmes_table_of_the_kept_mix_over_two_seeds_is_what_its_eval_files_give():
+    """README, "Seed 1 of the same mix": each task's seeds, their mean and min from the two committed `ran eval`
+    files, wiped 0.00 in both; and seed 1's timed per N on held-out words."""
+    seeds = [json.loads((RESULTS / "battery-mix-keep" / f"eval-seed{seed}.json").read_text())["scores"]
+             for seed in (0, 1)]
+    rows = {cells[0]: cells for cells in _table_after(README.read_text(), "**Seed 1 of the same mix**")}
+    assert set(rows) == set(seeds[0]["carried"]["tasks"]) == set(seeds[1]["carried"]["tasks"]) and len(rows) == 8
+    for task, cells in rows.items():
+        values = [scores["carried"]["tasks"][task]["value"] for scores in seeds]
+        assert cells[1:4] == [f"{values[0]:.2f}", f"{values[1]:.2f}",
+                              f"{sum(values) / 2:.2f} [{min(values):.2f}]"], (task, cells)
+        assert cells[4] == "0.00" and all(scores["wiped"]["tasks"][task]["value"] == 0 for scores in seeds), task
+    readme = " ".join(README.read_text().split())
+    timed = seeds[1]["carried"]["tasks"]["timed"]
+    assert f"on time per N = 1..8 on held-out words {_heldout_groups(timed)} (seed 0: " in readme
+
+
+def _idle_ticks(name: str) -> list[tuple[bool, str]]:
+    """(spoke, reply) of each idle tick of a committed session transcript, in order."""
+    events = json.loads((RESULTS / "session" / f"run-{name}.json").read_text())["events"]
+    return [(event["gate"]["emit"], event["reply"]) for event in events if event.get("kind") == "idle"]
+
+
+def test_the_readmes_live_runs_of_the_kept_mix_are_what_its_transcripts_give():
+    """README, "Seed 1 of the same mix", live: which idle tick speaks and what it says, and that every control stays
+    silent."""
+    initiative = _idle_ticks("mixK-s1-initiative-ada")
+    assert [spoke for spoke, _ in initiative] == [False, False, True, False, False]
+    assert initiative[2][1] == " Ada"
+    appointment = _idle_ticks("mixK-s1-appointment-ada")
+    assert [spoke for spoke, _ in appointment] == [False, False, False, True, False, False]
+    assert appointment[3][1] == " AAA"
+    unread = _idle_ticks("mixK-s1-appointment-ada-unread")
+    assert [spoke for spoke, _ in unread] == [False, False, True, False, False, True] and unread[2][1] == " Ada"
+    for control in ("initiative-ada-forget", "appointment-ada-forget", "appointment-ada-unread-forget"):
+        assert not any(spoke for spoke, _ in _idle_ticks(f"mixK-s1-{control}")), control
+    replies = [event["reply"] for event in json.loads((RESULTS / "session" / "run-mixK-s1-interrupt.json").read_text())[
+        "events"] if event.get("kind") == "prompt"]
+    assert replies[1:] == [" 51", " rocket"]
+    held = [event["gate"]["emit"] for event in json.loads((RESULTS / "session" / "run-mixK-s1-hold.json").read_text())[
+        "events"] if event.get("kind") == "prompt"]
+    assert held == [False] * 5  # silent through the hold, and after the release too: the release is missed
+
+
 SILENCE_ARMS = ("alone", "content", "initiative", "timed", "timed-gate256", "timed-phrasings", "timed-text-read")
 SILENCE_PASSES = ("hold", "under the hold", "release", "after the release", "first, free", "later, free")
 
