@@ -139,12 +139,16 @@ class PassGroup:
 
 def left_pad(sequences: list, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token sequences right-aligned in one batch: (input_ids, attention_mask, position_ids), each (B, T)."""
-    # Padded as Python lists, then one tensor each: a few operations per batch, not a few per row (on a GPU the
-    # host builds every pass's batch, so per-row operations add up over members x episodes).
     width = max(len(s) for s in sequences)
-    input_ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in sequences], dtype=torch.long)
-    attention_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], dtype=torch.long)
-    return input_ids, attention_mask, (attention_mask.cumsum(-1) - 1).clamp_min(0)
+    attention_mask = _right_aligned([(1,) * len(s) for s in sequences], width, 0)
+    return _right_aligned(sequences, width, pad_id), attention_mask, (attention_mask.cumsum(-1) - 1).clamp_min(0)
+
+
+def _right_aligned(rows: list, width: int, fill: int) -> torch.Tensor:
+    """(B, width) long tensor of ``rows`` right-aligned, ``fill`` before each. Padded as Python lists, then one
+    tensor: a few operations per batch, not a few per row (on a GPU the host builds every pass's batch, so per-row
+    operations add up over members x episodes)."""
+    return torch.tensor([[fill] * (width - len(row)) + list(row) for row in rows], dtype=torch.long)
 
 
 def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGroup:
@@ -154,8 +158,7 @@ def _group(rows: list[int], passes: list[RenderedPass], pad_id: int) -> PassGrou
     labels = None
     longest = max(len(p.target) for p in passes)
     if longest:
-        labels = torch.tensor([[NO_TARGET] * (longest - len(p.target)) + list(p.target) for p in passes],
-                              dtype=torch.long)
+        labels = _right_aligned([p.target for p in passes], longest, NO_TARGET)
     read_labels, running_read_labels = (_token_labels([getattr(p, name) for p in passes], passes, width)
                                         for name in READ_LABELS)
     recall_labels = None
@@ -170,8 +173,8 @@ def _token_labels(per_pass: list[tuple[int, ...]], passes: list[RenderedPass], w
     """(b, T) per-token labels placed at each row's prompt, -1 elsewhere; None where no pass has any."""
     if not any(per_pass):
         return None
-    return torch.tensor([[-1] * (width - len(step.tokens)) + list(wanted) + [-1] * (len(step.tokens) - len(wanted))
-                         for step, wanted in zip(passes, per_pass, strict=True)], dtype=torch.long)
+    return _right_aligned([tuple(wanted) + (-1,) * (len(step.tokens) - len(wanted))
+                           for step, wanted in zip(passes, per_pass, strict=True)], width, -1)
 
 
 def schedule(episodes: list[list[RenderedPass]], pad_id: int) -> list[list[PassGroup]]:
