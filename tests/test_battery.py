@@ -856,6 +856,63 @@ def test_a_killed_battery_resumes_to_the_records_of_an_uninterrupted_one(tmp_pat
     assert comparable(interrupted) == comparable(whole)
 
 
+def test_a_battery_stopped_after_saving_its_model_resumes_from_it(tmp_path, monkeypatch, capsys):
+    """A run stopped after saving its trained model but before its record (during the stateless ablation) is
+    scored from the artifact on the rerun, not trained again, and its record equals an uninterrupted run's; an
+    artifact of other settings is refused; --overwrite trains again."""
+    import ran.runner
+    from ran.cli import main
+
+    directory = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    saved = tmp_path / "saved"
+    artifact = saved / "battery-readout-seed0"
+    trained = []  # whether each training carried its state: the model's (True), its stateless ablation's (False)
+    train = ran.runner.train
+    monkeypatch.setattr(ran.runner, "train", lambda *a, **k: trained.append(k["carry"]) or train(*a, **k))
+
+    def battery(out, *extra):
+        code = main(["battery", "--model", str(directory), "--units", "32", "--steps", "3", "--seeds", "0",
+                     "--tasks", "timed", "silence", "--idle-text", "w9", "--out", str(tmp_path / out),
+                     "--save", str(saved), "--no-progress", "--threads", "1", *TINY_TIMED, *extra])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    def runs(out):
+        return [{k: v for k, v in run.items() if not k.endswith(("seconds", "per_second")) and k != "resumed_from"}
+                for run in read_results(tmp_path / out / "battery.json", "battery")["runs"]]
+
+    assert battery("whole")[0] == 0 and trained == [True, False]
+    files = {path.name: path.stat().st_mtime_ns for path in artifact.iterdir()}
+    assert json.loads((artifact / "run.json").read_text())["training"]["loss_curve"] == runs("whole")[0]["loss_curve"]
+    # A fresh --out has no record of the run: the state a battery killed during its stateless ablation leaves.
+    trained.clear()
+    code, output = battery("resumed")
+    assert code == 0 and trained == [False], output  # only the stateless ablation trained
+    assert f"1 of them saved their trained model before they stopped ({artifact})" in output
+    assert runs("resumed") == runs("whole")
+    (record,) = read_results(tmp_path / "resumed" / "battery.json", "battery")["runs"]
+    assert record["resumed_from"]["artifact"] == str(artifact)
+    assert {path.name: path.stat().st_mtime_ns for path in artifact.iterdir()} == files  # read, not saved again
+    # An artifact saved before run.json kept its training: resumed, its loss curve unknown.
+    kept = json.loads((artifact / "run.json").read_text())
+    (artifact / "run.json").write_text(json.dumps({k: v for k, v in kept.items() if k != "training"}))
+    trained.clear()
+    assert battery("older")[0] == 0 and trained == [False]
+    (older,) = read_results(tmp_path / "older" / "battery.json", "battery")["runs"]
+    assert older["loss_curve"] is None and older["tasks"] == record["tasks"]
+    # Other settings (four steps): that artifact is another run's, refused before any work; --overwrite retrains.
+    trained.clear()
+    code, output = battery("other", "--steps", "4")
+    assert code == 2 and f"the artifact {artifact} already exists; pass --overwrite" in output and trained == []
+    assert battery("other", "--steps", "4", "--overwrite")[0] == 0 and trained == [True, False]
+    assert json.loads((artifact / "run.json").read_text())["train"]["steps"] == 4
+    # --overwrite on the run's own finished artifact trains it again too.
+    trained.clear()
+    assert battery("again", "--steps", "4", "--overwrite")[0] == 0 and trained == [True, False]
+
+
 def _two_seed_battery(tmp_path, where: str, *extra: str):
     """``ran battery`` of two seeds (timed and silence) on the tiny model under ``tmp_path / where``: its
     result, and its runs without what measures the machine."""

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ran.artifact import read_artifact_description
 from ran.episodes import render
-from ran.errors import ConfigError
+from ran.errors import ArtifactError, ConfigError
 from ran.fileio import atomic_write
 from ran.loading import load_model
 from ran.model import RanConfig, ReservoirModel, wrap
@@ -157,6 +158,9 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
             track: TrackConfig | None = None, label: str = "") -> dict[str, Any]:
     """Train and evaluate one run; returns its record. Loads the model unless ``base`` is given.
 
+    ``save_to`` already holding this very run's finished artifact (:func:`saved_run_of`: a process stopped after
+    saving it, before the record) resumes it: the artifact is loaded and scored instead of trained again, its
+    training's figures read back from its ``run.json``, and the record says so under ``resumed_from``.
     ``stateless=True`` also trains the stateless ablation (the same model with every pass starting from
     a trained constant state, ``RanConfig(recurrence="none")``) and scores it as ``stateless``.
     ``after(model, renderer)`` measures the trained model further (e.g. ``ran.harm``); its entries join
@@ -167,8 +171,14 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
         base, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
     renderer = Renderer(spec.format, tokenizer)
     spec.task.check(renderer)
-    model, cache, trained, scores = _trained(spec, base, renderer, progress)
-    record = _scored(spec, model, cache, trained, scores, renderer, save_to, after, progress)
+    saved = saved_run_of(spec, save_to)
+    if saved is None:
+        model, cache, trained, scores = _trained(spec, base, renderer, progress)
+        record = _scored(spec, model, cache, training_summary(trained), scores, renderer, save_to, after, progress)
+    else:  # trained and saved by an earlier process that stopped before its record: scored, not trained again
+        model, cache, scores = _reloaded(spec, base, renderer, save_to)
+        record = _scored(spec, model, cache, saved_training(saved), scores, renderer, None, after, progress)
+        record["resumed_from"] = {"artifact": str(save_to), "git": saved.get("git")}
     if stateless:
         if spec.ran.lora_rank:
             base, tokenizer = load_model(spec.model, device=spec.device, dtype=spec.dtype)
@@ -215,18 +225,20 @@ def run_together(specs: list[RunSpec], base, tokenizer, progress: bool = True,
                                                            strict=True):
         model = done.wrap(base)
         cache = LayerInputCache(model) if model.can_start_at_layer else None
-        record = _scored(spec, model, cache, done.result, scores, renderer, save_to, after, progress)
+        record = _scored(spec, model, cache, training_summary(done.result), scores, renderer, save_to, after,
+                         progress)
         if ablate:
             _add_stateless(record, spec, base, renderer, progress)
         records.append(record)
     return records
 
 
-def _scored(spec: RunSpec, model: ReservoirModel, cache: LayerInputCache | None, trained: TrainResult,
+def _scored(spec: RunSpec, model: ReservoirModel, cache: LayerInputCache | None, training: dict[str, Any],
             scores: dict[str, Any], renderer: Renderer, save_to: Path | None,
             after: Callable[[ReservoirModel, Renderer], dict[str, Any]] | None, progress: bool = False
             ) -> dict[str, Any]:
-    """A trained run's record: scored carried and wiped, measured by ``after``, saved; ``model`` unwrapped."""
+    """A trained run's record (``training``: :func:`training_summary`): scored carried and wiped, measured by
+    ``after``, saved; ``model`` unwrapped."""
     try:
         for condition, carry in (("carried", True), ("wiped", False)):
             scores[condition] = evaluate(model, renderer, spec.task, carry=carry, cache=cache, progress=progress)
@@ -242,10 +254,7 @@ def _scored(spec: RunSpec, model: ReservoirModel, cache: LayerInputCache | None,
             "device": str(base.device),
             "dtype": str(base.dtype).removeprefix("torch."),
             "scores": {condition: scores[condition] for condition in CONDITIONS if condition in scores},
-            "loss_curve": [round(loss, 6) for loss in trained.losses],
-            "train_seconds": round(trained.seconds, 3),
-            "episodes_per_second": round(trained.episodes_per_second, 3),
-            "passes_per_second": round(trained.passes / trained.seconds, 3) if trained.seconds else None,
+            **training,
             "ran_config": model.config.to_dict(),
             "train_config": spec.train.to_dict(),
             "reservoir_fingerprint": model.reservoir.fingerprint,
@@ -277,6 +286,7 @@ def _add_stateless(record: dict[str, Any], spec: RunSpec, base, renderer: Render
 
 ARTIFACT_RUN_FILE = "run.json"
 ARTIFACT_RUN_SCHEMA = "ran.run-artifact/1"
+TRAINING_FIELDS = ("loss_curve", "train_seconds", "episodes_per_second", "passes_per_second")
 
 
 def save_artifact(model: ReservoirModel, spec: RunSpec, record: dict[str, Any], directory: Path) -> None:
@@ -285,8 +295,64 @@ def save_artifact(model: ReservoirModel, spec: RunSpec, record: dict[str, Any], 
     saved = {"schema": ARTIFACT_RUN_SCHEMA, "model": spec.model, "task": {"name": spec.task.name,
              **spec.task.to_dict()}, "train": spec.train.to_dict(), "format": spec.format.to_dict(),
              "scores": {c: _without_details(record["scores"][c]) for c in ("carried", "wiped")},
-             "git": source()}
+             "training": {name: record[name] for name in TRAINING_FIELDS}, "git": source()}
     atomic_write(directory / ARTIFACT_RUN_FILE, json.dumps(saved, indent=1) + "\n")
+
+
+def training_summary(trained: TrainResult) -> dict[str, Any]:
+    """What a record keeps of a run's training (:data:`TRAINING_FIELDS`)."""
+    return {"loss_curve": [round(loss, 6) for loss in trained.losses], "train_seconds": round(trained.seconds, 3),
+            "episodes_per_second": round(trained.episodes_per_second, 3),
+            "passes_per_second": round(trained.passes / trained.seconds, 3) if trained.seconds else None}
+
+
+def saved_training(saved: dict[str, Any]) -> dict[str, Any]:
+    """:func:`training_summary` as an artifact's ``run.json`` keeps it; None for each figure an artifact saved
+    before ``run.json`` kept them lacks."""
+    training = saved.get("training") if isinstance(saved.get("training"), dict) else {}
+    return {name: training.get(name) for name in TRAINING_FIELDS}
+
+
+def saved_run_of(spec: RunSpec, directory: Path | None) -> dict[str, Any] | None:
+    """The ``run.json`` of the finished artifact of exactly this run under ``directory`` (the same model, task,
+    training, pass format and RAN config, its layer resolved as ``wrap`` resolves it), else None: nothing there,
+    an unfinished save (``run.json`` is written last), another run's artifact, or one that does not parse."""
+    if directory is None or not (directory / ARTIFACT_RUN_FILE).is_file():
+        return None
+    try:
+        description = read_artifact_description(directory)
+        saved = json.loads((directory / ARTIFACT_RUN_FILE).read_text())
+    except (ArtifactError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    n_layers = description["base_model"].get("n_layers")
+    if not isinstance(saved, dict) or not isinstance(n_layers, int):
+        return None
+    ran = spec.ran if spec.ran.layer is not None else replace(spec.ran, layer=n_layers // 2)
+    expected = {"schema": ARTIFACT_RUN_SCHEMA, "model": spec.model, "task": {"name": spec.task.name,
+                **spec.task.to_dict()}, "train": spec.train.to_dict(), "format": spec.format.to_dict()}
+    same = (json.loads(json.dumps(expected)) == {name: saved.get(name) for name in expected}
+            and json.loads(json.dumps(ran.to_dict())) == description["config"])
+    return saved if same else None
+
+
+def _reloaded(spec: RunSpec, base, renderer: Renderer, directory: Path
+              ) -> tuple[ReservoirModel, LayerInputCache | None, dict[str, Any]]:
+    """The run's saved artifact loaded on ``base``, after scoring the untrained model as :func:`_trained` does;
+    returns (model, cache, scores)."""
+    scores = {}
+    if spec.untrained:
+        untrained = wrap(base, spec.ran)
+        try:
+            if untrained.config.value_read in DECODED_VALUE_READS:
+                fit_decoder(untrained, spec.task, renderer)
+            cache = LayerInputCache(untrained) if untrained.can_start_at_layer else None
+            if untrained.config.whiten:
+                fit_whitening(untrained, spec, renderer, cache)
+            scores["untrained"] = evaluate(untrained, renderer, spec.task, carry=True, cache=cache)
+        finally:
+            untrained.unwrap()
+    model = ReservoirModel.from_pretrained(base, directory)
+    return model, LayerInputCache(model) if model.can_start_at_layer else None, scores
 
 
 def _without_details(score: dict[str, Any]) -> dict[str, Any]:

@@ -193,15 +193,24 @@ def check_engine_outputs(args: argparse.Namespace, results: Iterable[Path], reco
                          artifacts: list[Path | None] | None = None) -> None:
     """``check_outputs`` for an experiment on the engine (``ran.engine``), whose runs leave one record each under
     ``records``: a rerun without ``--overwrite`` resumes, keeping the finished runs and their artifacts
-    (``artifacts[i]`` is member i's); ``--overwrite`` deletes the records, so every run trains again."""
-    from ran.engine import RecordStore, member_key
+    (``artifacts[i]`` is member i's), and the artifact an unfinished run saved of itself before it stopped
+    (``ran.runner.saved_run_of``); ``--overwrite`` deletes the records, and the ``run.json`` that marks such an
+    artifact finished, so every run trains again."""
+    from ran.engine import RecordStore, member_key, spec_of
+    from ran.runner import ARTIFACT_RUN_FILE, saved_run_of
 
     finished = set() if args.overwrite else RecordStore(records).keys()
     artifacts = artifacts or [None] * len(members)
-    check_outputs(args, results, [artifact for artifact, member in zip(artifacts, members, strict=True)
-                                  if artifact is not None and member_key(member) not in finished])
-    if args.overwrite and records.is_dir():
-        shutil.rmtree(records)
+    unfinished = [(artifact, member) for artifact, member in zip(artifacts, members, strict=True)
+                  if artifact is not None and member_key(member) not in finished]
+    resumable = [artifact for artifact, member in unfinished if saved_run_of(spec_of(member), artifact) is not None]
+    check_outputs(args, results, [artifact for artifact, _ in unfinished
+                                  if args.overwrite or artifact not in resumable])
+    if args.overwrite:
+        for artifact in resumable:
+            (artifact / ARTIFACT_RUN_FILE).unlink()
+        if records.is_dir():
+            shutil.rmtree(records)
 
 
 def results_name(args: argparse.Namespace, default: str) -> str:

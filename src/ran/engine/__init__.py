@@ -4,7 +4,8 @@ An experiment (``ran crosspass``, ``ran battery``, ``ran remember``, ``ran popul
 (:mod:`ran.engine.members`: one run's whole configuration as a JSON dict). :func:`run_members` runs
 each member not yet on disk, in this process or on Ray (:mod:`ran.engine.backends`), writes its record
 atomically as it finishes (:mod:`ran.engine.store`) and returns the records in the members' order, so
-a killed experiment, rerun with the same settings, runs only what is missing. The experiments are
+a killed experiment, rerun with the same settings, runs only what is missing (a run that saved its trained model
+before it stopped is scored from it, not trained again: ``ran.runner.run_one``). The experiments are
 reports over these records, written in one results schema (:mod:`ran.engine.report`).
 """
 
@@ -22,6 +23,7 @@ from ran.engine.members import member_key, member_of, spec_of
 from ran.engine.store import RecordStore
 from ran.engine.worker import run_member, runner_record
 from ran.errors import ConfigError
+from ran.runner import saved_run_of
 from ran.tracking import TrackConfig, log_run
 
 __all__ = ["Backend", "RecordStore", "batch_groups", "member_key", "member_of", "run_member", "run_members",
@@ -51,12 +53,16 @@ def run_members(members: list[dict[str, Any]], directory: str | Path, backend: B
     finished = store.keys()
     todo = [i for i, key in enumerate(keys) if key not in finished]
     threads_text = "torch's threads" if threads is None else f"{threads} thread{'s' if threads > 1 else ''}"
+    saves = saves or [None] * len(members)
+    resumed = [i for i in todo if saved_run_of(spec_of(members[i]), saves[i]) is not None]
     log(f"{len(members)} runs, {len(members) - len(todo)} already finished, {len(todo)} to run "
         f"({backend.describe()}, {threads_text} per run; records in {store.directory})")
+    if resumed:
+        log(f"{len(resumed)} of them saved their trained model before they stopped ("
+            f"{', '.join(str(saves[i]) for i in resumed)}): scored again, not trained again")
     if todo:
-        saves = saves or [None] * len(members)
         in_process = not backend.uses_ray
-        groups = batch_groups(todo, members, backend.batch)
+        groups = batch_groups(todo, members, backend.batch, alone=set(resumed))
         if backend.batch > 1:
             log(f"trained in {len(groups)} batch{'es' if len(groups) > 1 else ''} of "
                 f"{', '.join(str(len(group)) for group in groups)} runs (--batch-runs {backend.batch})")
@@ -74,10 +80,12 @@ def run_members(members: list[dict[str, Any]], directory: str | Path, backend: B
     return store.read_all(keys)
 
 
-def batch_groups(todo: list[int], members: list[dict[str, Any]], batch: int) -> list[list[int]]:
+def batch_groups(todo: list[int], members: list[dict[str, Any]], batch: int,
+                 alone: set[int] = frozenset()) -> list[list[int]]:
     """``todo`` (indices into ``members``) split into groups trained in one batch: runs of one model, device,
     dtype, pass format and shape (:func:`ran.batched.batch_shape`), at most ``batch`` per group, in order;
-    a run that must train alone (or ``batch`` 1) is a group of its own."""
+    a run that must train alone, one in ``alone`` (e.g. resumed from its saved model) or any with ``batch`` 1 is
+    a group of its own."""
     if batch <= 1:
         return [[i] for i in todo]
     from ran.batched import batch_shape
@@ -86,7 +94,7 @@ def batch_groups(todo: list[int], members: list[dict[str, Any]], batch: int) -> 
     groups: list[list[int]] = []
     for i in todo:
         spec = spec_of(members[i])
-        shape = batch_shape(spec.ran, spec.train)
+        shape = None if i in alone else batch_shape(spec.ran, spec.train)
         if shape is None:
             groups.append([i])
             continue
