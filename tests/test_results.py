@@ -9,6 +9,7 @@ import pytest
 from ran.cli.eval import EVAL_SCHEMA
 from ran.engine.report import EXPERIMENTS, LEGACY_SCHEMAS, RESULTS_SCHEMA, experiment_of, read_results, results_document
 from ran.errors import ConfigError
+from ran.stats import format_interval, seed_summary
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 README = RESULTS.parent / "README.md"
@@ -257,21 +258,29 @@ def test_the_readmes_figures_of_the_mix_with_idle_ticks_kept_and_shares_raised_a
     assert all(task["value"] == 0.0 for task in result["scores"]["wiped"]["tasks"].values())
 
 
-def test_the_readmes_table_of_the_kept_mix_over_two_seeds_is_what_its_eval_files_give():
-    """README, "Seed 1 of the same mix": each task's seeds, their mean and min from the two committed `ran eval`
-    files, wiped 0.00 in both; and seed 1's timed per N on held-out words."""
+def test_the_readmes_table_of_the_kept_mix_over_three_seeds_is_what_its_eval_files_give():
+    """README, "Seeds 1 and 2 of the same mix": each task's seeds, their mean ± std, min and 95% interval from the
+    three committed `ran eval` files, wiped 0.00 in every seed; each seed's timed per N on held-out words and
+    silence's parts; the summary line up top."""
     seeds = [json.loads((RESULTS / "battery-mix-keep" / f"eval-seed{seed}.json").read_text())["scores"]
-             for seed in (0, 1)]
-    rows = {cells[0]: cells for cells in _table_after(README.read_text(), "**Seed 1 of the same mix**")}
-    assert set(rows) == set(seeds[0]["carried"]["tasks"]) == set(seeds[1]["carried"]["tasks"]) and len(rows) == 8
+             for seed in (0, 1, 2)]
+    rows = {cells[0]: cells for cells in _table_after(README.read_text(), "**Seeds 1 and 2 of the same mix**")}
+    assert all(set(rows) == set(scores["carried"]["tasks"]) for scores in seeds) and len(rows) == 8
+    readme = " ".join(README.read_text().split())
     for task, cells in rows.items():
         values = [scores["carried"]["tasks"][task]["value"] for scores in seeds]
-        assert cells[1:4] == [f"{values[0]:.2f}", f"{values[1]:.2f}",
-                              f"{sum(values) / 2:.2f} [{min(values):.2f}]"], (task, cells)
-        assert cells[4] == "0.00" and all(scores["wiped"]["tasks"][task]["value"] == 0 for scores in seeds), task
-    readme = " ".join(README.read_text().split())
-    timed = seeds[1]["carried"]["tasks"]["timed"]
-    assert f"on time per N = 1..8 on held-out words {_heldout_groups(timed)} (seed 0: " in readme
+        summary = seed_summary(values)
+        assert cells[1:7] == [*(f"{value:.2f}" for value in values), f"{summary['mean']:.2f} ± {summary['std']:.2f}",
+                              f"{summary['min']:.2f}", format_interval(summary, bounds=(0, 1))], (task, cells)
+        assert cells[7] == "0.00" and all(scores["wiped"]["tasks"][task]["value"] == 0 for scores in seeds), task
+        if task in ("initiative", "timed", "sequence", "silence"):
+            assert f"{task} {summary['mean']:.2f} ± {summary['std']:.2f} (" in readme, task
+    timed = [scores["carried"]["tasks"]["timed"] for scores in seeds]
+    assert (f"on time per N = 1..8 on held-out words {_heldout_groups(timed[2])} (seed 2), "
+            f"{_heldout_groups(timed[1])} (seed 1), {_heldout_groups(timed[0])} (seed 0)") in readme
+    silence = [scores["carried"]["tasks"]["silence"] for scores in seeds]
+    for part in ("held", "replied", "released"):
+        assert f"{part} {' / '.join(f'{each[part]:.2f}' for each in silence)}" in readme, part
 
 
 def _idle_ticks(name: str) -> list[tuple[bool, str]]:
@@ -281,8 +290,8 @@ def _idle_ticks(name: str) -> list[tuple[bool, str]]:
 
 
 def test_the_readmes_live_runs_of_the_kept_mix_are_what_its_transcripts_give():
-    """README, "Seed 1 of the same mix", live: which idle tick speaks and what it says, and that every control stays
-    silent."""
+    """README, "Seeds 1 and 2 of the same mix", live (seed 1's artifact): which idle tick speaks and what it says,
+    and that every control stays silent."""
     initiative = _idle_ticks("mixK-s1-initiative-ada")
     assert [spoke for spoke, _ in initiative] == [False, False, True, False, False]
     assert initiative[2][1] == " Ada"
