@@ -132,16 +132,29 @@ def fit_whitening(model: ReservoirModel, spec: RunSpec, renderer: Renderer, cach
     model.whitening_fit["seconds"] = round(time.perf_counter() - started, 3)
 
 
+def _wrapped(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: bool = True,
+             ran: RanConfig | None = None) -> tuple[ReservoirModel, LayerInputCache | None, dict[str, Any]]:
+    """Wrap ``base``, fit what its config fits before training (a decoder, a whitening), score it untrained if the
+    spec asks; returns (model, cache, scores)."""
+    model = wrap(base, ran or spec.ran)
+    try:
+        if model.config.value_read in DECODED_VALUE_READS:
+            fit_decoder(model, spec.task, renderer)
+        cache = LayerInputCache(model) if model.can_start_at_layer else None
+        if model.config.whiten:
+            fit_whitening(model, spec, renderer, cache, progress)
+        scores = ({"untrained": evaluate(model, renderer, spec.task, carry=carry, cache=cache)} if spec.untrained
+                  else {})
+    except BaseException:
+        model.unwrap()
+        raise
+    return model, cache, scores
+
+
 def _trained(spec: RunSpec, base, renderer: Renderer, progress: bool, carry: bool = True,
              ran: RanConfig | None = None) -> tuple[ReservoirModel, LayerInputCache | None, Any, dict[str, Any]]:
     """Wrap ``base``, score it untrained, train it on the spec's task; returns (model, cache, result, scores)."""
-    model = wrap(base, ran or spec.ran)
-    if model.config.value_read in DECODED_VALUE_READS:
-        fit_decoder(model, spec.task, renderer)
-    cache = LayerInputCache(model) if model.can_start_at_layer else None
-    if model.config.whiten:
-        fit_whitening(model, spec, renderer, cache, progress)
-    scores = {"untrained": evaluate(model, renderer, spec.task, carry=carry, cache=cache)} if spec.untrained else {}
+    model, cache, scores = _wrapped(spec, base, renderer, progress, carry, ran)
     label = f"{model.config.mode} {model.config.recurrence} seed {spec.train.seed}"
     try:
         trained = train(model, renderer, episode_source(spec), spec.train, progress=progress, description=label,
@@ -160,7 +173,8 @@ def run_one(spec: RunSpec, base=None, tokenizer=None, progress: bool = True,
 
     ``save_to`` already holding this very run's finished artifact (:func:`saved_run_of`: a process stopped after
     saving it, before the record) resumes it: the artifact is loaded and scored instead of trained again, its
-    training's figures read back from its ``run.json``, and the record says so under ``resumed_from``.
+    training's figures read back from its ``run.json`` (a decoder's or whitening's fit report is not kept there, so
+    such a record has none), and the record says so under ``resumed_from``.
     ``stateless=True`` also trains the stateless ablation (the same model with every pass starting from
     a trained constant state, ``RanConfig(recurrence="none")``) and scores it as ``stateless``.
     ``after(model, renderer)`` measures the trained model further (e.g. ``ran.harm``); its entries join
@@ -341,16 +355,8 @@ def _reloaded(spec: RunSpec, base, renderer: Renderer, directory: Path
     returns (model, cache, scores)."""
     scores = {}
     if spec.untrained:
-        untrained = wrap(base, spec.ran)
-        try:
-            if untrained.config.value_read in DECODED_VALUE_READS:
-                fit_decoder(untrained, spec.task, renderer)
-            cache = LayerInputCache(untrained) if untrained.can_start_at_layer else None
-            if untrained.config.whiten:
-                fit_whitening(untrained, spec, renderer, cache)
-            scores["untrained"] = evaluate(untrained, renderer, spec.task, carry=True, cache=cache)
-        finally:
-            untrained.unwrap()
+        untrained, _, scores = _wrapped(spec, base, renderer, progress=False)
+        untrained.unwrap()
     model = ReservoirModel.from_pretrained(base, directory)
     return model, LayerInputCache(model) if model.can_start_at_layer else None, scores
 
